@@ -1,0 +1,1 @@
+"""hf_lightning: the Hugging Face Trainer feature set on PyTorch Lightning."""
