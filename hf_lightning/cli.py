@@ -1,0 +1,76 @@
+"""``python -m hf_lightning``: LightningCLI over HFModule + HFDataModule, plus the ``report`` command.
+
+Configs are stackable (``--config a.yaml --config b.yaml``), any field can be overridden with a dotted flag
+(``--trainer.max_steps 20``, ``--model.learning_rate 3e-5``, ``--data.batch_size 16``) or an environment variable
+(``HFL_FIT__TRAINER__MAX_STEPS=20``; prefix ``HFL``, then the subcommand, fields joined by ``__``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from hf_lightning.data.datamodule import HFDataModule
+from hf_lightning.modules.base import HFModule
+
+ENV_PREFIX = "HFL"
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    # TensorBoard event files under runs/<name>/version_<n>/ by default.
+    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+               "init_args": {"save_dir": "runs", "name": "hf_lightning"}},
+    # HFDataModule shards one seeded permutation across ranks itself (HF order, exact DDP == 1-process batches).
+    "use_distributed_sampler": False,
+    # transformers.Trainer runs no sanity evaluation; skipping it also keeps the RNG stream identical.
+    "num_sanity_val_steps": 0,
+}
+
+
+class HFLightningCLI(LightningCLI):
+    """LightningCLI that links data facts into the model and exports the trained model in HF format."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
+        parser.link_arguments("data.id2label", "model.init_args.id2label", apply_on="instantiate")
+        parser.add_argument(
+            "--export_dir", type=str | None, default=None,
+            help="Where fit saves the trained model and tokenizer with save_pretrained "
+                 "(default: <trainer.log_dir>/hf_model; 'none' to skip).",
+        )
+
+    def export_path(self) -> str | None:
+        """The folder the trained model is exported to after ``fit``."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        chosen = config.get("export_dir")
+        if chosen is not None and str(chosen).lower() == "none":
+            return None
+        return chosen or os.path.join(self.trainer.log_dir or self.trainer.default_root_dir, "hf_model")
+
+    def after_fit(self) -> None:
+        path = self.export_path()
+        if path is None or not self.trainer.is_global_zero:
+            return
+        self.model.save_pretrained(path)
+        print(f"Saved the trained model in HF format to {path}")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of ``python -m hf_lightning`` and ``hf-lightning``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        from hf_lightning.report import main as report_main
+
+        return report_main(argv[1:])
+    return HFLightningCLI(
+        HFModule,
+        HFDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX},
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )

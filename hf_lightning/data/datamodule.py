@@ -1,0 +1,419 @@
+"""HFDataModule: datasets loading, tokenisation, HF sample order and collation behind a LightningDataModule."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Iterator
+from typing import Any, Callable, Literal
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
+from hf_lightning.data.collators import build_collator
+from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
+
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+_STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+
+
+class ShardedSequentialSampler(Sampler[int]):
+    """Evaluation order: rank ``r`` takes the ``r``-th contiguous block, with no padded duplicates.
+
+    Gathering the ranks' outputs in rank order therefore restores dataset order, and metrics see each sample once.
+    """
+
+    def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0) -> None:
+        per_rank = math.ceil(num_samples / num_replicas)
+        self.indices = range(rank * per_rank, min(num_samples, (rank + 1) * per_rank))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class HFDataModule(L.LightningDataModule):
+    """Loads, tokenises and batches a data set the way ``transformers.Trainer`` would.
+
+    Args:
+        dataset: A packaged data set name (``movie_reviews``, ``sms_spam``, ``wnut16``, ``aclsum``), a local file or
+            folder (csv / tsv / json / jsonl / parquet / txt, read with ``datasets.load_dataset``), a hub id (where a hub
+            is reachable), or (from Python) a ``datasets.Dataset`` / ``DatasetDict`` / dict of splits / torch dataset.
+        data_files: Files per split for ``datasets.load_dataset`` (e.g. ``{train: a.csv, validation: b.csv}``).
+        dataset_config: The configuration name of a hub data set.
+        tokenizer: Tokenizer path, packaged model name or hub id; by default the model's tokenizer.
+        text_column: Column holding the text (defaults to the packaged data set's, else ``text``).
+        text_pair_column: Second text column for sentence-pair tasks.
+        label_column: Column holding the label (renamed to ``labels``); defaults to the packaged one, else ``label``.
+        max_length: Truncation length (the tokenizer's maximum when unset).
+        padding: ``longest`` pads each batch dynamically (default); ``max_length`` pads every example to max_length.
+        pad_to_multiple_of: Pad batch lengths to a multiple of this (tensor-core friendly).
+        collator: A collator name (``padding``, ``token_classification``, ``language_modeling``, ``seq2seq``,
+            ``default``...) or a callable; dynamic padding by default.
+        collator_kwargs: Keyword arguments of the collator.
+        batch_size: Per-device training batch size (``per_device_train_batch_size``).
+        eval_batch_size: Per-device evaluation batch size (defaults to ``batch_size``).
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory (only used when CUDA is available).
+        persistent_workers: Keep workers alive between epochs.
+        prefetch_factor: Batches prefetched per worker.
+        drop_last: Drop the last incomplete training batch.
+        seed: Seed of the per-epoch sample order (``seed + epoch``), as HF's ``seed``.
+        data_seed: Replaces ``seed`` for the sample order, as HF's ``data_seed``.
+        sampling_strategy: ``random`` (HF default), ``sequential``, or ``group_by_length`` (fewer pad tokens).
+        length_column_name: Precomputed lengths for ``group_by_length`` (computed when absent).
+        remove_unused_columns: Drop columns the model's ``forward`` does not accept, as HF does.
+        train_split: Name of the training split.
+        validation_split: Name of the validation split.
+        test_split: Name of the test split.
+        predict_split: Split used by ``predict`` (default: the test split).
+        validation_size: Fraction held out for validation when only a train split exists (seeded, fixed).
+        test_size: Fraction held out for test when only a train split exists (seeded, fixed).
+        max_train_samples: Keep only the first N training examples.
+        max_eval_samples: Keep only the first N examples of each evaluation split.
+        preprocessing_num_workers: Processes for ``datasets.map``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any = "movie_reviews",
+        data_files: str | list[str] | dict[str, Any] | None = None,
+        dataset_config: str | None = None,
+        tokenizer: str | PreTrainedTokenizerBase | None = None,
+        text_column: str | None = None,
+        text_pair_column: str | None = None,
+        label_column: str | None = None,
+        max_length: int | None = None,
+        padding: Literal["longest", "max_length"] = "longest",
+        pad_to_multiple_of: int | None = None,
+        collator: str | Callable[..., Any] | None = None,
+        collator_kwargs: dict[str, Any] | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
+        drop_last: bool = False,
+        seed: int = 42,
+        data_seed: int | None = None,
+        sampling_strategy: Literal["random", "sequential", "group_by_length"] = "random",
+        length_column_name: str = "length",
+        remove_unused_columns: bool = True,
+        train_split: str = "train",
+        validation_split: str = "validation",
+        test_split: str = "test",
+        predict_split: str | None = None,
+        validation_size: float = 0.1,
+        test_size: float = 0.1,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        preprocessing_num_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch_size={batch_size} / eval_batch_size={eval_batch_size} must be >= 1.")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"padding='{padding}' must be 'longest' (dynamic) or 'max_length'.")
+        if sampling_strategy not in ("random", "sequential", "group_by_length"):
+            raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
+        self.save_hyperparameters(ignore=["dataset", "tokenizer", "collator"] if not isinstance(dataset, str) else [])
+        self.dataset = dataset
+        self.data_files = data_files
+        self.dataset_config = dataset_config
+        self.tokenizer = tokenizer
+        builtin = DATASETS.get(dataset) if isinstance(dataset, str) else None
+        self.text_column = text_column or (builtin.text_column if builtin else None)
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column or (builtin.label_column if builtin else None)
+        self.max_length = max_length
+        self.padding = padding
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.collator = collator
+        self.collator_kwargs = dict(collator_kwargs or {})
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
+        self.drop_last = drop_last
+        self.seed = seed
+        self.data_seed = data_seed
+        self.sampling_strategy = sampling_strategy
+        self.length_column_name = length_column_name
+        self.remove_unused_columns = remove_unused_columns
+        self.split_names = {"train": train_split, "validation": validation_split, "test": test_split,
+                            "predict": predict_split or test_split}
+        self.validation_size = validation_size
+        self.test_size = test_size
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.preprocessing_num_workers = preprocessing_num_workers
+        self._raw: dict[str, Any] | None = None
+        self._splits: dict[str, Any] = {}
+        self._collate: Callable[..., Any] | None = None
+
+    # ----------------------------------------------------------------------------------------------- raw data
+    def raw_splits(self) -> dict[str, Any]:
+        """The untokenised splits by role (train / validation / test / predict), loaded once."""
+        if self._raw is None:
+            self._raw = self._load()
+        return self._raw
+
+    def _load(self) -> dict[str, Any]:
+        source = self.dataset
+        if isinstance(source, str) and source in DATASETS:
+            loaded: Any = load_builtin(source, self.validation_size, self.test_size)
+        elif isinstance(source, str) or self.data_files is not None:
+            loaded = self._load_files(source)
+        else:
+            loaded = source
+        if isinstance(loaded, datasets.Dataset) or isinstance(loaded, (torch.utils.data.Dataset, IterableDataset)):
+            loaded = {"train": loaded}
+        if isinstance(loaded, datasets.DatasetDict) and set(loaded) == {"train"} and (
+            self.validation_size or self.test_size
+        ):
+            loaded = split_dataset(loaded["train"], self.validation_size, self.test_size)
+        loaded = dict(loaded)
+        return {role: loaded[name] for role, name in self.split_names.items() if name in loaded}
+
+    def _load_files(self, source: str | None) -> datasets.DatasetDict:
+        files = self.data_files
+        if files is None and source is not None and os.path.exists(source):
+            files = source
+        if files is None:  # a hub id (works where a hub is reachable)
+            return datasets.load_dataset(source, self.dataset_config)
+        first = files if isinstance(files, str) else next(iter(files.values())) if isinstance(files, dict) else files[0]
+        first = first[0] if isinstance(first, list) else first
+        ext = os.path.splitext(str(first))[1].lower()
+        if ext not in _FILE_BUILDERS:
+            raise ValueError(f"data_files '{first}': unknown extension '{ext}'. Supported: {sorted(_FILE_BUILDERS)}.")
+        kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
+        return datasets.load_dataset(_FILE_BUILDERS[ext], data_files=files, **kwargs)
+
+    def _label_feature(self) -> Any:
+        train = self.raw_splits().get("train")
+        if isinstance(train, datasets.Dataset) and self.label_column in train.features:
+            feature = train.features[self.label_column]
+            return getattr(feature, "feature", feature)  # a Sequence of ClassLabel for token tags
+        return None
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        """Label names by id, from a ``ClassLabel`` feature or the sorted string labels; None for numeric labels."""
+        feature = self._label_feature()
+        if isinstance(feature, datasets.ClassLabel):
+            return dict(enumerate(feature.names))
+        names = self._string_labels()
+        return dict(enumerate(names)) if names else None
+
+    def _string_labels(self) -> list[str] | None:
+        train = self.raw_splits().get("train")
+        if isinstance(train, datasets.Dataset) and self.label_column in train.column_names:
+            if train.features[self.label_column].dtype == "string":
+                return sorted(set(train[self.label_column]))
+        return None
+
+    @property
+    def num_labels(self) -> int | None:
+        """Number of classes (1 for float regression targets); linked into the model by the CLI."""
+        if self.id2label is not None:
+            return len(self.id2label)
+        train = self.raw_splits().get("train")
+        if not isinstance(train, datasets.Dataset) or self.label_column not in train.column_names:
+            return None
+        if train.features[self.label_column].dtype.startswith("float"):
+            return 1
+        return int(max(train[self.label_column])) + 1
+
+    # ----------------------------------------------------------------------------------------------- processing
+    def resolve_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer: the one given, else the attached module's (``module.tokenizer``)."""
+        if isinstance(self.tokenizer, str):
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer))
+        if self.tokenizer is None and self.trainer is not None:
+            self.tokenizer = getattr(self.trainer.lightning_module, "tokenizer", None)
+        return self.tokenizer
+
+    def _check_columns(self, ds: datasets.Dataset, split: str) -> None:
+        wanted = {"text_column": self.text_column, "text_pair_column": self.text_pair_column}
+        if split != "predict":
+            wanted["label_column"] = self.label_column
+        for field_name, column in wanted.items():
+            if column is not None and column not in ds.column_names:
+                raise ValueError(
+                    f"data.{field_name}='{column}' is not a column of the {split} split. "
+                    f"Columns: {ds.column_names}. Set --data.{field_name} to one of them."
+                )
+
+    def preprocess(self, ds: datasets.Dataset, split: str) -> datasets.Dataset:
+        """Tokenises one split (cached by ``datasets.map``); task data modules override this.
+
+        Text (and text pair) are tokenised with truncation; the label column becomes ``labels`` (string labels are
+        mapped to ids in sorted order).
+        """
+        tokenizer = self.resolve_tokenizer()
+        if self.text_column is None:
+            self.text_column = "text" if "text" in ds.column_names else None
+        if self.text_column is None or tokenizer is None:
+            return ds  # already model inputs (e.g. input_ids) or a custom collator handles raw columns
+        self._check_columns(ds, split)
+        names = self._string_labels()
+        label_ids = {name: i for i, name in enumerate(names)} if names else None
+        max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
+        text, pair, label = self.text_column, self.text_pair_column, self.label_column
+
+        def encode(batch: dict[str, list]) -> dict[str, Any]:
+            out = tokenizer(
+                batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length,
+                padding="max_length" if self.padding == "max_length" else False,
+            )
+            if label is not None and label in batch:
+                out["labels"] = [label_ids[v] for v in batch[label]] if label_ids else batch[label]
+            return out
+
+        drop = [c for c in ds.column_names if c in (text, pair, label)]
+        return ds.map(encode, batched=True, remove_columns=drop, num_proc=self.preprocessing_num_workers,
+                      desc=f"Tokenizing {split}")
+
+    def _validate_labels(self, ds: Any, split: str) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        config = getattr(getattr(module, "model", None), "config", None)
+        num_labels = getattr(config, "num_labels", None)
+        if not isinstance(ds, datasets.Dataset) or "labels" not in ds.column_names or num_labels in (None, 1):
+            return
+        if config.problem_type == "multi_label_classification" or not ds.features["labels"].dtype.startswith("int"):
+            return
+        values = ds.unique("labels")
+        bad = sorted(v for v in values if v != -100 and not 0 <= v < num_labels)
+        if bad:
+            raise ValueError(
+                f"The {split} split has label values {bad[:10]} outside [0, {num_labels}) (the model's num_labels). "
+                f"Set --model.num_labels to {max(values) + 1} or fix data.label_column='{self.label_column}'."
+            )
+
+    def _remove_unused(self, ds: Any) -> Any:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        model = getattr(module, "model", None)
+        if not self.remove_unused_columns or not isinstance(ds, datasets.Dataset) or model is None:
+            return ds
+        # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names.
+        keep = set(inspect.signature(model.forward).parameters) | {"label", "label_ids", "labels"}
+        keep |= set(getattr(module, "label_names", None) or [])
+        if self.sampling_strategy == "group_by_length":
+            keep.add(self.length_column_name)
+        return ds.remove_columns([c for c in ds.column_names if c not in keep])
+
+    def setup(self, stage: str | None = None) -> None:
+        roles = _STAGE_SPLITS.get(stage or "fit", ("train", "validation", "test", "predict"))
+        raw = self.raw_splits()
+        for role in roles:
+            if role in self._splits or role not in raw:
+                continue
+            ds = raw[role]
+            limit = self.max_train_samples if role == "train" else self.max_eval_samples
+            if limit is not None and isinstance(ds, datasets.Dataset):
+                ds = ds.select(range(min(limit, len(ds))))
+            if isinstance(ds, datasets.Dataset):
+                ds = self.preprocess(ds, role)
+                self._validate_labels(ds, role)
+                ds = self._remove_unused(ds)
+            self._splits[role] = ds
+
+    def split(self, role: str) -> Any:
+        """A processed split (``train``, ``validation``, ``test``, ``predict``); clear error when absent."""
+        if role not in self._splits:
+            self.setup({"train": "fit", "validation": "validate"}.get(role, role))
+        if role not in self._splits:
+            raise ValueError(
+                f"No {role} split: the data set has {sorted(self.raw_splits())}. Set data.{role}_split "
+                f"or validation_size / test_size."
+            )
+        return self._splits[role]
+
+    # ----------------------------------------------------------------------------------------------- loaders
+    @property
+    def collate_fn(self) -> Callable[..., Any]:
+        if self._collate is None:
+            kwargs = dict(self.collator_kwargs)
+            if self.collator in (None, "padding") and self.pad_to_multiple_of:
+                kwargs.setdefault("pad_to_multiple_of", self.pad_to_multiple_of)
+            self._collate = build_collator(self.collator, self.resolve_tokenizer(), **kwargs)
+        return self._collate
+
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"collate_fn": self.collate_fn, "num_workers": self.num_workers,
+                                  "pin_memory": self.pin_memory and torch.cuda.is_available()}
+        if self.num_workers > 0:
+            kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor)
+        return kwargs
+
+    def train_sampler(self, ds: Any) -> Sampler[int]:
+        """The epoch order: HF's seeded random permutation, sequential, or length-grouped."""
+        seed = self.data_seed if self.data_seed is not None else self.seed
+        if self.sampling_strategy == "sequential":
+            return SequentialSampler(ds)
+        if self.sampling_strategy == "group_by_length":
+            lengths = ds[self.length_column_name] if self.length_column_name in ds.column_names else None
+            return _SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed)
+        return HFRandomSampler(len(ds), seed)
+
+    def train_dataloader(self) -> Any:
+        ds = self.split("train")
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        shift = bool(getattr(module, "loss_shifts_labels", False))
+        if isinstance(ds, IterableDataset):
+            loader = DataLoader(ds, batch_size=self.batch_size, drop_last=self.drop_last, **self._loader_kwargs())
+        else:
+            world, rank = self._world()
+            batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.drop_last, world, rank)
+            loader = DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
+        return TrainLoader(loader, accumulate, lambda b: count_label_items(b, shift_labels=shift))
+
+    def _eval_loader(self, role: str) -> DataLoader:
+        ds = self.split(role)
+        if isinstance(ds, IterableDataset):
+            return DataLoader(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
+        world, rank = self._world()
+        sampler = ShardedSequentialSampler(len(ds), world, rank)
+        return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+
+class _SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler with HF's per-epoch reseeding (``seed + epoch``)."""
+
+    def __init__(self, batch_size: int, dataset: Any, lengths: list[int] | None, seed: int) -> None:
+        super().__init__(batch_size, dataset=dataset, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()

@@ -1,0 +1,225 @@
+"""The training data path: HF's per-epoch sample order, rank sharding of one permutation, accumulation windows.
+
+Three small pieces keep hf_lightning's numbers equal to ``transformers.Trainer``'s:
+
+- `HFRandomSampler`: epoch ``e`` visits ``torch.randperm(n, generator=manual_seed(seed + e))``, the order accelerate's
+  seedable sampler gives HF's Trainer.
+- `HFBatchSampler`: cuts that order into *global* batches of ``batch_size * world_size`` and gives rank ``r`` its slice,
+  so a 2-process run sees exactly the samples a 1-process run with the same global batch sees. It can skip the first
+  batches of an epoch (exact resume) without loading them.
+- `TrainLoader`: groups micro-batches into accumulation windows (aligned to the epoch start, the last one possibly
+  shorter, as HF does) and tags each batch with the window's size and label count, which the module needs *before* the
+  first forward of the window to normalise the loss the way HF does (``num_items_in_batch``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+#: Key under which `TrainLoader` stores the `WindowInfo` of a dict batch (popped by the module before the forward).
+WINDOW_KEY = "_hfl_window"
+
+
+class WindowInfo(NamedTuple):
+    """Where a micro-batch sits in its gradient-accumulation window."""
+
+    num_items: int | None  # labels != -100 over the whole window on this rank (None: not countable)
+    size: int  # micro-batches in the window (the last window of an epoch may be shorter)
+    index: int  # position of this micro-batch in the window
+
+
+class WindowedBatch(NamedTuple):
+    """A non-dict batch with its `WindowInfo` (dict batches carry it under `WINDOW_KEY`)."""
+
+    batch: Any
+    window: WindowInfo
+
+
+class HFRandomSampler(Sampler[int]):
+    """Random order of epoch ``e``: ``torch.randperm(n)`` with a generator seeded ``seed + e``."""
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class HFBatchSampler(Sampler[list[int]]):
+    """Global batches of ``batch_size * num_replicas`` consecutive indices; rank ``rank`` takes its slice.
+
+    Args:
+        sampler: Yields the epoch's sample order (same on every rank).
+        batch_size: Per-device batch size.
+        drop_last: Drop the last incomplete global batch.
+        num_replicas: World size.
+        rank: This process's rank.
+    """
+
+    def __init__(
+        self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1.")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.skip_batches = 0  # consumed by the next __iter__ (resume inside an epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def _global_batches(self) -> Iterator[list[int]]:
+        size = self.batch_size * self.num_replicas
+        chunk: list[int] = []
+        for index in self.sampler:
+            chunk.append(index)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk and not self.drop_last:
+            yield chunk
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip_batches = self.skip_batches, 0
+        for i, chunk in enumerate(self._global_batches()):
+            if i < skip:
+                continue
+            # A short last global batch is split as evenly as possible; a rank may get an empty share.
+            share = math.ceil(len(chunk) / self.num_replicas)
+            mine = chunk[self.rank * share : (self.rank + 1) * share]
+            if mine:
+                yield mine
+
+    def __len__(self) -> int:
+        n, size = len(self.sampler), self.batch_size * self.num_replicas
+        return n // size if self.drop_last else math.ceil(n / size)
+
+
+def count_label_items(batch: Any, shift_labels: bool = False) -> int | None:
+    """HF's ``num_items_in_batch`` for one micro-batch: labels != -100 (``labels[..., 1:]`` for causal LM)."""
+    if not isinstance(batch, Mapping) or "labels" not in batch or not torch.is_tensor(batch["labels"]):
+        return None
+    labels = batch["shift_labels"] if "shift_labels" in batch else batch["labels"]
+    if shift_labels and "shift_labels" not in batch:
+        labels = labels[..., 1:]
+    return int(labels.ne(-100).sum())
+
+
+class TrainLoader:
+    """Iterates a training `DataLoader` in accumulation windows, tagging each batch with its `WindowInfo`.
+
+    Lightning accepts any sized iterable as a train dataloader; this one also exposes ``batch_sampler`` so Lightning's
+    per-epoch ``set_epoch`` call reaches `HFRandomSampler`.
+
+    Args:
+        dataloader: The per-rank micro-batch loader.
+        accumulate_grad_batches: Micro-batches per optimizer step (set by the module from the Lightning Trainer).
+        count_items: Counts the loss items of a batch (`count_label_items` by default).
+    """
+
+    def __init__(
+        self,
+        dataloader: DataLoader,
+        accumulate_grad_batches: int = 1,
+        count_items: Callable[[Any], int | None] = count_label_items,
+    ) -> None:
+        self.dataloader = dataloader
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.count_items = count_items
+        self._start_batch = 0
+
+    @property
+    def batch_sampler(self) -> Any:
+        return self.dataloader.batch_sampler
+
+    @property
+    def dataset(self) -> Any:
+        return self.dataloader.dataset
+
+    def __len__(self) -> int:
+        return len(self.dataloader)
+
+    def skip_first_batches(self, num_batches: int) -> None:
+        """Makes the next epoch start after ``num_batches`` batches (resume), without loading them."""
+        sampler = self.dataloader.batch_sampler
+        if isinstance(sampler, HFBatchSampler):
+            sampler.skip_batches = num_batches
+        self._start_batch = num_batches
+
+    def _windows(self, iterator: Iterator[Any], total: int | None, start: int) -> Iterator[list[Any]]:
+        k = self.accumulate_grad_batches
+        position = start
+        while total is None or position < total:
+            # Windows are aligned to the epoch start; a resumed epoch completes the window it was in.
+            want = k - position % k
+            if total is not None:
+                want = min(want, total - position)
+            window = []
+            for _ in range(want):
+                try:
+                    window.append(next(iterator))
+                except StopIteration:
+                    break
+            if not window:
+                return
+            position += len(window)
+            yield window
+            if len(window) < want:
+                return
+
+    def __iter__(self) -> Iterator[Any]:
+        start, self._start_batch = self._start_batch, 0
+        total = len(self.dataloader) if _has_len(self.dataloader) else None
+        iterator = iter(self.dataloader)
+        if start and not isinstance(self.dataloader.batch_sampler, HFBatchSampler):
+            for _ in range(start):  # e.g. an iterable dataset: the seen batches must be drawn to be skipped
+                next(iterator, None)
+        for window in self._windows(iterator, total, start):
+            counts = [self.count_items(b) for b in window]
+            num_items = None if any(c is None for c in counts) else sum(counts)
+            for i, batch in enumerate(window):
+                info = WindowInfo(num_items, len(window), i)
+                if isinstance(batch, dict):
+                    batch[WINDOW_KEY] = info
+                    yield batch
+                elif isinstance(batch, Mapping):  # BatchEncoding and other mappings
+                    yield {**batch, WINDOW_KEY: info}
+                else:
+                    yield WindowedBatch(batch, info)
+
+
+def _has_len(obj: Any) -> bool:
+    try:
+        len(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def split_window(batch: Any) -> tuple[Any, WindowInfo | None]:
+    """Separates a batch from its `WindowInfo` (None when it did not come through `TrainLoader`)."""
+    if isinstance(batch, WindowedBatch):
+        return batch.batch, batch.window
+    if isinstance(batch, dict) and WINDOW_KEY in batch:
+        batch = dict(batch)
+        return batch, batch.pop(WINDOW_KEY)
+    return batch, None

@@ -1,0 +1,342 @@
+"""HFModule: a LightningModule with transformers.Trainer's hooks and numbers.
+
+The hot path, top to bottom: Lightning calls `training_step` for each micro-batch -> `compute_loss` (HF signature) ->
+the loss is normalised as HF does under gradient accumulation (`_normalise`) -> Lightning's backward -> at the end of
+the window `configure_gradient_clipping` records the pre-clip norm and clips -> optimizer step -> the scheduler steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+from transformers.trainer_pt_utils import LabelSmoother
+
+from hf_lightning.data.builtin import resolve_model_path
+from hf_lightning.data.loader import WindowInfo, split_window
+from hf_lightning.modules.evaluation import EvaluationMixin
+from hf_lightning.modules.tasks import TASKS, auto_class
+from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler
+
+
+def _load_model(
+    model: str | dict[str, Any] | nn.Module, task: str, num_labels: int | None, id2label: dict[int, str] | None,
+    model_kwargs: dict[str, Any], from_config: bool,
+) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model
+    cls = auto_class(task)
+    labels: dict[str, Any] = {}
+    if num_labels is not None and TASKS[task].uses_labels:
+        labels["num_labels"] = num_labels
+    if id2label and TASKS[task].uses_labels:
+        labels["id2label"] = {int(k): v for k, v in id2label.items()}
+        labels["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if isinstance(model, dict):  # a config written out in yaml: {model_type: bert, hidden_size: 32, ...}
+        spec = dict(model)
+        config = AutoConfig.for_model(spec.pop("model_type"), **spec, **labels)
+        return cls.from_config(config, **model_kwargs)
+    path = resolve_model_path(model)
+    if from_config:
+        return cls.from_config(AutoConfig.from_pretrained(path, **labels), **model_kwargs)
+    return cls.from_pretrained(path, **labels, **model_kwargs)
+
+
+class HFModule(EvaluationMixin, L.LightningModule):
+    """Fine-tunes a transformers model (or any ``nn.Module`` returning a loss) with HF Trainer semantics.
+
+    Args:
+        model: A packaged model name (``minilm``), a local folder or hub id, a config dict (``{model_type: bert, ...}``,
+            random init), or (from Python) a model instance.
+        task: Which ``AutoModelFor...`` class loads it: ``sequence-classification``, ``token-classification``,
+            ``causal-lm``, ``masked-lm``, ``seq2seq-lm``, ``question-answering``.
+        num_labels: Number of labels of a classification head (linked from the data by the CLI).
+        id2label: Label names by id, saved into the exported config.
+        tokenizer: Tokenizer path or name; defaults to the model's folder (None for a config dict or instance).
+        model_kwargs: Extra ``from_pretrained`` / ``from_config`` keyword arguments (e.g. ``attn_implementation``).
+        from_config: Build a randomly initialised model from the folder's config instead of loading its weights.
+        learning_rate: Peak learning rate (HF ``learning_rate``).
+        weight_decay: Weight decay of all weights but biases and norm layers.
+        adam_beta1: Adam beta1.
+        adam_beta2: Adam beta2.
+        adam_epsilon: Adam epsilon.
+        optim: transformers optimizer name (``adamw_torch_fused``, ``adamw_torch``, ``adafactor``, ``sgd``...).
+        optim_args: Extra optimizer arguments ``"k=v,k=v"``.
+        optim_target_modules: Target modules of GaLore-style optimizers.
+        optimizer: Any optimizer class (``class_path`` + ``init_args`` in yaml) replacing ``optim``; it receives HF's
+            parameter groups.
+        lr_scheduler_type: A ``transformers.SchedulerType`` (linear, cosine, constant_with_warmup, ...).
+        lr_scheduler_kwargs: Extra scheduler arguments (e.g. ``num_cycles``).
+        warmup_steps: Warmup steps (>= 1) or ratio of the total steps (< 1).
+        max_grad_norm: Gradient clipping norm; 0 disables clipping (the norm is still logged).
+        label_smoothing_factor: Label smoothing epsilon (``transformers.trainer_pt_utils.LabelSmoother``).
+        loss: A loss module ``loss(logits, labels, num_items_in_batch=None)`` replacing the model's own loss
+            (e.g. ``hf_lightning.losses.FocalLoss``).
+        loss_is_scaled_for_ga: Whether `compute_loss` already normalises over the whole accumulation window when given
+            ``num_items_in_batch``. None (default) finds out once, on the first batch, by evaluating the loss with two
+            values of ``num_items_in_batch``; so models whose loss ignores it are divided by the window size.
+        average_tokens_across_devices: Sum ``num_items_in_batch`` over all ranks (HF default True).
+        metrics: torchmetrics names computed on the device during evaluation (``accuracy``, ``f1``...).
+        compute_metrics: An HF-style ``compute_metrics(EvalPrediction) -> dict`` (or its import path).
+        preprocess_logits_for_metrics: ``fn(logits, labels) -> logits`` run per batch before accumulation.
+        batch_eval_metrics: Call ``compute_metrics(eval_pred, compute_result=...)`` per batch instead of once.
+        include_for_metrics: Extra fields in the EvalPrediction: ``inputs`` and/or ``loss``.
+        label_names: The input keys holding labels (default ``labels``).
+        prediction_loss_only: Evaluation computes the loss only.
+        gradient_checkpointing: Call the model's ``gradient_checkpointing_enable``.
+        gradient_checkpointing_kwargs: Its keyword arguments.
+    """
+
+    def __init__(
+        self,
+        model: str | dict[str, Any] | nn.Module = "minilm",
+        task: str = "sequence-classification",
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        tokenizer: str | Any | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        from_config: bool = False,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.0,
+        adam_beta1: float = 0.9,
+        adam_beta2: float = 0.999,
+        adam_epsilon: float = 1e-8,
+        optim: str = "adamw_torch_fused",
+        optim_args: str | None = None,
+        optim_target_modules: Any = None,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler_type: str = "linear",
+        lr_scheduler_kwargs: dict[str, Any] | None = None,
+        warmup_steps: float = 0,
+        max_grad_norm: float = 1.0,
+        label_smoothing_factor: float = 0.0,
+        loss: nn.Module | None = None,
+        loss_is_scaled_for_ga: bool | None = None,
+        average_tokens_across_devices: bool = True,
+        metrics: list[str] | None = None,
+        compute_metrics: Callable[..., dict[str, float]] | str | None = None,
+        preprocess_logits_for_metrics: Callable[..., Any] | str | None = None,
+        batch_eval_metrics: bool = False,
+        include_for_metrics: list[str] | None = None,
+        label_names: list[str] | None = None,
+        prediction_loss_only: bool = False,
+        gradient_checkpointing: bool = False,
+        gradient_checkpointing_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"model.task='{task}' is unknown. Choose one of {sorted(TASKS)}.")
+        if learning_rate < 0 or max_grad_norm < 0 or not 0 <= label_smoothing_factor < 1:
+            raise ValueError(
+                f"learning_rate={learning_rate} and max_grad_norm={max_grad_norm} must be >= 0 and "
+                f"label_smoothing_factor={label_smoothing_factor} in [0, 1)."
+            )
+        self.save_hyperparameters(ignore=["model", "optimizer", "loss", "compute_metrics",
+                                          "preprocess_logits_for_metrics", "tokenizer"] if isinstance(model, nn.Module)
+                                  else ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics"])
+        self.task = task
+        self.model = _load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config)
+        self.model.train()  # from_pretrained returns eval mode; HF's training_step trains with dropout on
+        self.tokenizer = self._load_tokenizer(model, tokenizer)
+        self.optim_config = dict(
+            optim=optim, learning_rate=learning_rate, weight_decay=weight_decay, adam_beta1=adam_beta1,
+            adam_beta2=adam_beta2, adam_epsilon=adam_epsilon, optim_args=optim_args,
+            optim_target_modules=optim_target_modules,
+        )
+        self.optimizer_factory = optimizer
+        self.optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None
+        self.lr_scheduler_type = lr_scheduler_type
+        self.lr_scheduler_kwargs = lr_scheduler_kwargs
+        self.warmup_steps = warmup_steps
+        self.max_grad_norm = max_grad_norm
+        self.label_smoother = LabelSmoother(epsilon=label_smoothing_factor) if label_smoothing_factor else None
+        self.loss = loss
+        self.compute_loss_func: Callable[..., torch.Tensor] | None = None
+        self.loss_is_scaled_for_ga = loss_is_scaled_for_ga
+        self.average_tokens_across_devices = average_tokens_across_devices
+        self.label_names = label_names or ["labels"]
+        self.loss_shifts_labels = TASKS[task].shifts_labels and not getattr(
+            getattr(self.model, "config", None), "is_encoder_decoder", False)
+        self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
+                              batch_eval_metrics, include_for_metrics or [], prediction_loss_only)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        # Per-step bookkeeping read by the logging callbacks (tensors stay on the device: no per-step sync).
+        self.step_loss: torch.Tensor | None = None
+        self.last_grad_norm: torch.Tensor | None = None
+        self.last_learning_rate: float | None = None
+        self._window_loss: torch.Tensor | None = None
+        self._window_items: tuple[int, torch.Tensor] | None = None
+        self._window_done = False
+
+    @staticmethod
+    def _load_tokenizer(model: Any, tokenizer: Any) -> Any:
+        if tokenizer is not None and not isinstance(tokenizer, str):
+            return tokenizer
+        source = tokenizer or (model if isinstance(model, str) else None)
+        if source is None:
+            return None
+        try:
+            return AutoTokenizer.from_pretrained(resolve_model_path(source))
+        except (OSError, ValueError):
+            if tokenizer is not None:
+                raise
+            return None  # a model folder without tokenizer files
+
+    @property
+    def model_accepts_loss_kwargs(self) -> bool:
+        """HF's test: the model declares ``accepts_loss_kwargs`` or its forward takes ``**kwargs``."""
+        unwrapped = self.model
+        if hasattr(unwrapped, "accepts_loss_kwargs"):
+            return bool(unwrapped.accepts_loss_kwargs)
+        params = inspect.signature(unwrapped.forward).parameters.values()
+        return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+
+    # ----------------------------------------------------------------------------------------------- HF hooks
+    def compute_loss(
+        self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """HF's ``Trainer.compute_loss``: the model's loss, or label smoothing / ``loss`` / ``compute_loss_func``."""
+        custom = self.loss if self.loss is not None else self.compute_loss_func
+        labels = None
+        if (self.label_smoother is not None or custom is not None) and "labels" in inputs:
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        outputs = model(**inputs)
+        if custom is not None:
+            if self.loss is not None:
+                logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+                loss = self.loss(logits, labels, num_items_in_batch=num_items_in_batch)
+            else:
+                loss = custom(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif labels is not None:
+            loss = self.label_smoother(outputs, labels, shift_labels=self.loss_shifts_labels,
+                                       num_items_in_batch=num_items_in_batch)
+        else:
+            if isinstance(outputs, dict) and "loss" not in outputs:
+                raise ValueError(
+                    f"The model did not return a loss from the inputs, only {','.join(outputs.keys())}; the inputs "
+                    f"were {','.join(inputs.keys())}. Give labels in the data (data.label_column) or override compute_loss."
+                )
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+        return (loss, outputs) if return_outputs else loss
+
+    # ----------------------------------------------------------------------------------------------- training
+    def _probe_scaled_for_ga(self, inputs: dict[str, Any]) -> bool:
+        """Whether `compute_loss` divides by ``num_items_in_batch`` (its value halves when the count doubles)."""
+        was_training = self.model.training
+        self.model.eval()  # no dropout: two identical forwards
+        try:
+            with torch.no_grad():
+                one = self.compute_loss(self.model, dict(inputs), num_items_in_batch=torch.tensor(1.0, device=self.device))
+                two = self.compute_loss(self.model, dict(inputs), num_items_in_batch=torch.tensor(2.0, device=self.device))
+        finally:
+            self.model.train(was_training)
+        one, two = float(one), float(two)
+        return math.isfinite(one) and abs(one) > 0 and math.isclose(one, 2 * two, rel_tol=1e-3)
+
+    def _window_num_items(self, window: WindowInfo, batch_idx: int) -> torch.Tensor:
+        """The window's label count, summed over ranks once per window (HF ``average_tokens_across_devices``)."""
+        start = batch_idx - window.index
+        if self._window_items is None or self._window_items[0] != start:
+            count = torch.tensor(float(window.num_items), device=self.device)
+            if self.average_tokens_across_devices and self.trainer.world_size > 1:
+                count = self.trainer.strategy.reduce(count, reduce_op="sum")
+            self._window_items = (start, count)
+        return self._window_items[1]
+
+    def _normalise(self, inputs: dict[str, Any], window: WindowInfo | None, batch_idx: int) -> torch.Tensor:
+        """HF's loss for one micro-batch: over the window's label count, or the micro-batch mean / window size."""
+        countable = window is not None and window.num_items is not None
+        if countable and self.loss_is_scaled_for_ga is None:
+            self.loss_is_scaled_for_ga = self._probe_scaled_for_ga(inputs)
+        if countable and self.loss_is_scaled_for_ga:
+            loss = self.compute_loss(self.model, inputs, num_items_in_batch=self._window_num_items(window, batch_idx))
+            if self.average_tokens_across_devices:
+                loss = loss * self.trainer.world_size  # DDP averages gradients over ranks; the count is global
+            return loss
+        loss = self.compute_loss(self.model, inputs)
+        size = window.size if window is not None else self.trainer.accumulate_grad_batches
+        return loss / size
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, window = split_window(batch)
+        loss = self._normalise(inputs, window, batch_idx)
+        detached = loss.detach()
+        first = window is None or window.index == 0
+        self._window_loss = detached if first or self._window_loss is None else self._window_loss + detached
+        if window is None or window.index == window.size - 1:
+            self.step_loss = self._window_loss
+            self._window_done = True
+        # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.
+        return loss * self.trainer.accumulate_grad_batches
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.last_learning_rate = optimizer.param_groups[0]["lr"]  # the lr this step uses (before the scheduler)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Records the pre-clip total norm (HF's ``grad_norm``) and clips to ``max_grad_norm`` when it is > 0."""
+        if gradient_clip_val:
+            raise ValueError("Set model.max_grad_norm instead of trainer.gradient_clip_val (it also logs grad_norm).")
+        from hf_lightning.strategies import clip_grad_norm
+
+        self.last_grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._window_done:
+            self._window_done = False
+            self.log("train/loss", self.step_loss, prog_bar=True)
+            if self.last_learning_rate is not None:
+                self.log("train/learning_rate", self.last_learning_rate, prog_bar=True)
+            if self.last_grad_norm is not None:
+                self.log("train/grad_norm", self.last_grad_norm)
+
+    # ----------------------------------------------------------------------------------------------- optimizer
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """HF's optimizer (decay / no-decay groups); override for other parameter groups."""
+        return build_optimizer(self.model, **self.optim_config, optimizer_factory=self.optimizer_factory,
+                               optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer) -> Any:
+        """``transformers.get_scheduler`` with HF's warmup rule."""
+        return build_scheduler(optimizer, lr_scheduler_type=self.lr_scheduler_type,
+                               num_training_steps=num_training_steps, warmup_steps=self.warmup_steps,
+                               lr_scheduler_kwargs=self.lr_scheduler_kwargs)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.create_optimizer()
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError("The training length is unknown (an iterable data set): set trainer.max_steps.")
+        scheduler = self.create_scheduler(int(steps), optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ----------------------------------------------------------------------------------------------- export
+    def save_pretrained(self, path: str, safe_serialization: bool = True) -> None:
+        """Writes the model (and tokenizer) in HF format, loadable with ``AutoModelFor...from_pretrained``."""
+        if isinstance(self.model, PreTrainedModel):
+            self.model.save_pretrained(path, safe_serialization=safe_serialization)
+        else:
+            import os
+
+            from safetensors.torch import save_file
+
+            os.makedirs(path, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, f"{path}/model.safetensors")
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+
+
+TaskName = Literal["sequence-classification", "token-classification", "causal-lm", "masked-lm", "seq2seq-lm",
+                   "question-answering"]

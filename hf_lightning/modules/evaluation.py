@@ -1,0 +1,248 @@
+"""Evaluation and prediction with HF's ``prediction_step`` and ``evaluation_loop`` semantics.
+
+- ``eval_loss`` is the mean over samples (each batch's mean loss weighted by its size), reduced across ranks.
+- torchmetrics (``model.metrics``) accumulate on the device; an HF ``compute_metrics(EvalPrediction)`` gets the
+  concatenated predictions, ragged ones padded with -100 (``transformers.trainer_pt_utils.nested_concat``).
+- keys carry the prefix (``eval_``, ``test_``), plus ``*_runtime`` / ``*_samples_per_second`` / ``*_steps_per_second``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from transformers import EvalPrediction
+from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_numpify
+from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
+
+from hf_lightning.metrics import build_metrics, metric_inputs
+
+
+def import_callable(obj: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
+    """Resolves ``"package.module.function"`` to the function (callables pass through)."""
+    if obj is None or callable(obj):
+        return obj
+    module_name, _, attr = obj.rpartition(".")
+    if not module_name:
+        raise ValueError(f"'{obj}' is not an import path: write it as 'package.module.function'.")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"Cannot import '{obj}': {err}. Check the module path and function name.") from err
+
+
+def _batch_size(inputs: dict[str, Any]) -> int:
+    for value in inputs.values():
+        if torch.is_tensor(value) and value.dim() > 0:
+            return value.shape[0]
+    return 1
+
+
+class _StageState:
+    """Accumulators of one evaluation pass."""
+
+    def __init__(self) -> None:
+        self.loss_sum: torch.Tensor | None = None
+        self.num_samples = 0
+        self.num_steps = 0
+        self.preds: Any = None
+        self.labels: Any = None
+        self.inputs: Any = None
+        self.losses: Any = None
+        self.metric_updates = 0
+        self.start = time.time()
+
+
+class EvaluationMixin:
+    """validation / test / predict steps of `HFModule` on top of `prediction_step`."""
+
+    def _init_evaluation(
+        self, metrics: list[str] | None, num_labels: int | None, compute_metrics: Any, preprocess_logits: Any,
+        batch_eval_metrics: bool, include_for_metrics: list[str], prediction_loss_only: bool,
+    ) -> None:
+        self.metric_names = list(metrics or [])
+        collection = build_metrics(self.metric_names, num_labels)
+        self.val_metrics = collection.clone() if collection is not None else None
+        self.test_metrics = collection.clone() if collection is not None else None
+        self.compute_metrics = import_callable(compute_metrics)
+        self.preprocess_logits_for_metrics = import_callable(preprocess_logits)
+        self.batch_eval_metrics = batch_eval_metrics
+        self.include_for_metrics = include_for_metrics
+        self.prediction_loss_only = prediction_loss_only
+        self.metric_key_prefix: dict[str, str] = {"validate": "eval", "test": "test", "predict": "test"}
+        self.ignore_keys: list[str] | None = None
+        self.eval_results: dict[str, float] = {}
+        self.prediction_output: PredictionOutput | None = None
+        self._stage: _StageState | None = None
+
+    # ----------------------------------------------------------------------------------------------- HF hook
+    def prediction_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, Any, Any]:
+        """HF's ``Trainer.prediction_step``: returns ``(loss, logits, labels)``."""
+        has_labels = all(inputs.get(k) is not None for k in self.label_names)
+        if ignore_keys is None:
+            ignore_keys = list(getattr(getattr(model, "config", None), "keys_to_ignore_at_inference", []) or [])
+        labels = nested_detach(tuple(inputs.get(name) for name in self.label_names)) if has_labels else None
+        if labels is not None and len(labels) == 1:
+            labels = labels[0]
+        with torch.no_grad():
+            if has_labels:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss = loss.detach().mean()
+                skip = [*ignore_keys, "loss"]
+            else:
+                loss, outputs, skip = None, model(**inputs), ignore_keys
+            if isinstance(outputs, dict):
+                logits = tuple(v for k, v in outputs.items() if k not in skip)
+            else:
+                logits = outputs[1:] if has_labels else outputs
+        if prediction_loss_only:
+            return loss, None, None
+        logits = nested_detach(logits)
+        if isinstance(logits, (tuple, list)) and len(logits) == 1:
+            logits = logits[0]
+        return loss, logits, labels
+
+    # ----------------------------------------------------------------------------------------------- steps
+    def _stage_name(self) -> str:
+        if self.trainer.testing:
+            return "test"
+        if self.trainer.predicting:
+            return "predict"
+        return "validate"
+
+    def _metrics_for(self, stage: str) -> Any:
+        return self.test_metrics if stage == "test" else self.val_metrics
+
+    def _eval_step(self, batch: Any) -> tuple[Any, Any, Any]:
+        if self._stage is None:
+            self._stage = _StageState()
+        state, stage = self._stage, self._stage_name()
+        inputs = dict(batch)
+        size = _batch_size(inputs)
+        only_loss = self.prediction_loss_only and stage != "predict"
+        loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
+        state.num_steps += 1
+        state.num_samples += size
+        if loss is not None:
+            weighted = loss.float() * size  # HF repeats the batch's mean loss once per sample
+            state.loss_sum = weighted if state.loss_sum is None else state.loss_sum + weighted
+        if logits is None:
+            return loss, logits, labels
+        if self.preprocess_logits_for_metrics is not None and labels is not None:
+            logits = self.preprocess_logits_for_metrics(logits, labels)
+        metrics = self._metrics_for(stage)
+        if metrics is not None and labels is not None and torch.is_tensor(logits):
+            metrics.update(*metric_inputs(logits, labels))
+            state.metric_updates += 1
+        if self.compute_metrics is not None or stage == "predict":
+            self._collect(state, logits, labels, inputs, loss, size)
+        return loss, logits, labels
+
+    def _collect(self, state: _StageState, logits: Any, labels: Any, inputs: dict[str, Any], loss: Any,
+                 size: int) -> None:
+        if self.batch_eval_metrics and self.compute_metrics is not None:
+            extra = self._extra_fields(inputs, loss, size)
+            self._batch_results = self.compute_metrics(
+                EvalPrediction(logits, labels, **extra), compute_result=state.num_steps == self._num_eval_batches())
+            return
+        state.preds = nested_concat(state.preds, nested_numpify(logits), -100) if state.preds is not None \
+            else nested_numpify(logits)
+        if labels is not None:
+            labels = nested_numpify(labels)
+            state.labels = nested_concat(state.labels, labels, -100) if state.labels is not None else labels
+        if "inputs" in self.include_for_metrics:
+            ids = nested_numpify(inputs.get("input_ids"))
+            state.inputs = ids if state.inputs is None else nested_concat(state.inputs, ids, -100)
+        if "loss" in self.include_for_metrics and loss is not None:
+            rep = np.repeat(loss.float().cpu().numpy()[None], size)
+            state.losses = rep if state.losses is None else np.concatenate([state.losses, rep])
+
+    def _extra_fields(self, inputs: dict[str, Any], loss: Any, size: int) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if "inputs" in self.include_for_metrics:
+            extra["inputs"] = inputs.get("input_ids")
+        if "loss" in self.include_for_metrics and loss is not None:
+            extra["losses"] = loss.repeat(size)
+        return extra
+
+    def _num_eval_batches(self) -> int:
+        counts = self.trainer.num_test_batches if self.trainer.testing else self.trainer.num_val_batches
+        return int(sum(counts))
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step(batch)[0]
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step(batch)[0]
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        loss, logits, labels = self._eval_step(batch)
+        return logits
+
+    # ----------------------------------------------------------------------------------------------- epoch end
+    def _finish(self) -> dict[str, float]:
+        state, stage = self._stage or _StageState(), self._stage_name()
+        self._stage = None
+        prefix = self.metric_key_prefix[stage]
+        results: dict[str, float] = {}
+        if state.loss_sum is not None:
+            total = self.trainer.strategy.reduce(state.loss_sum.detach(), reduce_op="sum")
+            count = self.trainer.strategy.reduce(torch.tensor(float(state.num_samples), device=self.device), "sum")
+            results["loss"] = float(total / count)
+        metrics = self._metrics_for(stage)
+        if metrics is not None and stage != "predict" and state.metric_updates > 0:
+            results.update({k: float(v) for k, v in metrics.compute().items()})
+            metrics.reset()
+        results.update(self._hf_metrics(state))
+        results = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in results.items()}
+        results.update(speed_metrics(prefix, state.start, num_samples=state.num_samples, num_steps=state.num_steps))
+        if stage == "predict":
+            self.prediction_output = PredictionOutput(state.preds, state.labels, results)
+        return results
+
+    def _hf_metrics(self, state: _StageState) -> dict[str, float]:
+        if self.compute_metrics is None:
+            return {}
+        if self.batch_eval_metrics:
+            return denumpify_detensorize(getattr(self, "_batch_results", {}) or {})
+        if state.preds is None or state.labels is None:
+            return {}
+        extra: dict[str, Any] = {}
+        if state.inputs is not None:
+            extra["inputs"] = state.inputs
+        if state.losses is not None:
+            extra["losses"] = state.losses
+        kwargs = {}
+        if "compute_result" in inspect.signature(self.compute_metrics).parameters:
+            kwargs["compute_result"] = True
+        return denumpify_detensorize(self.compute_metrics(EvalPrediction(state.preds, state.labels, **extra), **kwargs))
+
+    def on_validation_epoch_start(self) -> None:
+        self._stage = _StageState()
+
+    def on_test_epoch_start(self) -> None:
+        self._stage = _StageState()
+
+    def on_predict_epoch_start(self) -> None:
+        self._stage = _StageState()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._stage = None
+            return
+        self.eval_results = self._finish()
+        self.log_dict(self.eval_results, prog_bar=False)
+
+    def on_test_epoch_end(self) -> None:
+        self.eval_results = self._finish()
+        self.log_dict(self.eval_results)
+
+    def on_predict_epoch_end(self) -> None:
+        self._finish()

@@ -1,0 +1,137 @@
+"""Optimizers and schedules, built by transformers' own factories so the HF names mean the same thing.
+
+- the optimizer class and kwargs for an ``optim`` name come from ``transformers.Trainer.get_optimizer_cls_and_kwargs``
+  (adamw_torch, adamw_torch_fused, adafactor, sgd, ...), with HF's two parameter groups: decayed weights, and biases /
+  norm layers at weight decay 0 (``Trainer.get_decay_parameter_names``);
+- any ``torch.optim`` class (or a LightningCLI ``class_path``) can replace it, keeping the same groups;
+- the schedule is ``transformers.get_scheduler`` (every ``SchedulerType``), stepped once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+import transformers
+from torch import nn
+
+#: A callable that builds an optimizer from parameter groups (what LightningCLI makes of ``class_path`` + init_args).
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+
+_HF_ARG_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments) if f.default is not dataclasses.MISSING
+}
+
+
+class _ArgsView:
+    """The few TrainingArguments fields transformers' optimizer factory reads; HF defaults for the rest.
+
+    Building a full ``transformers.TrainingArguments`` touches accelerate's device state, which a LightningModule
+    must not do, so the factory gets this read-only view instead.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _HF_ARG_DEFAULTS:
+            return _HF_ARG_DEFAULTS[name]
+        raise AttributeError(name)
+
+
+def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """HF's two parameter groups: decayed weights, then biases and norm-layer weights at weight decay 0."""
+    # Reuses transformers' rule (LayerNorm modules and bias/norm name patterns); it does not read `self`.
+    decay = set(transformers.Trainer.get_decay_parameter_names(None, model))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    optim: str = "adamw_torch_fused",
+    learning_rate: float = 5e-5,
+    weight_decay: float = 0.0,
+    adam_beta1: float = 0.9,
+    adam_beta2: float = 0.999,
+    adam_epsilon: float = 1e-8,
+    optim_args: str | None = None,
+    optim_target_modules: Any = None,
+    optimizer_factory: OptimizerFactory | None = None,
+    optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+) -> torch.optim.Optimizer:
+    """Builds the optimizer over HF's decay / no-decay groups.
+
+    Args:
+        model: The model whose trainable parameters are optimised.
+        optim: A transformers optimizer name (``transformers.training_args.OptimizerNames``).
+        learning_rate: Peak learning rate.
+        weight_decay: Weight decay of the decayed group (biases and norms get 0).
+        adam_beta1: Adam beta1.
+        adam_beta2: Adam beta2.
+        adam_epsilon: Adam epsilon.
+        optim_args: Extra ``key=value,key=value`` optimizer arguments, as in TrainingArguments.
+        optim_target_modules: Target modules of GaLore-style optimizers.
+        optimizer_factory: Replaces ``optim``: called with the parameter groups (e.g. ``functools.partial(torch.optim.SGD,
+            lr=0.1)`` or a LightningCLI ``class_path``). Group weight decays are kept.
+        optimizer_cls_and_kwargs: Replaces ``optim``, as ``Trainer(optimizer_cls_and_kwargs=...)``.
+    """
+    groups = decay_parameter_groups(model, weight_decay)
+    if optimizer_factory is not None:
+        return optimizer_factory(groups)
+    if optimizer_cls_and_kwargs is None:
+        view = _ArgsView(
+            optim=optim,
+            optim_args=optim_args,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            adam_beta1=adam_beta1,
+            adam_beta2=adam_beta2,
+            adam_epsilon=adam_epsilon,
+            optim_target_modules=optim_target_modules,
+        )
+        try:
+            optimizer_cls_and_kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(view, model)
+        except ValueError as err:
+            names = sorted(o.value for o in transformers.training_args.OptimizerNames)
+            raise ValueError(f"optim='{optim}' is not a transformers optimizer ({err}). Known names: {names}.") from err
+    cls, kwargs = optimizer_cls_and_kwargs
+    return cls(groups, **kwargs)
+
+
+def resolve_warmup_steps(warmup_steps: float, num_training_steps: int) -> int:
+    """HF's rule: a value >= 1 is a step count; a float in (0, 1) is a ratio, ``ceil(max_steps * ratio)``."""
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps} must be >= 0 (a count, or a float < 1 for a ratio).")
+    if 0 < warmup_steps < 1:
+        return math.ceil(num_training_steps * warmup_steps)
+    if warmup_steps != int(warmup_steps):
+        raise ValueError(f"warmup_steps={warmup_steps}: use an integer count, or a float < 1 for a ratio.")
+    return int(warmup_steps)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    lr_scheduler_type: str = "linear",
+    num_training_steps: int,
+    warmup_steps: float = 0,
+    lr_scheduler_kwargs: dict[str, Any] | None = None,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``transformers.get_scheduler`` with HF's warmup rule; raises a clear error for an unknown type."""
+    known = [s.value for s in transformers.SchedulerType]
+    if lr_scheduler_type not in known:
+        raise ValueError(f"lr_scheduler_type='{lr_scheduler_type}' is unknown. Choose one of {known}.")
+    return transformers.get_scheduler(
+        lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=resolve_warmup_steps(warmup_steps, num_training_steps),
+        num_training_steps=num_training_steps,
+        scheduler_specific_kwargs=lr_scheduler_kwargs or {},
+    )
