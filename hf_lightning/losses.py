@@ -22,6 +22,11 @@ Reduction = Literal["mean", "sum", "none"]
 NumItems = int | Tensor | None
 
 
+def _shift(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Causal-LM shift: position t predicts token t + 1 (as ``transformers``' ``ForCausalLMLoss``)."""
+    return logits[..., :-1, :], labels[..., 1:]
+
+
 def _check(ok: bool, owner: str, field: str, value: Any, rule: str) -> None:
     """Raise a ValueError naming the argument and the rule it breaks."""
     if not ok:
@@ -42,18 +47,6 @@ def _reduce(per_item: Tensor, mask: Tensor, reduction: Reduction, num_items_in_b
     return per_item.sum() / mask.sum()  # NaN when every item is ignored, as torch's cross_entropy
 
 
-def _shift(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Causal-LM shift: position t predicts token t + 1 (as ``transformers``' ``ForCausalLMLoss``)."""
-    return logits[..., :-1, :].contiguous(), labels[..., 1:].contiguous()
-
-
-def _logits_of(output: Tensor | Mapping[str, Any] | Sequence[Any]) -> Tensor:
-    """Accept raw logits or a model output (``ModelOutput``, dict with ``logits``, tuple)."""
-    if torch.is_tensor(output):
-        return output
-    return output["logits"] if isinstance(output, Mapping) else output[0]
-
-
 class LabelSmoothingLoss(nn.Module):
     """Label-smoothed cross-entropy: ``(1 - eps) * nll + eps * mean_k(-log p_k)`` over non-ignored positions.
 
@@ -72,9 +65,11 @@ class LabelSmoothingLoss(nn.Module):
         self.epsilon, self.ignore_index, self.shift_labels = epsilon, ignore_index, shift_labels
         self._smoother = LabelSmoother(epsilon=epsilon, ignore_index=ignore_index)
 
-    def forward(self, logits: Tensor | Mapping, labels: Tensor, num_items_in_batch: NumItems = None) -> Tensor:
+    def forward(
+        self, logits: Tensor | Mapping[str, Any], labels: Tensor, num_items_in_batch: NumItems = None
+    ) -> Tensor:
         """Loss of ``logits`` ``[..., C]`` (or a model output holding them) against integer ``labels``."""
-        output = {"logits": _logits_of(logits)}
+        output = {"logits": logits} if torch.is_tensor(logits) else logits  # LabelSmoother reads ["logits"] or [0]
         return self._smoother(output, labels, shift_labels=self.shift_labels, num_items_in_batch=num_items_in_batch)
 
 
@@ -104,6 +99,8 @@ def focal_loss(
         alpha_t = None if alpha is None else alpha * targets + (1 - alpha) * (1 - targets)
     elif labels.dim() == logits.dim() - 1:
         num_classes = logits.shape[-1]
+        if num_classes < 2:
+            raise ValueError("focal_loss: class-id labels need C >= 2 logits; for one logit pass same-shape labels.")
         safe = labels.masked_fill(~mask, 0).unsqueeze(-1)  # any in-range id; masked out below
         log_p_t = F.log_softmax(logits.float(), dim=-1).gather(-1, safe).squeeze(-1)
         alpha_t = None if alpha is None else _class_alpha(alpha, num_classes, logits.device)[safe.squeeze(-1)]
@@ -122,10 +119,7 @@ def _class_alpha(alpha: float | Sequence[float] | Tensor, num_classes: int, devi
     """Per-class alpha vector: a float means ``[1 - alpha, alpha]`` (binary), a sequence is used as given."""
     if isinstance(alpha, float | int):
         if num_classes != 2:
-            raise ValueError(
-                f"focal_loss: a float alpha needs 2 classes, got {num_classes}; pass alpha as a list of "
-                f"{num_classes} per-class weights instead."
-            )
+            raise ValueError(f"focal_loss: a float alpha needs 2 classes, not {num_classes}; pass a list of weights.")
         alpha = [1.0 - alpha, float(alpha)]
     weights = torch.as_tensor(alpha, dtype=torch.float32, device=device)
     if weights.numel() != num_classes:
@@ -141,14 +135,12 @@ class FocalLoss(nn.Module):
         alpha: None, a float in [0, 1] weighting the positive class, or one non-negative weight per class.
         ignore_index: Label value excluded from the loss.
         reduction: "mean" (over non-ignored items), "sum" or "none".
+        shift_labels: Shift logits/labels by one position, for causal language models.
     """
 
     def __init__(
-        self,
-        gamma: float = 2.0,
-        alpha: float | list[float] | None = None,
-        ignore_index: int = IGNORE_INDEX,
-        reduction: Reduction = "mean",
+        self, gamma: float = 2.0, alpha: float | list[float] | None = None, ignore_index: int = IGNORE_INDEX,
+        reduction: Reduction = "mean", shift_labels: bool = False,
     ) -> None:
         super().__init__()
         _check(gamma >= 0, "FocalLoss", "gamma", gamma, ">= 0")
@@ -158,9 +150,12 @@ class FocalLoss(nn.Module):
             _check(len(alpha) > 0 and min(alpha) >= 0, "FocalLoss", "alpha", alpha, "a non-empty list of values >= 0")
         _check(reduction in ("mean", "sum", "none"), "FocalLoss", "reduction", reduction, "'mean', 'sum' or 'none'")
         self.gamma, self.alpha, self.ignore_index, self.reduction = gamma, alpha, ignore_index, reduction
+        self.shift_labels = shift_labels
 
     def forward(self, logits: Tensor, labels: Tensor, num_items_in_batch: NumItems = None) -> Tensor:
         """Focal loss of ``logits`` against ``labels`` (shapes as in :func:`focal_loss`)."""
+        if self.shift_labels:
+            logits, labels = _shift(logits, labels)
         args = (self.gamma, self.alpha, self.ignore_index, self.reduction, num_items_in_batch)
         return focal_loss(logits, labels, *args)
 
@@ -176,22 +171,26 @@ class WeightedCrossEntropyLoss(nn.Module):
         class_weights: One weight >= 0 per class (see :func:`class_weights_from_labels`).
         ignore_index: Label value excluded from the loss.
         label_smoothing: Smoothing in [0, 1), passed to torch.
+        shift_labels: Shift logits/labels by one position, for causal language models.
     """
 
     def __init__(
-        self, class_weights: list[float], ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0
+        self, class_weights: list[float], ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0,
+        shift_labels: bool = False,
     ) -> None:
         super().__init__()
         ok = len(class_weights) > 0 and min(class_weights) >= 0
         _check(ok, "WeightedCrossEntropyLoss", "class_weights", class_weights, "a non-empty list of weights >= 0")
         ok = 0.0 <= label_smoothing < 1.0
         _check(ok, "WeightedCrossEntropyLoss", "label_smoothing", label_smoothing, "in [0, 1)")
-        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+        self.ignore_index, self.label_smoothing, self.shift_labels = ignore_index, label_smoothing, shift_labels
         # not persistent: the weights are configuration (init_args), not learned state
         self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float32), persistent=False)
 
     def forward(self, logits: Tensor, labels: Tensor, num_items_in_batch: NumItems = None) -> Tensor:
         """Weighted cross-entropy of ``logits`` ``[..., C]`` against integer ``labels`` ``[...]``."""
+        if self.shift_labels:
+            logits, labels = _shift(logits, labels)
         num_classes = logits.shape[-1]
         if num_classes != self.class_weights.numel():
             raise ValueError(
@@ -305,12 +304,8 @@ class DistillationLoss(nn.Module):
         self.ignore_index, self.shift_labels = ignore_index, shift_labels
 
     def forward(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor,
-        labels: Tensor | None = None,
-        hard_loss: Tensor | None = None,
-        num_items_in_batch: NumItems = None,
+        self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None = None,
+        hard_loss: Tensor | None = None, num_items_in_batch: NumItems = None,
     ) -> Tensor:
         """Distillation loss; the hard term is ``hard_loss`` if given, else cross-entropy against ``labels``."""
         if student_logits.shape != teacher_logits.shape:
@@ -320,7 +315,9 @@ class DistillationLoss(nn.Module):
             )
         if labels is None and hard_loss is None and self.alpha < 1.0:
             raise ValueError("DistillationLoss: pass labels or hard_loss, or set alpha=1.0 for a soft-only loss.")
-        if labels is not None and self.shift_labels:
+        if labels is not None and labels.shape != student_logits.shape[:-1]:
+            raise ValueError(f"DistillationLoss: labels {tuple(labels.shape)} must be logits' shape without C.")
+        if labels is not None and self.shift_labels:  # causal LM: position t predicts token t + 1
             student_logits, labels = _shift(student_logits, labels)
             teacher_logits = teacher_logits[..., :-1, :]
         mask = torch.ones(student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
@@ -436,6 +433,8 @@ def build_loss(spec: str | Mapping[str, Any] | nn.Module) -> nn.Module:
         path = f"{LOSSES[path].__module__}.{LOSSES[path].__qualname__}"
     try:
         loss = instantiate_class((), {"class_path": path, "init_args": init_args})  # Lightning's class_path loader
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"build_loss: cannot import class_path {path!r}: {err}") from err
     except TypeError as err:
         raise ValueError(f"build_loss: bad init_args {init_args} for {path}: {err}") from err
     if not isinstance(loss, nn.Module):

@@ -296,11 +296,14 @@ class HFModule(EvaluationMixin, L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._window_done:
             self._window_done = False
-            self.log("train/loss", self.step_loss, prog_bar=True)
-            if self.last_learning_rate is not None:
-                self.log("train/learning_rate", self.last_learning_rate, prog_bar=True)
-            if self.last_grad_norm is not None:
-                self.log("train/grad_norm", self.last_grad_norm)
+            # Progress-bar only: HFFlow writes the HF-style records (train/loss, ...) at logging_steps.
+            self.log("loss", self.step_loss, prog_bar=True, logger=False)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Adds `HFFlow` (HF's logging / evaluation schedule) unless the trainer already has one."""
+        from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
+
+        return [] if find_flow(self.trainer) is not None else [HFFlow()]
 
     # ----------------------------------------------------------------------------------------------- optimizer
     def create_optimizer(self) -> torch.optim.Optimizer:

@@ -131,7 +131,7 @@ class EvaluationMixin:
         state.num_steps += 1
         state.num_samples += size
         if loss is not None:
-            weighted = loss.float() * size  # HF repeats the batch's mean loss once per sample
+            weighted = loss.double() * size if loss.device.type != "mps" else loss.float() * size  # HF: mean repeated per sample
             state.loss_sum = weighted if state.loss_sum is None else state.loss_sum + weighted
         if logits is None:
             return loss, logits, labels
@@ -238,7 +238,8 @@ class EvaluationMixin:
             self._stage = None
             return
         self.eval_results = self._finish()
-        self.log_dict(self.eval_results, prog_bar=False)
+        # For Lightning callbacks (monitor="eval_loss"); HFFlow writes the HF-style eval/* logger records.
+        self.log_dict(self.eval_results, logger=False)
 
     def on_test_epoch_end(self) -> None:
         self.eval_results = self._finish()

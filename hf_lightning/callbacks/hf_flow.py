@@ -1,0 +1,301 @@
+"""HFFlow: transformers.Trainer's main-loop bookkeeping as one Lightning callback.
+
+It owns what HF's loop owns: the `transformers.TrainerState` (global_step, float epoch, log_history, best metric),
+the `TrainerControl` flags, and a real `transformers.trainer_callback.CallbackHandler` whose first callback is HF's
+own `DefaultFlowCallback`, so *when* to log, evaluate, save and stop is decided by transformers' code, and any
+`transformers.TrainerCallback` (EarlyStoppingCallback, PrinterCallback, a tutorial's custom one) runs unchanged.
+
+Lightning hooks -> HF events:
+  on_train_start -> on_train_begin; on_train_epoch_start -> on_epoch_begin; first micro-batch of a window ->
+  on_step_begin; other micro-batches -> on_substep_end; on_before_optimizer_step -> on_pre_optimizer_step;
+  after the optimizer step -> on_optimizer_step, on_step_end, (log), (evaluate), (save); last batch -> on_epoch_end;
+  on_validation_batch_end -> on_prediction_step; on_validation_end -> on_evaluate; on_train_end -> on_train_end.
+Evaluation runs inside Lightning's own validation loop: Lightning has no public hook to request validation at a given
+optimizer step, so with an ``eval_strategy`` other than ``no`` this callback replaces the epoch loop's
+`_should_check_val_fx` with its own decision (with ``no``, Lightning's ``val_check_interval`` schedule stays in charge).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.integrations.integration_utils import rewrite_logs
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
+from transformers.trainer_utils import speed_metrics
+
+
+def _resolve_interval(value: float, max_steps: int) -> int | float:
+    # HF: a float < 1 is a ratio of max_steps (TrainerState.compute_steps).
+    return math.ceil(max_steps * value) if value and value < 1 else value
+
+
+class HFFlow(Callback):
+    """Runs HF's training-loop flow (state, control, logging, evaluation schedule, TrainerCallbacks) on Lightning.
+
+    Args:
+        logging_strategy: ``steps``, ``epoch`` or ``no``.
+        logging_steps: Log every N optimizer steps (a float < 1 is a ratio of the total steps).
+        logging_first_step: Also log the first step.
+        logging_nan_inf_filter: Replace a non-finite step loss by the mean of the steps since the last log.
+        eval_strategy: ``no``, ``steps`` or ``epoch``.
+        eval_steps: Evaluate every N optimizer steps (defaults to logging_steps, as in HF).
+        eval_delay: Steps (or epochs) to wait before the first evaluation.
+        eval_on_start: Evaluate once before the first step.
+        metric_for_best_model: Metric that defines the best model (``loss`` -> ``eval_loss``).
+        greater_is_better: Whether a larger metric is better (default: not a ``*loss`` metric).
+        callbacks: ``transformers.TrainerCallback`` instances or classes to run.
+        args: A full ``TrainingArguments`` (the HF-style Trainer passes its own); overrides the fields above.
+    """
+
+    def __init__(
+        self,
+        logging_strategy: str = "steps",
+        logging_steps: float = 500,
+        logging_first_step: bool = False,
+        logging_nan_inf_filter: bool = True,
+        eval_strategy: str = "no",
+        eval_steps: float | None = None,
+        eval_delay: float = 0,
+        eval_on_start: bool = False,
+        metric_for_best_model: str | None = None,
+        greater_is_better: bool | None = None,
+        callbacks: list[Any] | None = None,
+        args: TrainingArguments | None = None,
+    ) -> None:
+        super().__init__()
+        if args is None:
+            args = TrainingArguments(
+                output_dir="hf_lightning_output", report_to=[], logging_strategy=logging_strategy,
+                logging_steps=logging_steps, logging_first_step=logging_first_step,
+                logging_nan_inf_filter=logging_nan_inf_filter, eval_strategy=eval_strategy, eval_steps=eval_steps,
+                eval_delay=eval_delay, eval_on_start=eval_on_start, metric_for_best_model=metric_for_best_model,
+                greater_is_better=greater_is_better,
+            )
+        self.args = args
+        self.state = TrainerState()
+        self.control = TrainerControl()
+        hf_callbacks = [DefaultFlowCallback, *(callbacks or [])]
+        self.handler = CallbackHandler(hf_callbacks, None, None, None, None)
+        self._tr_loss: torch.Tensor | None = None
+        self._total_loss = 0.0
+        self._last_logged = 0
+        self._seen_step = 0
+        self._steps_in_epoch = 0
+        self._pending_eval = False
+        self._start_time = 0.0
+        self._initial_step = 0
+        self.last_eval_metrics: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def event(self, name: str, **kwargs: Any) -> None:
+        """Calls ``CallbackHandler.<name>`` with HF's arguments and keeps the returned control."""
+        self.control = getattr(self.handler, name)(self.args, self.state, self.control, **kwargs)
+
+    def add_callback(self, callback: Any) -> None:
+        self.handler.add_callback(callback)
+
+    def write_log(self, logs: dict[str, float], trainer: L.Trainer | None = None) -> None:
+        """HF's ``Trainer.log``: adds epoch and step, appends to log_history, writes loggers, fires on_log."""
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        if trainer is not None and trainer.is_global_zero:
+            # The tags of HF's TensorBoard integration: train/loss, eval/loss, ... (transformers' rewrite_logs).
+            scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=self.state.global_step)
+        self.event("on_log", logs=logs)
+
+    def _module(self, trainer: L.Trainer) -> Any:
+        return trainer.lightning_module
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.handler.model = getattr(pl_module, "model", pl_module)
+        self.handler.processing_class = getattr(pl_module, "tokenizer", None)
+        if stage == "fit" and self.args.eval_strategy != "no":
+            # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
+            loop = trainer.fit_loop.epoch_loop
+            if not hasattr(loop, "_should_check_val_fx"):
+                raise RuntimeError("This Lightning version has no epoch_loop._should_check_val_fx; pin lightning<2.7.")
+            loop._should_check_val_fx = self._should_validate
+
+    def _should_validate(self, data_fetcher: Any) -> bool:
+        pending, self._pending_eval = self._pending_eval, False
+        return pending
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
+        state = self.state
+        state.max_steps = max_steps
+        state.num_train_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.ceil(
+            max_steps / max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)))
+        state.logging_steps = _resolve_interval(self.args.logging_steps, max_steps)
+        state.eval_steps = _resolve_interval(self.args.eval_steps or self.args.logging_steps, max_steps)
+        state.save_steps = _resolve_interval(self.args.save_steps, max_steps)
+        state.train_batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        state.is_local_process_zero = trainer.local_rank == 0
+        state.is_world_process_zero = trainer.is_global_zero
+        state.stateful_callbacks = {}
+        self.handler.optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        configs = trainer.lr_scheduler_configs
+        self.handler.lr_scheduler = configs[0].scheduler if configs else None
+        self.handler.train_dataloader = trainer.train_dataloader
+        self._start_time = time.time()
+        self._initial_step = state.global_step
+        self._seen_step = trainer.global_step
+        self._last_logged = state.global_step
+        self.event("on_train_begin")
+        if self.args.eval_on_start:
+            self._run_validation_now(trainer)
+
+    def _run_validation_now(self, trainer: L.Trainer) -> None:
+        # The same steps as Lightning's epoch loop takes before validating inside an epoch.
+        trainer.validating = True
+        trainer.fit_loop.epoch_loop.val_loop.run()
+        trainer.training = True
+
+    # ----------------------------------------------------------------------------------------------- steps
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps_in_epoch = trainer.num_training_batches
+        self.event("on_epoch_begin")
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if batch_idx % trainer.accumulate_grad_batches == 0:
+            self.event("on_step_begin")
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        self.event("on_pre_optimizer_step")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step == self._seen_step:
+            self.event("on_substep_end")
+            return
+        self._seen_step = trainer.global_step
+        state = self.state
+        state.global_step += 1
+        state.epoch = trainer.current_epoch + (batch_idx + 1) / self._steps_in_epoch
+        self._add_step_loss(pl_module)
+        self.event("on_optimizer_step")
+        self.event("on_step_end")
+        self._log_evaluate_save(trainer, pl_module)
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if last or self.control.should_training_stop or self.control.should_epoch_stop:
+            self.event("on_epoch_end")
+            self._log_evaluate_save(trainer, pl_module)
+        if self.control.should_training_stop or self.control.should_epoch_stop:
+            trainer.should_stop = True
+
+    def _add_step_loss(self, pl_module: L.LightningModule) -> None:
+        step_loss = getattr(pl_module, "step_loss", None)
+        if step_loss is None:
+            return
+        step_loss = step_loss.detach().float()
+        if self._tr_loss is None:
+            self._tr_loss = torch.zeros((), device=step_loss.device)
+        if self.args.logging_nan_inf_filter:
+            # HF: a non-finite step adds the mean of the steps since the last log (no host sync here).
+            fallback = self._tr_loss / (1 + self.state.global_step - 1 - self._last_logged)
+            step_loss = torch.where(torch.isfinite(step_loss), step_loss, fallback)
+        self._tr_loss = self._tr_loss + step_loss
+
+    def _log_evaluate_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.control.should_log and self.state.global_step > self._last_logged:
+            self.write_log(self._train_logs(trainer, pl_module), trainer)
+        if self.control.should_evaluate:
+            self._pending_eval = True  # Lightning's loop validates right after this hook
+
+    def _train_logs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        tr_loss = self._tr_loss if self._tr_loss is not None else torch.zeros(())
+        total = float(trainer.strategy.reduce(tr_loss, reduce_op="mean"))
+        self._tr_loss = torch.zeros_like(tr_loss)
+        logs = {"loss": total / (self.state.global_step - self._last_logged)}
+        grad_norm = getattr(pl_module, "last_grad_norm", None)
+        if grad_norm is not None:
+            logs["grad_norm"] = float(grad_norm)
+        lr = getattr(pl_module, "last_learning_rate", None)
+        if lr is not None:
+            logs["learning_rate"] = lr
+        self._total_loss += total
+        self._last_logged = self.state.global_step
+        return logs
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.state.fn == "fit":
+            self.event("on_prediction_step")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        metrics = dict(getattr(pl_module, "eval_results", {}))
+        self.last_eval_metrics = metrics
+        self.write_log(dict(metrics), trainer)
+        self.event("on_evaluate", metrics=metrics)
+        is_new_best = self.determine_best_metric(metrics)
+        if self.args.save_strategy == "best":
+            self.control.should_save = is_new_best
+
+    def determine_best_metric(self, metrics: dict[str, float]) -> bool:
+        """HF's ``_determine_best_metric``: updates best_metric / best_global_step; True on a new best."""
+        name = self.args.metric_for_best_model
+        if name is None:
+            return False
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise KeyError(
+                f"metric_for_best_model='{name}' is not among the evaluation metrics {sorted(metrics)}. "
+                f"Choose one of them (without the 'eval_' prefix) or add it to compute_metrics / model.metrics."
+            )
+        greater = self.args.greater_is_better
+        if greater is None:
+            greater = not key.endswith("loss")
+        better = np.greater if greater else np.less
+        if self.state.best_metric is None:
+            self.state.best_metric = float("-inf") if greater else float("inf")
+        if better(metrics[key], self.state.best_metric):
+            self.state.best_metric = metrics[key]
+            if self.args.save_strategy in ("steps", "epoch", "best"):
+                self.state.best_global_step = self.state.global_step
+            return True
+        return False
+
+    # ----------------------------------------------------------------------------------------------- end
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._tr_loss is not None:
+            self._total_loss += float(trainer.strategy.reduce(self._tr_loss, reduce_op="mean"))
+        steps = self.state.global_step - self._initial_step
+        batch = (self.state.train_batch_size or 0) * trainer.accumulate_grad_batches * trainer.world_size
+        metrics = speed_metrics("train", self._start_time, num_samples=steps * batch, num_steps=steps)
+        metrics["total_flos"] = float(self.state.total_flos)
+        metrics["train_loss"] = self._total_loss / max(steps, 1)
+        self.train_metrics = metrics
+        self.write_log(dict(metrics), trainer)
+        self.event("on_train_end")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainer_state": self.state.__dict__.copy(), "total_loss": self._total_loss,
+                "callbacks": {type(cb).__name__: cb.state() for cb in self.handler.callbacks
+                              if isinstance(cb, ExportableState)}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.state = TrainerState(**state_dict["trainer_state"])
+        self._total_loss = state_dict.get("total_loss", 0.0)
+
+
+def find_flow(trainer: L.Trainer) -> HFFlow | None:
+    """The trainer's HFFlow callback, if any."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, HFFlow)), None)
+
+
+__all__ = ["HFFlow", "TrainerCallback", "find_flow"]
