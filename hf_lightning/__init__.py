@@ -1,7 +1,10 @@
 """hf_lightning: the Hugging Face Trainer feature set on PyTorch Lightning."""
 
+from hf_lightning.args import Seq2SeqTrainingArguments, TrainingArguments
+from hf_lightning.callbacks import HFFlow
 from hf_lightning.data import HFDataModule
 from hf_lightning.modules import HFModule
+from hf_lightning.trainer import Trainer
 
-__all__ = ["HFDataModule", "HFModule"]
+__all__ = ["HFDataModule", "HFFlow", "HFModule", "Seq2SeqTrainingArguments", "Trainer", "TrainingArguments"]
 __version__ = "0.1.0"

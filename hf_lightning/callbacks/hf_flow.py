@@ -52,6 +52,9 @@ class HFFlow(Callback):
         greater_is_better: Whether a larger metric is better (default: not a ``*loss`` metric).
         callbacks: ``transformers.TrainerCallback`` instances or classes to run.
         args: A full ``TrainingArguments`` (the HF-style Trainer passes its own); overrides the fields above.
+        handler: An existing ``CallbackHandler`` to drive (the HF-style Trainer's); ``callbacks`` are added to it.
+        control_validation: Whether this callback decides when Lightning validates. Default: when eval_strategy is not
+            ``no`` (otherwise Lightning's own ``val_check_interval`` schedule applies).
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class HFFlow(Callback):
         greater_is_better: bool | None = None,
         callbacks: list[Any] | None = None,
         args: TrainingArguments | None = None,
+        handler: CallbackHandler | None = None,
+        control_validation: bool | None = None,
     ) -> None:
         super().__init__()
         if args is None:
@@ -81,8 +86,12 @@ class HFFlow(Callback):
         self.args = args
         self.state = TrainerState()
         self.control = TrainerControl()
-        hf_callbacks = [DefaultFlowCallback, *(callbacks or [])]
-        self.handler = CallbackHandler(hf_callbacks, None, None, None, None)
+        if handler is None:
+            handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
+        for callback in callbacks or []:
+            handler.add_callback(callback)
+        self.handler = handler
+        self.control_validation = args.eval_strategy != "no" if control_validation is None else control_validation
         self._tr_loss: torch.Tensor | None = None
         self._total_loss = 0.0
         self._last_logged = 0
@@ -120,7 +129,7 @@ class HFFlow(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
-        if stage == "fit" and self.args.eval_strategy != "no":
+        if stage == "fit" and self.control_validation:
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
             loop = trainer.fit_loop.epoch_loop
             if not hasattr(loop, "_should_check_val_fx"):

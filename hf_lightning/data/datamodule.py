@@ -80,6 +80,8 @@ class HFDataModule(L.LightningDataModule):
         max_train_samples: Keep only the first N training examples.
         max_eval_samples: Keep only the first N examples of each evaluation split.
         preprocessing_num_workers: Processes for ``datasets.map``.
+        tokenize: Tokenise text columns in `preprocess`; False when the data already holds model inputs (the HF-style
+            Trainer's data sets, as transformers.Trainer never tokenises).
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class HFDataModule(L.LightningDataModule):
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
+        tokenize: bool = True,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -158,6 +161,7 @@ class HFDataModule(L.LightningDataModule):
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
         self.preprocessing_num_workers = preprocessing_num_workers
+        self.tokenize = tokenize
         self._raw: dict[str, Any] | None = None
         self._splits: dict[str, Any] = {}
         self._collate: Callable[..., Any] | None = None
@@ -324,7 +328,8 @@ class HFDataModule(L.LightningDataModule):
             if limit is not None and isinstance(ds, datasets.Dataset):
                 ds = ds.select(range(min(limit, len(ds))))
             if isinstance(ds, datasets.Dataset):
-                ds = self.preprocess(ds, role)
+                if self.tokenize:
+                    ds = self.preprocess(ds, role)
                 self._validate_labels(ds, role)
                 ds = self._remove_unused(ds)
             self._splits[role] = ds
@@ -372,18 +377,24 @@ class HFDataModule(L.LightningDataModule):
             return _SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed)
         return HFRandomSampler(len(ds), seed)
 
-    def train_dataloader(self) -> Any:
+    def train_loader(self) -> DataLoader:
+        """The per-rank micro-batch DataLoader (HF order; ranks shard one permutation)."""
         ds = self.split("train")
+        if isinstance(ds, IterableDataset):
+            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.drop_last, **self._loader_kwargs())
+        world, rank = self._world()
+        batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.drop_last, world, rank)
+        return DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
+
+    def wrap_train_loader(self, loader: Any) -> TrainLoader:
+        """Groups a loader's batches into accumulation windows tagged with their label counts."""
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         module = self.trainer.lightning_module if self.trainer is not None else None
         shift = bool(getattr(module, "loss_shifts_labels", False))
-        if isinstance(ds, IterableDataset):
-            loader = DataLoader(ds, batch_size=self.batch_size, drop_last=self.drop_last, **self._loader_kwargs())
-        else:
-            world, rank = self._world()
-            batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.drop_last, world, rank)
-            loader = DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
         return TrainLoader(loader, accumulate, lambda b: count_label_items(b, shift_labels=shift))
+
+    def train_dataloader(self) -> Any:
+        return self.wrap_train_loader(self.train_loader())
 
     def _eval_loader(self, role: str) -> DataLoader:
         ds = self.split(role)

@@ -90,6 +90,12 @@ class HFModule(EvaluationMixin, L.LightningModule):
         prediction_loss_only: Evaluation computes the loss only.
         gradient_checkpointing: Call the model's ``gradient_checkpointing_enable``.
         gradient_checkpointing_kwargs: Its keyword arguments.
+        torch_compile: Compile the model with ``torch.compile`` before training.
+        torch_compile_backend: Backend of ``torch.compile`` (default inductor).
+        torch_compile_mode: Mode of ``torch.compile`` (default, reduce-overhead, max-autotune).
+        neftune_noise_alpha: NEFTune noise on the input embeddings during training (transformers' hook).
+        eval_do_concat_batches: Concatenate predictions across batches (False keeps a list of per-batch arrays).
+        eval_accumulation_steps: Accepted for compatibility: predictions are always moved to the host per batch.
     """
 
     def __init__(
@@ -127,6 +133,12 @@ class HFModule(EvaluationMixin, L.LightningModule):
         prediction_loss_only: bool = False,
         gradient_checkpointing: bool = False,
         gradient_checkpointing_kwargs: dict[str, Any] | None = None,
+        torch_compile: bool = False,
+        torch_compile_backend: str | None = None,
+        torch_compile_mode: str | None = None,
+        neftune_noise_alpha: float | None = None,
+        eval_do_concat_batches: bool = True,
+        eval_accumulation_steps: int | None = None,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -166,6 +178,13 @@ class HFModule(EvaluationMixin, L.LightningModule):
                               batch_eval_metrics, include_for_metrics or [], prediction_loss_only)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        self.compile_kwargs = (
+            {k: v for k, v in {"backend": torch_compile_backend, "mode": torch_compile_mode}.items() if v}
+            if torch_compile or torch_compile_backend or torch_compile_mode else None
+        )
+        self.neftune_noise_alpha = neftune_noise_alpha
+        self.eval_do_concat_batches = eval_do_concat_batches
+        self._neftune_handle: Any = None
         # Per-step bookkeeping read by the logging callbacks (tensors stay on the device: no per-step sync).
         self.step_loss: torch.Tensor | None = None
         self.last_grad_norm: torch.Tensor | None = None
@@ -270,14 +289,17 @@ class HFModule(EvaluationMixin, L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, window = split_window(batch)
         loss = self._normalise(inputs, window, batch_idx)
-        detached = loss.detach()
+        self.record_step_loss(loss.detach(), window)
+        # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.
+        return loss * self.trainer.accumulate_grad_batches
+
+    def record_step_loss(self, loss: torch.Tensor, window: WindowInfo | None) -> None:
+        """Sums a window's normalised micro-batch losses into `step_loss` (HF's per-step ``tr_loss``)."""
         first = window is None or window.index == 0
-        self._window_loss = detached if first or self._window_loss is None else self._window_loss + detached
+        self._window_loss = loss if first or self._window_loss is None else self._window_loss + loss
         if window is None or window.index == window.size - 1:
             self.step_loss = self._window_loss
             self._window_done = True
-        # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.
-        return loss * self.trainer.accumulate_grad_batches
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.last_learning_rate = optimizer.param_groups[0]["lr"]  # the lr this step uses (before the scheduler)
@@ -304,6 +326,24 @@ class HFModule(EvaluationMixin, L.LightningModule):
         from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 
         return [] if find_flow(self.trainer) is not None else [HFFlow()]
+
+    def configure_model(self) -> None:
+        if self.compile_kwargs is not None and not hasattr(self.model, "_orig_mod"):
+            self.model = torch.compile(self.model, **self.compile_kwargs)
+
+    def on_train_start(self) -> None:
+        if self.neftune_noise_alpha and self._neftune_handle is None:
+            # transformers' own NEFTune hook on the input embeddings (active in train mode only).
+            from transformers.integrations.neftune import activate_neftune
+
+            self._neftune_handle = activate_neftune(self.model, self.neftune_noise_alpha)
+
+    def on_train_end(self) -> None:
+        if self._neftune_handle is not None:
+            from transformers.integrations.neftune import deactivate_neftune
+
+            deactivate_neftune(self.model, self._neftune_handle)
+            self._neftune_handle = None
 
     # ----------------------------------------------------------------------------------------------- optimizer
     def create_optimizer(self) -> torch.optim.Optimizer:

@@ -118,7 +118,7 @@ class EvaluationMixin:
         return "validate"
 
     def _metrics_for(self, stage: str) -> Any:
-        return self.test_metrics if stage == "test" else self.val_metrics
+        return self.val_metrics if stage == "validate" else self.test_metrics
 
     def _eval_step(self, batch: Any) -> tuple[Any, Any, Any]:
         if self._stage is None:
@@ -197,7 +197,7 @@ class EvaluationMixin:
             count = self.trainer.strategy.reduce(torch.tensor(float(state.num_samples), device=self.device), "sum")
             results["loss"] = float(total / count)
         metrics = self._metrics_for(stage)
-        if metrics is not None and stage != "predict" and state.metric_updates > 0:
+        if metrics is not None and state.metric_updates > 0:
             results.update({k: float(v) for k, v in metrics.compute().items()})
             metrics.reset()
         results.update(self._hf_metrics(state))

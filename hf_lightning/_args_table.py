@@ -1,0 +1,427 @@
+"""The translation table: where every ``transformers.TrainingArguments`` field goes, and the legacy names.
+
+``ROUTES`` has one entry per dataclass field of the installed ``transformers.TrainingArguments`` (a unit test checks
+the key set against ``dataclasses.fields`` so a new transformers release fails loudly). ``SEQ2SEQ_ROUTES`` adds the
+fields of ``transformers.Seq2SeqTrainingArguments``, ``EXTRA_ROUTES`` the fields this package adds. ``LEGACY`` maps
+names that transformers 5.x removed to what replaces them. Conversions are small named functions referenced from the
+tables; the first line of each docstring is what the migration table shows in its "as" column.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+MODULE = "module"
+DATAMODULE = "datamodule"
+TRAINER = "trainer"
+STRATEGY = "strategy"
+FACADE = "facade"
+UNSUPPORTED = "unsupported"
+CHECKPOINT = "callback:HFCheckpoint"
+LOGGING = "callback:HFLogging"
+
+
+# ----------------------------------------------------------------------------------------------- conversions
+def _plain(value: Any, args: Any) -> Any:
+    """as is (enums as their string value)"""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list):
+        return [v.value if isinstance(v, Enum) else v for v in value]
+    return copy.copy(value) if isinstance(value, dict) else value
+
+
+def _warmup(value: Any, args: Any) -> Any:
+    """int step count when >= 1, else a float ratio of the total steps (transformers' get_warmup_steps)"""
+    return int(value) if value >= 1 or value == 0 else float(value)
+
+
+def _precision(value: Any, args: Any) -> str:
+    """"16-mixed" (fp16), "bf16-mixed" (bf16), else "32-true" """
+    return "16-mixed" if args.fp16 else "bf16-mixed" if args.bf16 else "32-true"
+
+
+def _accelerator(value: Any, args: Any) -> str:
+    """"cpu" when True, else "auto" """
+    return "cpu" if value else "auto"
+
+
+def _negate(value: Any, args: Any) -> bool:
+    """not value"""
+    return not value
+
+
+def _true_or_none(value: Any, args: Any) -> bool | None:
+    """True when set, else None (Lightning leaves torch's flags alone)"""
+    return True if value else None
+
+
+def _as_dict(value: Any, args: Any) -> dict[str, Any] | None:
+    """a plain dict (AcceleratorConfig.to_dict())"""
+    return value.to_dict() if hasattr(value, "to_dict") else copy.copy(value)
+
+
+def _generation_config(value: Any, args: Any) -> str | dict[str, Any] | None:
+    """a dict (GenerationConfig.to_dict()), or the path / model id as a str"""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return os.fspath(value) if value is not None else None
+
+
+def _logging_dir(value: Any, args: Any) -> str | None:
+    """value, else $TENSORBOARD_LOGGING_DIR, else None (HFLogging uses output_dir/runs/<date>_<host>)"""
+    value = value if value is not None else os.environ.get("TENSORBOARD_LOGGING_DIR")
+    return os.path.expanduser(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one field goes.
+
+    Attributes:
+        target: ``module``, ``datamodule``, ``trainer``, ``callback:<Name>``, ``strategy``, ``facade`` or
+            ``unsupported``.
+        name: The keyword at the destination; empty means the field's own name.
+        note: Why / how (for ``unsupported``: the message, naming the alternative).
+        convert: ``(value, args) -> value`` applied on the way.
+    """
+
+    target: str
+    name: str = ""
+    note: str = ""
+    convert: Callable[[Any, Any], Any] = _plain
+
+
+def _no(note: str) -> Route:
+    return Route(UNSUPPORTED, note=note)
+
+
+_DDP = "a keyword of Lightning's DDPStrategy, built by strategies.py"
+_HUB = "only read when pushing to the Hub (push_to_hub is unsupported); kept on the arguments"
+_SCRIPT = "for your script, as in transformers (Trainer itself does not read it)"
+_TRACKIO = "Trackio is not a logger here; choose another with report_to (e.g. 'tensorboard', 'wandb')"
+
+ROUTES: dict[str, Route | tuple[Route, ...]] = {
+    "output_dir": (
+        Route(TRAINER, "default_root_dir", "root of Lightning's logs"),
+        Route(CHECKPOINT, "output_dir", "checkpoint-<step>/ folders, as transformers"),
+    ),
+    "per_device_train_batch_size": Route(DATAMODULE, "batch_size"),
+    "num_train_epochs": Route(FACADE, note="max_epochs, or max_steps = ceil(epochs * updates_per_epoch) if fractional"),
+    "max_steps": Route(TRAINER, "max_steps", "-1 means no limit in both"),
+    "learning_rate": Route(MODULE),
+    "lr_scheduler_type": Route(MODULE, note="built with transformers.get_scheduler"),
+    "lr_scheduler_kwargs": Route(MODULE),
+    "warmup_steps": Route(MODULE, convert=_warmup),
+    "optim": Route(MODULE, note="resolved with Trainer.get_optimizer_cls_and_kwargs"),
+    "optim_args": Route(MODULE),
+    "weight_decay": Route(MODULE, note="not applied to biases and norm weights, as transformers"),
+    "adam_beta1": Route(MODULE),
+    "adam_beta2": Route(MODULE),
+    "adam_epsilon": Route(MODULE),
+    "optim_target_modules": Route(MODULE),
+    "gradient_accumulation_steps": Route(TRAINER, "accumulate_grad_batches"),
+    "average_tokens_across_devices": Route(MODULE),
+    "max_grad_norm": Route(MODULE, note="0 disables clipping; grad_norm is logged either way"),
+    "label_smoothing_factor": Route(MODULE, note="transformers' LabelSmoother"),
+    "bf16": Route(TRAINER, "precision", convert=_precision),
+    "fp16": Route(TRAINER, "precision", convert=_precision),
+    "bf16_full_eval": _no("evaluation in pure bf16 is not a separate mode; cast the model (model.to(torch.bfloat16)) "
+                          "before trainer.evaluate(), or evaluate with lightning.Trainer(precision='bf16-true')"),
+    "fp16_full_eval": _no("evaluation in pure fp16 is not a separate mode; cast the model (model.half()) before "
+                          "trainer.evaluate(), or evaluate with lightning.Trainer(precision='16-true')"),
+    "tf32": Route(STRATEGY, note="applied to torch's TF32 flags when the arguments are built, as transformers"),
+    "activation_checkpointing": Route(MODULE, "gradient_checkpointing"),
+    "activation_checkpointing_kwargs": Route(MODULE, "gradient_checkpointing_kwargs"),
+    "gradient_checkpointing": Route(MODULE, "gradient_checkpointing", "old name; mirrors activation_checkpointing"),
+    "gradient_checkpointing_kwargs": Route(MODULE, "gradient_checkpointing_kwargs",
+                                           "old name; mirrors activation_checkpointing_kwargs"),
+    "torch_compile": Route(MODULE),
+    "torch_compile_backend": Route(MODULE),
+    "torch_compile_mode": Route(MODULE),
+    "use_liger_kernel": _no("patch the model yourself before passing it: liger_kernel.transformers."
+                            "_apply_liger_kernel_to_instance(model=model)"),
+    "liger_kernel_config": _no("pass the options to liger_kernel.transformers._apply_liger_kernel_to_instance "
+                               "(model=model, **config) before handing the model over"),
+    "use_cache": Route(FACADE, note="sets model.config.use_cache, as transformers.Trainer"),
+    "neftune_noise_alpha": Route(MODULE),
+    "torch_empty_cache_steps": _no("add a Lightning Callback whose on_train_batch_end calls torch.cuda.empty_cache() "
+                                   "every N steps"),
+    "auto_find_batch_size": _no("use Lightning's tuner: lightning.pytorch.tuner.Tuner(trainer).scale_batch_size(...) "
+                                "or the BatchSizeFinder callback"),
+    "logging_strategy": Route(LOGGING),
+    "logging_steps": Route(LOGGING, note="a float < 1 is a ratio of the total steps"),
+    "logging_first_step": Route(LOGGING),
+    "log_on_each_node": Route(FACADE, note="with log_level_replica: args.get_process_log_level() per rank"),
+    "logging_nan_inf_filter": Route(LOGGING),
+    "include_num_input_tokens_seen": Route(LOGGING, note="'all', 'non_padding' or 'no'"),
+    "log_level": Route(LOGGING),
+    "log_level_replica": Route(FACADE, note="transformers' log verbosity on replicas (args.get_process_log_level())"),
+    "disable_tqdm": Route(TRAINER, "enable_progress_bar", convert=_negate),
+    "report_to": Route(LOGGING, note="a list after transformers' normalisation ('none' -> [])"),
+    "run_name": Route(LOGGING),
+    "project": _no(_TRACKIO),
+    "trackio_space_id": _no(_TRACKIO),
+    "trackio_bucket_id": _no(_TRACKIO),
+    "trackio_static_space_id": _no(_TRACKIO),
+    "eval_strategy": Route(LOGGING, note="HFLogging schedules evaluation"),
+    "eval_steps": Route(LOGGING, note="defaults to logging_steps, as transformers"),
+    "eval_delay": Route(LOGGING),
+    "per_device_eval_batch_size": Route(DATAMODULE, "eval_batch_size"),
+    "prediction_loss_only": Route(MODULE),
+    "eval_on_start": Route(LOGGING),
+    "eval_do_concat_batches": Route(MODULE),
+    "eval_use_gather_object": _no("return tensors from prediction_step; they are gathered across ranks with "
+                                  "Lightning's all_gather"),
+    "eval_accumulation_steps": Route(MODULE),
+    "include_for_metrics": Route(MODULE),
+    "batch_eval_metrics": Route(MODULE),
+    "save_only_model": Route(CHECKPOINT),
+    "save_strategy": Route(CHECKPOINT),
+    "save_steps": Route(CHECKPOINT, note="a float < 1 is a ratio of the total steps"),
+    "save_on_each_node": Route(CHECKPOINT),
+    "save_total_limit": Route(CHECKPOINT, note="the best checkpoint is never deleted"),
+    "enable_jit_checkpoint": _no("save more often (save_steps) or let the cluster requeue the job with Lightning's "
+                                 "SLURMEnvironment(auto_requeue=True) plugin"),
+    "push_to_hub": _no("train, then call model.push_to_hub(repo_id) (and tokenizer.push_to_hub) on the exported "
+                       "folder"),
+    "hub_token": Route(FACADE, note=_HUB),
+    "hub_private_repo": Route(FACADE, note=_HUB),
+    "hub_model_id": Route(FACADE, note=_HUB),
+    "hub_strategy": Route(FACADE, note=_HUB),
+    "hub_always_push": Route(FACADE, note=_HUB),
+    "hub_revision": Route(FACADE, note=_HUB),
+    "load_best_model_at_end": Route(CHECKPOINT),
+    "metric_for_best_model": Route(CHECKPOINT, note="'loss' when load_best_model_at_end, as transformers"),
+    "greater_is_better": Route(CHECKPOINT, note="defaults to not metric.endswith('loss')"),
+    "ignore_data_skip": Route(CHECKPOINT),
+    "restore_callback_states_from_checkpoint": Route(CHECKPOINT),
+    "full_determinism": (
+        Route(TRAINER, "deterministic", convert=_true_or_none),
+        Route(FACADE, "full_determinism", "enable_full_determinism(seed) instead of set_seed(seed)"),
+    ),
+    "seed": (
+        Route(DATAMODULE, "seed", "per-epoch sample order: randperm seeded with seed + epoch"),
+        Route(FACADE, "seed", "set_seed(seed) before the model is built, as transformers"),
+    ),
+    "data_seed": Route(DATAMODULE),
+    "use_cpu": Route(TRAINER, "accelerator", convert=_accelerator),
+    "accelerator_config": Route(STRATEGY, convert=_as_dict),
+    "parallelism_config": Route(STRATEGY),
+    "dataloader_drop_last": Route(DATAMODULE, "drop_last"),
+    "dataloader_num_workers": Route(DATAMODULE, "num_workers"),
+    "dataloader_pin_memory": Route(DATAMODULE, "pin_memory", "False when use_cpu, as transformers"),
+    "dataloader_persistent_workers": Route(DATAMODULE, "persistent_workers"),
+    "dataloader_prefetch_factor": Route(DATAMODULE, "prefetch_factor"),
+    "dataloader_multiprocessing_context": _no("subclass HFDataModule and build the DataLoader with "
+                                              "multiprocessing_context=... in train_dataloader()"),
+    "dataloader_in_order": _no("batches always arrive in order; subclass HFDataModule and build the DataLoader with "
+                               "in_order=False in train_dataloader()"),
+    "remove_unused_columns": Route(DATAMODULE),
+    "label_names": Route(MODULE),
+    "train_sampling_strategy": Route(DATAMODULE, "sampling_strategy"),
+    "length_column_name": Route(DATAMODULE),
+    "ddp_find_unused_parameters": Route(STRATEGY, note=_DDP),
+    "ddp_bucket_cap_mb": Route(STRATEGY, note=_DDP),
+    "ddp_broadcast_buffers": Route(STRATEGY, note=_DDP),
+    "ddp_static_graph": Route(STRATEGY, note=_DDP),
+    "ddp_backend": Route(STRATEGY, note="process group backend"),
+    "ddp_timeout": Route(STRATEGY, note="process group timeout in seconds"),
+    "fsdp": Route(STRATEGY, note="True after transformers' normalisation of the legacy string forms"),
+    "fsdp_config": Route(STRATEGY, note="normalised by transformers (fsdp_ prefixes dropped)"),
+    "deepspeed": Route(STRATEGY, note="config dict or JSON path"),
+    "debug": _no("wrap the model with transformers.debug_utils.DebugUnderflowOverflow(model) yourself; TPU metrics "
+                 "debugging is not available"),
+    "skip_memory_metrics": Route(LOGGING),
+    "do_train": Route(FACADE, note=_SCRIPT),
+    "do_eval": Route(FACADE, note=_SCRIPT),
+    "do_predict": Route(FACADE, note=_SCRIPT),
+    "resume_from_checkpoint": Route(FACADE, note=_SCRIPT + "; pass it to train(resume_from_checkpoint=...)"),
+    "local_rank": Route(FACADE, note="informational; Lightning assigns ranks"),
+}
+
+SEQ2SEQ_ROUTES: dict[str, Route | tuple[Route, ...]] = {
+    "sortish_sampler": _no("transformers 5.x ignores it as well; use train_sampling_strategy='group_by_length'"),
+    "predict_with_generate": Route(MODULE, note="Seq2SeqModule: generate in evaluation / prediction"),
+    "generation_max_length": Route(MODULE, note="Seq2SeqModule"),
+    "generation_num_beams": Route(MODULE, note="Seq2SeqModule"),
+    "generation_config": Route(MODULE, convert=_generation_config, note="Seq2SeqModule"),
+}
+
+EXTRA_ROUTES: dict[str, Route | tuple[Route, ...]] = {
+    "logging_dir": Route(LOGGING, convert=_logging_dir, note="TensorBoard directory; not a transformers 5.x field"),
+}
+
+
+def routes_for(field_name: str) -> tuple[Route, ...] | None:
+    """The routes of one field, or None when no table knows it."""
+    for table in (ROUTES, SEQ2SEQ_ROUTES, EXTRA_ROUTES):
+        if field_name in table:
+            found = table[field_name]
+            return found if isinstance(found, tuple) else (found,)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- legacy names
+def _always(value: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Legacy:
+    """A name transformers 5.x no longer accepts.
+
+    Attributes:
+        use: What to do instead, as an imperative phrase (shown in the warning and the docs).
+        apply: ``(value, given_kwargs) -> kwargs to set``; None when the name has no effect any more.
+        accepts: For names without effect: the values that cannot change results (others raise).
+        refuse: Which values raise and why, naming the alternative.
+    """
+
+    use: str
+    apply: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+    accepts: Callable[[Any], bool] = _always
+    refuse: str = ""
+
+
+def _check_conflict(old: str, new: str, value: Any, given: dict[str, Any]) -> None:
+    if new in given and given[new] != value:
+        raise ValueError(
+            f"`{old}` asks for {new}={value!r} but {new}={given[new]!r} was passed too; pass only `{new}`."
+        )
+
+
+def _rename(old: str, new: str) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    def apply(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+        _check_conflict(old, new, value, given)
+        return {new: value}
+
+    return apply
+
+
+def _set_if_true(old: str, new: str, new_value: Any) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    def apply(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return {}
+        _check_conflict(old, new, new_value, given)
+        return {new: new_value}
+
+    return apply
+
+
+def _merge_into(field: str, key: str, unset: Any = None) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    def apply(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+        if value == unset:
+            return {}
+        current = given.get(field)
+        if hasattr(current, "to_dict"):
+            current = current.to_dict()
+        if isinstance(current, str):
+            if not current.startswith("{"):
+                raise ValueError(f"`{field}` is a file ({current!r}); put `{key}` in that file instead.")
+            current = json.loads(current)
+        return {field: {**(current or {}), key: value}}
+
+    return apply
+
+
+def _append_to(field: str, item: str) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+    def apply(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return {}
+        current = given.get(field) or []
+        current = current.split() if isinstance(current, str) else list(current)
+        return {field: current if item in current else [*current, item]}
+
+    return apply
+
+
+def _warmup_ratio(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+    if not 0 <= value < 1:
+        raise ValueError(f"`warmup_ratio` must be in [0, 1), got {value}; for a step count pass `warmup_steps`.")
+    if value == 0:
+        return {}
+    _check_conflict("warmup_ratio", "warmup_steps", float(value), given)
+    return {"warmup_steps": float(value)}
+
+
+def _keep_logging_dir(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+    return {"logging_dir": value}
+
+
+def _hub_organization(value: Any, given: dict[str, Any]) -> dict[str, Any]:
+    model_id = given.get("hub_model_id") or os.path.basename(os.path.normpath(given.get("output_dir") or "."))
+    return {"hub_model_id": f"{value}/{model_id.split('/')[-1]}"}
+
+
+def _falsy(value: Any) -> bool:
+    return not value
+
+
+def _torch_amp(value: Any) -> bool:
+    return value in ("auto", "amp", "cpu_amp")
+
+
+_APEX = "'apex': apex is not supported; mixed precision uses torch.amp (fp16=True or bf16=True)"
+
+LEGACY: dict[str, Legacy] = {
+    "evaluation_strategy": Legacy("use `eval_strategy` (same values)", _rename("evaluation_strategy", "eval_strategy")),
+    "warmup_ratio": Legacy("use `warmup_steps` with a float in [0, 1)", _warmup_ratio, refuse="outside [0, 1)"),
+    "group_by_length": Legacy("use `train_sampling_strategy='group_by_length'`",
+                              _set_if_true("group_by_length", "train_sampling_strategy", "group_by_length")),
+    "per_gpu_train_batch_size": Legacy("use `per_device_train_batch_size`",
+                                       _rename("per_gpu_train_batch_size", "per_device_train_batch_size")),
+    "per_gpu_eval_batch_size": Legacy("use `per_device_eval_batch_size`",
+                                      _rename("per_gpu_eval_batch_size", "per_device_eval_batch_size")),
+    "no_cuda": Legacy("use `use_cpu`", _set_if_true("no_cuda", "use_cpu", True)),
+    "logging_dir": Legacy("set $TENSORBOARD_LOGGING_DIR for transformers; hf_lightning still honours it as "
+                          "HFLogging's TensorBoard directory", _keep_logging_dir),
+    "include_inputs_for_metrics": Legacy("use `include_for_metrics=['inputs']`",
+                                         _append_to("include_for_metrics", "inputs")),
+    "include_tokens_per_second": Legacy("use `include_num_input_tokens_seen='all'` (also logs train_tokens_per_second)",
+                                        _set_if_true("include_tokens_per_second", "include_num_input_tokens_seen",
+                                                     "all")),
+    "push_to_hub_token": Legacy("use `hub_token`", _rename("push_to_hub_token", "hub_token")),
+    "push_to_hub_model_id": Legacy("use `hub_model_id`", _rename("push_to_hub_model_id", "hub_model_id")),
+    "push_to_hub_organization": Legacy("use `hub_model_id='<organization>/<name>'`", _hub_organization),
+    "fsdp_min_num_params": Legacy("use `fsdp_config={'min_num_params': ...}`",
+                                  _merge_into("fsdp_config", "min_num_params", unset=0)),
+    "fsdp_transformer_layer_cls_to_wrap": Legacy("use `fsdp_config={'transformer_layer_cls_to_wrap': ...}`",
+                                                 _merge_into("fsdp_config", "transformer_layer_cls_to_wrap")),
+    "split_batches": Legacy("use `accelerator_config={'split_batches': ...}`",
+                            _merge_into("accelerator_config", "split_batches")),
+    "dispatch_batches": Legacy("use `accelerator_config={'dispatch_batches': ...}`",
+                               _merge_into("accelerator_config", "dispatch_batches")),
+    "tpu_metrics_debug": Legacy("use `debug='tpu_metrics_debug'`", _append_to("debug", "tpu_metrics_debug")),
+    "adafactor": Legacy("use `optim='adafactor'`", _set_if_true("adafactor", "optim", "adafactor")),
+    "torchdynamo": Legacy("use `torch_compile_backend`", _rename("torchdynamo", "torch_compile_backend")),
+    "xpu_backend": Legacy("use `ddp_backend`", _rename("xpu_backend", "ddp_backend")),
+    "overwrite_output_dir": Legacy("drop it (Trainer never read it); resume with `resume_from_checkpoint`"),
+    "use_mps_device": Legacy("drop it: MPS is used automatically when available (accelerator='auto')"),
+    "fp16_backend": Legacy("drop it: mixed precision always uses torch.amp", accepts=_torch_amp, refuse=_APEX),
+    "half_precision_backend": Legacy("drop it: mixed precision always uses torch.amp", accepts=_torch_amp,
+                                     refuse=_APEX),
+    "fp16_opt_level": Legacy("drop it: it only configured apex, which is not used"),
+    "tpu_num_cores": Legacy("set the TPU_NUM_CORES environment variable"),
+    "ray_scope": Legacy("set the RAY_SCOPE environment variable"),
+    "save_safetensors": Legacy("drop it: weights are always saved as safetensors", accepts=bool,
+                               refuse="False: weights are always written as model.safetensors"),
+    "use_legacy_prediction_loop": Legacy("drop it: there is one evaluation loop", accepts=_falsy,
+                                         refuse="True: the legacy prediction loop is gone"),
+    "jit_mode_eval": Legacy("use `torch_compile=True`", accepts=_falsy,
+                            refuse="True: TorchScript evaluation was removed; use torch_compile=True"),
+    "use_ipex": Legacy("use `torch_compile=True`", accepts=_falsy,
+                       refuse="True: Intel Extension for PyTorch is not supported; use torch_compile=True"),
+    "past_index": Legacy("drop it: models keep their own past state", accepts=lambda v: v == -1,
+                         refuse="any value but -1: feeding `mems` back (Transformer-XL) is not supported"),
+    "mp_parameters": Legacy("drop it", accepts=_falsy,
+                            refuse="non-empty: SageMaker model parallelism is not supported"),
+    "sharded_ddp": Legacy("use `fsdp=True`", accepts=_falsy,
+                          refuse="non-empty: fairscale sharded DDP is gone; use fsdp=True"),
+}

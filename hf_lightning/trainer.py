@@ -1,0 +1,330 @@
+"""The HF-style door: ``from hf_lightning import Trainer, TrainingArguments``.
+
+`Trainer` holds no training loop. It translates `TrainingArguments` (hf_lightning/args.py) into an `HFModule`, an
+`HFDataModule`, the `HFFlow` callback (HF's state, control and TrainerCallbacks) and a `lightning.Trainer`, and delegates.
+Methods a subclass overrides (``compute_loss``, ``prediction_step``, ``training_step``, ``create_optimizer``,
+``create_scheduler``, ``get_train_dataloader``, ``get_eval_dataloader``, ``log``...) are called back from the module and
+data module, so Trainer code written for ``transformers.Trainer`` runs after changing its import line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback
+from transformers.trainer_pt_utils import log_metrics, metrics_format, save_metrics
+from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
+
+from hf_lightning.args import TrainingArguments, ensure_args, translate
+from hf_lightning.callbacks.hf_flow import HFFlow
+from hf_lightning.facade import FacadeDataModule, FacadeModule, build_loggers
+from hf_lightning.optim import build_optimizer, build_scheduler
+
+_HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
+          "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop")
+
+
+class Trainer:
+    """``transformers.Trainer``'s interface, run by Lightning.
+
+    Args:
+        model: The model to train (a ``PreTrainedModel`` or any ``nn.Module`` returning the loss first).
+        args: `TrainingArguments` (or a ``transformers.TrainingArguments``); defaults to ``output_dir="trainer_output"``.
+        data_collator: Batches examples; defaults to dynamic padding with a tokenizer, else ``default_data_collator``.
+        train_dataset: A ``datasets.Dataset``, torch map-style or iterable data set.
+        eval_dataset: A data set, or a dict of them (metrics prefixed ``eval_<name>_``).
+        processing_class: The tokenizer / processor, saved with checkpoints.
+        model_init: Builds a fresh model (called after seeding, at init and at each ``train``).
+        compute_loss_func: ``fn(outputs, labels, num_items_in_batch) -> loss``.
+        compute_metrics: ``fn(EvalPrediction) -> dict``.
+        callbacks: ``transformers.TrainerCallback`` instances or classes.
+        optimizers: ``(optimizer, lr_scheduler)`` to use instead of the built ones.
+        optimizer_cls_and_kwargs: ``(optimizer class, kwargs)`` used with HF's parameter groups.
+        preprocess_logits_for_metrics: ``fn(logits, labels)`` run on each evaluation batch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: TrainingArguments | Any = None,
+        data_collator: Callable[..., Any] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        model_init: Callable[..., nn.Module] | None = None,
+        compute_loss_func: Callable[..., torch.Tensor] | None = None,
+        compute_metrics: Callable[..., dict[str, float]] | None = None,
+        callbacks: list[Any] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if "tokenizer" in kwargs:
+            warnings.warn("`tokenizer` is deprecated: use `processing_class`.", FutureWarning, stacklevel=2)
+            processing_class = processing_class or kwargs.pop("tokenizer")
+        if kwargs:
+            raise TypeError(f"Trainer got unexpected arguments {sorted(kwargs)}.")
+        self.args = ensure_args(args)
+        self.translated = translate(self.args)  # raises on fields that cannot be honoured, before any training
+        enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
+        self.model_init = model_init
+        if model is None and model_init is None:
+            raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument.")
+        if model is None:
+            model = self.call_model_init()
+        self.model = model
+        self.data_collator = data_collator
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.processing_class = processing_class
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
+            raise RuntimeError("Pass either `optimizers` or `optimizer_cls_and_kwargs`, not both.")
+        self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
+                                  is_world_process_zero=self.is_world_process_zero())
+        self.control = TrainerControl()
+        progress = [PrinterCallback] if self.args.disable_tqdm else []
+        self.callback_handler = CallbackHandler([DefaultFlowCallback, *(callbacks or []), *progress], self.model,
+                                                processing_class, self.optimizer, self.lr_scheduler)
+        self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(Trainer, name)}
+        self.pl_trainer: L.Trainer | None = None
+        self.module: FacadeModule | None = None
+        self._flow: HFFlow | None = None
+        self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+
+    # ----------------------------------------------------------------------------------------------- processes
+    def is_world_process_zero(self) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def is_local_process_zero(self) -> bool:
+        return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        """Builds the model with `model_init` (given the trial when it takes one)."""
+        params = inspect.signature(self.model_init).parameters
+        model = self.model_init(trial) if len(params) == 1 else self.model_init()
+        if model is None:
+            raise RuntimeError("model_init should not return None.")
+        return model
+
+    # ----------------------------------------------------------------------------------------------- callbacks
+    def add_callback(self, callback: Any) -> None:
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: Any) -> Any:
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: Any) -> None:
+        self.callback_handler.remove_callback(callback)
+
+    # ----------------------------------------------------------------------------------------------- building
+    def _build_module(self) -> FacadeModule:
+        module = FacadeModule(self, model=self.model, **self.translated.module)
+        module.compute_loss_func = self.compute_loss_func
+        module.compute_metrics = self.compute_metrics
+        module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics
+        module.optimizer_cls_and_kwargs = self.optimizer_cls_and_kwargs
+        if getattr(self, "loss_is_scaled_for_ga", None) is not None:
+            module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga
+        if isinstance(self.processing_class, PreTrainedTokenizerBase) or self.processing_class is not None:
+            module.tokenizer = self.processing_class
+        return module
+
+    def _build_datamodule(self, splits: dict[str, Any]) -> FacadeDataModule:
+        tokenizer = self.processing_class if isinstance(self.processing_class, PreTrainedTokenizerBase) else None
+        return FacadeDataModule(self, dataset={k: v for k, v in splits.items() if v is not None}, tokenizer=tokenizer,
+                                collator=self.data_collator, tokenize=False, validation_size=0.0, test_size=0.0,
+                                **self.translated.datamodule)
+
+    def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
+        """(max_steps, max_epochs) with HF's rule: max_steps, else ceil(epochs * updates per epoch)."""
+        args = self.args
+        if args.max_steps > 0:
+            return args.max_steps, -1
+        try:
+            batches = len(datamodule.train_dataloader())
+        except TypeError:
+            raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
+        updates = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+        return math.ceil(args.num_train_epochs * updates), math.ceil(args.num_train_epochs)
+
+    def _lightning_trainer(self, callbacks: list[Any], **overrides: Any) -> L.Trainer:
+        kwargs = dict(self.translated.trainer)
+        kwargs.update(
+            callbacks=callbacks, logger=build_loggers(self.args), enable_model_summary=False,
+            num_sanity_val_steps=0, use_distributed_sampler=False, enable_checkpointing=False, devices=1,
+        )
+        kwargs.update(overrides)
+        return L.Trainer(**kwargs)
+
+    # ----------------------------------------------------------------------------------------------- train
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
+              ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> TrainOutput:
+        """Trains through ``lightning.Trainer.fit``; returns HF's `TrainOutput`."""
+        if kwargs:
+            raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}.")
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        if self.model_init is not None:
+            enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
+            self.model = self.call_model_init(trial)
+            self.callback_handler.model = self.model
+        eval_splits = self.eval_dataset if not isinstance(self.eval_dataset, dict) else None
+        datamodule = self._build_datamodule({"train": self.train_dataset, "validation": eval_splits})
+        self.module = module = self._build_module()
+        module.ignore_keys = ignore_keys_for_eval
+        self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)
+        flow.state = self.state
+        max_steps, max_epochs = self._max_steps(datamodule)
+        self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow), max_steps=max_steps,
+                                                  max_epochs=max_epochs)
+        self.pl_trainer.fit(module, datamodule=datamodule, ckpt_path=self._resume_path(resume_from_checkpoint))
+        self.model = module.model
+        self.state = flow.state
+        self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
+        configs = self.pl_trainer.lr_scheduler_configs
+        self.lr_scheduler = configs[0].scheduler if configs else None
+        metrics = dict(getattr(flow, "train_metrics", {}))
+        return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
+
+    def _train_callbacks(self, flow: HFFlow) -> list[Any]:
+        callbacks: list[Any] = [flow]
+        try:
+            from hf_lightning.callbacks.checkpoint import HFCheckpoint
+        except ImportError:  # pragma: no cover - the checkpoint callback ships with the package
+            return callbacks
+        if self.args.save_strategy != "no":
+            callbacks.append(HFCheckpoint(args=self.args))
+        return callbacks
+
+    def _resume_path(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        if resume_from_checkpoint in (None, False):
+            return None
+        from hf_lightning.callbacks.checkpoint import prepare_resume
+
+        return prepare_resume(self.args.output_dir, resume_from_checkpoint, self.module)
+
+    # ----------------------------------------------------------------------------------------------- evaluate
+    def _evaluation_module(self) -> FacadeModule:
+        if self.module is None or self.module.model is not self.model:
+            self.module = self._build_module()
+        return self.module
+
+    def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
+        module = self._evaluation_module()
+        module.ignore_keys = ignore_keys
+        module.metric_key_prefix[stage] = prefix
+        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
+        trainer = self._lightning_trainer([], enable_progress_bar=False)
+        if stage == "validate":
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+            return dict(module.eval_results)
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        return module.prediction_output
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """HF's ``evaluate``: metrics with the prefix and speed metrics; logged and passed to ``on_evaluate``."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, dict):
+            metrics: dict[str, float] = {}
+            for name, ds in dataset.items():
+                metrics.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        if dataset is None:
+            raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate")
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
+                metric_key_prefix: str = "test") -> PredictionOutput:
+        """HF's ``predict``: predictions (ragged ones padded with -100), label_ids and metrics."""
+        output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        return output
+
+    # ----------------------------------------------------------------------------------------------- logging
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """HF's ``log``: adds epoch and step, appends to ``state.log_history``, calls ``on_log``."""
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+
+    log_metrics = log_metrics  # transformers' helpers, which read self.args / self.state / is_world_process_zero
+    save_metrics = save_metrics
+    metrics_format = metrics_format
+
+    def save_state(self) -> None:
+        """Writes ``trainer_state.json`` to output_dir (world process zero only)."""
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Saves the model (safetensors + config), the processing class and the training arguments."""
+        output_dir = output_dir or self.args.output_dir
+        if not self.is_world_process_zero():
+            return
+        module = self._evaluation_module()
+        module.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    # ----------------------------------------------------------------------------------------------- HF defaults
+    # The defaults below are what a subclass reaches through super(); the module calls the overridden ones.
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        return FacadeModule.base_compute_loss(self.module, model, inputs, return_outputs, num_items_in_batch)
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+        return FacadeModule.base_prediction_step(self.module, model, inputs, prediction_loss_only, ignore_keys)
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        return self.module.facade_training_step(model, inputs, num_items_in_batch)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            module = self.module
+            self.optimizer = build_optimizer(model or self.model, **module.optim_config,
+                                             optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        if self.lr_scheduler is None:
+            module = self.module
+            self.lr_scheduler = build_scheduler(optimizer or self.optimizer, lr_scheduler_type=module.lr_scheduler_type,
+                                                num_training_steps=num_training_steps,
+                                                warmup_steps=module.warmup_steps,
+                                                lr_scheduler_kwargs=module.lr_scheduler_kwargs)
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps, self.optimizer)
+
+    def get_train_dataloader(self) -> Any:
+        return self._datamodule.base_train_dataloader()
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        return self._datamodule.base_eval_dataloader("validation")
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        return self._datamodule.base_eval_dataloader("predict")
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - documented unsupported
+        raise NotImplementedError("evaluation_loop runs in Lightning's validation loop; override prediction_step.")
