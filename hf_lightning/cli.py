@@ -59,11 +59,11 @@ class HFLightningCLI(LightningCLI):
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of ``python -m hf_lightning`` and ``hf-lightning``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "report":
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] == "report":
         from hf_lightning.report import main as report_main
 
-        return report_main(argv[1:])
+        return report_main(words[1:])
     return HFLightningCLI(
         HFModule,
         HFDataModule,
@@ -72,5 +72,5 @@ def main(argv: list[str] | None = None) -> Any:
         trainer_defaults=TRAINER_DEFAULTS,
         parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX},
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=argv,  # None: LightningCLI reads sys.argv itself
     )

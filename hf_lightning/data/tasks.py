@@ -15,6 +15,7 @@ from typing import Any, Callable
 import datasets
 import transformers
 
+from hf_lightning.data.builtin import DATASETS
 from hf_lightning.data.datamodule import HFDataModule
 
 
@@ -54,6 +55,15 @@ def b_to_i_labels(label_names: list[str]) -> list[int]:
     return [index.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(label_names)]
 
 
+def _columns(kwargs: dict[str, Any], text_default: str | None, label_default: str | None) -> tuple[Any, Any]:
+    """(text, label) columns: the ones given, else the packaged data set's, else the task's defaults."""
+    dataset = kwargs.get("dataset")
+    builtin = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    text = kwargs.get("text_column") or (builtin.text_column if builtin else text_default)
+    label = kwargs.get("label_column") or (builtin.label_column if builtin else label_default)
+    return text, label
+
+
 def _require_tokenizer(module: HFDataModule, what: str) -> Any:
     tokenizer = module.resolve_tokenizer()
     if tokenizer is None:
@@ -85,8 +95,7 @@ class TokenClassificationDataModule(HFDataModule):
     def __init__(self, label_all_tokens: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.label_all_tokens = label_all_tokens
-        self.text_column = self.text_column or "tokens"
-        self.label_column = self.label_column or "ner_tags"
+        self.text_column, self.label_column = _columns(kwargs, "tokens", "ner_tags")
 
     def _tag_names(self) -> list[str] | None:
         feature = self._label_feature()
@@ -280,8 +289,9 @@ class Seq2SeqDataModule(HFDataModule):
         if max_source_length < 1 or max_target_length < 1 or (val_max_target_length or 1) < 1:
             raise ValueError(f"data.max_source_length={max_source_length}, max_target_length={max_target_length} "
                              f"and val_max_target_length={val_max_target_length} must be >= 1.")
-        self.source_column = source_column or self.text_column
-        self.target_column = target_column or self.label_column
+        text, label = _columns(kwargs, None, None)
+        self.source_column = source_column or text
+        self.target_column = target_column or label
         self.source_prefix = source_prefix
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length

@@ -1,0 +1,83 @@
+"""python -m hf_lightning: fit / validate / predict, overrides, env vars, every shipped config, bad input."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from hf_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "tests/assets/tiny_cli.yaml")
+
+
+def _run(tmp_path: Path, *args: str):
+    return main([args[0], "--config", TINY, "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.logger.class_path", "lightning.pytorch.loggers.TensorBoardLogger",
+                 "--trainer.logger.init_args.save_dir", str(tmp_path), *args[1:]])
+
+
+def test_fit_logs_exports_and_reloads(tmp_path):
+    export = tmp_path / "model"
+    cli = _run(tmp_path, "fit", "--export_dir", str(export), "--trainer.max_steps", "3", "--model.init_args.learning_rate", "3e-3")
+    assert cli.trainer.global_step == 3  # the dotted override won over the yaml's 4
+    assert cli.model.optim_config["learning_rate"] == 3e-3
+    assert cli.model.model.config.num_labels == 2  # linked from the data
+    events = glob.glob(str(tmp_path / "**/events.out.tfevents.*"), recursive=True)
+    assert events, "TensorBoard event file missing"
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(export)
+    torch.testing.assert_close(loaded.classifier.weight, cli.model.model.classifier.weight)
+    assert (export / "tokenizer.json").exists()
+
+
+def test_validate_and_predict(tmp_path):
+    cli = _run(tmp_path, "validate")
+    assert set(cli.model.eval_results) >= {"eval_loss", "eval_accuracy", "eval_runtime"}
+    cli = _run(tmp_path, "predict")
+    output = cli.model.prediction_output
+    assert output.predictions.shape == (32, 2)
+
+
+def test_env_var_overrides(tmp_path):
+    """Environment variables override defaults (a --config file and flags override them in turn)."""
+    env = {**os.environ, "HFL_FIT__TRAINER__LOG_EVERY_N_STEPS": "7"}
+    code = ("import sys; from hf_lightning.cli import main; cli = main(); "
+            "print('EVERY', cli.trainer.log_every_n_steps)")
+    out = subprocess.run([sys.executable, "-c", code, "fit", "--config", TINY, "--trainer.default_root_dir",
+                          str(tmp_path), "--export_dir", "none", "--trainer.logger", "false"],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "EVERY 7" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("config", sorted(glob.glob(str(ROOT / "configs/**/*.yaml"), recursive=True)),
+                         ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, "--print_config"])
+    assert exit_info.value.code == 0
+    assert "class_path" in capsys.readouterr().out
+
+
+def test_unknown_key_fails_before_training(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", TINY, "--model.init_args.learnin_rate", "1e-3"])
+    assert exit_info.value.code != 0
+    assert "learnin_rate" in capsys.readouterr().err
+
+
+def test_label_outside_num_labels_is_caught_before_training(tmp_path):
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    train.write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(12)))
+    val.write_text("text,label\nx,0\ny,2\n")  # a class the training data (num_labels=2) never has
+    with pytest.raises(ValueError, match=r"validation split has label values \[2\] outside \[0, 2\)"):
+        main(["fit", "--config", TINY, "--data.init_args.dataset", "csv",
+              "--data.init_args.data_files", json.dumps({"train": str(train), "validation": str(val)}),
+              "--trainer.logger", "false", "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])

@@ -1,0 +1,111 @@
+"""Data path: packaged assets, seeded splits, HF sample order, rank sharding, accumulation windows, errors."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+import torch
+import transformers
+from torch.utils.data import DataLoader
+
+from hf_lightning.data import HFDataModule, MissingAssetError, load_builtin
+from hf_lightning.data.builtin import Asset
+from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, WINDOW_KEY, split_window
+from tests.helpers.tiny import RegressionDataset, RegressionModel
+
+
+def test_builtin_splits_are_fixed_and_disjoint():
+    first, second = load_builtin("movie_reviews"), load_builtin("movie_reviews")
+    assert {k: len(v) for k, v in first.items()} == {"train": 8482, "validation": 1060, "test": 1061}
+    assert first["validation"]["text"][:5] == second["validation"]["text"][:5]
+    assert not set(first["test"]["text"]) & set(first["train"]["text"])
+    assert set(first["train"]["label"]) == {0, 1}
+
+
+def test_sms_spam_and_ner_assets_load():
+    sms = load_builtin("sms_spam")
+    assert sum(len(v) for v in sms.values()) == 4522  # 4,837 messages, 315 repeated texts dropped
+    ner = load_builtin("wnut16")
+    names = ner["train"].features["ner_tags"].feature.names
+    assert names[0] == "O" and "B-person" in names
+
+
+def test_missing_asset_names_the_install_command():
+    with pytest.raises(MissingAssetError, match="install_assets.sh"):
+        Asset("no-such-package-xyz", "1.0", "x.txt").locate()
+
+
+def test_hf_random_sampler_matches_transformers_trainer_order(tmp_path):
+    """The order of epoch e equals transformers.Trainer's train dataloader order for the same seed."""
+    ds = RegressionDataset(length=23)
+    args = transformers.TrainingArguments(tmp_path, per_device_train_batch_size=23, seed=7, report_to=[], use_cpu=True)
+    hf = transformers.Trainer(model=RegressionModel(), args=args, train_dataset=ds)
+    loader = hf.get_train_dataloader()
+    sampler = HFRandomSampler(len(ds), seed=7)
+    for epoch in range(3):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        hf_x = next(iter(loader))["input_x"]
+        sampler.set_epoch(epoch)
+        ours = torch.tensor(ds.x[list(sampler)])
+        torch.testing.assert_close(hf_x, ours)
+
+
+def test_batch_sampler_shards_one_permutation_across_ranks():
+    order = list(range(10))
+    single = list(HFBatchSampler(order, batch_size=4))
+    ranks = [list(HFBatchSampler(order, batch_size=2, num_replicas=2, rank=r)) for r in range(2)]
+    # Each global batch of the 2-rank run holds the samples of the 1-rank batch.
+    for i, batch in enumerate(single):
+        assert sorted(ranks[0][i] + ranks[1][i]) == sorted(batch)
+    sampler = HFBatchSampler(order, batch_size=4)
+    sampler.skip_batches = 2
+    assert list(sampler) == [single[2]]
+
+
+def _tagged(n_batches: int, accumulate: int, skip: int = 0) -> list:
+    rows = [{"labels": torch.tensor([1, -100, 2][: 1 + i % 3])} for i in range(n_batches)]
+    loader = TrainLoader(DataLoader(rows, batch_size=None), accumulate)
+    if skip:
+        loader.skip_first_batches(skip)
+    return [split_window(b)[1] for b in loader]
+
+
+def test_windows_are_epoch_aligned_with_a_short_last_window():
+    windows = _tagged(7, accumulate=3)
+    assert [w.size for w in windows] == [3, 3, 3, 3, 3, 3, 1]
+    assert [w.index for w in windows] == [0, 1, 2, 0, 1, 2, 0]
+    # label counts (-100 excluded) over each window: lengths 1,2,3 -> 1,1,2 items per batch
+    assert [w.num_items for w in windows] == [4, 4, 4, 4, 4, 4, 1]
+
+
+def test_window_tag_is_removed_before_the_model_sees_the_batch():
+    batch = {"labels": torch.tensor([1]), WINDOW_KEY: "x"}
+    inputs, window = split_window(batch)
+    assert WINDOW_KEY not in inputs and window == "x"
+
+
+def test_datamodule_tokenises_pads_dynamically_and_renames_labels():
+    dm = HFDataModule(dataset="movie_reviews", tokenizer="minilm", max_length=32, batch_size=4, max_train_samples=16)
+    dm.setup("fit")
+    batch, window = split_window(next(iter(dm.train_dataloader())))
+    assert {"input_ids", "attention_mask", "labels"} <= set(batch)
+    assert batch["input_ids"].shape[1] <= 32 and window.size == 1
+    lengths = batch["attention_mask"].sum(1)
+    assert int(lengths.max()) == batch["input_ids"].shape[1]  # padded to the longest in the batch only
+    assert dm.num_labels == 2 and dm.id2label is None
+
+
+def test_datamodule_errors_list_the_columns():
+    ds = datasets.Dataset.from_dict({"sentence": ["a b", "c d"], "label": [0, 1]})
+    dm = HFDataModule(dataset=ds, tokenizer="minilm", text_column="text", validation_size=0, test_size=0)
+    with pytest.raises(ValueError, match=r"text_column='text'.*Columns: \['sentence', 'label'\]"):
+        dm.setup("fit")
+
+
+def test_string_labels_are_mapped_to_ids():
+    ds = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": ["pos", "neg", "pos"]})
+    dm = HFDataModule(dataset=ds, tokenizer="minilm", validation_size=0, test_size=0)
+    assert dm.id2label == {0: "neg", 1: "pos"} and dm.num_labels == 2
+    dm.setup("fit")
+    assert dm.split("train")["labels"] == [1, 0, 1]
