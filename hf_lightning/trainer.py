@@ -246,7 +246,7 @@ class Trainer:
         if dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate")
-        self.log(dict(metrics))
+        self.log(metrics)  # as in transformers, log() adds "epoch" to the returned dict too
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         return metrics
 

@@ -112,9 +112,9 @@ class GradientMonitor(Callback):
         action = {"warn": "the optimizer steps anyway",
                   "skip_step": "the update is skipped (weights and optimizer state unchanged)",
                   "stop": "the update is skipped and training stops"}[self.on_nonfinite]
-        message = (f"Step {step}: non-finite values ({loss}gradient norm {values[0]}); {len(names)} parameter(s) with "
-                   f"non-finite gradients{': ' + shown if names else ''}. on_nonfinite='{self.on_nonfinite}': {action}.")
-        rank_zero_warn(message)
+        offending = f"{len(names)} parameter(s) with non-finite gradients{': ' + shown if names else ''}"
+        rank_zero_warn(f"Step {step}: non-finite values ({loss}gradient norm {values[0]}); {offending}. "
+                       f"on_nonfinite='{self.on_nonfinite}': {action}.")
         if self.on_nonfinite == "warn":
             return
         for group in optimizer.param_groups:

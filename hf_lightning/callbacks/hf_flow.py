@@ -5,28 +5,25 @@ the `TrainerControl` flags, and a real `transformers.trainer_callback.CallbackHa
 own `DefaultFlowCallback`, so *when* to log, evaluate, save and stop is decided by transformers' code, and any
 `transformers.TrainerCallback` (EarlyStoppingCallback, PrinterCallback, a tutorial's custom one) runs unchanged.
 
-Lightning hooks -> HF events (the order of ``transformers.Trainer._run_epoch``, proven by
-tests/parity/test_callback_parity.py):
-  setup -> on_init_end (once, when this callback owns its handler); on_train_start -> on_train_begin (then the
-  eval_on_start evaluation); on_train_epoch_start -> on_epoch_begin; first micro-batch of a window -> on_step_begin;
-  other micro-batches -> on_substep_end; on_before_optimizer_step -> on_pre_optimizer_step; the optimizer's step
-  post-hook -> on_optimizer_step (before the scheduler steps and before global_step advances, as in HF);
-  on_train_batch_end -> on_step_end, (log), (evaluate), (save), and on the last batch or a stop flag on_epoch_end,
-  (log), (evaluate), (save); on_validation_batch_end -> on_prediction_step; on_validation_end -> on_log, on_evaluate;
-  on_train_end -> final on_log, on_train_end.
-Evaluation runs Lightning's own validation loop, started by this callback at the point where HF evaluates (right after
-the log of that step, before the save and before on_epoch_end): Lightning has no public hook to request validation at
-a given optimizer step, so with ``control_validation`` the epoch loop's `_should_check_val_fx` is switched off and
-the loop is run from here, with the same steps Lightning's epoch loop takes. Saving is delegated to a Lightning
-callback of the trainer with a ``save_hf_checkpoint(trainer, pl_module)`` method (HFCheckpoint), then on_save fires.
+Lightning hooks -> HF events, in ``transformers.Trainer._run_epoch``'s order (tests/parity/test_callback_parity.py):
+setup -> on_init_end (when this callback owns its handler); on_train_start -> on_train_begin (+ eval_on_start);
+on_train_epoch_start -> on_epoch_begin; first micro-batch of a window -> on_step_begin, the others -> on_substep_end;
+on_before_optimizer_step -> on_pre_optimizer_step; the optimizer's step post-hook -> on_optimizer_step (before the
+scheduler steps and global_step advances, as in HF); on_train_batch_end -> on_step_end, log, evaluate, save, then on
+the last batch or a stop flag on_epoch_end, log, evaluate, save; on_train_end -> final log, on_train_end.
+Evaluation runs Lightning's validation loop from here, where HF evaluates (after that step's log, before the save and
+on_epoch_end): Lightning has no public hook to validate at a given optimizer step, so with ``control_validation`` the
+epoch loop's `_should_check_val_fx` is switched off and the loop is run with the steps Lightning's epoch loop takes.
+Saving is delegated to a trainer callback with ``save_hf_checkpoint(trainer, pl_module)`` (HFCheckpoint).
 Difference: Lightning clips gradients after ``on_before_optimizer_step``, so on_pre_optimizer_step sees them unclipped.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -38,6 +35,7 @@ from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 from transformers.trainer_utils import speed_metrics
 
+from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 
 
@@ -150,9 +148,6 @@ class HFFlow(Callback):
                 logger.log_metrics(scalars, step=self.state.global_step)
         self.event("on_log", logs=logs)
 
-    def _module(self, trainer: L.Trainer) -> Any:
-        return trainer.lightning_module
-
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.handler.model = getattr(pl_module, "model", pl_module)
@@ -171,8 +166,13 @@ class HFFlow(Callback):
         max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         state = self.state
         state.max_steps = max_steps
-        state.num_train_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.ceil(
-            max_steps / max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)))
+        if math.isinf(trainer.num_training_batches):  # an iterable data set: HF counts one endless epoch
+            state.num_train_epochs = sys.maxsize
+        elif trainer.max_epochs and trainer.max_epochs > 0:
+            state.num_train_epochs = trainer.max_epochs
+        else:
+            per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
+            state.num_train_epochs = math.ceil(max_steps / per_epoch)
         state.logging_steps = _resolve_interval(self.args.logging_steps, max_steps)
         state.eval_steps = _resolve_interval(self.args.eval_steps or self.args.logging_steps, max_steps)
         state.save_steps = _resolve_interval(self.args.save_steps, max_steps)
@@ -195,6 +195,8 @@ class HFFlow(Callback):
         self.event("on_train_begin")
         if self.args.eval_on_start:
             self._evaluate(trainer)
+        if trainer.fit_loop.restarted_mid_epoch:  # a resume inside an epoch: Lightning skips on_train_epoch_start
+            self.on_train_epoch_start(trainer, pl_module)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_event_fired = True
@@ -209,15 +211,16 @@ class HFFlow(Callback):
         trainer.training = True
         trainer._logger_connector._first_loop_iter = first_loop_iter
         if self._validations == before:
-            raise ValueError(
-                f"eval_strategy='{self.args.eval_strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
-                "ran no validation batch: give the data module a validation split, or set eval_strategy='no'."
-            )
+            strategy = getattr(self.args.eval_strategy, "value", self.args.eval_strategy)
+            raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
+                             "ran no validation batch: give the data module a validation split, or eval_strategy='no'.")
         return self.last_eval_metrics
 
     # ----------------------------------------------------------------------------------------------- steps
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._steps_in_epoch = trainer.num_training_batches
+        batches = trainer.num_training_batches
+        # HF's float epoch divides by the batches of an epoch (max_steps * GA for an iterable data set).
+        self._steps_in_epoch = batches if not math.isinf(batches) else self.state.max_steps * trainer.accumulate_grad_batches
         self._epoch_ended = False
         self.event("on_epoch_begin")
 
@@ -226,26 +229,11 @@ class HFFlow(Callback):
         if batch_idx % trainer.accumulate_grad_batches == 0:
             self.event("on_step_begin")
         if self.args.include_num_input_tokens_seen != "no":
-            self._count_tokens(split_window(batch)[0])
-
-    def _count_tokens(self, inputs: Any) -> None:
-        """HF's ``_track_num_input_tokens`` on the device; summed over ranks once per optimizer step."""
-        name = getattr(self.handler.model, "main_input_name", "input_ids")
-        if not isinstance(inputs, Mapping) or name not in inputs:
-            raise ValueError(
-                f"include_num_input_tokens_seen needs the model's main input '{name}' in the batch (found "
-                f"{sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__}): set the model's "
-                "`main_input_name` or turn include_num_input_tokens_seen off."
-            )
-        tokens = inputs[name]
-        pad_id = getattr(self.handler.processing_class, "pad_token_id", None)
-        if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" in inputs:
-            count: torch.Tensor | int = inputs["attention_mask"].sum()
-        elif self.args.include_num_input_tokens_seen == "non_padding" and pad_id is not None:
-            count = (tokens != pad_id).sum()
-        else:
-            count = tokens.numel()
-        self._pending_tokens = self._pending_tokens + count
+            # Counted on the device per micro-batch; summed over ranks once per optimizer step (no per-batch sync).
+            self._pending_tokens = self._pending_tokens + count_input_tokens(
+                split_window(batch)[0], self.args.include_num_input_tokens_seen,
+                getattr(self.handler.model, "main_input_name", "input_ids"),
+                getattr(self.handler.processing_class, "pad_token_id", None))
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if self.args.include_num_input_tokens_seen != "no":
@@ -388,6 +376,10 @@ class HFFlow(Callback):
         metrics["train_loss"] = self._total_loss / max(steps, 1)
         self.train_metrics = metrics
         self.write_log(dict(metrics), trainer)
+        for callback in trainer.callbacks:  # HF loads the best model (HFCheckpoint) before on_train_end
+            finish = getattr(callback, "finish_hf_training", None)
+            if callable(finish):
+                finish(trainer, pl_module)
         self.event("on_train_end")
         if self._step_hook is not None:
             self._step_hook.remove()

@@ -5,7 +5,8 @@ Lightning's `ThroughputMonitor` does the measuring, windowing, world-size scalin
 subclass reads HFDataModule batches (dicts, with or without the accumulation-window wrapper): samples are the first
 dimension of the first tensor, lengths the element count of the main input (padded tokens, so no host sync).
 It logs ``train/samples_per_sec``, ``train/batches_per_sec``, ``train/items_per_sec`` (tokens) ... every
-``trainer.log_every_n_steps``; ``include_num_input_tokens_seen`` (HFFlow) gives HF's exact token count instead.
+``trainer.log_every_n_steps``. `count_input_tokens` is HF's exact token count (``include_num_input_tokens_seen``),
+used by HFFlow for ``state.num_input_tokens_seen``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,35 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from hf_lightning.data.loader import split_window
 
 
+def count_input_tokens(inputs: Any, mode: str, main_input_name: str = "input_ids",
+                       pad_token_id: int | None = None) -> torch.Tensor | int:
+    """HF's ``Trainer._track_num_input_tokens`` for one micro-batch, before the cross-rank sum.
+
+    Args:
+        inputs: The model inputs (a dict).
+        mode: ``all`` (every element of the main input) or ``non_padding`` (the attention mask's sum, else the
+            elements that are not ``pad_token_id``, else all).
+        main_input_name: The model's ``main_input_name``.
+        pad_token_id: The tokenizer's pad id.
+
+    Returns:
+        The count: an int, or a device tensor (no host sync) for ``non_padding``.
+    """
+    if not isinstance(inputs, Mapping) or main_input_name not in inputs:
+        found = sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__
+        raise ValueError(f"include_num_input_tokens_seen needs the model's main input '{main_input_name}' in the batch "
+                         f"(found {found}): set the model's `main_input_name`, or include_num_input_tokens_seen='no'.")
+    tokens = inputs[main_input_name]
+    if mode == "non_padding" and "attention_mask" in inputs:
+        return inputs["attention_mask"].sum()
+    if mode == "non_padding" and pad_token_id is not None:
+        return (tokens != pad_token_id).sum()
+    return tokens.numel()
+
+
 def _first_tensor(inputs: Any) -> torch.Tensor:
-    values = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    values = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (list, tuple)) \
+        else [inputs]
     for value in values:
         if torch.is_tensor(value) and value.dim() > 0:
             return value
@@ -54,4 +82,4 @@ class HFThroughputMonitor(ThroughputMonitor):
         return int(inputs[self.input_key].numel())
 
 
-__all__ = ["HFThroughputMonitor"]
+__all__ = ["HFThroughputMonitor", "count_input_tokens"]

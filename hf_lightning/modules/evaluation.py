@@ -158,7 +158,7 @@ class EvaluationMixin:
             labels = nested_numpify(labels)
             state.labels = nested_concat(state.labels, labels, -100) if state.labels is not None else labels
         if "inputs" in self.include_for_metrics:
-            ids = nested_numpify(inputs.get("input_ids"))
+            ids = nested_numpify(inputs.get(getattr(self.model, "main_input_name", "input_ids")))
             state.inputs = ids if state.inputs is None else nested_concat(state.inputs, ids, -100)
         if "loss" in self.include_for_metrics and loss is not None:
             rep = np.repeat(loss.float().cpu().numpy()[None], size)
@@ -167,7 +167,7 @@ class EvaluationMixin:
     def _extra_fields(self, inputs: dict[str, Any], loss: Any, size: int) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if "inputs" in self.include_for_metrics:
-            extra["inputs"] = inputs.get("input_ids")
+            extra["inputs"] = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
         if "loss" in self.include_for_metrics and loss is not None:
             extra["losses"] = loss.repeat(size)
         return extra

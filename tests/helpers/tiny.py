@@ -30,6 +30,8 @@ def tiny_text_dataset(n: int = 64, seed: int = 0) -> datasets.Dataset:
 class RegressionModel(nn.Module):
     """y = a * x + b with a = b = 0 (the model of HF's own Trainer tests)."""
 
+    main_input_name = "input_x"
+
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Parameter(torch.zeros(()))
@@ -57,3 +59,21 @@ class RegressionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, float]:  # labels stay float64, as in HF's data set
         return {"input_x": self.x[i], "labels": self.y[i]}
+
+
+class StrictRegressionModel(RegressionModel):
+    """The regression model without ``**kwargs``: transformers.Trainer then divides each micro-batch loss by the
+    number of micro-batches in the window (its correct path, including a short last window)."""
+
+    def forward(self, input_x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple:  # noqa: D102
+        return super().forward(input_x, labels)
+
+
+class IterableRegression(torch.utils.data.IterableDataset):
+    """The regression data as a stream."""
+
+    def __init__(self, length: int = 64) -> None:
+        self.data = RegressionDataset(length=length)
+
+    def __iter__(self):
+        return (self.data[i] for i in range(len(self.data)))

@@ -1,0 +1,287 @@
+"""HFCheckpoint: transformers.Trainer's checkpoints (folders, rotation, best model, exact resume) on Lightning.
+
+*When* to save is decided by transformers' own ``DefaultFlowCallback`` inside `HFFlow` (``control.should_save``), and
+HFFlow calls `HFCheckpoint.save_hf_checkpoint` where transformers' ``_maybe_log_save_evaluate`` saves: after the
+step's log and evaluation, before ``on_epoch_end``; it fires ``on_save`` afterwards. At the end of training HFFlow
+calls `HFCheckpoint.finish_hf_training` (load the best model, prune) before ``on_train_end``, as transformers does.
+
+Settings: the ``save_*`` / best-model fields are ``TrainingArguments`` fields that `HFFlow` and the transformers
+callbacks read from ``flow.args``. Each argument left at None keeps the flow's value (the HF-style Trainer gives HFFlow
+its full ``TrainingArguments``; transformers' defaults apply otherwise); each one given here is copied into
+``flow.args`` at ``setup`` with ``dataclasses.replace``, so ``TrainingArguments`` validates the combination (e.g.
+``load_best_model_at_end`` needs save steps that are a multiple of the eval steps). ``flow.args`` stays the one source
+of truth, and a yaml recipe still names each field on the component it belongs to.
+
+Resume (``resume_from_checkpoint``) restores the weights at ``setup``, the optimizer, scheduler, scaler and Lightning's
+loop position at ``on_fit_start``, skips the batches already seen and restores the random streams at
+``on_train_start`` (see `hf_lightning.checkpoint.resume`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from transformers import TrainerState, TrainingArguments
+from transformers.trainer_callback import ExportableState
+
+from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
+from hf_lightning.checkpoint import folder
+from hf_lightning.checkpoint import resume as resuming
+
+log = logging.getLogger(__name__)
+
+_SETTINGS = ("output_dir", "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_on_each_node",
+             "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+             "restore_callback_states_from_checkpoint", "ignore_data_skip")
+
+
+@dataclasses.dataclass
+class _Resume:
+    checkpoint: str
+    state: TrainerState
+    point: resuming.ResumePoint | None = None
+    weights_loaded: bool = False
+    rng_pending: bool = False
+
+
+class HFCheckpoint(Checkpoint):
+    """Writes ``output_dir/checkpoint-{step}/`` folders as transformers.Trainer does, and resumes from them exactly.
+
+    Args:
+        output_dir: Folder of the ``checkpoint-*`` folders.
+        save_strategy: ``no``, ``steps``, ``epoch`` or ``best`` (save on each new best ``metric_for_best_model``).
+        save_steps: Save every N optimizer steps with ``steps`` (a float < 1 is a ratio of the total steps).
+        save_total_limit: Keep at most this many checkpoints; the newest and the best are never deleted.
+        save_only_model: Write only the model (no optimizer, scheduler, RNG: such a folder cannot resume exactly).
+        save_on_each_node: With several nodes, write the checkpoint on each node's first process (no shared disk).
+        load_best_model_at_end: Load the best checkpoint's weights when training ends.
+        metric_for_best_model: Metric that defines the best checkpoint (``loss`` -> ``eval_loss``).
+        greater_is_better: Whether a larger metric is better (default: not a ``*loss`` metric).
+        restore_callback_states_from_checkpoint: On resume, restore the transformers callbacks' states saved in
+            ``trainer_state.json`` (e.g. the early-stopping counter); transformers' default is False.
+        ignore_data_skip: On resume, restart the current epoch from its first batch instead of skipping the batches
+            already trained.
+        resume_from_checkpoint: Resume the next ``fit`` from this checkpoint folder, or True for the newest one in
+            ``output_dir`` (a folder written by transformers.Trainer works too). Read at each ``fit``.
+        args: A ``TrainingArguments`` to take every setting above from (the HF-style Trainer's); explicit arguments
+            override it.
+
+    Each setting left at None keeps the value of the flow's ``TrainingArguments``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        save_strategy: Literal["no", "steps", "epoch", "best"] | None = None,
+        save_steps: float | None = None,
+        save_total_limit: int | None = None,
+        save_only_model: bool | None = None,
+        save_on_each_node: bool | None = None,
+        load_best_model_at_end: bool | None = None,
+        metric_for_best_model: str | None = None,
+        greater_is_better: bool | None = None,
+        restore_callback_states_from_checkpoint: bool | None = None,
+        ignore_data_skip: bool | None = None,
+        resume_from_checkpoint: str | bool | None = None,
+        args: TrainingArguments | None = None,
+    ) -> None:
+        super().__init__()
+        values = dict(output_dir=output_dir, save_strategy=save_strategy, save_steps=save_steps,
+                      save_total_limit=save_total_limit, save_only_model=save_only_model,
+                      save_on_each_node=save_on_each_node, load_best_model_at_end=load_best_model_at_end,
+                      metric_for_best_model=metric_for_best_model, greater_is_better=greater_is_better,
+                      restore_callback_states_from_checkpoint=restore_callback_states_from_checkpoint,
+                      ignore_data_skip=ignore_data_skip)
+        inherited = {k: getattr(args, k) for k in _SETTINGS} if args is not None else {}
+        self.settings: dict[str, Any] = {**inherited, **{k: v for k, v in values.items() if v is not None}}
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self._flow: HFFlow | None = None
+        self._resume: _Resume | None = None
+
+    @property
+    def flow(self) -> HFFlow:
+        """The trainer's `HFFlow` (set at ``setup``)."""
+        if self._flow is None:
+            raise RuntimeError("HFCheckpoint is not attached to a trainer yet (its setup hook has not run).")
+        return self._flow
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        flow = find_flow(trainer)
+        if flow is None:
+            raise ValueError("HFCheckpoint needs an HFFlow callback: use an HFModule (it adds one) or add "
+                             "hf_lightning.callbacks.HFFlow to trainer.callbacks.")
+        self._flow = flow
+        self._apply_settings(flow)
+        if stage != "fit":
+            return
+        if trainer.is_global_zero:
+            folder.recover_output_dir(flow.args.output_dir)
+        trainer.strategy.barrier("hf_checkpoint_setup")
+        self._resume = None
+        path = folder.resolve_checkpoint(flow.args.output_dir, self.resume_from_checkpoint)
+        if path is not None:
+            self._start_resume(trainer, path)
+
+    def _apply_settings(self, flow: HFFlow) -> None:
+        args = flow.args
+        chosen = self.settings.get("metric_for_best_model")
+        if chosen is not None and args.metric_for_best_model not in (None, chosen):
+            raise ValueError(f"metric_for_best_model is '{args.metric_for_best_model}' on HFFlow but '{chosen}' on "
+                             "HFCheckpoint: set it in one place.")
+        changes = {k: v for k, v in self.settings.items() if getattr(args, k) != v}
+        if not changes:
+            return
+        if "metric_for_best_model" in changes and "greater_is_better" not in self.settings:
+            changes["greater_is_better"] = None  # TrainingArguments derives it from the metric's name
+        try:
+            flow.args = dataclasses.replace(args, **changes)
+        except ValueError as err:
+            raise ValueError(f"HFCheckpoint settings {changes} do not fit the flow's TrainingArguments: {err}") from err
+
+    # ----------------------------------------------------------------------------------------------- resume
+    def _start_resume(self, trainer: L.Trainer, path: str) -> None:
+        flow = self.flow
+        state = folder.load_trainer_state(path)
+        self._resume = _Resume(path, TrainerState(**dict(state.__dict__)))
+        resuming.restore_flow_state(flow, state, path)
+        if flow.args.restore_callback_states_from_checkpoint:
+            control = resuming.restore_callback_states(flow.handler, state)
+            if control is not None:
+                flow.control = control
+        if not trainer.strategy.restore_checkpoint_after_setup:
+            resuming.load_model_weights(trainer, path)
+            self._resume.weights_loaded = True
+        log.info(f"Resuming training from {path} (global step {state.global_step}).")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        plan = self._resume
+        if plan is None:
+            return
+        if trainer.ckpt_path:
+            raise ValueError(f"Both a Lightning checkpoint (ckpt_path={trainer.ckpt_path}) and "
+                             f"resume_from_checkpoint={plan.checkpoint} were given: resume from one of them.")
+        if not plan.weights_loaded:
+            resuming.load_model_weights(trainer, plan.checkpoint)
+        resuming.restore_optimizers(trainer, plan.checkpoint)
+        if trainer.train_dataloader is None:  # the batches per epoch are needed: set up the data as Lightning does
+            trainer.fit_loop.setup_data()
+        plan.point = resuming.resume_point(plan.state.global_step, trainer.num_training_batches,
+                                           trainer.accumulate_grad_batches, bool(self.flow.args.ignore_data_skip))
+        if plan.point.global_step > 0:
+            resuming.restore_loops(trainer, plan.point)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fit_loop = trainer.fit_loop
+        if fit_loop.restarted_mid_epoch:  # an HF folder or a Lightning .ckpt saved inside an epoch
+            resuming.skip_seen_batches(trainer, fit_loop.epoch_loop.batch_progress.current.ready)
+        plan = self._resume
+        if plan is None or plan.point is None:
+            return
+        # transformers continues with the step intervals stored in the checkpoint (they were loaded into the state).
+        for name in ("logging_steps", "eval_steps", "save_steps"):
+            saved, current = getattr(plan.state, name), getattr(self.flow.state, name)
+            if saved != current:
+                log.warning(f"{name}: {current} (from args) != {saved} (from trainer_state.json); using {saved}.")
+                setattr(self.flow.state, name, saved)
+        # transformers restores the random streams after drawing the resumed epoch's first batches (mid-epoch) or
+        # before creating the epoch's iterator (at an epoch start); the same moments here.
+        if plan.point.batches:
+            plan.rng_pending = True
+        else:
+            self._load_rng(trainer, plan)
+
+    def _load_rng(self, trainer: L.Trainer, plan: _Resume) -> None:
+        plan.rng_pending = False
+        folder.load_rng_state(plan.checkpoint, trainer.global_rank, trainer.world_size)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._resume is not None and self._resume.rng_pending:
+            self._load_rng(trainer, self._resume)
+
+    def save_hf_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> str:
+        """Writes ``checkpoint-{global_step}`` now and rotates; every rank must call it.
+
+        `HFFlow` calls it where transformers' ``_maybe_log_save_evaluate`` saves (after the step's log and
+        evaluation, when ``control.should_save`` is set) and then fires ``on_save``.
+
+        Returns:
+            The checkpoint folder.
+        """
+        flow, strategy = self.flow, trainer.strategy
+        args, state = flow.args, flow.state
+        writer = trainer.local_rank == 0 if args.save_on_each_node else trainer.is_global_zero
+        final = folder.checkpoint_dir(args.output_dir, state.global_step)
+        staging = folder.staging_dir(final)
+        if writer:
+            folder.start_staging(final)
+        strategy.barrier("hf_checkpoint_staging")
+        weights = strategy.lightning_module_state_dict()  # a collective under sharded strategies: every rank
+        with_state = not args.save_only_model and bool(trainer.optimizers)
+        optimizer_state = strategy.optimizer_state(trainer.optimizers[0]) if with_state else None
+        self._update_best(args, state)
+        if with_state:
+            folder.save_rng_state(staging, trainer.global_rank, trainer.world_size)
+        strategy.barrier("hf_checkpoint_rng")
+        if writer:
+            self._write_folder(trainer, staging, weights, optimizer_state)
+            folder.publish(staging, final)
+            folder.rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint)
+        strategy.barrier("hf_checkpoint_saved")
+        return final
+
+    @staticmethod
+    def _update_best(args: Any, state: TrainerState) -> None:
+        # transformers' _save_checkpoint: best_model_checkpoint names a folder that exists (or is being written).
+        if args.save_strategy in ("steps", "epoch", "best") and state.best_global_step:
+            best = folder.checkpoint_dir(args.output_dir, state.best_global_step)
+            if state.best_global_step == state.global_step or os.path.exists(best):
+                state.best_model_checkpoint = best
+
+    def _write_folder(self, trainer: L.Trainer, staging: str, weights: dict[str, torch.Tensor],
+                      optimizer_state: dict[str, Any] | None) -> None:
+        flow = self.flow
+        model, prefix = resuming.inner_model(trainer.lightning_module)
+        model_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        folder.save_model_files(model, staging, model_weights, getattr(trainer.lightning_module, "tokenizer", None))
+        if optimizer_state is not None:
+            folder.save_torch(optimizer_state, os.path.join(staging, folder.OPTIMIZER_NAME))
+            if trainer.lr_scheduler_configs:
+                scheduler = trainer.lr_scheduler_configs[0].scheduler
+                folder.save_torch(scheduler.state_dict(), os.path.join(staging, folder.SCHEDULER_NAME))
+            scaler = getattr(trainer.precision_plugin, "scaler", None)
+            if scaler is not None:
+                folder.save_torch(scaler.state_dict(), os.path.join(staging, folder.SCALER_NAME))
+        # transformers' TrainerState turns the ExportableState callbacks (and the control) into their saved form.
+        exportable = [*flow.handler.callbacks, flow.control]
+        flow.state.stateful_callbacks = TrainerState(stateful_callbacks=[
+            cb for cb in exportable if isinstance(cb, ExportableState)]).stateful_callbacks
+        folder.save_trainer_state(flow.state, staging)
+        folder.save_training_args(flow.args, staging)
+
+    # ----------------------------------------------------------------------------------------------- end
+    def finish_hf_training(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> None:
+        """transformers' end of training: load the best weights, prune to the best with ``save_total_limit=1``.
+
+        `HFFlow` calls it after the final log and before ``on_train_end``, where transformers does it.
+        """
+        args, state = self.flow.args, self.flow.state
+        best = state.best_model_checkpoint
+        if args.load_best_model_at_end and best is not None:
+            log.info(f"Loading best model from {best} (score: {state.best_metric}).")
+            resuming.load_model_weights(trainer, best)
+        writer = trainer.local_rank == 0 if args.save_on_each_node else trainer.is_global_zero
+        if writer and best is not None and args.save_total_limit == 1 and os.path.isdir(best):
+            folder.keep_only_best(args.output_dir, best)
+        trainer.strategy.barrier("hf_checkpoint_end")
+
+
+__all__ = ["HFCheckpoint"]

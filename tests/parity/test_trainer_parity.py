@@ -1,0 +1,167 @@
+"""hf_lightning.Trainer beside transformers.Trainer in the same test: same model, data and seed, same numbers.
+
+Each test compares final weights, train_loss, global_step, every logged record (loss / grad_norm / learning_rate /
+epoch / step, eval metrics; runtimes excepted), evaluation metrics and predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import hf_lightning
+from tests.helpers.tiny import (
+    IterableRegression,
+    RegressionDataset,
+    RegressionModel,
+    StrictRegressionModel,
+)
+from tests.parity.harness import assert_same, both, max_rel_diff, run
+
+REG = dict(per_device_train_batch_size=8, num_train_epochs=3, learning_rate=0.1)
+
+
+def test_reference_numbers_and_full_log(tmp_path):
+    hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, **REG)
+    assert_same(hf, ours, rtol=1e-7)
+    # The reference figures of HF's own regression test set-up (../shared/PARITY.md).
+    assert float(ours.weights["a"]) == pytest.approx(0.71025360, abs=5e-7)
+    assert float(ours.weights["b"]) == pytest.approx(1.23270667, abs=5e-7)
+    assert ours.train_loss == pytest.approx(5.87006569, rel=1e-7)
+    first = ours.log_history[0]
+    assert first["loss"] == pytest.approx(5.287082, rel=1e-6) and first["grad_norm"] == pytest.approx(4.085148, rel=1e-6)
+    assert first["epoch"] == pytest.approx(1 / 8) and first["step"] == 1 and len(ours.log_history) == 25
+
+
+@pytest.mark.parametrize("case", [
+    dict(num_train_epochs=1.5),
+    dict(max_steps=10),
+    dict(lr_scheduler_type="cosine", warmup_steps=0.1),
+    dict(lr_scheduler_type="constant_with_warmup", warmup_steps=3),
+    dict(lr_scheduler_type="polynomial", lr_scheduler_kwargs={"power": 2.0}, warmup_steps=2),
+    dict(max_grad_norm=0.0),
+    dict(max_grad_norm=0.5, weight_decay=0.1, optim="adamw_torch"),
+    dict(logging_steps=5, logging_first_step=True),
+    dict(logging_strategy="epoch"),
+    dict(seed=3, data_seed=11),
+    dict(optim="sgd", learning_rate=0.05),
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_regression_cases(tmp_path, case):
+    hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, **{**REG, **case})
+    assert_same(hf, ours, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", [
+    dict(eval_strategy="steps", eval_steps=5),
+    dict(eval_strategy="steps", eval_steps=4, eval_delay=9, logging_steps=3),
+    dict(eval_strategy="epoch", eval_on_start=True),
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_evaluation_schedule_and_eval_loss(tmp_path, case):
+    hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, eval_dataset=RegressionDataset(length=21, seed=1),
+                    evaluate=True, predict_dataset=RegressionDataset(length=13, seed=2), per_device_eval_batch_size=5,
+                    **{**REG, **case})
+    assert_same(hf, ours, rtol=1e-6)
+    assert any("eval_loss" in r for r in ours.log_history)
+
+
+def test_short_last_accumulation_window_matches(tmp_path):
+    """60 samples, batch 8 -> 8 batches per epoch; GA 3 -> windows of 3, 3 and 2 micro-batches."""
+    kwargs = dict(REG, per_device_train_batch_size=8, gradient_accumulation_steps=3)
+    hf, ours = both(StrictRegressionModel, RegressionDataset(length=60), tmp_path, **kwargs)
+    assert_same(hf, ours, rtol=1e-6)
+
+
+def test_accumulation_equals_the_large_batch_where_transformers_does_not(tmp_path):
+    """The regression model's forward takes **kwargs but its loss ignores num_items_in_batch: transformers 5.x then
+    skips the division by the accumulation steps (loss and gradients x GA). hf_lightning equals the batch-8 run."""
+    big_hf, big = both(RegressionModel, RegressionDataset(), tmp_path / "big", **REG)
+    acc_hf, acc = both(RegressionModel, RegressionDataset(), tmp_path / "acc",
+                       **dict(REG, per_device_train_batch_size=4, gradient_accumulation_steps=2))
+    assert max_rel_diff(acc.weights, big.weights) < 1e-5
+    for ours, reference in zip(acc.log_history[:-1], big.log_history[:-1]):
+        assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-5)
+        assert ours["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-5)
+    # ... while transformers' accumulated loss is twice its own large-batch loss.
+    assert acc_hf.log_history[0]["loss"] == pytest.approx(2 * big_hf.log_history[0]["loss"], rel=1e-5)
+
+
+def test_iterable_dataset_with_max_steps(tmp_path):
+    hf, ours = both(RegressionModel, IterableRegression(), tmp_path, **dict(REG, max_steps=12))
+    assert_same(hf, ours, rtol=1e-6)
+
+
+def test_model_init_is_called_after_seeding(tmp_path):
+    def init():
+        model = RegressionModel()
+        with torch.no_grad():
+            model.a.normal_()
+        return model
+
+    kwargs = dict(REG, seed=5)
+    hf_args = transformers.TrainingArguments(tmp_path / "a", report_to=[], use_cpu=True, save_strategy="no",
+                                             logging_steps=1, disable_tqdm=True, **kwargs)
+    our_args = hf_lightning.TrainingArguments(tmp_path / "b", report_to=[], use_cpu=True, save_strategy="no",
+                                              logging_steps=1, disable_tqdm=True, **kwargs)
+    hf = transformers.Trainer(model_init=init, args=hf_args, train_dataset=RegressionDataset())
+    ours = hf_lightning.Trainer(model_init=init, args=our_args, train_dataset=RegressionDataset())
+    hf.train()
+    ours.train()
+    assert float(ours.model.a) == pytest.approx(float(hf.model.a), rel=1e-6)
+    assert max_rel_diff(ours.state.log_history[:-1], hf.state.log_history[:-1]) < 1e-6
+
+
+def _metrics(pred: transformers.EvalPrediction) -> dict[str, float]:
+    preds = pred.predictions if not isinstance(pred.predictions, tuple) else pred.predictions[0]
+    return {"mae": float(np.abs(preds.reshape(-1) - pred.label_ids.reshape(-1)).mean())}
+
+
+def test_compute_metrics_preprocess_and_include_for_metrics(tmp_path):
+    seen: dict[str, list] = {"hf": [], "ours": []}
+
+    def preprocess(logits, labels):
+        return logits * 1.0
+
+    def metrics_with_inputs(pred):
+        seen["current"].append((pred.inputs is not None, pred.losses is not None))
+        return _metrics(pred)
+
+    results = []
+    for side, cls in (("hf", transformers.Trainer), ("ours", hf_lightning.Trainer)):
+        seen["current"] = seen[side]
+        results.append(run(cls, RegressionModel, RegressionDataset(), tmp_path / side,
+                           eval_dataset=RegressionDataset(length=21, seed=1), evaluate=True,
+                           trainer_kwargs={"compute_metrics": metrics_with_inputs,
+                                           "preprocess_logits_for_metrics": preprocess},
+                           eval_strategy="epoch", include_for_metrics=["inputs", "loss"],
+                           per_device_eval_batch_size=4, **REG))
+    assert_same(*results, rtol=1e-6)
+    assert seen["ours"] == seen["hf"] and seen["ours"][0] == (True, True)
+    assert "eval_mae" in results[1].eval_metrics
+
+
+def test_batch_eval_metrics(tmp_path):
+    def batched(pred, compute_result):
+        state = batched.__dict__.setdefault("state", {"sum": 0.0, "n": 0})
+        diff = (torch.as_tensor(pred.predictions).reshape(-1) - torch.as_tensor(pred.label_ids).reshape(-1)).abs()
+        state["sum"] += float(diff.sum())
+        state["n"] += diff.numel()
+        if compute_result:
+            value, batched.state = state["sum"] / state["n"], {"sum": 0.0, "n": 0}
+            return {"mae": value}
+        return {}
+
+    hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, eval_dataset=RegressionDataset(length=21, seed=1),
+                    evaluate=True, trainer_kwargs={"compute_metrics": batched}, batch_eval_metrics=True,
+                    per_device_eval_batch_size=4, **REG)
+    assert_same(hf, ours, rtol=1e-6)
+    assert "eval_mae" in ours.eval_metrics
+
+
+def test_eval_dataset_dict_prefixes(tmp_path):
+    evals = {"a": RegressionDataset(length=9, seed=1), "b": RegressionDataset(length=7, seed=2)}
+    hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, eval_dataset=evals, evaluate=True,
+                    **dict(REG, max_steps=3))
+    assert {"eval_a_loss", "eval_b_loss"} <= set(ours.eval_metrics)
+    assert_same(hf, ours, rtol=1e-6)
