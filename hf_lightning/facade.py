@@ -84,6 +84,7 @@ class FacadeModule(HFModule):
         if "training_step" not in facade.overridden:
             return super().training_step(batch, batch_idx)
         inputs, window = split_window(batch)
+        self.current_flos += self.floating_point_ops(inputs)
         self._context, self.deferred_loss = (window, batch_idx), None
         facade.accelerator = _DeferredBackward(self)
         num_items = None

@@ -9,8 +9,10 @@ import torch
 import lightning as L
 
 
-def _grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+def _with_grads(module: L.LightningModule) -> list[torch.Tensor]:
+    # Model order, as transformers.Trainer's clip_grad_norm_(model.parameters()): the same summation order gives
+    # bit-identical norms (optimizer-group order differs in the last bits, which Adam can amplify).
+    return [p for p in module.parameters() if p.grad is not None]
 
 
 def clip_grad_norm(module: L.LightningModule, optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
@@ -19,7 +21,7 @@ def clip_grad_norm(module: L.LightningModule, optimizer: torch.optim.Optimizer, 
     Runs after the precision plugin has unscaled fp16 gradients (Lightning calls ``configure_gradient_clipping`` from
     its ``_after_closure``). Sharded parameters (FSDP2 DTensors) are handled by torch's ``clip_grad_norm_``.
     """
-    params = _grads(optimizer)
+    params = _with_grads(module)
     if not params:
         return torch.zeros((), device=module.device)
     if max_norm > 0:

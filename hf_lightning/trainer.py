@@ -154,7 +154,11 @@ class Trainer:
         if args.max_steps > 0:
             return args.max_steps, -1
         try:
-            batches = len(datamodule.train_dataloader())
+            if "get_train_dataloader" in self.overridden:
+                batches = len(self.get_train_dataloader())
+            else:
+                n, size = len(self.train_dataset), args.per_device_train_batch_size
+                batches = n // size if args.dataloader_drop_last else math.ceil(n / size)
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
         updates = max(math.ceil(batches / args.gradient_accumulation_steps), 1)

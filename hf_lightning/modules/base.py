@@ -20,7 +20,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
-from hf_lightning.modules.tasks import TASKS, auto_class
+from hf_lightning.modules.tasks import TASKS, auto_class, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler
 
 
@@ -172,8 +172,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self.loss_is_scaled_for_ga = loss_is_scaled_for_ga
         self.average_tokens_across_devices = average_tokens_across_devices
         self.label_names = label_names or ["labels"]
-        self.loss_shifts_labels = TASKS[task].shifts_labels and not getattr(
-            getattr(self.model, "config", None), "is_encoder_decoder", False)
+        self.loss_shifts_labels = loss_shifts_labels(self.model, task)
         self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
                               batch_eval_metrics, include_for_metrics or [], prediction_loss_only)
         if gradient_checkpointing:
@@ -192,6 +191,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self._window_loss: torch.Tensor | None = None
         self._window_items: tuple[int, torch.Tensor] | None = None
         self._window_done = False
+        self.current_flos = 0.0  # host-side count since the last HFFlow log (HF's current_flos)
+        self._flos_per_token: float | None = None
 
     @staticmethod
     def _load_tokenizer(model: Any, tokenizer: Any) -> Any:
@@ -237,7 +238,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
             else:
                 loss = custom(outputs, labels, num_items_in_batch=num_items_in_batch)
         elif labels is not None:
-            loss = self.label_smoother(outputs, labels, shift_labels=self.loss_shifts_labels,
+            loss = self.label_smoother(outputs, labels, shift_labels=is_causal_lm(self.model),
                                        num_items_in_batch=num_items_in_batch)
         else:
             if isinstance(outputs, dict) and "loss" not in outputs:
@@ -286,8 +287,18 @@ class HFModule(EvaluationMixin, L.LightningModule):
         size = window.size if window is not None else self.trainer.accumulate_grad_batches
         return loss / size
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> float:
+        """HF's ``Trainer.floating_point_ops``: 6 x main-input elements x non-embedding parameters."""
+        main = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
+        if not torch.is_tensor(main) or not hasattr(self.model, "num_parameters"):
+            return 0.0
+        if self._flos_per_token is None:  # counting parameters once, not on every step
+            self._flos_per_token = 6.0 * self.model.num_parameters(exclude_embeddings=True)
+        return self._flos_per_token * main.numel()
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, window = split_window(batch)
+        self.current_flos += self.floating_point_ops(inputs)
         loss = self._normalise(inputs, window, batch_idx)
         self.record_step_loss(loss.detach(), window)
         # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.

@@ -1,0 +1,139 @@
+"""Text models beside transformers.Trainer: a tiny BERT classifier, and a token-level loss under accumulation."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import hf_lightning
+from tests.helpers.tiny import TINY_BERT, tiny_text_dataset
+from tests.parity.harness import assert_same, both, max_rel_diff, run
+
+TINY_GPT2 = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=32, resid_pdrop=0.0,
+                                    embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def _bert_classifier(dropout: float = 0.1) -> torch.nn.Module:
+    config = transformers.AutoConfig.for_model(**{**TINY_BERT, "num_labels": 2, "hidden_dropout_prob": dropout,
+                                                  "attention_probs_dropout_prob": dropout})
+    return transformers.BertForSequenceClassification(config)
+
+
+def _tokenized(n: int, seed: int) -> datasets.Dataset:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    ds = tiny_text_dataset(n, seed)
+    return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=16), batched=True)
+
+
+def _accuracy(pred: transformers.EvalPrediction) -> dict[str, float]:
+    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+
+def test_tiny_bert_classifier_with_label_smoothing_and_metrics(tmp_path):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    hf, ours = both(_bert_classifier, _tokenized(48, 0), tmp_path, eval_dataset=_tokenized(20, 1), evaluate=True,
+                    predict_dataset=_tokenized(12, 2),
+                    trainer_kwargs={"processing_class": tokenizer, "compute_metrics": _accuracy},
+                    per_device_train_batch_size=8, num_train_epochs=2, learning_rate=1e-3, label_smoothing_factor=0.1,
+                    eval_strategy="epoch", per_device_eval_batch_size=8, warmup_steps=0.2, weight_decay=0.01)
+    worst = assert_same(hf, ours, rtol=1e-5)
+    assert "eval_accuracy" in ours.eval_metrics and ours.predictions.predictions.shape == (12, 2)
+    assert worst < 1e-5
+
+
+def _lm_dataset(n: int, seed: int) -> datasets.Dataset:
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(3, 20, (1,), generator=gen))
+        rows.append({"input_ids": torch.randint(1, 50, (length,), generator=gen).tolist()})
+    return datasets.Dataset.from_list(rows)
+
+
+def _pad_lm(features: list[dict]) -> dict[str, torch.Tensor]:
+    width = max(len(f["input_ids"]) for f in features)
+    ids = torch.zeros(len(features), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, f in enumerate(features):
+        ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        mask[i, : len(f["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def _gpt2(loss_type: str | None = "ForCausalLM") -> torch.nn.Module:
+    model = transformers.GPT2LMHeadModel(TINY_GPT2)
+    model.loss_type = loss_type  # set: transformers.Trainer then counts shifted labels (None: see the test below)
+    return model
+
+
+LM = dict(num_train_epochs=2, learning_rate=3e-3, trainer_kwargs={"data_collator": _pad_lm})
+
+
+def test_token_loss_with_variable_padding_under_accumulation(tmp_path):
+    """Sequences of 3-19 tokens: the loss over the window's tokens (num_items_in_batch, shifted labels)."""
+    data = _lm_dataset(30, 0)
+    hf, ours = both(_gpt2, data, tmp_path / "acc", per_device_train_batch_size=2, gradient_accumulation_steps=4, **LM)
+    assert_same(hf, ours, rtol=1e-5)
+    # The correct answer: the same as one batch of 8 without accumulation (30 samples: last window 3 batches / 6).
+    big = run(hf_lightning.Trainer, _gpt2, data, tmp_path / "big", per_device_train_batch_size=8, **LM)
+    # Different batch shapes sum in a different float order; Adam turns those last-bit differences of near-zero
+    # gradient entries into updates of a few 1e-4 of the largest weight. The losses agree to 1e-5 at every step.
+    assert max_rel_diff(ours.weights, big.weights) < 1e-3
+    for a, b in zip(ours.log_history[:-1], big.log_history[:-1]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_causal_lm_without_loss_type_counts_shifted_labels(tmp_path):
+    """GPT-2 leaves loss_type None: transformers 5.23 then counts labels != -100 without the shift (one token per
+    sequence too many), so its accumulated loss is scaled down; hf_lightning counts what the loss sums over."""
+    data = _lm_dataset(16, 1)
+    untyped = lambda: _gpt2(None)  # noqa: E731
+    hf, ours = both(untyped, data, tmp_path / "u", per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                    **dict(LM, num_train_epochs=1))
+    typed = run(hf_lightning.Trainer, _gpt2, data, tmp_path / "t", per_device_train_batch_size=2,
+                gradient_accumulation_steps=2, **dict(LM, num_train_epochs=1))
+    assert [r["loss"] for r in ours.log_history[:-1]] == pytest.approx([r["loss"] for r in typed.log_history[:-1]],
+                                                                         rel=1e-6)
+    assert all(h["loss"] < o["loss"] for h, o in zip(hf.log_history[:-1], ours.log_history[:-1]))
+
+
+def test_mean_loss_classifier_under_accumulation_equals_the_large_batch(tmp_path):
+    """BERT's classification loss ignores num_items_in_batch although its forward takes **kwargs: transformers 5.x
+    multiplies it by GA there; hf_lightning's accumulated run equals the batch-8 run."""
+    data = _tokenized(32, 0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    kwargs = dict(num_train_epochs=1, learning_rate=1e-3, trainer_kwargs={"processing_class": tokenizer})
+    no_dropout = lambda: _bert_classifier(0.0)  # noqa: E731 - micro-batches draw dropout masks differently
+    acc = run(hf_lightning.Trainer, no_dropout, data, tmp_path / "a", per_device_train_batch_size=4,
+              gradient_accumulation_steps=2, **kwargs)
+    big = run(hf_lightning.Trainer, no_dropout, data, tmp_path / "b", per_device_train_batch_size=8, **kwargs)
+    hf_acc = run(transformers.Trainer, no_dropout, data, tmp_path / "c", per_device_train_batch_size=4,
+                 gradient_accumulation_steps=2, **kwargs)
+    assert [r["loss"] for r in acc.log_history[:-1]] == pytest.approx([r["loss"] for r in big.log_history[:-1]],
+                                                                        rel=1e-4)
+    ratio = np.array([r["loss"] for r in hf_acc.log_history[:-1]]) / np.array([r["loss"] for r in acc.log_history[:-1]])
+    assert ratio[0] == pytest.approx(2.0, rel=1e-4)  # the documented transformers difference
+
+
+def test_same_weights_through_the_lightning_door(tmp_path):
+    """HFModule + HFDataModule + lightning.Trainer (what `python -m hf_lightning fit` builds) == transformers.Trainer."""
+    import lightning as L
+
+    data = _lm_dataset(20, 3)
+    hf = run(transformers.Trainer, _gpt2, data, tmp_path / "hf", per_device_train_batch_size=2,
+             gradient_accumulation_steps=2, **LM)
+    transformers.set_seed(42)
+    module = hf_lightning.HFModule(model=_gpt2(), task="causal-lm", learning_rate=3e-3)
+    dm = hf_lightning.HFDataModule(dataset=data, collator=_pad_lm, batch_size=2, validation_size=0, test_size=0,
+                                   tokenize=False)
+    flow = hf_lightning.HFFlow(logging_steps=1)
+    trainer = L.Trainer(max_epochs=2, accumulate_grad_batches=2, callbacks=[flow], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer.fit(module, dm)
+    assert max_rel_diff(module.model.state_dict(), hf.weights) < 1e-5
+    losses = [r["loss"] for r in flow.state.log_history if "loss" in r]
+    assert losses == pytest.approx([r["loss"] for r in hf.log_history if "loss" in r], rel=1e-5)
