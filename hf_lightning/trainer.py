@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback
@@ -24,7 +25,9 @@ from transformers.trainer_pt_utils import log_metrics, metrics_format, save_metr
 from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
 
 from hf_lightning.args import TrainingArguments, ensure_args, translate
+from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.hf_flow import HFFlow
+from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.facade import FacadeDataModule, FacadeModule, build_loggers
 from hf_lightning.optim import build_optimizer, build_scheduler
 
@@ -168,7 +171,8 @@ class Trainer:
         kwargs = dict(self.translated.trainer)
         kwargs.update(
             callbacks=callbacks, logger=build_loggers(self.args), enable_model_summary=False,
-            num_sanity_val_steps=0, use_distributed_sampler=False, enable_checkpointing=False, devices=1,
+            num_sanity_val_steps=0, use_distributed_sampler=False, devices=1,
+            enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         )
         kwargs.update(overrides)
         return L.Trainer(**kwargs)
@@ -192,9 +196,11 @@ class Trainer:
         self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)
         flow.state = self.state
         max_steps, max_epochs = self._max_steps(datamodule)
-        self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow), max_steps=max_steps,
+        # HF's errors for a bad path / no checkpoint in output_dir, before anything is built.
+        resume = resolve_checkpoint(self.args.output_dir, resume_from_checkpoint)
+        self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
-        self.pl_trainer.fit(module, datamodule=datamodule, ckpt_path=self._resume_path(resume_from_checkpoint))
+        self.pl_trainer.fit(module, datamodule=datamodule)
         self.model = module.model
         self.state = flow.state
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
@@ -203,22 +209,9 @@ class Trainer:
         metrics = dict(getattr(flow, "train_metrics", {}))
         return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
 
-    def _train_callbacks(self, flow: HFFlow) -> list[Any]:
-        callbacks: list[Any] = [flow]
-        try:
-            from hf_lightning.callbacks.checkpoint import HFCheckpoint
-        except ImportError:  # pragma: no cover - the checkpoint callback ships with the package
-            return callbacks
-        if self.args.save_strategy != "no":
-            callbacks.append(HFCheckpoint(args=self.args))
-        return callbacks
-
-    def _resume_path(self, resume_from_checkpoint: str | bool | None) -> str | None:
-        if resume_from_checkpoint in (None, False):
-            return None
-        from hf_lightning.callbacks.checkpoint import prepare_resume
-
-        return prepare_resume(self.args.output_dir, resume_from_checkpoint, self.module)
+    def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:
+        # HFCheckpoint also resumes and loads the best model at the end, so it is there even with save_strategy "no".
+        return [flow, HFCheckpoint(args=self.args, resume_from_checkpoint=resume)]
 
     # ----------------------------------------------------------------------------------------------- evaluate
     def _evaluation_module(self) -> FacadeModule:

@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from transformers import TrainerState, TrainingArguments
+from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_callback import ExportableState
 
 from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
@@ -54,25 +55,27 @@ class HFCheckpoint(Checkpoint):
     """Writes ``output_dir/checkpoint-{step}/`` folders as transformers.Trainer does, and resumes from them exactly.
 
     Args:
-        output_dir: Folder of the ``checkpoint-*`` folders.
-        save_strategy: ``no``, ``steps``, ``epoch`` or ``best`` (save on each new best ``metric_for_best_model``).
-        save_steps: Save every N optimizer steps with ``steps`` (a float < 1 is a ratio of the total steps).
-        save_total_limit: Keep at most this many checkpoints; the newest and the best are never deleted.
+        output_dir: Folder of the ``checkpoint-*`` folders (HFFlow's default: ``hf_lightning_output``).
+        save_strategy: ``no``, ``steps`` (transformers' default), ``epoch`` or ``best`` (save on each new best
+            ``metric_for_best_model``).
+        save_steps: Save every N optimizer steps with ``steps``; a float < 1 is a ratio of the total (default 500).
+        save_total_limit: Keep at most this many checkpoints; the newest and the best are never deleted (default: all).
         save_only_model: Write only the model (no optimizer, scheduler, RNG: such a folder cannot resume exactly).
         save_on_each_node: With several nodes, write the checkpoint on each node's first process (no shared disk).
-        load_best_model_at_end: Load the best checkpoint's weights when training ends.
-        metric_for_best_model: Metric that defines the best checkpoint (``loss`` -> ``eval_loss``).
+        load_best_model_at_end: Load the best checkpoint's weights when training ends (default False).
+        metric_for_best_model: Metric that defines the best checkpoint (``loss`` -> ``eval_loss``; ``loss`` by
+            default with ``load_best_model_at_end``).
         greater_is_better: Whether a larger metric is better (default: not a ``*loss`` metric).
         restore_callback_states_from_checkpoint: On resume, restore the transformers callbacks' states saved in
             ``trainer_state.json`` (e.g. the early-stopping counter); transformers' default is False.
         ignore_data_skip: On resume, restart the current epoch from its first batch instead of skipping the batches
-            already trained.
+            already trained (default False).
         resume_from_checkpoint: Resume the next ``fit`` from this checkpoint folder, or True for the newest one in
             ``output_dir`` (a folder written by transformers.Trainer works too). Read at each ``fit``.
         args: A ``TrainingArguments`` to take every setting above from (the HF-style Trainer's); explicit arguments
             override it.
 
-    Each setting left at None keeps the value of the flow's ``TrainingArguments``.
+    A setting left at None keeps the value of the flow's ``TrainingArguments`` (transformers' default otherwise).
     """
 
     def __init__(
@@ -88,18 +91,19 @@ class HFCheckpoint(Checkpoint):
         greater_is_better: bool | None = None,
         restore_callback_states_from_checkpoint: bool | None = None,
         ignore_data_skip: bool | None = None,
-        resume_from_checkpoint: str | bool | None = None,
+        resume_from_checkpoint: bool | str | None = None,
         args: TrainingArguments | None = None,
     ) -> None:
         super().__init__()
-        values = dict(output_dir=output_dir, save_strategy=save_strategy, save_steps=save_steps,
-                      save_total_limit=save_total_limit, save_only_model=save_only_model,
-                      save_on_each_node=save_on_each_node, load_best_model_at_end=load_best_model_at_end,
-                      metric_for_best_model=metric_for_best_model, greater_is_better=greater_is_better,
-                      restore_callback_states_from_checkpoint=restore_callback_states_from_checkpoint,
-                      ignore_data_skip=ignore_data_skip)
-        inherited = {k: getattr(args, k) for k in _SETTINGS} if args is not None else {}
-        self.settings: dict[str, Any] = {**inherited, **{k: v for k, v in values.items() if v is not None}}
+        values = {"output_dir": output_dir, "save_strategy": save_strategy, "save_steps": save_steps,
+                  "save_total_limit": save_total_limit, "save_only_model": save_only_model,
+                  "save_on_each_node": save_on_each_node, "load_best_model_at_end": load_best_model_at_end,
+                  "metric_for_best_model": metric_for_best_model, "greater_is_better": greater_is_better,
+                  "restore_callback_states_from_checkpoint": restore_callback_states_from_checkpoint,
+                  "ignore_data_skip": ignore_data_skip}
+        given = {name: value for name, value in values.items() if value is not None}
+        inherited = {name: getattr(args, name) for name in _SETTINGS} if args is not None else {}
+        self.settings: dict[str, Any] = {**inherited, **given}
         self.resume_from_checkpoint = resume_from_checkpoint
         self._flow: HFFlow | None = None
         self._resume: _Resume | None = None
@@ -150,7 +154,7 @@ class HFCheckpoint(Checkpoint):
         flow = self.flow
         state = folder.load_trainer_state(path)
         self._resume = _Resume(path, TrainerState(**dict(state.__dict__)))
-        resuming.restore_flow_state(flow, state, path)
+        resuming.restore_flow_state(flow, state)
         if flow.args.restore_callback_states_from_checkpoint:
             control = resuming.restore_callback_states(flow.handler, state)
             if control is not None:
@@ -253,13 +257,13 @@ class HFCheckpoint(Checkpoint):
         model_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         folder.save_model_files(model, staging, model_weights, getattr(trainer.lightning_module, "tokenizer", None))
         if optimizer_state is not None:
-            folder.save_torch(optimizer_state, os.path.join(staging, folder.OPTIMIZER_NAME))
+            folder.save_torch(optimizer_state, os.path.join(staging, OPTIMIZER_NAME))
             if trainer.lr_scheduler_configs:
                 scheduler = trainer.lr_scheduler_configs[0].scheduler
-                folder.save_torch(scheduler.state_dict(), os.path.join(staging, folder.SCHEDULER_NAME))
+                folder.save_torch(scheduler.state_dict(), os.path.join(staging, SCHEDULER_NAME))
             scaler = getattr(trainer.precision_plugin, "scaler", None)
             if scaler is not None:
-                folder.save_torch(scaler.state_dict(), os.path.join(staging, folder.SCALER_NAME))
+                folder.save_torch(scaler.state_dict(), os.path.join(staging, SCALER_NAME))
         # transformers' TrainerState turns the ExportableState callbacks (and the control) into their saved form.
         exportable = [*flow.handler.callbacks, flow.control]
         flow.state.stateful_callbacks = TrainerState(stateful_callbacks=[

@@ -14,7 +14,9 @@ the last batch or a stop flag on_epoch_end, log, evaluate, save; on_train_end ->
 Evaluation runs Lightning's validation loop from here, where HF evaluates (after that step's log, before the save and
 on_epoch_end): Lightning has no public hook to validate at a given optimizer step, so with ``control_validation`` the
 epoch loop's `_should_check_val_fx` is switched off and the loop is run with the steps Lightning's epoch loop takes.
-Saving is delegated to a trainer callback with ``save_hf_checkpoint(trainer, pl_module)`` (HFCheckpoint).
+Saving is delegated to a trainer callback with ``save_hf_checkpoint(trainer, pl_module)`` (HFCheckpoint), and the
+end of training (best model, pruning) to its ``finish_hf_training(trainer, pl_module)``, run before on_train_end.
+A resume inside an epoch (Lightning skips on_train_epoch_start then) fires on_epoch_begin from on_train_start.
 Difference: Lightning clips gradients after ``on_before_optimizer_step``, so on_pre_optimizer_step sees them unclipped.
 """
 
@@ -184,7 +186,10 @@ class HFFlow(Callback):
         configs = trainer.lr_scheduler_configs
         self.handler.lr_scheduler = configs[0].scheduler if configs else None
         self.handler.train_dataloader = trainer.train_dataloader
-        if self._step_hook is None and hasattr(self.handler.optimizer, "register_step_post_hook"):
+        if self._step_hook is not None:  # left over from an interrupted fit
+            self._step_hook.remove()
+            self._step_hook = None
+        if hasattr(self.handler.optimizer, "register_step_post_hook"):
             # torch's post-hook fires right after optimizer.step(), before Lightning steps the scheduler: HF's point.
             self._step_hook = self.handler.optimizer.register_step_post_hook(self._on_optimizer_step)
         self._start_time = time.time()
@@ -317,7 +322,17 @@ class HFFlow(Callback):
             logs["learning_rate"] = lr
         self._total_loss += total
         self._last_logged = self.state.global_step
+        self.store_flos(trainer, pl_module)
         return logs
+
+    def store_flos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """HF's ``store_flos``: moves the module's flos count (summed over ranks) into ``state.total_flos``."""
+        current = float(getattr(pl_module, "current_flos", 0.0))
+        if trainer.world_size > 1:
+            current = float(trainer.strategy.reduce(torch.tensor(current, device=pl_module.device), reduce_op="sum"))
+        self.state.total_flos += current
+        if hasattr(pl_module, "current_flos"):
+            pl_module.current_flos = 0.0
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -369,6 +384,7 @@ class HFFlow(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._tr_loss is not None:
             self._total_loss += float(trainer.strategy.reduce(self._tr_loss, reduce_op="mean"))
+        self.store_flos(trainer, pl_module)
         steps = self.state.global_step - self._initial_step
         batch = (self.state.train_batch_size or 0) * trainer.accumulate_grad_batches * trainer.world_size
         metrics = speed_metrics("train", self._start_time, num_samples=steps * batch, num_steps=steps)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -27,20 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, TrainerState, TrainingArguments
-from transformers.trainer import (
-    OPTIMIZER_NAME,
-    SCALER_NAME,
-    SCHEDULER_NAME,
-    TRAINER_STATE_NAME,
-    TRAINING_ARGS_NAME,
-)
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import safe_globals, set_rng_state_for_device
-from transformers.trainer_utils import (
-    PREFIX_CHECKPOINT_DIR,
-    get_last_checkpoint,
-    rotate_checkpoints,
-    sort_checkpoints,
-)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
@@ -50,6 +40,7 @@ TRAINING_ARGS_JSON = "training_args.json"
 #: Prefix of the staging folder a checkpoint is written into before it is renamed into place.
 STAGING_PREFIX = ".tmp-"
 _REPLACED_PREFIX = ".old-"
+_CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")  # transformers' own pattern
 _WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
@@ -102,15 +93,18 @@ def resolve_checkpoint(output_dir: str, resume_from_checkpoint: str | bool | Non
 
 
 def _newest_complete(output_dir: str) -> str | None:
-    # transformers' get_last_checkpoint picks the highest step; a folder a crash left incomplete (possible with
-    # folders written by transformers.Trainer, never with ours) is skipped rather than resumed from.
+    # As transformers' get_last_checkpoint (the highest checkpoint-<step>, joined to output_dir), but a folder a crash
+    # left incomplete (possible with transformers.Trainer's folders, never with ours) is skipped.
     if not os.path.isdir(output_dir):
         return None
-    for folder in reversed(sort_checkpoints(output_dir)):
-        if is_complete(folder):
-            if folder != get_last_checkpoint(output_dir):
-                log.warning(f"Skipping incomplete checkpoint folder(s) newer than {folder}.")
-            return folder
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(output_dir)
+                   if (m := _CHECKPOINT_NAME.match(name)) and os.path.isdir(os.path.join(output_dir, name)))
+    for rank, (_, name) in enumerate(reversed(steps)):
+        path = os.path.join(output_dir, name)
+        if is_complete(path):
+            if rank:
+                log.warning(f"Skipping incomplete checkpoint folder(s) newer than {path}.")
+            return path
     return None
 
 
@@ -220,7 +214,7 @@ def save_trainer_state(state: TrainerState, folder: str) -> None:
 
 
 def save_training_args(args: TrainingArguments, folder: str) -> None:
-    """``training_args.bin`` (the pickle transformers writes) and ``training_args.json`` (readable without unpickling)."""
+    """``training_args.bin`` (the pickle transformers writes) and ``training_args.json`` (readable, no unpickling)."""
     torch.save(args, os.path.join(folder, TRAINING_ARGS_NAME))
     with open(os.path.join(folder, TRAINING_ARGS_JSON), "w", encoding="utf-8") as f:
         f.write(args.to_json_string() + "\n")

@@ -16,15 +16,21 @@ import copy
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from transformers import TrainerControl, TrainerState
+from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from hf_lightning.checkpoint import folder as ckpt_folder
+
+if TYPE_CHECKING:
+    from hf_lightning.callbacks.hf_flow import HFFlow
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +137,12 @@ def skip_seen_batches(trainer: L.Trainer, batches: int) -> None:
             f"at an epoch end, or set ignore_data_skip=True to restart the epoch from its first batch."
         )
     skip(batches)
+    # Lightning warns that a loader without state_dict cannot resume inside an epoch; this one skips the seen batches.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
+                            category=PossibleUserWarning)
 
 
-def restore_flow_state(flow: Any, state: TrainerState, checkpoint: str) -> None:
+def restore_flow_state(flow: HFFlow, state: TrainerState) -> None:
     """Loads a checkpoint's ``TrainerState`` into HFFlow (transformers' ``_init_training_state`` checks included)."""
     if state.best_model_checkpoint is not None and not os.path.isdir(state.best_model_checkpoint):
         log.warning(
@@ -146,7 +155,7 @@ def restore_flow_state(flow: Any, state: TrainerState, checkpoint: str) -> None:
 
 
 def restore_callback_states(handler: CallbackHandler, state: TrainerState) -> TrainerControl | None:
-    """transformers' ``Trainer._load_callback_state``: rebuilds each ExportableState callback from ``stateful_callbacks``.
+    """transformers' ``Trainer._load_callback_state``: rebuilds the ExportableState callbacks from the checkpoint.
 
     Returns:
         The restored ``TrainerControl`` (None when the checkpoint holds none).
@@ -167,17 +176,18 @@ def restore_callback_states(handler: CallbackHandler, state: TrainerState) -> Tr
         for callback, entry in zip(matching, saved):
             handler.add_callback(type(callback).from_state(entry))
     if missing:
-        log.warning(f"Checkpoint included callbacks not included in current configuration. Ignoring. ({', '.join(missing)})")
+        log.warning("Checkpoint included callbacks not included in current configuration. Ignoring. "
+                    f"({', '.join(missing)})")
     return control
 
 
 def restore_optimizers(trainer: L.Trainer, checkpoint: str) -> None:
     """Loads ``optimizer.pt``, ``scheduler.pt`` and ``scaler.pt`` (each with ``weights_only=True``) when present."""
-    optimizer_file = os.path.join(checkpoint, ckpt_folder.OPTIMIZER_NAME)
-    scheduler_file = os.path.join(checkpoint, ckpt_folder.SCHEDULER_NAME)
+    optimizer_file = os.path.join(checkpoint, OPTIMIZER_NAME)
+    scheduler_file = os.path.join(checkpoint, SCHEDULER_NAME)
     if not (os.path.isfile(optimizer_file) and os.path.isfile(scheduler_file)):
         # transformers resumes with fresh optimizer and scheduler in this case (e.g. save_only_model folders).
-        log.warning(f"{checkpoint} has no {ckpt_folder.OPTIMIZER_NAME} / {ckpt_folder.SCHEDULER_NAME}: the optimizer "
+        log.warning(f"{checkpoint} has no {OPTIMIZER_NAME} / {SCHEDULER_NAME}: the optimizer "
                     "and learning-rate schedule restart from scratch.")
         return
     optimizer_state = ckpt_folder.load_torch(optimizer_file)
@@ -185,7 +195,7 @@ def restore_optimizers(trainer: L.Trainer, checkpoint: str) -> None:
     configs = trainer.lr_scheduler_configs
     if configs:
         configs[0].scheduler.load_state_dict(ckpt_folder.load_torch(scheduler_file))
-    scaler_file = os.path.join(checkpoint, ckpt_folder.SCALER_NAME)
+    scaler_file = os.path.join(checkpoint, SCALER_NAME)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     if scaler is not None and os.path.isfile(scaler_file):
         scaler.load_state_dict(ckpt_folder.load_torch(scaler_file))

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from itertools import chain
-from typing import Any, Callable
+from typing import Any
 
 import datasets
 import transformers

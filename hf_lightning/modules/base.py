@@ -331,6 +331,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
             self._window_done = False
             # Progress-bar only: HFFlow writes the HF-style records (train/loss, ...) at logging_steps.
             self.log("loss", self.step_loss, prog_bar=True, logger=False)
+            if self.last_learning_rate is not None:
+                self.log("lr", self.last_learning_rate, prog_bar=True, logger=False)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Adds `HFFlow` (HF's logging / evaluation schedule) unless the trainer already has one."""

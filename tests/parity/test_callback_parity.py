@@ -14,7 +14,15 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    AutoTokenizer,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+    set_seed,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -112,18 +120,19 @@ def _args(out: str, cfg: dict[str, Any]) -> TrainingArguments:
 
 
 def run_pair(tmp_path: Any, cfg: dict[str, Any], n: int = 64, extra: tuple = (), dataset: type = RegressionDataset,
-             ) -> tuple[Trainer, Recorder, HFFlow, Recorder, HFModule]:
+             processing_class: Any = None) -> tuple[Trainer, Recorder, HFFlow, Recorder, HFModule]:
     """Trains HF and hf_lightning on the same set-up; returns both trainers/flows and their recorders."""
     train, evaluation = dataset(length=n), dataset(length=20, seed=1)
     set_seed(42)
     hf_rec = Recorder()
     hf = Trainer(model=StrictRegression(), args=_args(str(tmp_path / "hf"), cfg), train_dataset=train,
-                 eval_dataset=evaluation, callbacks=[hf_rec, *[factory() for factory in extra]])
+                 eval_dataset=evaluation, callbacks=[hf_rec, *[factory() for factory in extra]],
+                 processing_class=processing_class, data_collator=default_data_collator)
     hf.train()
     set_seed(42)
     args = _args(str(tmp_path / "hfl"), cfg)
     hfl_rec = Recorder()
-    module = HFModule(model=StrictRegression(), learning_rate=args.learning_rate)
+    module = HFModule(model=StrictRegression(), learning_rate=args.learning_rate, tokenizer=processing_class)
     data = HFDataModule(dataset={"train": train, "validation": evaluation}, batch_size=args.per_device_train_batch_size,
                         eval_batch_size=16, collator="default", validation_size=0, test_size=0)
     flow = HFFlow(args=args, callbacks=[hfl_rec, *[factory() for factory in extra]], control_validation=True)
@@ -170,6 +179,15 @@ CONFIGS = {
 def test_same_events_logs_and_weights(tmp_path: Any, name: str) -> None:
     n = 36 if name == "ga2_short_window" else 64  # 9 micro-batches of 4: windows of 2, 2, 2, 2 and 1
     assert_parity(*run_pair(tmp_path, CONFIGS[name], n=n))
+
+
+def test_processing_class_is_passed_to_callbacks(tmp_path: Any) -> None:
+    from hf_lightning.data.builtin import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    hf, hf_rec, flow, hfl_rec, module = run_pair(tmp_path, {"eval_strategy": "epoch"}, processing_class=tokenizer)
+    assert_parity(hf, hf_rec, flow, hfl_rec, module)
+    assert all("processing_class" in event[4] for event in hfl_rec.events)
 
 
 def test_non_padding_tokens(tmp_path: Any) -> None:
