@@ -24,7 +24,7 @@ STRATEGY = "strategy"
 FACADE = "facade"
 UNSUPPORTED = "unsupported"
 CHECKPOINT = "callback:HFCheckpoint"
-LOGGING = "callback:HFLogging"
+LOGGING = "callback:HFFlow"
 
 
 # ----------------------------------------------------------------------------------------------- conversions
@@ -75,7 +75,7 @@ def _generation_config(value: Any, args: Any) -> str | dict[str, Any] | None:
 
 
 def _logging_dir(value: Any, args: Any) -> str | None:
-    """value, else $TENSORBOARD_LOGGING_DIR, else None (HFLogging uses output_dir/runs/<date>_<host>)"""
+    """value, else $TENSORBOARD_LOGGING_DIR, else None (HFFlow uses output_dir/runs/<date>_<host>)"""
     value = value if value is not None else os.environ.get("TENSORBOARD_LOGGING_DIR")
     return os.path.expanduser(value) if value is not None else None
 
@@ -170,7 +170,7 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "trackio_space_id": _no(_TRACKIO),
     "trackio_bucket_id": _no(_TRACKIO),
     "trackio_static_space_id": _no(_TRACKIO),
-    "eval_strategy": Route(LOGGING, note="HFLogging schedules evaluation"),
+    "eval_strategy": Route(LOGGING, note="HFFlow schedules evaluation"),
     "eval_steps": Route(LOGGING, note="defaults to logging_steps, as transformers"),
     "eval_delay": Route(LOGGING),
     "per_device_eval_batch_size": Route(DATAMODULE, "eval_batch_size"),
@@ -381,7 +381,7 @@ LEGACY: dict[str, Legacy] = {
                                       _rename("per_gpu_eval_batch_size", "per_device_eval_batch_size")),
     "no_cuda": Legacy("use `use_cpu`", _set_if_true("no_cuda", "use_cpu", True)),
     "logging_dir": Legacy("set $TENSORBOARD_LOGGING_DIR for transformers; hf_lightning still honours it as "
-                          "HFLogging's TensorBoard directory", _keep_logging_dir),
+                          "HFFlow's TensorBoard directory", _keep_logging_dir),
     "include_inputs_for_metrics": Legacy("use `include_for_metrics=['inputs']`",
                                          _append_to("include_for_metrics", "inputs")),
     "include_tokens_per_second": Legacy("use `include_num_input_tokens_seen='all'` (also logs train_tokens_per_second)",

@@ -186,7 +186,7 @@ class TranslatedArgs:
         module: Keyword arguments of ``hf_lightning.HFModule``.
         datamodule: Keyword arguments of ``hf_lightning.HFDataModule``.
         trainer: Keyword arguments of ``lightning.Trainer``.
-        callbacks: Callback class name (``HFCheckpoint``, ``HFLogging``) -> its keyword arguments.
+        callbacks: Callback class name (``HFCheckpoint``, ``HFFlow``) -> its keyword arguments.
         strategy: Fields read by ``hf_lightning.strategies`` (DDP / FSDP / DeepSpeed / TF32 / accelerator config).
         facade: Fields read by the HF-style ``hf_lightning.Trainer`` itself.
         extra: Fields a user subclass added; no component reads them.
@@ -201,7 +201,7 @@ class TranslatedArgs:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def section(self, target: str) -> dict[str, Any]:
-        """The dict that a route target (``module``, ``callback:HFLogging``, ...) writes to."""
+        """The dict that a route target (``module``, ``callback:HFFlow``, ...) writes to."""
         if target.startswith("callback:"):
             return self.callbacks.setdefault(target.split(":", 1)[1], {})
         return getattr(self, target)

@@ -60,6 +60,12 @@ class HFFlow(Callback):
         eval_on_start: Evaluate once before the first step.
         metric_for_best_model: Metric that defines the best model (``loss`` -> ``eval_loss``).
         greater_is_better: Whether a larger metric is better (default: not a ``*loss`` metric).
+        include_num_input_tokens_seen: ``no``, ``all`` / True, or ``non_padding``: count input tokens as HF does.
+        log_level: Log level of the main process (HF's ``log_level``).
+        report_to: Kept on ``args`` for TrainerCallbacks that read it; in the CLI the loggers are ``trainer.logger``.
+        run_name: Run name, on ``args`` for TrainerCallbacks.
+        logging_dir: TensorBoard folder of the HF-style Trainer; in the CLI the logger's ``save_dir`` decides.
+        skip_memory_metrics: Accepted as in HF (memory metrics are not collected).
         callbacks: ``transformers.TrainerCallback`` instances or classes to run.
         args: A full ``TrainingArguments`` (the HF-style Trainer passes its own); overrides the fields above.
         handler: An existing ``CallbackHandler`` to drive (the HF-style Trainer's); ``callbacks`` are added to it.
@@ -79,6 +85,12 @@ class HFFlow(Callback):
         eval_on_start: bool = False,
         metric_for_best_model: str | None = None,
         greater_is_better: bool | None = None,
+        include_num_input_tokens_seen: str | bool = "no",
+        log_level: str = "passive",
+        report_to: str | list[str] | None = None,
+        run_name: str | None = None,
+        logging_dir: str | None = None,
+        skip_memory_metrics: bool = True,
         callbacks: list[Any] | None = None,
         args: TrainingArguments | None = None,
         handler: CallbackHandler | None = None,
@@ -86,8 +98,12 @@ class HFFlow(Callback):
     ) -> None:
         super().__init__()
         if args is None:
-            args = TrainingArguments(
-                output_dir="hf_lightning_output", report_to=[], logging_strategy=logging_strategy,
+            from hf_lightning.args import TrainingArguments as Arguments  # adds logging_dir
+
+            args = Arguments(
+                output_dir="hf_lightning_output", report_to=report_to or [], logging_strategy=logging_strategy,
+                include_num_input_tokens_seen=include_num_input_tokens_seen, log_level=log_level, run_name=run_name,
+                logging_dir=logging_dir, skip_memory_metrics=skip_memory_metrics,
                 logging_steps=logging_steps, logging_first_step=logging_first_step,
                 logging_nan_inf_filter=logging_nan_inf_filter, eval_strategy=eval_strategy, eval_steps=eval_steps,
                 eval_delay=eval_delay, eval_on_start=eval_on_start, metric_for_best_model=metric_for_best_model,

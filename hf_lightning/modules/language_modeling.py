@@ -53,6 +53,7 @@ class LanguageModelingModule(HFModule):
 
     def setup(self, stage: str) -> None:
         """Checks that the data module's ``mlm`` flag matches ``task`` (a masked model on causal data learns nothing)."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         mlm = getattr(datamodule, "mlm", None)
         if mlm is not None and mlm != (self.task == "masked-lm"):

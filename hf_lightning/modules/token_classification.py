@@ -7,6 +7,7 @@ names and scored by ``seqeval`` (micro average over entities; accuracy over toke
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -127,9 +128,10 @@ class TokenClassificationModule(HFModule):
         self.val_entity_metric: SeqevalMetric | None = None
         self.test_entity_metric: SeqevalMetric | None = None
         if entity_metrics:
-            id2label = getattr(self.model.config, "id2label", None) or kwargs.get("id2label")
-            if not id2label:
-                raise ValueError("Entity metrics need tag names: set model.id2label (the CLI links it from the data).")
+            id2label = kwargs.get("id2label") or getattr(self.model.config, "id2label", None)
+            if not id2label or all(re.fullmatch(r"LABEL_\d+", name) for name in id2label.values()):
+                raise ValueError("Entity metrics need the tag names (B-person, I-person, O...): set model.id2label "
+                                 "(the CLI links it from the data), or model.entity_metrics=false.")
             if seqeval_scheme is not None:
                 from seqeval import scheme as schemes
 

@@ -177,6 +177,15 @@ def test_ner_recipe_runs_through_cli(tmp_path):
     assert after["eval_accuracy"] > before["eval_accuracy"]
 
 
+def test_token_classification_errors_name_the_fix():
+    with pytest.raises(ValueError, match="set model.id2label"):
+        TokenClassificationModule(model=TINY_BERT, tokenizer="minilm", num_labels=3)  # LABEL_0.. are not tag names
+    dm = TokenClassificationDataModule(dataset=datasets.DatasetDict(train=synthetic_ner(8, 0)), tokenizer="minilm",
+                                       text_column="words", validation_size=0, test_size=0)
+    with pytest.raises(ValueError, match=r"data.text_column='words' is not a column.*tokens"):
+        dm.setup("fit")
+
+
 # ----------------------------------------------------------------------------------------------- language modelling
 def _attach(dm: L.LightningDataModule, module: L.LightningModule, accumulate: int) -> None:
     trainer = L.Trainer(accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,

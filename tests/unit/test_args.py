@@ -361,7 +361,7 @@ def test_contract_hfdatamodule_accepts_datamodule_routes() -> None:
     _contract(getattr(hf_lightning, "HFDataModule", None), table.DATAMODULE, HF_FIELDS)
 
 
-@pytest.mark.parametrize("name", ["HFCheckpoint", "HFLogging"])
+@pytest.mark.parametrize("name", ["HFCheckpoint", "HFFlow"])
 def test_contract_callbacks_accept_their_routes(name: str) -> None:
     _contract(getattr(hf_lightning, name, None), f"callback:{name}", [*HF_FIELDS, "logging_dir"])
 
@@ -375,7 +375,7 @@ def _plain_values(section: dict) -> bool:
 def test_translate_defaults_routes_every_field() -> None:
     args = TrainingArguments(output_dir="out")
     out = translate(args)
-    assert isinstance(out, TranslatedArgs) and set(out.callbacks) == {"HFCheckpoint", "HFLogging"}
+    assert isinstance(out, TranslatedArgs) and set(out.callbacks) == {"HFCheckpoint", "HFFlow"}
     for name in HF_FIELDS + ["logging_dir"]:
         for route in table.routes_for(name):
             if route.target != table.UNSUPPORTED:
@@ -390,7 +390,7 @@ def test_translate_defaults_routes_every_field() -> None:
     assert out.datamodule["batch_size"] == out.datamodule["eval_batch_size"] == 8
     assert out.datamodule["sampling_strategy"] == "random" and out.datamodule["seed"] == out.facade["seed"] == 42
     assert out.callbacks["HFCheckpoint"]["output_dir"] == "out"
-    assert out.callbacks["HFLogging"]["report_to"] == [] and out.callbacks["HFLogging"]["logging_dir"] is None
+    assert out.callbacks["HFFlow"]["report_to"] == [] and out.callbacks["HFFlow"]["logging_dir"] is None
     assert out.strategy["accelerator_config"]["even_batches"] is True and out.extra == {}
 
 
@@ -414,7 +414,7 @@ def test_translate_realistic_fine_tuning_config() -> None:
                                            "sampling_strategy", "pin_memory")} == {
         "batch_size": 16, "eval_batch_size": 32, "num_workers": 2, "seed": 1, "data_seed": 2,
         "sampling_strategy": "group_by_length", "pin_memory": False}
-    ckpt, log = out.callbacks["HFCheckpoint"], out.callbacks["HFLogging"]
+    ckpt, log = out.callbacks["HFCheckpoint"], out.callbacks["HFFlow"]
     assert (ckpt["save_strategy"], ckpt["save_steps"], ckpt["save_total_limit"]) == ("steps", 100, 2)
     assert (ckpt["load_best_model_at_end"], ckpt["metric_for_best_model"], ckpt["greater_is_better"]) == (
         True, "accuracy", True)
@@ -435,10 +435,10 @@ def test_translate_conversions(kwargs: dict, key: str, expected: object) -> None
 
 def test_translate_logging_dir_falls_back_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "~/tb")
-    assert translate(TrainingArguments()).callbacks["HFLogging"]["logging_dir"] == os.path.expanduser("~/tb")
+    assert translate(TrainingArguments()).callbacks["HFFlow"]["logging_dir"] == os.path.expanduser("~/tb")
     with pytest.warns(FutureWarning):
         args = TrainingArguments(logging_dir="mine")
-    assert translate(args).callbacks["HFLogging"]["logging_dir"] == "mine"
+    assert translate(args).callbacks["HFFlow"]["logging_dir"] == "mine"
 
 
 def test_translate_seq2seq_transformers_args_and_subclass_fields() -> None:
