@@ -10,8 +10,8 @@ PIP="python -m pip"
 $PIP install -q --upgrade pip
 $PIP install -q "${TORCH_SPEC:-torch==2.13.0}"
 if [[ "${1:-}" == "--dev" ]]; then
-  $PIP install -q -e ".[dev]"
+  $PIP install -q -e ".[dev,examples]"
 else
-  $PIP install -q -e .
+  $PIP install -q -e ".[examples]"
 fi
 bash scripts/install_assets.sh
