@@ -32,7 +32,7 @@ from hf_lightning.facade import FacadeDataModule, FacadeModule, build_loggers
 from hf_lightning.optim import build_optimizer, build_scheduler
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
-          "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop")
+          "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop", "log")
 
 
 class Trainer:
@@ -195,6 +195,8 @@ class Trainer:
         module.ignore_keys = ignore_keys_for_eval
         self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)
         flow.state = self.state
+        if "log" in self.overridden:
+            flow.log_override = self.log
         max_steps, max_epochs = self._max_steps(datamodule)
         # HF's errors for a bad path / no checkpoint in output_dir, before anything is built.
         resume = resolve_checkpoint(self.args.output_dir, resume_from_checkpoint)
@@ -257,6 +259,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """HF's ``log``: adds epoch and step, appends to ``state.log_history``, calls ``on_log``."""
+        if self._flow is not None and self.pl_trainer is not None and self.pl_trainer.training:
+            self._flow.record_log(logs, None, start_time)  # during training: HFFlow's state and loggers
+            return
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
         self.state.log_history.append({**logs, "step": self.state.global_step})

@@ -118,6 +118,8 @@ class HFFlow(Callback):
         for callback in callbacks or []:
             handler.add_callback(callback)
         self.handler = handler
+        self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
+        self._log_trainer: L.Trainer | None = None
         self.control_validation = args.eval_strategy != "no" if control_validation is None else control_validation
         self._tr_loss: torch.Tensor | None = None
         self._total_loss = 0.0
@@ -151,6 +153,16 @@ class HFFlow(Callback):
             trainer: Writes the record to its loggers with HF's TensorBoard tags when given.
             start_time: Training start; with token tracking adds ``train_runtime`` / ``train_tokens_per_second``.
         """
+        if self.log_override is not None:  # an overridden Trainer.log; its super().log() comes back to record_log
+            self._log_trainer = trainer
+            self.log_override(logs, start_time)
+            return
+        self.record_log(logs, trainer, start_time)
+
+    def record_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
+                   start_time: float | None = None) -> None:
+        """The body of `write_log`, without the override hook."""
+        trainer = trainer if trainer is not None else self._log_trainer
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
         if self.args.include_num_input_tokens_seen != "no":

@@ -4,6 +4,9 @@
 - torchmetrics (``model.metrics``) accumulate on the device; an HF ``compute_metrics(EvalPrediction)`` gets the
   concatenated predictions, ragged ones padded with -100 (``transformers.trainer_pt_utils.nested_concat``).
 - keys carry the prefix (``eval_``, ``test_``), plus ``*_runtime`` / ``*_samples_per_second`` / ``*_steps_per_second``.
+- with several processes each rank evaluates a contiguous block of the data set (no padded duplicates); predictions,
+  labels, inputs and losses are gathered across ranks in rank order (`gather_across_ranks`), so metrics see every
+  sample exactly once and predictions come back in data set order.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from transformers import EvalPrediction
 from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_numpify
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from hf_lightning.metrics import build_metrics, metric_inputs
 
@@ -40,6 +44,54 @@ def _batch_size(inputs: dict[str, Any]) -> int:
         if torch.is_tensor(value) and value.dim() > 0:
             return value.shape[0]
     return 1
+
+
+def _pad_value(dtype: np.dtype) -> Any:
+    """-100, transformers' padding index, where the dtype can hold it."""
+    return -100 if np.issubdtype(dtype, np.signedinteger) or np.issubdtype(dtype, np.floating) else 0
+
+
+def _gather_leaf(module: Any, local: np.ndarray | None, dtype: np.dtype, ndim: int) -> np.ndarray:
+    """One array from every rank: padded to the largest shape, gathered, cut to each rank's rows, concatenated."""
+    device = module.device
+    if local is None:
+        local = np.zeros((0,) * ndim, dtype=dtype)
+    shapes = module.all_gather(torch.tensor(local.shape, dtype=torch.int64, device=device)).reshape(-1, ndim)
+    target = tuple(int(n) for n in shapes.max(dim=0).values)
+    padded = np.full(target, _pad_value(dtype), dtype=dtype)
+    padded[tuple(slice(0, n) for n in local.shape)] = local
+    tensor = torch.from_numpy(padded.view(np.uint8) if dtype == np.bool_ else padded)  # gloo has no bool
+    gathered = module.all_gather(tensor.to(device)).cpu().numpy()
+    rows = [gathered[rank, : int(shapes[rank, 0])] for rank in range(gathered.shape[0])]
+    out = np.concatenate(rows)
+    return out.view(np.bool_) if dtype == np.bool_ else out
+
+
+def gather_across_ranks(module: Any, value: Any) -> Any:
+    """Concatenates each rank's (nested) arrays along the first axis in rank order; ranks without data give none.
+
+    Arrays are padded to the largest shape with -100 before the collective (as transformers pads across processes), and
+    each rank's rows are cut back to its own count afterwards, so nothing is duplicated. Ragged trailing dimensions
+    stay padded with -100, as ``nested_concat`` leaves them. Every rank must call it, in the same order.
+
+    Args:
+        module: The LightningModule (its ``all_gather`` and the strategy's ``broadcast`` carry the data).
+        value: None, an array or a nested tuple / list / dict of arrays.
+
+    Returns:
+        The same structure with every rank's rows, or None when no rank has data.
+    """
+    strategy = module.trainer.strategy
+    holders = module.all_gather(torch.tensor(int(value is not None), device=module.device)).reshape(-1)
+    if not bool(holders.any()):
+        return None
+    leaves, spec = tree_flatten(value) if value is not None else ([], None)
+    leaves = [np.atleast_1d(np.asarray(leaf)) for leaf in leaves]
+    layout = (spec, [(leaf.dtype, leaf.ndim) for leaf in leaves]) if value is not None else None
+    spec, kinds = strategy.broadcast(layout, src=int(holders.nonzero()[0]))
+    gathered = [_gather_leaf(module, leaves[i] if leaves else None, dtype, ndim)
+                for i, (dtype, ndim) in enumerate(kinds)]
+    return tree_unflatten(gathered, spec)
 
 
 class _StageState:
@@ -191,21 +243,36 @@ class EvaluationMixin:
         state, stage = self._stage or _StageState(), self._stage_name()
         self._stage = None
         prefix = self.metric_key_prefix[stage]
+        strategy, several = self.trainer.strategy, self.trainer.world_size > 1
         results: dict[str, float] = {}
-        if state.loss_sum is not None:
-            total = self.trainer.strategy.reduce(state.loss_sum.detach(), reduce_op="sum")
-            count = self.trainer.strategy.reduce(torch.tensor(float(state.num_samples), device=self.device), "sum")
-            results["loss"] = float(total / count)
+        # Every rank takes part in each collective below, also a rank whose share of the data set is empty.
+        num_samples = self._summed(float(state.num_samples))
+        if strategy.reduce_boolean_decision(state.loss_sum is not None, all=False):
+            zero = torch.zeros((), dtype=torch.float64 if self.device.type != "mps" else torch.float32,
+                               device=self.device)
+            local = state.loss_sum.detach() if state.loss_sum is not None else zero
+            total = strategy.reduce(local, reduce_op="sum") if several else local
+            results["loss"] = float(total / num_samples)
         metrics = self._metrics_for(stage)
-        if metrics is not None and state.metric_updates > 0:
-            results.update({k: float(v) for k, v in metrics.compute().items()})
+        if metrics is not None and strategy.reduce_boolean_decision(state.metric_updates > 0, all=False):
+            results.update({k: float(v) for k, v in metrics.compute().items()})  # torchmetrics syncs the ranks
             metrics.reset()
+        if several and not self.batch_eval_metrics:
+            state.preds, state.labels, state.inputs, state.losses = (
+                gather_across_ranks(self, v) for v in (state.preds, state.labels, state.inputs, state.losses))
         results.update(self._hf_metrics(state))
         results = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in results.items()}
-        results.update(speed_metrics(prefix, state.start, num_samples=state.num_samples, num_steps=state.num_steps))
+        steps = strategy.reduce(torch.tensor(float(state.num_steps), device=self.device), reduce_op="max") \
+            if several else state.num_steps
+        results.update(speed_metrics(prefix, state.start, num_samples=int(num_samples), num_steps=int(steps)))
         if stage == "predict":
             self.prediction_output = PredictionOutput(state.preds, state.labels, results)
         return results
+
+    def _summed(self, value: float) -> float:
+        if self.trainer.world_size == 1:
+            return value
+        return float(self.trainer.strategy.reduce(torch.tensor(value, device=self.device), reduce_op="sum"))
 
     def _hf_metrics(self, state: _StageState) -> dict[str, float]:
         if self.compute_metrics is None:
@@ -224,14 +291,23 @@ class EvaluationMixin:
             kwargs["compute_result"] = True
         return denumpify_detensorize(self.compute_metrics(EvalPrediction(state.preds, state.labels, **extra), **kwargs))
 
-    def on_validation_epoch_start(self) -> None:
+    def _start_stage(self) -> None:
+        if self.batch_eval_metrics and self.compute_metrics is not None and self.trainer.world_size > 1:
+            raise ValueError(
+                f"batch_eval_metrics=True with {self.trainer.world_size} processes: ranks evaluate different numbers "
+                "of batches, so per-batch results cannot be combined. Set batch_eval_metrics=False (compute_metrics "
+                "then sees every sample, gathered across ranks) or use torchmetrics `metrics`, which sync across ranks."
+            )
         self._stage = _StageState()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_stage()
 
     def on_test_epoch_start(self) -> None:
-        self._stage = _StageState()
+        self._start_stage()
 
     def on_predict_epoch_start(self) -> None:
-        self._stage = _StageState()
+        self._start_stage()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

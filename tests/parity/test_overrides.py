@@ -1,0 +1,133 @@
+"""Trainer subclasses written for transformers.Trainer run unchanged on hf_lightning.Trainer, with the same numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from torch.utils.data import DataLoader, SequentialSampler
+
+import hf_lightning
+from tests.helpers.tiny import RegressionDataset, RegressionModel, StrictRegressionModel
+from tests.parity.harness import assert_same, max_rel_diff, run
+
+REG = dict(per_device_train_batch_size=8, num_train_epochs=2, learning_rate=0.1)
+
+
+class WeightedLoss:
+    """A tutorial-style compute_loss: L1 loss with the 5.x signature."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = torch.nn.functional.l1_loss(outputs[0], labels.to(outputs[0].dtype))
+        return (loss, outputs) if return_outputs else loss
+
+
+class OldSignatureLoss:
+    """The pre-5.x signature tutorials still use (transformers 5.x itself calls it with num_items_in_batch)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = torch.nn.functional.l1_loss(outputs[0], labels.to(outputs[0].dtype))
+        return (loss, outputs) if return_outputs else loss
+
+
+class SgdOptimizer:
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
+        return self.optimizer
+
+
+class ConstantSchedule:
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, lambda step: 0.5)
+        return self.lr_scheduler
+
+
+class RecordingStep:
+    """training_step override that calls super() and records what it saw."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.seen = getattr(self, "seen", 0) + len(inputs["labels"])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+class SequentialLoader:
+    def get_train_dataloader(self):
+        return DataLoader(self.train_dataset, batch_size=self.args.per_device_train_batch_size,
+                          sampler=SequentialSampler(self.train_dataset),
+                          collate_fn=transformers.default_data_collator)
+
+
+class LogCapture:
+    def log(self, logs, start_time=None):
+        self.captured = getattr(self, "captured", []) + [dict(logs)]
+        super().log(logs, start_time)
+
+
+def _subclass(base: type, *mixins: type) -> type:
+    return type(f"{base.__name__}With{''.join(m.__name__ for m in mixins)}", (*mixins, base), {})
+
+
+@pytest.mark.parametrize("mixins", [(WeightedLoss,), (SgdOptimizer,), (SgdOptimizer, ConstantSchedule),
+                                    (RecordingStep,), (SequentialLoader,)],
+                         ids=lambda m: "+".join(c.__name__ for c in m))
+def test_overrides_give_transformers_numbers(tmp_path, mixins):
+    hf = run(_subclass(transformers.Trainer, *mixins), StrictRegressionModel, RegressionDataset(), tmp_path, **REG)
+    ours = run(_subclass(hf_lightning.Trainer, *mixins), StrictRegressionModel, RegressionDataset(), tmp_path, **REG)
+    assert_same(hf, ours, rtol=1e-6)
+    if RecordingStep in mixins:
+        assert ours.trainer.seen == hf.trainer.seen == 128
+
+
+def test_old_compute_loss_signature_runs(tmp_path):
+    """The old signature equals the new one (the L1 loss is a per-batch mean either way)."""
+    old = run(_subclass(hf_lightning.Trainer, OldSignatureLoss), RegressionModel, RegressionDataset(), tmp_path / "o",
+              gradient_accumulation_steps=2, **dict(REG, per_device_train_batch_size=4))
+    new = run(_subclass(hf_lightning.Trainer, WeightedLoss), RegressionModel, RegressionDataset(), tmp_path / "n",
+              gradient_accumulation_steps=2, **dict(REG, per_device_train_batch_size=4))
+    assert max_rel_diff(old.weights, new.weights) < 1e-7
+    with pytest.raises(TypeError, match="num_items_in_batch"):
+        run(_subclass(transformers.Trainer, OldSignatureLoss), RegressionModel, RegressionDataset(), tmp_path / "h",
+            **REG)
+
+
+def test_log_override_sees_every_record(tmp_path):
+    hf = run(_subclass(transformers.Trainer, LogCapture), StrictRegressionModel, RegressionDataset(), tmp_path, **REG)
+    ours = run(_subclass(hf_lightning.Trainer, LogCapture), StrictRegressionModel, RegressionDataset(), tmp_path,
+               **REG)
+    strip = lambda rows: [{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k} for r in rows]  # noqa: E731
+    assert max_rel_diff(strip(ours.trainer.captured), strip(hf.trainer.captured)) < 1e-6
+
+
+def test_optimizers_tuple_and_optimizer_cls_and_kwargs(tmp_path):
+    def with_tuple(cls):
+        def build():
+            model = StrictRegressionModel()
+            build.opt = torch.optim.SGD(model.parameters(), lr=0.05)
+            build.sched = torch.optim.lr_scheduler.StepLR(build.opt, step_size=3, gamma=0.5)
+            return model
+        return build
+
+    results = []
+    for cls in (transformers.Trainer, hf_lightning.Trainer):
+        args_cls = transformers.TrainingArguments if cls is transformers.Trainer else hf_lightning.TrainingArguments
+        args = args_cls(str(tmp_path / cls.__module__), report_to=[], use_cpu=True, save_strategy="no",
+                        logging_steps=1, disable_tqdm=True, **REG)
+        transformers.set_seed(42)
+        build = with_tuple(cls)
+        model = build()
+        trainer = cls(model=model, args=args, train_dataset=RegressionDataset(), optimizers=(build.opt, build.sched))
+        trainer.train()
+        results.append((trainer.model.state_dict(), trainer.state.log_history))
+    assert max_rel_diff(results[1][0], results[0][0]) < 1e-6
+    assert [r["learning_rate"] for r in results[1][1][:-1]] == [r["learning_rate"] for r in results[0][1][:-1]]
+
+    kwargs = {"trainer_kwargs": {"optimizer_cls_and_kwargs": (torch.optim.Adam, {"lr": 0.05})}}
+    hf = run(transformers.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "x", **kwargs, **REG)
+    ours = run(hf_lightning.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "y", **kwargs, **REG)
+    assert_same(hf, ours, rtol=1e-6)
