@@ -171,9 +171,13 @@ class Trainer:
         kwargs = dict(self.translated.trainer)
         kwargs.update(
             callbacks=callbacks, logger=build_loggers(self.args), enable_model_summary=False,
-            num_sanity_val_steps=0, use_distributed_sampler=False, devices=1,
+            num_sanity_val_steps=0, use_distributed_sampler=False,
             enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         )
+        # strategy / devices / num_nodes from the arguments and the launcher (torchrun, srun; else one process)
+        from hf_lightning.strategies import trainer_kwargs
+
+        kwargs.update(trainer_kwargs(self.args, self.model, overrides.get("max_steps")))
         kwargs.update(overrides)
         return L.Trainer(**kwargs)
 

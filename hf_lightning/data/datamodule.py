@@ -129,7 +129,8 @@ class HFDataModule(L.LightningDataModule):
         if sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
         # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
-        self.save_hyperparameters(ignore=["tokenizer", "collator"] + ([] if isinstance(dataset, str) else ["dataset"]))
+        self.save_hyperparameters(
+            ignore=["tokenizer", "collator", "facade"] + ([] if isinstance(dataset, str) else ["dataset"]))
         self.dataset = dataset
         self.data_files = data_files
         self.dataset_config = dataset_config

@@ -148,9 +148,9 @@ class HFModule(EvaluationMixin, L.LightningModule):
                 f"learning_rate={learning_rate} and max_grad_norm={max_grad_norm} must be >= 0 and "
                 f"label_smoothing_factor={label_smoothing_factor} in [0, 1)."
             )
-        self.save_hyperparameters(ignore=["model", "optimizer", "loss", "compute_metrics",
-                                          "preprocess_logits_for_metrics", "tokenizer"] if isinstance(model, nn.Module)
-                                  else ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics"])
+        # Objects are not hyper-parameters (a subclass's own arguments such as the HF-style Trainer are skipped too).
+        objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "facade", "teacher"]
+        self.save_hyperparameters(ignore=objects + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
         self.task = task
         self.model = _load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config)
         self.model.train()  # from_pretrained returns eval mode; HF's training_step trains with dropout on

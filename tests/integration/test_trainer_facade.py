@@ -1,0 +1,95 @@
+"""The HF-style Trainer's surface: reporting, saving, callbacks management, legacy names, errors before training."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+import torch
+import transformers
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hf_lightning import Trainer, TrainingArguments
+from tests.helpers.tiny import TINY_BERT, RegressionDataset, RegressionModel
+
+
+def _args(tmp_path, **kwargs) -> TrainingArguments:
+    base = dict(per_device_train_batch_size=8, max_steps=4, learning_rate=0.1, report_to=[], use_cpu=True,
+                save_strategy="no", logging_steps=1, disable_tqdm=True)
+    return TrainingArguments(str(tmp_path), **{**base, **kwargs})
+
+
+def test_report_to_tensorboard_and_csv_write_hf_tags(tmp_path):
+    trainer = Trainer(model=RegressionModel(), args=_args(tmp_path, report_to=["tensorboard", "csv"]),
+                      train_dataset=RegressionDataset())
+    trainer.train()
+    events = glob.glob(str(tmp_path / "runs" / "**" / "events.out.tfevents.*"), recursive=True)
+    assert events, "no TensorBoard event file under output_dir/runs"
+    acc = EventAccumulator(os.path.dirname(events[0]))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/epoch"} <= tags
+    losses = [e.value for e in acc.Scalars("train/loss")]
+    assert losses == pytest.approx([r["loss"] for r in trainer.state.log_history if "loss" in r], rel=1e-6)
+    assert glob.glob(str(tmp_path / "logs" / "**" / "metrics.csv"), recursive=True)
+
+
+def test_disable_tqdm_prints_logs_as_transformers_does(tmp_path, capsys):
+    Trainer(model=RegressionModel(), args=_args(tmp_path), train_dataset=RegressionDataset()).train()
+    assert "'loss':" in capsys.readouterr().out  # transformers' PrinterCallback
+
+
+def test_save_model_state_and_metrics(tmp_path):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        __import__("hf_lightning").data.resolve_model_path("minilm"))
+    model = transformers.AutoModelForSequenceClassification.from_config(
+        transformers.AutoConfig.for_model(**TINY_BERT, num_labels=2))
+    trainer = Trainer(model=model, args=_args(tmp_path), processing_class=tokenizer)
+    trainer.save_model(str(tmp_path / "export"))
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "export")
+    torch.testing.assert_close(loaded.classifier.weight, model.classifier.weight)
+    assert (tmp_path / "export" / "tokenizer.json").exists() and (tmp_path / "export" / "training_args.bin").exists()
+    trainer.save_state()
+    assert json.loads((tmp_path / "trainer_state.json").read_text())["global_step"] == 0
+    trainer.save_metrics("eval", {"eval_loss": 1.5})
+    assert json.loads((tmp_path / "eval_results.json").read_text()) == {"eval_loss": 1.5}
+
+
+def test_callback_management_mirrors_transformers(tmp_path):
+    trainer = Trainer(model=RegressionModel(), args=_args(tmp_path))
+    names = lambda: [type(c).__name__ for c in trainer.callback_handler.callbacks]  # noqa: E731
+    assert "DefaultFlowCallback" in names() and "PrinterCallback" in names()
+    trainer.add_callback(transformers.EarlyStoppingCallback)
+    assert "EarlyStoppingCallback" in names()
+    popped = trainer.pop_callback(transformers.EarlyStoppingCallback)
+    assert isinstance(popped, transformers.EarlyStoppingCallback) and "EarlyStoppingCallback" not in names()
+    trainer.remove_callback(transformers.PrinterCallback)
+    assert "PrinterCallback" not in names()
+    assert trainer.is_world_process_zero()
+
+
+def test_legacy_tokenizer_argument_warns(tmp_path):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        __import__("hf_lightning").data.resolve_model_path("minilm"))
+    with pytest.warns(FutureWarning, match="processing_class"):
+        trainer = Trainer(model=RegressionModel(), args=_args(tmp_path), tokenizer=tokenizer)
+    assert trainer.processing_class is tokenizer
+
+
+def test_errors_come_before_training(tmp_path):
+    with pytest.raises(RuntimeError, match="model"):
+        Trainer(args=_args(tmp_path))
+    with pytest.raises(ValueError, match="push_to_hub"):
+        Trainer(model=RegressionModel(), args=_args(tmp_path, push_to_hub=True))
+    with pytest.raises(ValueError, match="train_dataset"):
+        Trainer(model=RegressionModel(), args=_args(tmp_path)).train()
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_accepts_a_transformers_training_arguments(tmp_path):
+    hf_args = transformers.TrainingArguments(str(tmp_path), max_steps=2, report_to=[], use_cpu=True,
+                                             save_strategy="no", per_device_train_batch_size=8)
+    out = Trainer(model=RegressionModel(), args=hf_args, train_dataset=RegressionDataset()).train()
+    assert out.global_step == 2 and out.training_loss > 0
