@@ -29,6 +29,7 @@ from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.facade import FacadeDataModule, FacadeModule, build_loggers
+from hf_lightning.modules.base import HFModule
 from hf_lightning.optim import build_optimizer, build_scheduler
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
@@ -133,8 +134,16 @@ class Trainer:
         self.callback_handler.remove_callback(callback)
 
     # ----------------------------------------------------------------------------------------------- building
+    #: The LightningModule class the facade trains (Seq2SeqTrainer uses the generating one).
+    module_class: type[FacadeModule] = FacadeModule
+
+    def _module_kwargs(self) -> dict[str, Any]:
+        # Seq2SeqTrainingArguments given to the plain Trainer: transformers ignores the generation fields, so do we.
+        accepted = set(inspect.signature(HFModule.__init__).parameters)
+        return {k: v for k, v in self.translated.module.items() if k in accepted}
+
     def _build_module(self) -> FacadeModule:
-        module = FacadeModule(self, model=self.model, **self.translated.module)
+        module = self.module_class(self, model=self.model, **self._module_kwargs())
         module.compute_loss_func = self.compute_loss_func
         module.compute_metrics = self.compute_metrics
         module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics

@@ -298,7 +298,9 @@ class HFDataModule(L.LightningDataModule):
         num_labels = getattr(config, "num_labels", None)
         if not isinstance(ds, datasets.Dataset) or "labels" not in ds.column_names or num_labels in (None, 1):
             return
-        if config.problem_type == "multi_label_classification" or not ds.features["labels"].dtype.startswith("int"):
+        feature = ds.features["labels"]  # only one integer class id per example is checked (not token labels)
+        if config.problem_type == "multi_label_classification" or not isinstance(feature, datasets.Value) \
+                or not feature.dtype.startswith("int"):
             return
         values = ds.unique("labels")
         bad = sorted(v for v in values if v != -100 and not 0 <= v < num_labels)

@@ -1,0 +1,81 @@
+"""hf_lightning.Seq2SeqTrainer beside transformers.Seq2SeqTrainer: training, generation in evaluate / predict."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+import transformers
+
+import hf_lightning
+from tests.parity.harness import max_rel_diff, strip_speed
+
+T5 = transformers.T5Config(vocab_size=40, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8,
+                           dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def _data(n: int, seed: int) -> datasets.Dataset:
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        source = torch.randint(2, 40, (int(torch.randint(3, 9, (1,), generator=gen)),), generator=gen).tolist()
+        rows.append({"input_ids": source + [1], "labels": source[::-1][:4] + [1]})  # learnable: reversed prefix
+    return datasets.Dataset.from_list(rows)
+
+
+def _collate(features: list[dict]) -> dict[str, torch.Tensor]:
+    def pad(key: str, value: int) -> torch.Tensor:
+        width = max(len(f[key]) for f in features)
+        return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features])
+
+    ids = pad("input_ids", 0)
+    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": pad("labels", -100)}
+
+
+def _exact(pred: transformers.EvalPrediction) -> dict[str, float]:
+    preds, labels = pred.predictions, pred.label_ids
+    return {"first_token": float((preds[:, 1] == labels[:, 0]).mean())}
+
+
+def _run(trainer_cls, args_cls, tmp_path):
+    args = args_cls(str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-2,
+                    report_to=[], use_cpu=True, save_strategy="no", logging_steps=2, disable_tqdm=True,
+                    eval_strategy="epoch", predict_with_generate=True, generation_max_length=6,
+                    per_device_eval_batch_size=4)
+    transformers.set_seed(args.seed)
+    trainer = trainer_cls(model=transformers.T5ForConditionalGeneration(T5), args=args, train_dataset=_data(16, 0),
+                          eval_dataset=_data(6, 1), data_collator=_collate, compute_metrics=_exact)
+    trainer.train()
+    metrics = trainer.evaluate(num_beams=2)
+    preds = trainer.predict(_data(5, 2), max_new_tokens=3)
+    return trainer, metrics, preds
+
+
+def _batch_losses(model: torch.nn.Module, ds: datasets.Dataset, size: int) -> tuple[list[float], list[int]]:
+    model.eval()
+    losses, sizes = [], []
+    for start in range(0, len(ds), size):
+        batch = _collate([ds[i] for i in range(start, min(start + size, len(ds)))])
+        with torch.no_grad():
+            losses.append(float(model(**batch).loss))
+        sizes.append(len(batch["labels"]))
+    return losses, sizes
+
+
+def test_seq2seq_trainer_matches_transformers(tmp_path):
+    hf, hf_metrics, hf_preds = _run(transformers.Seq2SeqTrainer, transformers.Seq2SeqTrainingArguments, tmp_path / "a")
+    ours, metrics, preds = _run(hf_lightning.Seq2SeqTrainer, hf_lightning.Seq2SeqTrainingArguments, tmp_path / "b")
+    assert max_rel_diff(ours.model.state_dict(), hf.model.state_dict()) < 1e-5
+    no_loss = lambda rows: [{k: v for k, v in r.items() if k != "eval_loss"} for r in strip_speed(rows)]  # noqa: E731
+    assert max_rel_diff(no_loss(ours.state.log_history), no_loss(hf.state.log_history)) < 1e-5
+    assert {k for k in metrics if "runtime" not in k and "per_second" not in k} == \
+        {k for k in hf_metrics if "runtime" not in k and "per_second" not in k}
+    assert metrics["eval_first_token"] == hf_metrics["eval_first_token"]
+    np.testing.assert_array_equal(preds.predictions, hf_preds.predictions)  # generated ids, padded alike
+    assert preds.predictions.shape == hf_preds.predictions.shape == (5, 20)  # padded to generation max_length
+    # eval_loss: hf_lightning weights each batch by its size (as transformers.Trainer does); transformers'
+    # Seq2SeqTrainer 5.23 counts the short last batch (2 of 6 samples, batch 4) as a full one.
+    losses, sizes = _batch_losses(ours.model, _data(6, 1), 4)
+    assert metrics["eval_loss"] == np.float64(np.average(losses, weights=sizes)).item() or \
+        abs(metrics["eval_loss"] - np.average(losses, weights=sizes)) < 1e-6
+    assert abs(hf_metrics["eval_loss"] - np.mean(losses)) < 1e-6
