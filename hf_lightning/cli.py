@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> Any:
         from hf_lightning.report import main as report_main
 
         return report_main(words[1:])
+    if words and words[0] == "hpo":
+        from hf_lightning.hpo import main as hpo_main
+
+        return hpo_main(words[1:])
     return HFLightningCLI(
         HFModule,
         HFDataModule,

@@ -269,6 +269,27 @@ class Trainer:
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return output
 
+    # ----------------------------------------------------------------------------------------------- search
+    def set_args(self, args: TrainingArguments) -> None:
+        """Replaces the arguments (and their translation), as a hyper-parameter trial does."""
+        self.args = ensure_args(args)
+        self.translated = translate(self.args)
+
+    def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
+                              compute_objective: Callable[[dict[str, float]], float] | None = None,
+                              n_trials: int = 20, direction: str | list[str] = "minimize", backend: str | None = None,
+                              hp_name: Callable[[Any], str] | None = None, **kwargs: Any) -> Any:
+        """transformers' ``hyperparameter_search`` with optuna: each trial re-runs ``model_init`` and ``train``
+        (output in ``output_dir/run-<trial>``), reports the objective at each evaluation and may be pruned.
+
+        Returns:
+            ``transformers.trainer_utils.BestRun`` (run_id, objective, hyperparameters).
+        """
+        from hf_lightning.hpo import hyperparameter_search
+
+        return hyperparameter_search(self, hp_space, compute_objective, n_trials, direction, backend, hp_name,
+                                     **kwargs)
+
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """HF's ``log``: adds epoch and step, appends to ``state.log_history``, calls ``on_log``."""

@@ -1,0 +1,132 @@
+"""Hyper-parameter search with optuna: ``Trainer.hyperparameter_search`` and ``python -m hf_lightning hpo``.
+
+Trials report their objective after every evaluation and are pruned by the study's pruner (as transformers'
+``_report_to_hp_search``). The default search space and objective are transformers' own
+(``default_hp_space_optuna``, ``default_compute_objective``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+from transformers import TrainerCallback, TrainerState
+from transformers.trainer_utils import BestRun, default_compute_objective, default_hp_space_optuna
+
+if TYPE_CHECKING:
+    from hf_lightning.trainer import Trainer
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError as err:
+        raise ImportError("Hyper-parameter search needs optuna: pip install 'hf_lightning[optuna]'.") from err
+    return optuna
+
+
+class _Reporter(TrainerCallback):
+    """Reports the objective of each evaluation to the trial; prunes when the study says so."""
+
+    def __init__(self, trial: Any, compute_objective: Callable[[dict[str, float]], float]) -> None:
+        self.trial = trial
+        self.compute_objective = compute_objective
+        self.objective: float | None = None
+
+    def on_evaluate(self, args: Any, state: TrainerState, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:
+        self.objective = self.compute_objective(dict(metrics or {}))
+        self.trial.report(self.objective, state.global_step)
+        if self.trial.should_prune():
+            raise _optuna().TrialPruned(f"pruned at step {state.global_step} (objective {self.objective})")
+
+
+def hyperparameter_search(
+    trainer: Trainer, hp_space: Callable[[Any], dict[str, Any]] | None = None,
+    compute_objective: Callable[[dict[str, float]], float] | None = None, n_trials: int = 20,
+    direction: str | list[str] = "minimize", backend: str | None = None,
+    hp_name: Callable[[Any], str] | None = None, **kwargs: Any,
+) -> BestRun:
+    """transformers' ``Trainer.hyperparameter_search`` on the optuna backend (see `Trainer.hyperparameter_search`)."""
+    if backend not in (None, "optuna"):
+        raise ValueError(f"backend='{backend}' is not supported: hf_lightning searches with optuna (backend='optuna').")
+    if trainer.model_init is None:
+        raise RuntimeError("To use hyperparameter search, you need to pass your model through a model_init function.")
+    optuna = _optuna()
+    hp_space = hp_space or default_hp_space_optuna
+    compute_objective = compute_objective or default_compute_objective
+    base_args = trainer.args
+
+    def objective(trial: Any) -> float:
+        params = hp_space(trial)
+        name = hp_name(trial) if hp_name is not None else str(trial.number)
+        trainer.set_args(dataclasses.replace(base_args, output_dir=os.path.join(base_args.output_dir, f"run-{name}"),
+                                             **params))
+        trainer.state = TrainerState(is_hyper_param_search=True, trial_name=name, trial_params=params)
+        reporter = _Reporter(trial, compute_objective)
+        trainer.add_callback(reporter)
+        try:
+            trainer.train(trial=trial)
+        finally:
+            trainer.remove_callback(reporter)
+        if reporter.objective is None:  # no evaluation during training
+            return compute_objective(trainer.evaluate())
+        return reporter.objective
+
+    timeout = kwargs.pop("timeout", None)
+    study = optuna.create_study(direction=direction, **kwargs)
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout)
+    finally:
+        trainer.set_args(base_args)
+    best = study.best_trial
+    return BestRun(str(best.number), best.value, best.params)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def _suggest(trial: Any, name: str, spec: str) -> Any:
+    """``float:LOW:HIGH``, ``log:LOW:HIGH``, ``int:LOW:HIGH`` or ``choice:A,B,C`` -> a trial suggestion."""
+    kind, _, rest = spec.partition(":")
+    if kind in ("float", "log"):
+        low, high = (float(v) for v in rest.split(":"))
+        return trial.suggest_float(name, low, high, log=kind == "log")
+    if kind == "int":
+        low, high = (int(v) for v in rest.split(":"))
+        return trial.suggest_int(name, low, high)
+    if kind == "choice":
+        return trial.suggest_categorical(name, rest.split(","))
+    raise ValueError(f"--param {name}={spec}: use float:LOW:HIGH, log:LOW:HIGH, int:LOW:HIGH or choice:A,B,C.")
+
+
+def main(argv: list[str] | None = None) -> BestRun:
+    """``python -m hf_lightning hpo --config X.yaml --param model.init_args.learning_rate=log:1e-5:1e-3 ...``."""
+    parser = argparse.ArgumentParser(prog="python -m hf_lightning hpo", description=__doc__)
+    parser.add_argument("--config", action="append", required=True, help="fit config(s), as for `fit`")
+    parser.add_argument("--param", action="append", required=True, help="DOTTED.FIELD=float|log|int:LOW:HIGH or choice:A,B")
+    parser.add_argument("--metric", default="eval_loss", help="evaluation metric to optimise (default eval_loss)")
+    parser.add_argument("--direction", default="minimize", choices=["minimize", "maximize"])
+    parser.add_argument("--n-trials", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42, help="seed of optuna's sampler")
+    known, overrides = parser.parse_known_args(argv)
+    optuna = _optuna()
+    from hf_lightning.cli import main as cli_main
+
+    space = dict(p.split("=", 1) for p in known.param)
+
+    def objective(trial: Any) -> float:
+        args = ["fit", *[a for c in known.config for a in ("--config", c)], "--export_dir", "none", *overrides]
+        for field_name, spec in space.items():
+            args += [f"--{field_name}", str(_suggest(trial, field_name, spec))]
+        cli = cli_main(args)
+        metrics = dict(getattr(cli.model, "eval_results", {}))
+        if known.metric not in metrics:
+            raise KeyError(f"--metric {known.metric} is not among the evaluation metrics {sorted(metrics)}.")
+        return metrics[known.metric]
+
+    study = optuna.create_study(direction=known.direction, sampler=optuna.samplers.TPESampler(seed=known.seed))
+    study.optimize(objective, n_trials=known.n_trials)
+    best = study.best_trial
+    print(f"best trial {best.number}: {known.metric}={best.value} with {best.params}")
+    return BestRun(str(best.number), best.value, best.params)
