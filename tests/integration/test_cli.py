@@ -81,3 +81,15 @@ def test_label_outside_num_labels_is_caught_before_training(tmp_path):
         main(["fit", "--config", TINY, "--data.init_args.dataset", "csv",
               "--data.init_args.data_files", json.dumps({"train": str(train), "validation": str(val)}),
               "--trainer.logger", "false", "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
+
+
+def test_any_torch_optimizer_by_class_path(tmp_path):
+    extra = tmp_path / "sgd.yaml"
+    extra.write_text("model:\n  init_args:\n    weight_decay: 0.1\n    optimizer:\n      class_path: torch.optim.SGD\n"
+                     "      init_args: {lr: 0.05, momentum: 0.9}\n")
+    cli = _run(tmp_path, "fit", "--config", str(extra), "--trainer.max_steps", "2", "--export_dir", "none")
+    optimizer = cli.trainer.optimizers[0]
+    assert type(optimizer).__name__ == "SGD"
+    groups = optimizer.param_groups
+    assert [g["initial_lr"] for g in groups] == [0.05, 0.05] and groups[0]["momentum"] == 0.9
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]  # HF's no-decay group for biases and norms
