@@ -77,3 +77,8 @@ class IterableRegression(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         return (self.data[i] for i in range(len(self.data)))
+
+
+def accuracy_metric(pred) -> dict[str, float]:
+    """An HF-style compute_metrics, importable by path from a config."""
+    return {"hf_accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}

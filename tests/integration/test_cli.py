@@ -93,3 +93,9 @@ def test_any_torch_optimizer_by_class_path(tmp_path):
     groups = optimizer.param_groups
     assert [g["initial_lr"] for g in groups] == [0.05, 0.05] and groups[0]["momentum"] == 0.9
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]  # HF's no-decay group for biases and norms
+
+
+def test_compute_metrics_by_import_path(tmp_path):
+    cli = _run(tmp_path, "validate", "--model.init_args.compute_metrics", "tests.helpers.tiny.accuracy_metric")
+    results = cli.model.eval_results
+    assert results["eval_hf_accuracy"] == pytest.approx(results["eval_accuracy"], abs=1e-9)  # same on 32 samples

@@ -1,0 +1,81 @@
+"""Two CPU processes (gloo) against one process with the same global batch, through both doors.
+
+HF-style door: `facade_job.py` under torchrun (fixtures in conftest.py). Lightning door: ``python -m hf_lightning fit``
+with ``configs/strategies/ddp.yaml`` stacked on a recipe, under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from tests.distributed.conftest import ROOT, run_job, torchrun
+from tests.helpers.tiny import RegressionDataset
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
+
+
+def test_facade_ddp_equals_one_process(facade_ddp, facade_single):
+    assert facade_ddp["world_size"] == 2 and facade_ddp["strategy"] == "DDPStrategy"
+    assert facade_single["world_size"] == 1
+    # Accumulation windows of 3, 3, 2 micro-batches and a last global batch of 4 samples (2 per rank): the label
+    # count of each window is summed over ranks, so the gradients equal the one-process ones.
+    assert facade_ddp["global_step"] == facade_single["global_step"] == 6
+    for name, value in facade_single["weights"].items():
+        assert facade_ddp["weights"][name] == pytest.approx(value, abs=1e-5)
+    assert facade_ddp["losses"] == pytest.approx(facade_single["losses"], rel=1e-5)
+    assert facade_ddp["train_loss"] == pytest.approx(facade_single["train_loss"], rel=1e-5)
+    assert facade_single["weights"]["a"] != 0.0  # it trained
+
+
+@pytest.mark.xfail(strict=True, reason="Trainer._max_steps counts batches of per_device_train_batch_size over the "
+                   "whole data set, not per rank: under 2 processes state.max_steps is 10 instead of 6 (training "
+                   "still stops after num_train_epochs). Fix: divide by per_device_train_batch_size * world size.")
+def test_facade_max_steps_counts_batches_per_rank(facade_ddp, facade_single):
+    assert facade_ddp["max_steps"] == facade_single["max_steps"]
+
+
+def test_evaluate_and_predict_gather_every_sample_once_in_order(facade_ddp, facade_single):
+    # 5 samples on 2 ranks: 3 + 2, no padded duplicate; metrics over exactly 5 samples.
+    assert facade_ddp["eval"]["eval_count"] == facade_ddp["test_count"] == 5
+    for key in ("eval_loss", "eval_mse"):
+        assert facade_ddp["eval"][key] == pytest.approx(facade_single["eval"][key], rel=1e-6)
+    expected_labels = RegressionDataset(5, seed=7).y
+    np.testing.assert_allclose(facade_ddp["label_ids"], expected_labels, rtol=0, atol=0)  # data set order
+    np.testing.assert_allclose(facade_ddp["predictions"], facade_single["predictions"], atol=1e-5)
+
+
+def test_checkpoint_and_exact_resume_under_ddp(facade_ddp):
+    # transformers' layout under DDP: one RNG file per rank; resuming inside epoch 0 reproduces the weights.
+    assert facade_ddp["rng_files"] == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert facade_ddp["resumed_step"] == facade_ddp["global_step"]
+    for name, value in facade_ddp["weights"].items():
+        assert facade_ddp["resumed_weights"][name] == pytest.approx(value, abs=1e-7)
+
+
+_TINY_BERT = json.dumps({"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+                         "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
+                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+
+
+def _cli_args(out, batch: int, devices: int, *recipes: str) -> list[str]:
+    configs = [w for recipe in ("tests/assets/tiny_cli.yaml", *recipes) for w in ("--config", str(ROOT / recipe))]
+    return ["fit", *configs, "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
+            "--data.init_args.batch_size", str(batch), "--model.init_args.model", _TINY_BERT, "--trainer.max_steps",
+            "3", "--trainer.logger", "false", "--trainer.default_root_dir", str(out), "--export_dir",
+            str(out / "export")]
+
+
+def test_cli_with_stacked_ddp_recipe_equals_one_process(tmp_path):
+    from hf_lightning.cli import main
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    run_job(torchrun("-m", "hf_lightning", *_cli_args(two, 4, 2, "configs/strategies/ddp.yaml")), tmp_path / "two.log")
+    cli = main(_cli_args(one, 8, 1))
+    assert cli.trainer.world_size == 1 and cli.trainer.global_step == 3
+    ddp, single = load_file(two / "export/model.safetensors"), load_file(one / "export/model.safetensors")
+    assert set(ddp) == set(single)
+    assert max(float((ddp[k] - single[k]).abs().max()) for k in ddp) < 1e-5
