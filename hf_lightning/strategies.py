@@ -26,6 +26,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.fabric.strategies.fsdp import _activation_checkpointing_kwargs
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy, Strategy
 from torch import nn
@@ -106,7 +107,7 @@ def fsdp_settings(fsdp_config: Mapping[str, Any] | None) -> dict[str, Any]:
     ``fsdp_`` prefixes are dropped and ``transformer_layer_cls_to_wrap`` becomes a list, as transformers does, so a
     yaml recipe can carry the same dict as ``TrainingArguments(fsdp_config=...)``.
     """
-    config = {k[5:] if k.startswith("fsdp_") else k: v for k, v in dict(fsdp_config or {}).items()}
+    config = {k.removeprefix("fsdp_"): v for k, v in dict(fsdp_config or {}).items()}
     version = int(config.get("version", 2))
     layers = config.get("transformer_layer_cls_to_wrap")
     policy = config.get("auto_wrap_policy", "TRANSFORMER_BASED_WRAP")
@@ -122,8 +123,10 @@ def fsdp_settings(fsdp_config: Mapping[str, Any] | None) -> dict[str, Any]:
     }
     if out["state_dict_type"] not in _STATE_DICT:
         raise ValueError(f"fsdp_config['state_dict_type']={out['state_dict_type']!r}: choose one of {list(_STATE_DICT)}.")
-    if version == 2:
-        out["reshard_after_forward"] = _flag(config.get("reshard_after_forward", True))
+    if version == 2:  # a bool; the FSDP1 names of the two strategies FSDP2 has are accepted too
+        reshard = config.get("reshard_after_forward", True)
+        out["reshard_after_forward"] = {"full_shard": True, "shard_grad_op": False}.get(str(reshard).lower(),
+                                                                                       _flag(reshard))
         return out
     prefetch = str(config.get("backward_prefetch", "NO_PREFETCH")).upper()
     if prefetch not in ("BACKWARD_PRE", "BACKWARD_POST", "NO_PREFETCH"):
@@ -183,10 +186,13 @@ class HFFSDPStrategy(FSDPStrategy):
 
     Args:
         fsdp_config: transformers' ``fsdp_config`` dict (read by `fsdp_settings`).
-        **kwargs: Further ``FSDPStrategy`` keywords (``process_group_backend``, ``timeout``...).
+        process_group_backend: ``ddp_backend`` (default: nccl on CUDA).
+        timeout: ``ddp_timeout`` of the process group.
+        **kwargs: Further ``FSDPStrategy`` keywords.
     """
 
-    def __init__(self, fsdp_config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, fsdp_config: dict[str, Any] | None = None, process_group_backend: str | None = None,
+                 timeout: timedelta | None = default_pg_timeout, **kwargs: Any) -> None:
         from torch.distributed.fsdp import BackwardPrefetch, ShardingStrategy
 
         settings = _versioned(fsdp_config, 1)
@@ -200,7 +206,7 @@ class HFFSDPStrategy(FSDPStrategy):
         extra["sync_module_states"] = extra["sync_module_states"] or settings["cpu_ram_efficient_loading"]
         super().__init__(cpu_offload=settings["cpu_offload"], state_dict_type=_STATE_DICT[settings["state_dict_type"]],
                          backward_prefetch=None if prefetch == "NO_PREFETCH" else BackwardPrefetch[prefetch],
-                         **{**extra, **kwargs})
+                         process_group_backend=process_group_backend, timeout=timeout, **{**extra, **kwargs})
         # Set after construction: FSDPStrategy checks hybrid sharding against a wrap policy that setup() resolves.
         self.sharding_strategy = ShardingStrategy[sharding]
         self.fsdp_settings = settings
@@ -228,15 +234,27 @@ class HFFSDPStrategy(FSDPStrategy):
             raise ValueError("fsdp_config: hybrid sharding needs a wrap policy; keep auto_wrap_policy="
                              "'TRANSFORMER_BASED_WRAP' with layer classes, or SIZE_BASED_WRAP with min_num_params > 0.")
 
+    def setup_environment(self) -> None:
+        if self.root_device.type == "cpu":  # torch's FSDP1 refuses CPU too, later and less plainly
+            raise ValueError("fsdp_config version 1 (FSDP1) runs on CUDA only; on CPU use FSDP2: drop the version key "
+                             "(transformers' default) or use HFFSDP2Strategy.")
+        super().setup_environment()
+
     def setup(self, trainer: L.Trainer) -> None:
         self.apply_fsdp_config(self.lightning_module)
         super().setup(trainer)
 
 
 def shard_fsdp2(module: nn.Module, mesh: Any, settings: Mapping[str, Any]) -> None:
-    """``fully_shard`` each selected layer (children first), then the root; activation checkpointing first."""
+    """``fully_shard`` each selected layer (children first), then the root; activation checkpointing first.
+
+    The root is the module's ``.model`` (an HFModule's transformers model) when it has one: FSDP2 gathers the root's
+    own parameters in a forward hook, and the training step calls ``.model``, not the LightningModule.
+    """
     from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, OffloadPolicy, fully_shard
 
+    inner = getattr(module, "model", None)
+    module = inner if isinstance(inner, nn.Module) else module
     if isinstance(module, FSDPModule):
         return  # already sharded (e.g. evaluated again after fit)
     check = _wrap_check(module, settings)
@@ -265,14 +283,20 @@ class HFFSDP2Strategy(ModelParallelStrategy):
         fsdp_config: transformers' ``fsdp_config`` dict (``version`` 2; read by `fsdp_settings`).
         data_parallel_size: Processes sharing one shard group ("auto": world size / tensor_parallel_size).
         tensor_parallel_size: Tensor-parallel group size (your ``configure_model`` must apply tensor parallelism).
-        **kwargs: Further ``ModelParallelStrategy`` keywords (``process_group_backend``, ``timeout``).
+        save_distributed_checkpoint: Override ``state_dict_type`` (True: sharded Lightning checkpoints).
+        process_group_backend: ``ddp_backend`` (default: gloo on CPU, nccl on CUDA).
+        timeout: ``ddp_timeout`` of the process group.
     """
 
     def __init__(self, fsdp_config: dict[str, Any] | None = None, data_parallel_size: int | str = "auto",
-                 tensor_parallel_size: int = 1, **kwargs: Any) -> None:
+                 tensor_parallel_size: int = 1, save_distributed_checkpoint: bool | None = None,
+                 process_group_backend: str | None = None, timeout: timedelta | None = default_pg_timeout) -> None:
         settings = _versioned(fsdp_config, 2)
-        kwargs.setdefault("save_distributed_checkpoint", settings["state_dict_type"] == "SHARDED_STATE_DICT")
-        super().__init__(data_parallel_size=data_parallel_size, tensor_parallel_size=tensor_parallel_size, **kwargs)
+        if save_distributed_checkpoint is None:
+            save_distributed_checkpoint = settings["state_dict_type"] == "SHARDED_STATE_DICT"
+        super().__init__(data_parallel_size=data_parallel_size, tensor_parallel_size=tensor_parallel_size,
+                         save_distributed_checkpoint=save_distributed_checkpoint,
+                         process_group_backend=process_group_backend, timeout=timeout)
         self.fsdp_settings = settings
 
     def setup_environment(self) -> None:
@@ -305,6 +329,7 @@ def deepspeed_config(args: Any, model: nn.Module | None = None, num_training_ste
     hf_config.trainer_config_finalize(args, model, num_training_steps)
     config = copy.deepcopy(hf_config.config)
     config.pop("gradient_accumulation_steps", None)
+    config.setdefault("train_micro_batch_size_per_gpu", args.per_device_train_batch_size)  # not guessed from data
     if inference:  # as transformers' deepspeed_init(inference=True)
         config.pop("optimizer", None)
         config.pop("scheduler", None)
@@ -319,20 +344,24 @@ class HFDeepSpeedStrategy(DeepSpeedStrategy):
     - The engine clips; `grad_norm` holds its pre-clip norm, filled after each step.
     - A config with an ``optimizer`` but no ``scheduler`` gets the module's scheduler on DeepSpeed's optimizer, as
       transformers does; without ``gradient_clipping`` the module's ``max_grad_norm`` is used.
+
+    Args:
+        config: The DeepSpeed config (a dict or a JSON path); "auto" values must be filled (`deepspeed_config`).
+        **kwargs: Further ``DeepSpeedStrategy`` keywords.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: dict[str, Any] | str | None = None, **kwargs: Any) -> None:
+        super().__init__(config=config, **kwargs)
+        auto = sorted(_auto_keys(self.config or {}))
+        if auto:
+            raise ValueError(f"DeepSpeed config keys {auto} are 'auto': only TrainingArguments can fill them (the "
+                             "HF-style Trainer does); with the Lightning CLI write the values into the config.")
         self.grad_norm = torch.full((), float("nan"))
 
     def setup(self, trainer: L.Trainer) -> None:
         module = self.lightning_module
         if "gradient_clipping" not in self.config and getattr(module, "max_grad_norm", None) is not None:
             self.config["gradient_clipping"] = float(module.max_grad_norm)
-        auto = sorted(_auto_keys(self.config))
-        if auto:
-            raise ValueError(f"DeepSpeed config keys {auto} are 'auto': only TrainingArguments can fill them (the "
-                             "HF-style Trainer); with the Lightning CLI write the values into the config.")
         super().setup(trainer)
 
     def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -495,10 +524,20 @@ def clip_grad_norm(module: L.LightningModule, optimizer: torch.optim.Optimizer, 
     engine's norm after that step (read it after ``optimizer.step``, as the logging does).
     """
     strategy = module._trainer.strategy if module._trainer is not None else None
-    for cls in type(strategy).__mro__:
-        if cls in _CLIPPERS:
-            return _CLIPPERS[cls](module, max_norm)
-    return _clip_local(module, max_norm)
+    return clipper_for(strategy)(module, max_norm)
+
+
+def clipper_for(strategy: Strategy | None) -> Callable[[L.LightningModule, float], torch.Tensor]:
+    """The clipping function of a strategy: the most derived class registered in `_CLIPPERS`, else `_clip_local`."""
+    return next((_CLIPPERS[cls] for cls in type(strategy).__mro__ if cls in _CLIPPERS), _clip_local)
+
+
+def forward_is_collective(strategy: Strategy) -> bool:
+    """Whether each forward pass gathers sharded parameters across ranks (FSDP, FSDP2, DeepSpeed ZeRO-3), so every
+    rank must run the same number of forwards (evaluation evens out ranks with fewer batches)."""
+    if isinstance(strategy, DeepSpeedStrategy):
+        return bool(strategy.zero_stage_3)
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
 
 
 def scaler_state(trainer: L.Trainer) -> dict[str, Any] | None:

@@ -169,7 +169,9 @@ class Trainer:
             if "get_train_dataloader" in self.overridden:
                 batches = len(self.get_train_dataloader())
             else:
-                n, size = len(self.train_dataset), args.per_device_train_batch_size
+                # per rank: the global batch of per_device x WORLD_SIZE samples (HFBatchSampler's global batches)
+                n = len(self.train_dataset)
+                size = args.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
                 batches = n // size if args.dataloader_drop_last else math.ceil(n / size)
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None

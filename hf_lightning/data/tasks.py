@@ -139,15 +139,21 @@ class TokenClassificationDataModule(HFDataModule):
         b_to_i = b_to_i_labels(names) if names and self.label_all_tokens else None
         max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
 
+        def tag_ids(row: list[Any]) -> list[int]:
+            if not string_tags:
+                return row
+            unknown = sorted(set(row) - set(label2id))
+            if unknown:
+                raise ValueError(f"The {split} split has tags {unknown} that the train split lacks ({names}); "
+                                 "use the same tag set in every split.")
+            return [label2id[t] for t in row]
+
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             out = tokenizer(batch[words], is_split_into_words=True, truncation=True, max_length=max_length,
                             padding="max_length" if self.padding == "max_length" else False)
             if tags is not None:
-                out["labels"] = [
-                    align_labels_with_tokens(out.word_ids(i), [label2id[t] for t in row] if string_tags else row,
-                                             self.label_all_tokens, b_to_i)
-                    for i, row in enumerate(batch[tags])
-                ]
+                out["labels"] = [align_labels_with_tokens(out.word_ids(i), tag_ids(row), self.label_all_tokens, b_to_i)
+                                 for i, row in enumerate(batch[tags])]
             return out
 
         drop = [c for c in (words, tags) if c is not None]

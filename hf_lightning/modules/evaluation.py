@@ -6,22 +6,26 @@
 - keys carry the prefix (``eval_``, ``test_``), plus ``*_runtime`` / ``*_samples_per_second`` / ``*_steps_per_second``.
 - with several processes each rank evaluates a contiguous block of the data set (no padded duplicates); predictions,
   labels, inputs and losses are gathered across ranks in rank order (`gather_across_ranks`), so metrics see every
-  sample exactly once and predictions come back in data set order.
+  sample exactly once and predictions come back in data set order. Under strategies whose forward gathers sharded
+  parameters (FSDP, FSDP2, DeepSpeed ZeRO-3) a rank with fewer batches runs extra forwards (outputs unused) after its
+  last batch, so every rank joins as many collectives.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from transformers import EvalPrediction
 from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_numpify
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from hf_lightning.metrics import build_metrics, metric_inputs
 
@@ -107,6 +111,10 @@ class _StageState:
         self.losses: Any = None
         self.metric_updates = 0
         self.start = time.time()
+        # Sharded parameters are gathered in every forward: a rank with fewer batches adds forwards (outputs unused)
+        # after its last batch so that every rank runs as many (`extra_forwards` of them, after `batches` batches).
+        self.batches = 0
+        self.extra_forwards = 0
 
 
 class EvaluationMixin:
@@ -182,6 +190,8 @@ class EvaluationMixin:
         loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
         state.num_steps += 1
         state.num_samples += size
+        if state.extra_forwards and state.num_steps == state.batches:
+            self._even_out_forwards(state, inputs)
         if loss is not None:
             weighted = loss.double() * size if loss.device.type != "mps" else loss.float() * size  # HF: mean repeated per sample
             state.loss_sum = weighted if state.loss_sum is None else state.loss_sum + weighted
@@ -196,6 +206,12 @@ class EvaluationMixin:
         if self.compute_metrics is not None or stage == "predict":
             self._collect(state, logits, labels, inputs, loss, size)
         return loss, logits, labels
+
+    def _even_out_forwards(self, state: _StageState, inputs: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for _ in range(state.extra_forwards):
+                self.model(**inputs)
+        state.extra_forwards = 0
 
     def _collect(self, state: _StageState, logits: Any, labels: Any, inputs: dict[str, Any], loss: Any,
                  size: int) -> None:
@@ -235,7 +251,7 @@ class EvaluationMixin:
         return self._eval_step(batch)[0]
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        loss, logits, labels = self._eval_step(batch)
+        _, logits, _ = self._eval_step(batch)
         return logits
 
     # ----------------------------------------------------------------------------------------------- epoch end
@@ -298,7 +314,23 @@ class EvaluationMixin:
                 "of batches, so per-batch results cannot be combined. Set batch_eval_metrics=False (compute_metrics "
                 "then sees every sample, gathered across ranks) or use torchmetrics `metrics`, which sync across ranks."
             )
-        self._stage = _StageState()
+        self._stage = state = _StageState()
+        from hf_lightning.strategies import forward_is_collective
+
+        if self.trainer.world_size > 1 and forward_is_collective(self.trainer.strategy):
+            state.batches = self._stage_batches()
+            most = self.trainer.strategy.reduce(torch.tensor(float(state.batches), device=self.device), reduce_op="max")
+            state.extra_forwards = int(most) - state.batches
+
+    def _stage_batches(self) -> int:
+        trainer = self.trainer
+        counts = trainer.num_test_batches if trainer.testing else \
+            trainer.num_predict_batches if trainer.predicting else trainer.num_val_batches
+        total = sum(counts)
+        if not math.isfinite(total):
+            raise ValueError("Evaluating a data set of unknown length with sharded parameters (FSDP, DeepSpeed ZeRO-3) "
+                             "on several processes: give the evaluation data set a length, so ranks can agree.")
+        return int(total)
 
     def on_validation_epoch_start(self) -> None:
         self._start_stage()

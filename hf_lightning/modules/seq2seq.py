@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torchmetrics
 from transformers import GenerationConfig, Seq2SeqTrainer
+from transformers.distributed.fsdp import is_fsdp_managed_module
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from hf_lightning.modules.base import HFModule
 
@@ -106,6 +108,8 @@ class Seq2SeqModule(HFModule):
         for key in ("num_beams", "max_length"):
             if key in gen_kwargs and gen_kwargs[key] is None:
                 gen_kwargs.pop(key)
+        # Sharded weights: every rank must keep stepping generate until all are done (Seq2SeqTrainer's default).
+        gen_kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self.model))
         has_labels = "labels" in inputs
         generation_inputs = dict(inputs)
         # decoder_input_ids made from the labels by the collator would make generate continue them: drop them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -45,24 +46,25 @@ def run_job(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Non
     """Runs one launcher command to completion (bounded), failing with the log's tail."""
     with open(log, "w") as out:
         proc = subprocess.run(cmd, cwd=ROOT, env=env or job_env(), stdout=out, stderr=subprocess.STDOUT,
-                              timeout=JOB_TIMEOUT)
+                              timeout=JOB_TIMEOUT, check=False)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd[:6])}... exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
 
 
 def run_nodes(cmds: list[list[str]], envs: list[dict[str, str]], log_dir: Path) -> None:
     """Starts one process per "node" at once and waits for all (bounded); kills the others if one fails."""
-    procs = []
-    for i, (cmd, env) in enumerate(zip(cmds, envs)):
-        out = open(log_dir / f"node{i}.log", "w")
-        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT), out))
-    try:
-        codes = [proc.wait(timeout=JOB_TIMEOUT) for proc, _ in procs]
-    finally:
-        for proc, out in procs:
-            if proc.poll() is None:
-                proc.kill()
-            out.close()
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for i, (cmd, env) in enumerate(zip(cmds, envs)):
+            out = stack.enter_context(open(log_dir / f"node{i}.log", "w"))
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        try:
+            codes = [proc.wait(timeout=JOB_TIMEOUT) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     if any(codes):
         tails = "\n".join((log_dir / f"node{i}.log").read_text()[-2000:] for i in range(len(procs)))
         pytest.fail(f"node exit codes {codes}:\n{tails}")

@@ -1,7 +1,10 @@
 """The HF-style door under torchrun: train, evaluate, predict, checkpoint and resume; rank 0 writes the results.
 
     python -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port P \
-        tests/distributed/facade_job.py OUT_DIR PER_DEVICE_BATCH
+        tests/distributed/facade_job.py OUT_DIR PER_DEVICE_BATCH [fsdp]
+
+With ``fsdp`` a tiny BERT trains with ``TrainingArguments(fsdp="full_shard auto_wrap")`` (FSDP2) and is evaluated on
+7 samples (4 + 3 on two ranks: ranks run different numbers of batches).
 
 or as two one-process "nodes" under srun's environment (``SLURM_PROCID``, ``SLURM_NNODES``, ...). The tests also
 call `run` in their own process (one rank, twice the per-device batch: the same global batch).
@@ -19,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.helpers.tiny import RegressionDataset, RegressionModel  # noqa: E402
+from tests.helpers.tiny import RegressionDataset, RegressionModel
 
 TRAIN_SAMPLES = 60  # 60 / (8 per global batch): a short last batch, split 2 + 2 across two ranks
 EVAL_SAMPLES = 5  # two ranks: 3 + 2 samples, nothing padded
@@ -120,10 +123,40 @@ def run(out_dir: str, per_device_batch: int) -> dict:
     return result
 
 
+def run_fsdp(out_dir: str, per_device_batch: int, fsdp: bool) -> dict:
+    """Tiny BERT through the HF-style Trainer, with FSDP2 when ``fsdp``; checkpoint, evaluate and predict 7 samples."""
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+
+    import hf_lightning
+    from tests.distributed.lightning_job import BERT, _bert_data
+
+    args = hf_lightning.TrainingArguments(
+        out_dir, per_device_train_batch_size=per_device_batch, per_device_eval_batch_size=3, num_train_epochs=1,
+        learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="steps", save_steps=4,
+        logging_steps=1, **({"fsdp": "full_shard auto_wrap"} if fsdp else {}))
+    transformers.set_seed(0)
+    data = _bert_data()
+    trainer = hf_lightning.Trainer(model=BertForSequenceClassification(BertConfig(**BERT)), args=args,
+                                   train_dataset=data, compute_metrics=_accuracy)
+    output = trainer.train()
+    metrics = trainer.evaluate(data.select(range(7)))
+    prediction = trainer.predict(data.select(range(7)))
+    return {"strategy": type(trainer.pl_trainer.strategy).__name__, "train_loss": output.training_loss,
+            "eval": {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))},
+            "predictions": np.asarray(prediction.predictions).tolist(),
+            "checkpoint_files": sorted(os.listdir(os.path.join(out_dir, "checkpoint-4")))}
+
+
+def _accuracy(pred) -> dict[str, float]:
+    hits = np.argmax(pred.predictions, -1) == pred.label_ids
+    return {"count": float(len(pred.label_ids)), "accuracy": float(hits.mean())}
+
+
 if __name__ == "__main__":
     out, batch = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(1)
-    data = run(out, batch)
+    data = run_fsdp(out, batch, True) if sys.argv[3:] == ["fsdp"] else run(out, batch)
     if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
         if "gather" in data:
             with open(os.path.join(out, "gather.pkl"), "wb") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.distributed.conftest import HERE, read_result, run_job, torchrun
@@ -37,3 +38,19 @@ def test_fsdp2_sharded_checkpoint_resumes_exactly(fsdp2):
     assert [f for f in fsdp2["checkpoint_files"] if f.endswith(".distcp")] == ["__0_0.distcp", "__1_0.distcp"]
     assert fsdp2["interrupted_step"] == 8 and fsdp2["resumed_step"] == 16
     assert _max_abs_diff(fsdp2["resumed_weights"], fsdp2["weights"]) == 0.0
+
+
+def test_hf_style_trainer_with_fsdp_equals_one_process(tmp_path):
+    """TrainingArguments(fsdp=...) under torchrun: transformers' checkpoint layout, and an evaluation of 7 samples
+    where the ranks run 2 and 1 batches (sharded parameters are gathered in every forward: the ranks are evened out)."""
+    from tests.distributed.facade_job import run_fsdp
+
+    run_job(torchrun(str(HERE / "facade_job.py"), str(tmp_path / "two"), "2", "fsdp"), tmp_path / "two.log")
+    sharded, single = read_result(tmp_path / "two"), run_fsdp(str(tmp_path / "one"), 4, fsdp=False)
+    assert sharded["strategy"] == "HFFSDP2Strategy" and single["strategy"] == "SingleDeviceStrategy"
+    assert sharded["train_loss"] == pytest.approx(single["train_loss"], rel=1e-6)
+    assert sharded["eval"]["eval_count"] == 7
+    assert sharded["eval"] == pytest.approx(single["eval"], rel=1e-6)
+    np.testing.assert_allclose(sharded["predictions"], single["predictions"], atol=1e-6)
+    assert {"model.safetensors", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= set(
+        sharded["checkpoint_files"])

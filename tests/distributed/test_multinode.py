@@ -11,17 +11,29 @@ from tests.distributed.conftest import HERE, free_port, job_env, read_result, ru
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 
 
-def test_two_slurm_nodes_equal_ddp_on_one_node(facade_ddp, tmp_path):
-    port, nodes = str(free_port()), 2
+@pytest.fixture(scope="module")
+def slurm_nodes(tmp_path_factory) -> dict:
+    out, port, nodes = tmp_path_factory.mktemp("slurm"), str(free_port()), 2
     envs = [job_env(SLURM_NTASKS=str(nodes), SLURM_NNODES=str(nodes), SLURM_NTASKS_PER_NODE="1",
                     SLURM_PROCID=str(rank), SLURM_NODEID=str(rank), SLURM_LOCALID="0", SLURM_JOB_NAME="hfl-test",
                     SLURM_JOB_ID="4242", SLURM_NODELIST="localhost", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
             for rank in range(nodes)]
-    cmd = [sys.executable, str(HERE / "facade_job.py"), str(tmp_path), "4"]
-    run_nodes([cmd] * nodes, envs, tmp_path)
-    result = read_result(tmp_path)
+    run_nodes([[sys.executable, str(HERE / "facade_job.py"), str(out), "4"]] * nodes, envs, out)
+    return read_result(out)
+
+
+def test_two_slurm_nodes_equal_ddp_on_one_node(slurm_nodes, facade_ddp):
+    result = slurm_nodes
     assert (result["cluster"], result["num_nodes"], result["world_size"]) == ("SLURMEnvironment", 2, 2)
+    assert result["global_step"] == facade_ddp["global_step"]
     assert result["weights"] == pytest.approx(facade_ddp["weights"], abs=1e-6)
     assert result["resumed_weights"] == pytest.approx(facade_ddp["resumed_weights"], abs=1e-6)
     assert result["predictions"] == pytest.approx(facade_ddp["predictions"], abs=1e-6)
     assert result["eval"]["eval_count"] == 5
+
+
+@pytest.mark.xfail(strict=True, reason="Trainer._max_steps reads the world size from WORLD_SIZE, which srun does not "
+                   "set (torchrun does): under srun state.max_steps is 10 instead of 6. Fix: take the world size from "
+                   "hf_lightning.strategies.launch_layout() (devices x num_nodes).")
+def test_two_slurm_nodes_count_max_steps_per_rank(slurm_nodes, facade_ddp):
+    assert slurm_nodes["max_steps"] == facade_ddp["max_steps"] == 6

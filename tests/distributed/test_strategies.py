@@ -80,12 +80,12 @@ def test_accelerator_config_values_that_change_results_raise():
 
 # ----------------------------------------------------------------------------------------------- FSDP
 _FSDP_CASES = [
-    dict(fsdp="full_shard auto_wrap offload", fsdp_config={"transformer_layer_cls_to_wrap": "BertLayer"}),
-    dict(fsdp="shard_grad_op"),
-    dict(fsdp=True, fsdp_config={"auto_wrap_policy": "SIZE_BASED_WRAP", "min_num_params": 1000,
-                                 "activation_checkpointing": True, "state_dict_type": "SHARDED_STATE_DICT"}),
-    dict(fsdp="hybrid_shard", fsdp_config={"version": 1, "backward_prefetch": "backward_pre",
-                                           "forward_prefetch": "true", "limit_all_gathers": True}),
+    {"fsdp": "full_shard auto_wrap offload", "fsdp_config": {"transformer_layer_cls_to_wrap": "BertLayer"}},
+    {"fsdp": "shard_grad_op"},
+    {"fsdp": True, "fsdp_config": {"auto_wrap_policy": "SIZE_BASED_WRAP", "min_num_params": 1000,
+                                   "activation_checkpointing": True, "state_dict_type": "SHARDED_STATE_DICT"}},
+    {"fsdp": "hybrid_shard", "fsdp_config": {"version": 1, "backward_prefetch": "backward_pre",
+                                             "forward_prefetch": "true", "limit_all_gathers": True}},
 ]
 
 
@@ -244,6 +244,16 @@ def test_clipping_follows_the_strategy_type():
     assert S.clipper_for(S.HFFSDPStrategy()) is S._clip_fsdp1
     assert S.clipper_for(DDPStrategy()) is S._clip_local and S.clipper_for(None) is S._clip_local
     assert S.clipper_for(S.HFFSDP2Strategy()) is S._clip_local  # DTensor gradients: torch's norm, made whole
+
+
+def test_which_strategies_gather_parameters_in_each_forward():
+    assert S.forward_is_collective(S.HFFSDP2Strategy()) and S.forward_is_collective(S.HFFSDPStrategy())
+    assert not S.forward_is_collective(DDPStrategy())
+
+
+def test_deepspeed_stage_3_gathers_parameters_in_each_forward(deepspeed):
+    assert S.forward_is_collective(S.HFDeepSpeedStrategy(config={"zero_optimization": {"stage": 3}}))
+    assert not S.forward_is_collective(S.HFDeepSpeedStrategy(config=TUTORIAL))
 
 
 def test_local_clipping_is_torchs_clip_grad_norm():

@@ -1,0 +1,192 @@
+"""Benchmarks: the same training and evaluation through a raw PyTorch loop, transformers.Trainer, plain Lightning and
+hf_lightning's two doors.
+
+    python scripts/bench.py --update-docs        # the full run; writes docs/benchmarks.md and docs/benchmarks.png
+    python scripts/bench.py --quick              # CI-sized: workload tiny, 1 round, a few steps
+    python scripts/bench.py --workloads text --rounds 2
+
+Every run is a fresh subprocess (``--child``), so start-up, imports and peak memory are each door's own. Within a
+workload the runs go round-robin (A B C D E, then B C D E A, ...) for several rounds; every ratio is taken
+between runs of the same round (the machine's load changes between rounds), and the tables show the median over
+rounds. Per-step and start-up comparisons use each process's CPU time (each run has one torch thread): on cores shared
+with other jobs, wall time also counts the time a process waited for a core. Results: ``runs/bench/results.json`` (every run), ``runs/bench/results.md`` (the tables, also printed);
+``--update-docs`` writes the tables into docs/benchmarks.md and the plot (scripts/plot_bench.py) into
+docs/benchmarks.png.
+
+The five runs train the same model on the same data with the same seed, sample order (``torch.randperm(n,
+generator=manual_seed(seed + epoch))``, transformers' order), AdamW (fused, transformers' decay groups), linear
+schedule, clipping at 1.0 and fp32; the parity column is the largest difference of a per-step loss from the raw loop's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper package scripts/bench/
+
+from bench.report import render_markdown, summarise  # noqa: E402 - light (stdlib only)
+from bench.workloads import WORKLOADS, run_spec  # noqa: E402
+
+DEFAULT_OUT = ROOT / "runs" / "bench"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin (written by scripts/bench.py --update-docs) -->", "<!-- bench:end -->"
+
+
+def _child(spec_path: str) -> None:
+    """Runs one measurement in this (fresh) process and writes its JSON result."""
+    for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                       "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():
+        os.environ.setdefault(key, value)
+    spec = json.loads(Path(spec_path).read_text())
+    load_start = os.getloadavg()[0]
+    child_start = time.time()
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from bench import common
+
+    from bench.evaluate import measure
+    from bench.train import RUNNERS
+
+    out = RUNNERS[spec["runner"]](spec)
+    rec = out["recorder"]
+    result = {"first_step_wall": rec.first_step, "first_step_cpu": rec.first_step_cpu,
+              "first_step_perf": rec.first_step_perf, "step_ends": rec.step_ends, "cpu_ends": rec.cpu_ends,
+              "losses": rec.step_losses(), "batches": list(out["collator"].batches)}
+    if "evaluate" in out:  # after training: the door's own evaluate / predict on the trained model
+        result.update(measure(spec, out))
+    result.update(spec=spec, child_start=child_start, rss_mb=common.peak_rss_mb(), load_start=load_start,
+                  load_end=common.load_average(), threads=torch.get_num_threads(), end_wall=time.time())
+    Path(spec["out"]).write_text(json.dumps(result))
+
+
+def _spawn(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hfl-bench-") as tmp:
+        spec = {**spec, "workdir": tmp, "out": os.path.join(tmp, "result.json")}
+        spec_path = os.path.join(tmp, "spec.json")
+        with open(log_path, "w") as log:
+            spec["t_spawn"] = time.time()  # start-up is measured from here to the first optimizer step
+            Path(spec_path).write_text(json.dumps(spec))
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec_path],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        if proc.returncode != 0:
+            tail = log_path.read_text()[-4000:]
+            raise RuntimeError(f"{spec['workload']} / {spec['variant']} failed (exit {proc.returncode}):\n{tail}")
+        return json.loads(Path(spec["out"]).read_text())
+
+
+def run_all(workloads: list[str], rounds: int | None, quick: bool, threads: int, out_dir: Path) -> dict[str, Any]:
+    """Every workload's variants, interleaved and rotated over the rounds; returns every run's raw result."""
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name in workloads:
+        variants = WORKLOADS[name].variants
+        runs[name] = []
+        n_rounds = rounds or (1 if quick else WORKLOADS[name].rounds)
+        for r in range(n_rounds):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            per_round: dict[str, Any] = {}
+            for variant in order:
+                spec = run_spec(name, variant, quick, threads)
+                started = time.time()
+                result = _spawn(spec, logs / f"{name}-r{r}-{variant}.log")
+                print(f"[{name} round {r + 1}/{n_rounds}] {variant:<16} {time.time() - started:6.1f}s "
+                      f"(load {result['load_start']:.1f})", flush=True)
+                per_round[variant] = result
+            runs[name].append(per_round)
+    return runs
+
+
+def update_docs(markdown: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{BEGIN}\n{markdown.strip()}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized: workload (a), 1 round, a few steps.")
+    parser.add_argument("--workloads", default=None,
+                        help=f"Comma-separated subset of {','.join(WORKLOADS)} (default: all; --quick: tiny).")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="Rounds of interleaved runs (default: the workload's, 3 or 2; --quick: 1).")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run. 1 by default: on cores shared with other jobs, a parallel region "
+                             "waits for its slowest thread, and a descheduled one stalls whole steps.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Folder of results.json / results.md / logs.")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="Write the tables into docs/benchmarks.md and the plot into docs/benchmarks.png.")
+    parser.add_argument("--from-results", type=Path, default=None,
+                        help="Render (and with --update-docs publish) a saved results.json instead of running.")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child)
+        return 0
+    if args.from_results:
+        return _publish(json.loads(args.from_results.read_text()), args.from_results, args.update_docs)
+    names = args.workloads.split(",") if args.workloads else (["tiny"] if args.quick else list(WORKLOADS))
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {list(WORKLOADS)}")
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    meta = {"command": command.strip(), "quick": args.quick, "threads": args.threads, "cpus": os.cpu_count(),
+            "python": sys.version.split()[0], "platform": sys.platform, "date": time.strftime("%Y-%m-%d %H:%M"),
+            **_versions()}
+    started = time.time()
+    runs = run_all(names, args.rounds, args.quick, args.threads, args.out)
+    meta.update(wall_s=time.time() - started, rounds={n: len(r) for n, r in runs.items()})
+    summary = summarise(runs)
+    results = {"meta": meta, "summary": summary, "runs": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    return _publish(results, args.out / "results.json", args.update_docs)
+
+
+def _publish(results: dict[str, Any], path: Path, docs: bool) -> int:
+    markdown = render_markdown(results)
+    path.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    if docs:
+        update_docs(markdown)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_bench.py"), str(path),
+                        str(ROOT / "docs" / "benchmarks.png")], check=True)
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    """Library versions, and the hf_lightning commit with the files that differed from it when the run started."""
+    from importlib.metadata import version
+
+    out = {name: version(name) for name in ("torch", "lightning", "transformers", "accelerate")}
+    import importlib.util
+
+    package = Path(importlib.util.find_spec("hf_lightning").origin).parent  # the code the runs import
+    git = ["git", "-C", str(package.parent)]
+    try:
+        out["commit"] = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                       check=True).stdout.strip()
+        changed = subprocess.run([*git, "status", "--porcelain", "--", "hf_lightning"], capture_output=True,
+                                 text=True, check=True).stdout.split("\n")
+        out["changed"] = sorted(line[3:] for line in changed if line.strip())
+    except (OSError, subprocess.CalledProcessError):
+        out["commit"], out["changed"] = "unknown", []
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

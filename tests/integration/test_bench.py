@@ -1,0 +1,99 @@
+"""scripts/bench.py: the CI-sized run's tables and parity; the raw loop's restated HF pieces; the same-round ratios."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench import common, report, train  # noqa: E402
+from bench.workloads import SAME_ORDER, WORKLOADS  # noqa: E402
+
+FIVE = ["raw", "hf", "pl", "hfl_trainer", "hfl_door"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_run_tables_and_parity(tmp_path):
+    """Five fresh processes train the same tiny BERT: same per-step losses, same evaluation; tables well formed."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    tiny = results["summary"]["workloads"]["tiny"]
+    assert list(tiny["median"]) == FIVE
+    for variant, fig in tiny["median"].items():
+        for key in ("cpu_step_ms", "steps_per_s", "samples_per_s", "tokens_per_s", "startup_s", "rss_mb",
+                    "final_loss", "eval_samples_per_s", "predict_samples_per_s"):
+            assert fig[key] is not None and fig[key] > 0, (variant, key)
+        # same seed, order, optimizer, schedule, clipping: the per-step losses agree with the raw loop's
+        assert fig["parity"] is not None and fig["parity"] < 1e-4, (variant, fig["parity"])
+        assert fig["eval_parity"] < 1e-4, (variant, fig["eval_parity"])
+        assert fig["final_loss"] == pytest.approx(tiny["median"]["raw"]["final_loss"], abs=1e-4)
+    run = results["runs"]["tiny"][0]["hfl_door"]
+    assert len(run["losses"]) == WORKLOADS["tiny"].quick["steps"]
+    table = (tmp_path / "results.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| run | CPU ms/step"))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line.count("|") == header.count("|")]
+    assert len(rows) >= 1 + 5 and "parity" in header
+    assert "### Targets" in table and "no GPU" in table
+    assert {t["variant"] for t in results["summary"]["targets"]} == {"hfl_trainer", "hfl_door"}
+    assert all(t["met"] in (True, False) and t["ratio"] > 0 for t in results["summary"]["targets"])
+
+
+def test_decay_groups_are_transformers_rule():
+    """The raw loop restates Trainer.get_decay_parameter_names (so it need not import transformers.Trainer)."""
+    common.seed_all(0)
+    model = common.build_model("tiny_bert")
+    groups = common.decay_parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    expected = set(transformers.Trainer.get_decay_parameter_names(None, model))
+    assert {names[id(p)] for p in groups[0]["params"]} == expected
+    assert groups[1]["weight_decay"] == 0.0 and groups[1]["params"]
+
+
+def test_linear_schedule_is_transformers_schedule():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    ours = train.linear_schedule(torch.optim.SGD(params, lr=0.1), 7)
+    theirs = transformers.get_linear_schedule_with_warmup(torch.optim.SGD(params, lr=0.1), 0, 7)
+    for _ in range(8):
+        assert ours.get_last_lr() == theirs.get_last_lr()
+        ours.optimizer.step(), theirs.optimizer.step()
+        ours.step(), theirs.step()
+
+
+def _fake_run(variant: str, cpu_ms: float, losses: list[float], wall_ms: float = 10.0) -> dict:
+    n, warmup = len(losses), 1
+    return {"spec": {"warmup": warmup, "accumulate": 1, "t_spawn": 0.0, "variant": variant},
+            "step_ends": [i * wall_ms / 1000 for i in range(1, n + 1)], "cpu_ends": [i * cpu_ms / 1000 for i in range(1, n + 1)],
+            "first_step_wall": 2.0, "first_step_cpu": 1.0, "first_step_perf": 0.0, "losses": losses,
+            "batches": [(8, 80, 100)] * n, "rss_mb": 500.0, "load_start": 1.0}
+
+
+def test_ratios_are_taken_within_a_round():
+    """Round 1 is twice as slow for everyone (load): the ratios stay 1.2 and the parity column catches a bad loss."""
+    rounds = []
+    for scale in (1.0, 2.0):
+        rounds.append({"raw": _fake_run("raw", 5 * scale, [1.0, 0.9, 0.8]),
+                       "hf": _fake_run("hf", 6 * scale, [1.0, 0.9, 0.8]),
+                       "pl": _fake_run("pl", 5 * scale, [1.0, 0.9, 0.8]),
+                       "hfl_trainer": _fake_run("hfl_trainer", 6 * scale, [1.0, 0.9, 0.8]),
+                       "hfl_door": _fake_run("hfl_door", 6 * scale, [1.0, 0.9, 0.85])})
+    summary = report.summarise({"accum": rounds})
+    median = summary["workloads"]["accum"]["median"]
+    assert median["hf"]["x_raw"] == pytest.approx(1.2)
+    assert median["hfl_door"]["parity"] == pytest.approx(0.05)
+    assert median["hfl_trainer"]["parity"] == 0.0
+    assert median["raw"]["samples_per_cpu_s"] == pytest.approx((8 / 0.005 + 8 / 0.010) / 2)  # median of 2 rounds
+    step = next(t for t in summary["targets"] if t["variant"] == "hfl_door" and t["versus"] == "pl"
+                and t["figure"] == "cpu_step_ms")
+    assert step["ratio"] == pytest.approx(1.2) and step["min"] == pytest.approx(1.2) and not step["met"]
+    assert "hfl_door" in SAME_ORDER
