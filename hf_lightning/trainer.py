@@ -96,6 +96,7 @@ class Trainer:
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
             raise RuntimeError("Pass either `optimizers` or `optimizer_cls_and_kwargs`, not both.")
+        self.pl_trainer: L.Trainer | None = None
         self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
                                   is_world_process_zero=self.is_world_process_zero())
         self.control = TrainerControl()
@@ -103,17 +104,20 @@ class Trainer:
         self.callback_handler = CallbackHandler([DefaultFlowCallback, *(callbacks or []), *progress], self.model,
                                                 processing_class, self.optimizer, self.lr_scheduler)
         self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(Trainer, name)}
-        self.pl_trainer: L.Trainer | None = None
         self.module: FacadeModule | None = None
         self._flow: HFFlow | None = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
 
     # ----------------------------------------------------------------------------------------------- processes
     def is_world_process_zero(self) -> bool:
-        return int(os.environ.get("RANK", "0")) == 0
+        if self.pl_trainer is not None:
+            return self.pl_trainer.is_global_zero
+        return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0  # torchrun / srun
 
     def is_local_process_zero(self) -> bool:
-        return int(os.environ.get("LOCAL_RANK", "0")) == 0
+        if self.pl_trainer is not None:
+            return self.pl_trainer.local_rank == 0
+        return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))) == 0
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
         """Builds the model with `model_init` (given the trial when it takes one)."""

@@ -30,8 +30,10 @@ class ShardedSequentialSampler(Sampler[int]):
     """
 
     def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0) -> None:
-        per_rank = math.ceil(num_samples / num_replicas)
-        self.indices = range(rank * per_rank, min(num_samples, (rank + 1) * per_rank))
+        # balanced blocks: the first num_samples % num_replicas ranks get one more (no rank is left empty needlessly)
+        base, extra = divmod(num_samples, num_replicas)
+        start = rank * base + min(rank, extra)
+        self.indices = range(start, start + base + (1 if rank < extra else 0))
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
