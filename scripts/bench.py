@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,8 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper package scripts/bench/
 
-from bench.report import render_markdown, summarise  # noqa: E402 - light (stdlib only)
-from bench.workloads import WORKLOADS, run_spec  # noqa: E402
+from bench.report import render_markdown, retarget, summarise
+from bench.workloads import WORKLOADS, run_spec
 
 DEFAULT_OUT = ROOT / "runs" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -54,7 +53,6 @@ def _child(spec_path: str) -> None:
 
     torch.set_num_threads(spec["threads"])
     from bench import common
-
     from bench.evaluate import measure
     from bench.train import RUNNERS
 
@@ -78,7 +76,7 @@ def _spawn(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
             spec["t_spawn"] = time.time()  # start-up is measured from here to the first optimizer step
             Path(spec_path).write_text(json.dumps(spec))
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec_path],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=tmp, check=False)
         if proc.returncode != 0:
             tail = log_path.read_text()[-4000:]
             raise RuntimeError(f"{spec['workload']} / {spec['variant']} failed (exit {proc.returncode}):\n{tail}")
@@ -138,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         _child(args.child)
         return 0
     if args.from_results:
-        return _publish(json.loads(args.from_results.read_text()), args.from_results, args.update_docs)
+        results = json.loads(args.from_results.read_text())
+        retarget(results["summary"])
+        return _publish(results, args.from_results, args.update_docs)
     names = args.workloads.split(",") if args.workloads else (["tiny"] if args.quick else list(WORKLOADS))
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:

@@ -11,6 +11,7 @@ over rounds) against its threshold.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench.workloads import VARIANTS  # noqa: E402
+from bench.workloads import VARIANTS
 
 COLORS = {"raw": "#7f7f7f", "hf": "#ff9d00", "hf+gbl": "#ffcc66", "pl": "#792ee5", "hfl_trainer": "#1f77b4",
           "hfl_door": "#2ca02c", "hfl_door+gbl": "#98df8a"}
@@ -40,11 +41,11 @@ def _grouped(ax: Any, workloads: dict[str, Any], value: Any, ylabel: str, title:
         for j, v in enumerate(variants):
             x = i + (j - (len(variants) - 1) / 2) * width
             values = value(workloads[name], v)
-            mid = sorted(values)[len(values) // 2]
+            mid = statistics.median(values)
             ax.bar(x, mid, width, color=COLORS[v], label=VARIANTS[v][2] if i == 0 or v.endswith("gbl") else None,
                    yerr=[[mid - min(values)], [max(values) - mid]], capsize=2, error_kw={"lw": 0.8})
             if wall is not None:
-                ax.plot(x, sorted(wall(workloads[name], v))[len(values) // 2], "k.", ms=4)
+                ax.plot(x, statistics.median(wall(workloads[name], v)), "k.", ms=4)
     ax.set_xticks(range(len(names)), [n for n in names])
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -66,7 +67,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     for ax in top:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
-    top[1].legend(seen.values(), seen.keys(), loc="lower right", fontsize=7)
+    top[1].legend(seen.values(), seen.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     targets = results["summary"]["targets"]
     ax = fig.add_subplot(grid[1, :])
     for i, t in enumerate(targets):

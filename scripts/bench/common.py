@@ -41,7 +41,7 @@ def builtin() -> ModuleType:
     global _builtin
     if _builtin is None:
         package = importlib.util.find_spec("hf_lightning")
-        path = os.path.join(list(package.submodule_search_locations)[0], "data", "builtin.py")
+        path = os.path.join(next(iter(package.submodule_search_locations)), "data", "builtin.py")
         spec = importlib.util.spec_from_file_location("_bench_hfl_builtin", path)
         _builtin = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = _builtin  # dataclasses look their module up there

@@ -8,7 +8,8 @@ so the throughput is the median of the later calls and the first call is reporte
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

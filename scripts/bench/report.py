@@ -86,6 +86,10 @@ TARGETS: list[tuple[str, str, str, str, str, str, str, float]] = [
 ]
 
 
+def _meets(ratio: float, op: str, limit: float) -> bool:
+    return ratio <= limit if op == "<=" else ratio >= limit
+
+
 def _targets(per_round_all: dict[str, list[dict[str, dict[str, Any]]]]) -> list[dict[str, Any]]:
     out = []
     for label, w, v, versus, key, wall_key, op, limit in TARGETS:
@@ -97,7 +101,8 @@ def _targets(per_round_all: dict[str, list[dict[str, dict[str, Any]]]]) -> list[
         out.append({"target": label, "workload": w, "variant": v, "versus": versus, "figure": key, "ratio": med,
                     "min": min(ratios), "max": max(ratios),
                     "wall_ratio": statistics.median(r[v][wall_key] / r[versus][wall_key] for r in rounds),
-                    "op": op, "limit": limit, "met": med <= limit if op == "<=" else med >= limit})
+                    "op": op, "limit": limit, "met": _meets(med, op, limit),
+                    "rounds_agree": len({_meets(x, op, limit) for x in ratios}) == 1})
     return out
 
 
@@ -123,6 +128,12 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                                       "load_min": min(loads), "load_max": max(loads)}
         per_round_all[name] = per_round
     summary["targets"] = _targets(per_round_all)
+    return summary
+
+
+def retarget(summary: dict[str, Any]) -> dict[str, Any]:
+    """Recomputes the targets from a saved summary's per-round figures (after a change of targets or verdicts)."""
+    summary["targets"] = _targets({name: w["rounds"] for name, w in summary["workloads"].items()})
     return summary
 
 
@@ -157,6 +168,11 @@ def _table(columns: list[tuple[str, str]], medians: dict[str, dict[str, Any]]) -
     return lines
 
 
+def _verdict(target: dict[str, Any]) -> str:
+    verdict = "met" if target["met"] else "**not met**"
+    return verdict if target["rounds_agree"] else f"{verdict} (rounds disagree)"
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     meta, summary = results["meta"], results["summary"]
     rounds = ", ".join(f"{n} {r}" for n, r in meta["rounds"].items())
@@ -165,18 +181,18 @@ def render_markdown(results: dict[str, Any]) -> str:
              f"no GPU; torch {meta['torch']}, lightning {meta['lightning']}, transformers {meta['transformers']}, "
              f"accelerate {meta['accelerate']}, Python {meta['python']}; hf_lightning at commit {meta['commit']}"
              + (f" with local changes to {', '.join(meta['changed'])}" if meta["changed"] else "") + ".", ""]
-    for name, w in summary["workloads"].items():
-        lines += [f"### {w['title']}", "",
-                  f"Medians over rounds; ratios within a round; parity is the maximum over rounds. 1-minute load "
-                  f"average when the runs started: {w['load_min']:.1f} to {w['load_max']:.1f}.", ""]
+    for w in summary["workloads"].values():
+        note = (f"Medians over rounds; ratios within a round; parity is the maximum over rounds. 1-minute load average "
+                f"when the runs started: {w['load_min']:.1f} to {w['load_max']:.1f}.")
+        lines += [f"### {w['title']}", "", note, ""]
         lines += _table(TRAIN_COLUMNS, w["median"]) + [""]
         if "eval_loss" in w["median"]["raw"]:
             lines += _table(EVAL_COLUMNS, w["median"]) + [""]
-    lines += ["### Targets", "",
-              "| target | run | versus | workload | ratio (median; timed on CPU) | range over rounds | ratio, wall clock "
-              "| needed | met |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| target | run | versus | workload | ratio (median; timed on CPU) | range over rounds | ratio, wall clock "
+              "| needed | met |")
+    lines += ["### Targets", "", header, "|---|---|---|---|---|---|---|---|---|"]
     for t in summary["targets"]:
         lines.append(f"| {t['target']} | {VARIANTS[t['variant']][2]} | {VARIANTS[t['versus']][2]} | {t['workload']} "
                      f"| {t['ratio']:.3f} | {t['min']:.3f} to {t['max']:.3f} | {t['wall_ratio']:.3f} "
-                     f"| {t['op']} {t['limit']} | {'met' if t['met'] else '**not met**'} |")
+                     f"| {t['op']} {t['limit']} | {_verdict(t)} |")
     return "\n".join(lines) + "\n"

@@ -155,8 +155,8 @@ def hfl_trainer(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The same in both Lightning runs: no logger, checkpoint, progress bar, model summary or sanity evaluation.
-QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-             num_sanity_val_steps=0, use_distributed_sampler=False, accelerator="cpu", devices=1)
+QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+         "num_sanity_val_steps": 0, "use_distributed_sampler": False, "accelerator": "cpu", "devices": 1}
 
 
 def _lightning_timer(rec: Recorder, accumulate: int, from_module: bool) -> Any:
