@@ -4,14 +4,15 @@ hf_lightning's two doors.
     python scripts/bench.py --update-docs        # the full run; writes docs/benchmarks.md and docs/benchmarks.png
     python scripts/bench.py --quick              # CI-sized: workload tiny, 1 round, a few steps
     python scripts/bench.py --workloads text --rounds 2
+    python scripts/bench.py --from-results runs/bench/results.json --update-docs   # re-publish a saved run
 
 Every run is a fresh subprocess (``--child``), so start-up, imports and peak memory are each door's own. Within a
 workload the runs go round-robin (A B C D E, then B C D E A, ...) for several rounds; every ratio is taken
 between runs of the same round (the machine's load changes between rounds), and the tables show the median over
-rounds. Per-step and start-up comparisons use each process's CPU time (each run has one torch thread): on cores shared
-with other jobs, wall time also counts the time a process waited for a core. Results: ``runs/bench/results.json`` (every run), ``runs/bench/results.md`` (the tables, also printed);
-``--update-docs`` writes the tables into docs/benchmarks.md and the plot (scripts/plot_bench.py) into
-docs/benchmarks.png.
+rounds. Per-step and start-up comparisons use each process's CPU time (each run has one torch thread): on cores
+shared with other jobs, wall time also counts the time a process waited for a core. Results:
+``runs/bench/results.json`` (every run), ``runs/bench/results.md`` (the tables, also printed); ``--update-docs``
+writes the tables into docs/benchmarks.md and the plot (scripts/plot_bench.py) into docs/benchmarks.png.
 
 The five runs train the same model on the same data with the same seed, sample order (``torch.randperm(n,
 generator=manual_seed(seed + epoch))``, transformers' order), AdamW (fused, transformers' decay groups), linear

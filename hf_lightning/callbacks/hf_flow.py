@@ -307,7 +307,10 @@ class HFFlow(Callback):
         self.event("on_epoch_end")
         self._log_evaluate_save(trainer, pl_module)
         if self.control.should_training_stop:
-            trainer.should_stop = True
+            # At max_steps Lightning stops by itself; setting should_stop there would send it down its "validate when
+            # stopping early" path, an evaluation transformers.Trainer never runs.
+            if not 0 < trainer.max_steps <= trainer.global_step:
+                trainer.should_stop = True
         elif self.control.should_epoch_stop:  # HF breaks out of the epoch: Lightning's loop ends it at this batch
             trainer.fit_loop.epoch_loop.batch_progress.is_last_batch = True
 

@@ -280,11 +280,12 @@ class HFDataModule(L.LightningDataModule):
         label_ids = {name: i for i, name in enumerate(names)} if names else None
         max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
         text, pair, label = self.text_column, self.text_pair_column, self.label_column
+        # Locals only in the closure: datasets fingerprints it, and `self` (with its trainer) would change every run.
+        padding = "max_length" if self.padding == "max_length" else False
 
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             out = tokenizer(
-                batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length,
-                padding="max_length" if self.padding == "max_length" else False,
+                batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length, padding=padding,
             )
             if label is not None and label in batch:
                 out["labels"] = [label_ids[v] for v in batch[label]] if label_ids else batch[label]

@@ -329,6 +329,9 @@ class HFModule(EvaluationMixin, L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._window_done:
             self._window_done = False
+            bar = self.trainer.progress_bar_callback
+            if bar is None or not getattr(bar, "is_enabled", True):
+                return  # without a bar, logging would only cost a host sync per step
             # Progress-bar only: HFFlow writes the HF-style records (train/loss, ...) at logging_steps.
             self.log("loss", self.step_loss, prog_bar=True, logger=False)
             if self.last_learning_rate is not None:

@@ -1,2 +1,3 @@
-"""Helpers of ``scripts/bench.py``: what every run shares (`common`), the training runs (`train`), the evaluation
-runs (`evaluate`). Each run imports only the libraries its door needs, so start-up times compare fairly."""
+"""Helpers of ``scripts/bench.py``: the workloads and their runs (`workloads`), what every run shares (`common`), the
+training runs of the five doors (`train`), their evaluation (`evaluate`), and the figures, ratios, targets and tables
+(`report`). Each run imports only the libraries its door needs, so start-up times compare fairly."""
