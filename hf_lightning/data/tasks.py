@@ -80,6 +80,18 @@ def _require_column(ds: datasets.Dataset, field: str, column: str | None, split:
     return column
 
 
+class _NoClasses:
+    """Data modules of tasks without classes (language modelling, generation): nothing to link into the model."""
+
+    @property
+    def id2label(self) -> None:
+        return None
+
+    @property
+    def num_labels(self) -> None:
+        return None
+
+
 class TokenClassificationDataModule(HFDataModule):
     """Word-level tags (NER, POS, chunks) aligned to sub-word tokens, batched by ``DataCollatorForTokenClassification``.
 
@@ -180,7 +192,7 @@ class TokenClassificationDataModule(HFDataModule):
         return super().collate_fn
 
 
-class LanguageModelingDataModule(HFDataModule):
+class LanguageModelingDataModule(_NoClasses, HFDataModule):
     """Raw text for causal or masked language modelling, batched by ``DataCollatorForLanguageModeling``.
 
     By default every text is tokenised, all are concatenated, and the stream is cut into blocks of ``block_size``
@@ -210,16 +222,6 @@ class LanguageModelingDataModule(HFDataModule):
         self.mlm_probability = mlm_probability
         self.block_size = block_size
         self.line_by_line = line_by_line
-
-    @property
-    def id2label(self) -> None:
-        """Language modelling has no classes."""
-        return None
-
-    @property
-    def num_labels(self) -> None:
-        """Language modelling has no classes."""
-        return None
 
     def resolve_block_size(self, tokenizer: Any) -> int:
         """``block_size``, or min(1024, model_max_length); capped at model_max_length with a warning (as run_clm)."""
@@ -270,7 +272,7 @@ class LanguageModelingDataModule(HFDataModule):
         return super().collate_fn
 
 
-class Seq2SeqDataModule(HFDataModule):
+class Seq2SeqDataModule(_NoClasses, HFDataModule):
     """Source -> target text pairs (summarisation, translation) batched by ``DataCollatorForSeq2Seq``.
 
     The collator pads labels with -100 and, given the model, builds ``decoder_input_ids`` from the labels
@@ -304,16 +306,6 @@ class Seq2SeqDataModule(HFDataModule):
         self.max_target_length = max_target_length
         self.val_max_target_length = val_max_target_length or max_target_length
         self.ignore_pad_token_for_loss = ignore_pad_token_for_loss
-
-    @property
-    def id2label(self) -> None:
-        """Generation has no classes."""
-        return None
-
-    @property
-    def num_labels(self) -> None:
-        """Generation has no classes."""
-        return None
 
     def preprocess(self, ds: datasets.Dataset, split: str) -> datasets.Dataset:
         """Tokenises sources (with the prefix) and targets (``text_target``); drops pairs with an empty side."""
