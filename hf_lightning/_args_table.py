@@ -102,7 +102,7 @@ def _no(note: str) -> Route:
     return Route(UNSUPPORTED, note=note)
 
 
-_DDP = "a keyword of Lightning's DDPStrategy, built by strategies.py"
+_DDP = "a keyword of Lightning's DDPStrategy, built by hf_lightning.strategies"
 _HUB = "only read when pushing to the Hub (push_to_hub is unsupported); kept on the arguments"
 _SCRIPT = "for your script, as in transformers (Trainer itself does not read it)"
 _TRACKIO = "Trackio is not a logger here; choose another with report_to (e.g. 'tensorboard', 'wandb')"

@@ -10,10 +10,12 @@ validation error is transformers' own. On top of it:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -74,6 +76,25 @@ def _resolve_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
+@contextlib.contextmanager
+def _one_process_view() -> Iterator[None]:
+    """Hides the variables of Lightning's own launcher while ``TrainingArguments`` sets up its device.
+
+    ``Trainer(devices=2)`` without torchrun starts each process with ``LOCAL_RANK`` and ``WORLD_SIZE`` but no ``RANK``
+    and joins the process group itself, later. ``TrainingArguments.__post_init__`` would build accelerate's
+    multi-process state from those variables (and fail with "RANK expected", or change the thread count); in such a
+    process Lightning owns the ranks, so the arguments describe one process. torchrun and srun are left alone.
+    """
+    hidden = {}
+    if "LOCAL_RANK" in os.environ and "RANK" not in os.environ:
+        hidden = {name: os.environ.pop(name) for name in ("LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+                  if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
 def _accepts_legacy_names(cls: type[_ArgsT]) -> type[_ArgsT]:
     """Wrap the dataclass ``__init__`` so that legacy keyword arguments are mapped before it runs."""
     generated = cls.__init__
@@ -107,7 +128,8 @@ class TrainingArguments(transformers.TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        with _one_process_view():
+            super().__post_init__()
         if self.logging_dir is not None:
             self.logging_dir = os.path.expanduser(self.logging_dir)
 
@@ -266,7 +288,7 @@ def translate(args: TrainingArguments | transformers.TrainingArguments) -> Trans
 
 
 _WHERE = {MODULE: "`HFModule`", DATAMODULE: "`HFDataModule`", TRAINER: "`lightning.Trainer`",
-          STRATEGY: "`strategies.py`", FACADE: "`Trainer` facade", UNSUPPORTED: "**unsupported**"}
+          STRATEGY: "`strategies`", FACADE: "`Trainer` facade", UNSUPPORTED: "**unsupported**"}
 
 
 def _cell(text: str) -> str:

@@ -7,6 +7,7 @@ Configs are stackable (``--config a.yaml --config b.yaml``), any field can be ov
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -49,12 +50,51 @@ class HFLightningCLI(LightningCLI):
             return None
         return chosen or os.path.join(self.trainer.log_dir or self.trainer.default_root_dir, "hf_model")
 
+    def results_dir(self) -> str:
+        """Where the HF-style result files go: the run's log folder (``runs/<name>/version_<n>`` by default).
+
+        Every rank must call it: ``trainer.log_dir`` broadcasts rank zero's folder.
+        """
+        return self.trainer.log_dir or self.trainer.default_root_dir
+
+    def save_results(self, folder: str, split: str, metrics: dict[str, Any]) -> None:
+        """Writes ``<split>_results.json`` and merges it into ``all_results.json``, as HF's ``save_metrics`` does."""
+        if not self.trainer.is_global_zero or not metrics:
+            return
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{split}_results.json"), "w") as f:
+            json.dump(metrics, f, indent=4, sort_keys=True)
+        every = os.path.join(folder, "all_results.json")
+        merged = {}
+        if os.path.exists(every):
+            with open(every) as f:
+                merged = json.load(f)
+        merged.update(metrics)
+        with open(every, "w") as f:
+            json.dump(merged, f, indent=4, sort_keys=True)
+
     def after_fit(self) -> None:
+        from hf_lightning.callbacks.hf_flow import find_flow
+
+        flow = find_flow(self.trainer)
+        folder = self.results_dir()
+        if flow is not None:
+            self.save_results(folder, "train", dict(getattr(flow, "train_metrics", {})))
+            self.save_results(folder, "eval", dict(flow.last_eval_metrics))
+            if self.trainer.is_global_zero:
+                os.makedirs(folder, exist_ok=True)
+                flow.state.save_to_json(os.path.join(folder, "trainer_state.json"))
         path = self.export_path()
         if path is None or not self.trainer.is_global_zero:
             return
         self.model.save_pretrained(path)
         print(f"Saved the trained model in HF format to {path}")
+
+    def after_validate(self) -> None:
+        self.save_results(self.results_dir(), "eval", dict(getattr(self.model, "eval_results", None) or {}))
+
+    def after_test(self) -> None:
+        self.save_results(self.results_dir(), "test", dict(getattr(self.model, "eval_results", None) or {}))
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -13,7 +13,8 @@ import inspect
 import math
 import os
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -173,9 +174,13 @@ class Trainer:
             if "get_train_dataloader" in self.overridden:
                 batches = len(self.get_train_dataloader())
             else:
-                # per rank: the global batch of per_device x WORLD_SIZE samples (HFBatchSampler's global batches)
+                # per rank: the global batch of per_device x world size samples (HFBatchSampler's global batches);
+                # the launcher's layout (torchrun or srun), as the Lightning Trainer will see it
+                from hf_lightning.strategies import launch_layout
+
+                devices, nodes = launch_layout()
                 n = len(self.train_dataset)
-                size = args.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+                size = args.per_device_train_batch_size * devices * nodes
                 batches = n // size if args.dataloader_drop_last else math.ceil(n / size)
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
@@ -240,12 +245,23 @@ class Trainer:
             self.module = self._build_module()
         return self.module
 
+    def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule) -> tuple[Any, L.Trainer]:
+        """The data module and Lightning Trainer of an evaluation, kept between calls on the same data set, module
+        and arguments (building them costs more than evaluating a small data set)."""
+        key = (stage, id(dataset), id(module), id(self.args), id(self.data_collator), id(self.processing_class))
+        cached = getattr(self, "_eval_parts", None)
+        if cached is not None and cached[0] == key and cached[1] is dataset:
+            return cached[2], cached[3]
+        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
+        trainer = self._lightning_trainer([], enable_progress_bar=False)
+        self._eval_parts = (key, dataset, datamodule, trainer)
+        return datamodule, trainer
+
     def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix
-        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
-        trainer = self._lightning_trainer([], enable_progress_bar=False)
+        datamodule, trainer = self._evaluation_parts(dataset, stage, module)
         if stage == "validate":
             trainer.validate(module, datamodule=datamodule, verbose=False)
             return dict(module.eval_results)

@@ -180,6 +180,10 @@ class HFFlow(Callback):
 
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            from hf_lightning.strategies import synchronize_exit
+
+            synchronize_exit()
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
         if self._init_end_pending:

@@ -103,6 +103,7 @@ class AdversarialModule(HFModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.create_optimizer()
+        self.add_parameters_outside_model(optimizer)
         scheduler = self.create_scheduler(self.num_training_steps(), optimizer)
         # Under manual optimisation Lightning does not step the scheduler: `_optimizer_step` does, once per update.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

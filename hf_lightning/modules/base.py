@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -367,6 +368,16 @@ class HFModule(EvaluationMixin, L.LightningModule):
         return build_optimizer(self.model, **self.optim_config, optimizer_factory=self.optimizer_factory,
                                optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
 
+    def add_parameters_outside_model(self, optimizer: torch.optim.Optimizer) -> None:
+        """Trainable parameters of this module that ``create_optimizer`` left out (those outside ``model``: a learned
+        loss weighting such as `hf_lightning.losses.UncertaintyWeightedLoss` given as ``loss`` or set on a subclass)
+        train too, in one more group without weight decay."""
+        seen = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        in_model = {id(p) for p in self.model.parameters()}  # the model's own parameters stay as create_optimizer chose
+        extra = [p for p in self.parameters() if p.requires_grad and id(p) not in seen and id(p) not in in_model]
+        if extra:
+            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer) -> Any:
         """``transformers.get_scheduler`` with HF's warmup rule."""
         return build_scheduler(optimizer, lr_scheduler_type=self.lr_scheduler_type,
@@ -375,6 +386,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.create_optimizer()
+        self.add_parameters_outside_model(optimizer)
         steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(steps):
             raise ValueError("The training length is unknown (an iterable data set): set trainer.max_steps.")

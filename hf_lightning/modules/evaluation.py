@@ -346,8 +346,9 @@ class EvaluationMixin:
             self._stage = None
             return
         self.eval_results = self._finish()
-        # For Lightning callbacks (monitor="eval_loss"); HFFlow writes the HF-style eval/* logger records.
-        self.log_dict(self.eval_results, logger=False)
+        # Inside fit: for Lightning callbacks (monitor="eval_loss"), HFFlow writes the HF-style eval/* logger records.
+        # A standalone validate() logs them itself, so its result table and return value hold the metrics.
+        self.log_dict(self.eval_results, logger=self.trainer.state.fn != "fit")
 
     def on_test_epoch_end(self) -> None:
         self.eval_results = self._finish()

@@ -5,24 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from torch import nn
-from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
-
 from hf_lightning.modules.base import HFModule
 
 _LM_TASKS = ("causal-lm", "masked-lm")
-
-
-def hf_loss_shifts_labels(model: nn.Module) -> bool:
-    """``transformers.Trainer``'s rule for counting ``num_items_in_batch`` over ``labels[..., 1:]``.
-
-    Only when the model's ``loss_type`` maps to ``ForCausalLMLoss`` in ``LOSS_MAPPING`` (Llama, Qwen, Mistral...) and it
-    is not an encoder-decoder. Models whose class name gives no ``loss_type`` (GPT-2's ``GPT2LMHeadModel``, BERT's
-    ``BertLMHeadModel``) fall back to ``ForCausalLMLoss`` for the loss but are counted over all labels by HF.
-    """
-    config = getattr(model, "config", None)
-    return LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss and not getattr(
-        config, "is_encoder_decoder", False)
 
 
 def perplexity(loss: float) -> float:
@@ -37,7 +22,9 @@ class LanguageModelingModule(HFModule):
     """An ``AutoModelForCausalLM`` or ``AutoModelForMaskedLM`` model; evaluation adds ``eval_perplexity``.
 
     Pair it with `hf_lightning.data.tasks.LanguageModelingDataModule` (``mlm`` must match ``task``). For causal LM the
-    gradient-accumulation item count is taken over the shifted labels (``labels[..., 1:]``), as ``transformers.Trainer``.
+    gradient-accumulation item count is taken over the shifted labels (``labels[..., 1:]``), the tokens the loss
+    predicts: as ``transformers.Trainer`` for models with a ``ForCausalLM`` ``loss_type`` (Llama, Qwen...), and also
+    for causal LMs without one (GPT-2), which transformers counts one token per sequence too many (docs/parity.md).
     All `HFModule` arguments apply.
 
     Args:
@@ -49,7 +36,6 @@ class LanguageModelingModule(HFModule):
         if task not in _LM_TASKS:
             raise ValueError(f"model.task='{task}': LanguageModelingModule trains 'causal-lm' or 'masked-lm'.")
         super().__init__(task=task, **kwargs)
-        self.loss_shifts_labels = hf_loss_shifts_labels(self.model)  # read by the data path's item count
 
     def setup(self, stage: str) -> None:
         """Checks that the data module's ``mlm`` flag matches ``task`` (a masked model on causal data learns nothing)."""

@@ -7,12 +7,13 @@ with ``configs/strategies/ddp.yaml`` stacked on a recipe, under torchrun.
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from tests.distributed.conftest import ROOT, run_job, torchrun
+from tests.distributed.conftest import ROOT, free_port, job_env, run_job, torchrun
 from tests.helpers.tiny import RegressionDataset
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
@@ -77,3 +78,20 @@ def test_cli_with_stacked_ddp_recipe_equals_one_process(tmp_path):
     ddp, single = load_file(two / "export/model.safetensors"), load_file(one / "export/model.safetensors")
     assert set(ddp) == set(single)
     assert max(float((ddp[k] - single[k]).abs().max()) for k in ddp) < 1e-5
+
+
+def test_cli_launched_by_lightning_itself_equals_one_process(tmp_path):
+    """``--trainer.devices 2`` without torchrun: Lightning starts the second process (LOCAL_RANK and WORLD_SIZE set,
+    no RANK) and the flow's TrainingArguments must not try to join a process group on their own."""
+    from hf_lightning.cli import main
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    cmd = [sys.executable, "-m", "hf_lightning", *_cli_args(two, 4, 2, "configs/strategies/ddp.yaml"),
+           "--trainer.callbacks+=hf_lightning.callbacks.HFFlow", "--trainer.callbacks.logging_steps=1"]
+    run_job(cmd, tmp_path / "two.log", env=job_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())))
+    cli = main(_cli_args(one, 8, 1))
+    assert cli.trainer.global_step == 3
+    ddp, single = load_file(two / "export/model.safetensors"), load_file(one / "export/model.safetensors")
+    assert max(float((ddp[k] - single[k]).abs().max()) for k in ddp) < 1e-5
+    state = json.loads((two / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and [r["step"] for r in state["log_history"] if "loss" in r] == [1, 2, 3]

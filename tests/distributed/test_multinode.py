@@ -32,8 +32,5 @@ def test_two_slurm_nodes_equal_ddp_on_one_node(slurm_nodes, facade_ddp):
     assert result["eval"]["eval_count"] == 5
 
 
-@pytest.mark.xfail(strict=True, reason="Trainer._max_steps reads the world size from WORLD_SIZE, which srun does not "
-                   "set (torchrun does): under srun state.max_steps is 10 instead of 6. Fix: take the world size from "
-                   "hf_lightning.strategies.launch_layout() (devices x num_nodes).")
 def test_two_slurm_nodes_count_max_steps_per_rank(slurm_nodes, facade_ddp):
     assert slurm_nodes["max_steps"] == facade_ddp["max_steps"] == 6

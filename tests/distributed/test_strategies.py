@@ -1,4 +1,4 @@
-"""TrainingArguments -> Lightning strategies (hf_lightning/strategies.py), in this process.
+"""TrainingArguments -> Lightning strategies (the hf_lightning/strategies package), in this process.
 
 FSDP1 and DeepSpeed run on CUDA only: here their translation is checked (the strategy objects, the DeepSpeed config
 with transformers' "auto" values filled) and their refusal of CPU; scripts/gpu_checks.sh runs them on a GPU machine.
@@ -207,7 +207,7 @@ def test_deepspeed_auto_values_are_filled_from_the_arguments(deepspeed):
     args = _args(deepspeed=AUTO, bf16=True, per_device_train_batch_size=4, gradient_accumulation_steps=2,
                  learning_rate=3e-4, weight_decay=0.01, max_grad_norm=0.5, warmup_steps=10)
     config = S.deepspeed_config(args, _bert(), num_training_steps=100)
-    assert S._auto_keys(config) == []
+    assert S.deepspeed._auto_keys(config) == []
     assert (config["train_micro_batch_size_per_gpu"], config["train_batch_size"]) == (4, 8)
     assert config["gradient_clipping"] == 0.5 and config["bf16"] == {"enabled": True}
     assert config["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
@@ -241,9 +241,9 @@ def test_strategy_recipes_build_their_strategy(recipe):
 
 # ----------------------------------------------------------------------------------------------- step helpers
 def test_clipping_follows_the_strategy_type():
-    assert S.clipper_for(S.HFFSDPStrategy()) is S._clip_fsdp1
-    assert S.clipper_for(DDPStrategy()) is S._clip_local and S.clipper_for(None) is S._clip_local
-    assert S.clipper_for(S.HFFSDP2Strategy()) is S._clip_local  # DTensor gradients: torch's norm, made whole
+    assert S.clipper_for(S.HFFSDPStrategy()) is S.steps._clip_fsdp1
+    assert S.clipper_for(DDPStrategy()) is S.steps._clip_local and S.clipper_for(None) is S.steps._clip_local
+    assert S.clipper_for(S.HFFSDP2Strategy()) is S.steps._clip_local  # DTensor gradients: torch's norm, made whole
 
 
 def test_which_strategies_gather_parameters_in_each_forward():

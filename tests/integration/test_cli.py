@@ -36,11 +36,22 @@ def test_fit_logs_exports_and_reloads(tmp_path):
     loaded = transformers.AutoModelForSequenceClassification.from_pretrained(export)
     torch.testing.assert_close(loaded.classifier.weight, cli.model.model.classifier.weight)
     assert (export / "tokenizer.json").exists()
+    log_dir = Path(cli.trainer.log_dir)
+    train = json.loads((log_dir / "train_results.json").read_text())
+    assert train["train_loss"] > 0 and train["train_runtime"] > 0
+    state = json.loads((log_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and state["log_history"][-1]["train_loss"] == pytest.approx(train["train_loss"])
+    assert json.loads((log_dir / "all_results.json").read_text())["train_loss"] == train["train_loss"]
 
 
 def test_validate_and_predict(tmp_path):
     cli = _run(tmp_path, "validate")
     assert set(cli.model.eval_results) >= {"eval_loss", "eval_accuracy", "eval_runtime"}
+    written = json.loads((Path(cli.trainer.log_dir) / "eval_results.json").read_text())
+    assert written == pytest.approx(cli.model.eval_results)
+    # a standalone validate() returns and logs the metrics (inside fit, HFFlow writes the eval/* records instead)
+    results = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)
+    assert results[0]["eval_accuracy"] == pytest.approx(cli.model.eval_results["eval_accuracy"])
     cli = _run(tmp_path, "predict")
     output = cli.model.prediction_output
     assert output.predictions.shape == (32, 2)

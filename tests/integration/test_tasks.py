@@ -200,14 +200,16 @@ TINY_GPT2 = {"model_type": "gpt2", "vocab_size": 30522, "n_embd": 32, "n_layer":
              "bos_token_id": 101, "eos_token_id": 102}
 
 
-@pytest.mark.parametrize("model,task,shifted", [(TINY_LLAMA, "causal-lm", True), (TINY_GPT2, "causal-lm", False),
-                                                (TINY_BERT, "masked-lm", False)])
-def test_lm_blocks_and_item_count_match_hf(tmp_path, tokenizer, model, task, shifted):
-    """Blocks as run_clm's group_texts; num_items_in_batch equals transformers.Trainer's (which shifts the labels
-    of ForCausalLM-loss models such as Llama, but counts GPT-2's unshifted)."""
+@pytest.mark.parametrize("model,task,hf_shifts", [(TINY_LLAMA, "causal-lm", True), (TINY_GPT2, "causal-lm", False),
+                                                  (TINY_BERT, "masked-lm", False)])
+def test_lm_blocks_and_item_count_match_hf(tmp_path, tokenizer, model, task, hf_shifts):
+    """Blocks as run_clm's group_texts; num_items_in_batch counts the tokens the loss predicts: transformers.Trainer's
+    count for ForCausalLM-loss models such as Llama and for MLM; for GPT-2 (no loss_type, loss still shifted) one token
+    per sequence fewer than transformers, which counts its labels unshifted."""
     mlm = task == "masked-lm"
     dm = LanguageModelingDataModule(dataset="sms_spam", mlm=mlm, block_size=32, batch_size=4, max_train_samples=60)
     module = LanguageModelingModule(model=model, tokenizer="minilm", task=task)
+    shifted = task == "causal-lm"
     assert module.loss_shifts_labels == shifted
     _attach(dm, module, accumulate=2)
     train = dm.split("train")
@@ -221,9 +223,11 @@ def test_lm_blocks_and_item_count_match_hf(tmp_path, tokenizer, model, task, shi
     args = transformers.TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     hf = transformers.Trainer(model=module.model, args=args)
     samples = [{k: v for k, v in b.items() if k != WINDOW_KEY} for b in batches]
-    assert window.num_items == int(hf._get_num_items_in_batch(samples, torch.device("cpu")))
+    hf_count = int(hf._get_num_items_in_batch(samples, torch.device("cpu")))
+    sequences = 2 * 4
+    assert window.num_items == hf_count - (sequences if shifted and not hf_shifts else 0)
     if not mlm:
-        assert window.num_items == 2 * 4 * (31 if shifted else 32)  # full blocks, no padding
+        assert window.num_items == sequences * 31  # full blocks of 32, no padding: 31 predicted tokens each
     else:
         assert 0 < window.num_items < 0.3 * 2 * 4 * 32  # ~15% of the tokens are masked
 
