@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -226,7 +228,7 @@ class Trainer:
         resume = resolve_checkpoint(self.args.output_dir, resume_from_checkpoint)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
-        self.pl_trainer.fit(module, datamodule=datamodule)
+        self._fit(module, datamodule, flow)
         self.model = module.model
         self.state = flow.state
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
@@ -234,6 +236,26 @@ class Trainer:
         self.lr_scheduler = configs[0].scheduler if configs else None
         metrics = dict(getattr(flow, "train_metrics", {}))
         return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
+
+    def _fit(self, module: FacadeModule, datamodule: FacadeDataModule, flow: HFFlow) -> None:
+        """``lightning.Trainer.fit``, with Ctrl+C behaving as in transformers.Trainer.
+
+        Lightning answers a KeyboardInterrupt by tearing down, ignoring SIGINT from then on and calling
+        ``sys.exit(1)``; transformers lets the KeyboardInterrupt through. Here the interrupt comes back as a
+        KeyboardInterrupt, the SIGINT handler is restored (a notebook can be interrupted again), and the trainer keeps
+        the model and state of the last finished step.
+        """
+        main_thread = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGINT) if main_thread else None
+        try:
+            self.pl_trainer.fit(module, datamodule=datamodule)
+        except SystemExit:
+            if not self.pl_trainer.interrupted:
+                raise
+            if main_thread and handler is not None:
+                signal.signal(signal.SIGINT, handler)
+            self.model, self.state = module.model, flow.state
+            raise KeyboardInterrupt(f"training interrupted after global step {flow.state.global_step}") from None
 
     def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:
         # HFCheckpoint also resumes and loads the best model at the end, so it is there even with save_strategy "no".

@@ -36,6 +36,33 @@ def test_report_to_tensorboard_and_csv_write_hf_tags(tmp_path):
     assert glob.glob(str(tmp_path / "logs" / "**" / "metrics.csv"), recursive=True)
 
 
+def test_ctrl_c_raises_keyboard_interrupt_as_transformers_does(tmp_path):
+    """Ctrl+C during train(): transformers lets the KeyboardInterrupt through (Lightning alone would exit the process
+    and ignore SIGINT from then on); the state and weights are those of the last finished step, in both."""
+    import signal
+
+    class Interrupt(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    handler = signal.getsignal(signal.SIGINT)
+    results = {}
+    for name, cls in (("hf", transformers.Trainer), ("ours", Trainer)):
+        torch.manual_seed(0)
+        args = _args(tmp_path / name) if cls is Trainer else transformers.TrainingArguments(
+            str(tmp_path / name), **{k: getattr(_args(tmp_path), k) for k in (
+                "per_device_train_batch_size", "max_steps", "learning_rate", "report_to", "use_cpu",
+                "save_strategy", "logging_steps", "disable_tqdm")})
+        trainer = cls(model=RegressionModel(), args=args, train_dataset=RegressionDataset(), callbacks=[Interrupt()])
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+        results[name] = (trainer.state.global_step, trainer.model.a.item(), trainer.model.b.item())
+        assert signal.getsignal(signal.SIGINT) is handler  # Ctrl+C still interrupts afterwards
+    assert results["ours"][0] == results["hf"][0] == 2
+    assert results["ours"][1:] == pytest.approx(results["hf"][1:], abs=1e-6)
+
+
 def test_disable_tqdm_prints_logs_as_transformers_does(tmp_path, capsys):
     Trainer(model=RegressionModel(), args=_args(tmp_path), train_dataset=RegressionDataset()).train()
     assert "'loss':" in capsys.readouterr().out  # transformers' PrinterCallback
