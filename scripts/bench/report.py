@@ -176,8 +176,11 @@ def _verdict(target: dict[str, Any]) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     meta, summary = results["meta"], results["summary"]
     rounds = ", ".join(f"{n} {r}" for n, r in meta["rounds"].items())
+    loads = [load for w in summary["workloads"].values() for load in (w["load_min"], w["load_max"])]
+    busy = "shared with other jobs" if max(loads) >= 1.5 * meta["cpus"] else "otherwise idle"
     lines = [f"Command: `{meta['command']}` ({meta['date']}; rounds: {rounds}; wall time {meta['wall_s'] / 60:.1f} min). "
-             f"Machine: {meta['cpus']} CPU cores shared with other jobs, {meta['threads']} torch thread(s) per run, "
+             f"Machine: {meta['cpus']} CPU cores, {busy} (1-minute load average {min(loads):.1f} to {max(loads):.1f}), "
+             f"{meta['threads']} torch thread(s) per run, "
              f"no GPU; torch {meta['torch']}, lightning {meta['lightning']}, transformers {meta['transformers']}, "
              f"accelerate {meta['accelerate']}, Python {meta['python']}; hf_lightning at commit {meta['commit']}"
              + (f" with local changes to {', '.join(meta['changed'])}" if meta["changed"] else "") + ".", ""]
