@@ -29,14 +29,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 from transformers.trainer_utils import speed_metrics
 
+from hf_lightning.callbacks.flow_records import FlowRecords
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 
@@ -46,7 +45,7 @@ def _resolve_interval(value: float, max_steps: int) -> int | float:
     return math.ceil(max_steps * value) if value and value < 1 else value
 
 
-class HFFlow(Callback):
+class HFFlow(FlowRecords, Callback):
     """Runs HF's training-loop flow (state, control, logging, evaluation schedule, TrainerCallbacks) on Lightning.
 
     Args:
@@ -143,40 +142,6 @@ class HFFlow(Callback):
 
     def add_callback(self, callback: Any) -> None:
         self.handler.add_callback(callback)
-
-    def write_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
-                  start_time: float | None = None) -> None:
-        """HF's ``Trainer.log``: adds epoch (and tokens seen), appends to log_history, writes loggers, fires on_log.
-
-        Args:
-            logs: The record; ``epoch`` (and ``num_input_tokens_seen``) are added to it.
-            trainer: Writes the record to its loggers with HF's TensorBoard tags when given.
-            start_time: Training start; with token tracking adds ``train_runtime`` / ``train_tokens_per_second``.
-        """
-        if self.log_override is not None:  # an overridden Trainer.log; its super().log() comes back to record_log
-            self._log_trainer = trainer
-            self.log_override(logs, start_time)
-            return
-        self.record_log(logs, trainer, start_time)
-
-    def record_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
-                   start_time: float | None = None) -> None:
-        """The body of `write_log`, without the override hook."""
-        trainer = trainer if trainer is not None else self._log_trainer
-        if self.state.epoch is not None:
-            logs["epoch"] = self.state.epoch
-        if self.args.include_num_input_tokens_seen != "no":
-            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
-            if start_time is not None:
-                tokens = self.state.num_input_tokens_seen - self._initial_tokens
-                logs.update(speed_metrics("train", start_time, num_tokens=tokens))
-        self.state.log_history.append({**logs, "step": self.state.global_step})
-        if trainer is not None and trainer.is_global_zero:
-            # The tags of HF's TensorBoard integration: train/loss, eval/loss, ... (transformers' rewrite_logs).
-            scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
-            for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=self.state.global_step)
-        self.event("on_log", logs=logs)
 
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -318,19 +283,6 @@ class HFFlow(Callback):
         elif self.control.should_epoch_stop:  # HF breaks out of the epoch: Lightning's loop ends it at this batch
             trainer.fit_loop.epoch_loop.batch_progress.is_last_batch = True
 
-    def _add_step_loss(self, pl_module: L.LightningModule) -> None:
-        step_loss = getattr(pl_module, "step_loss", None)
-        if step_loss is None:
-            return
-        step_loss = step_loss.detach().float()
-        if self._tr_loss is None:
-            self._tr_loss = torch.zeros((), device=step_loss.device)
-        if self.args.logging_nan_inf_filter:
-            # HF: a non-finite step adds the mean of the steps since the last log (no host sync here).
-            fallback = self._tr_loss / (1 + self.state.global_step - 1 - self._last_logged)
-            step_loss = torch.where(torch.isfinite(step_loss), step_loss, fallback)
-        self._tr_loss = self._tr_loss + step_loss
-
     def _log_evaluate_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.control.should_log and self.state.global_step > self._last_logged:
             self.write_log(self._train_logs(trainer, pl_module), trainer, start_time=self._start_time)
@@ -343,31 +295,6 @@ class HFFlow(Callback):
             if saver is not None:
                 saver.save_hf_checkpoint(trainer, pl_module)
                 self.event("on_save")
-
-    def _train_logs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        tr_loss = self._tr_loss if self._tr_loss is not None else torch.zeros(())
-        total = float(trainer.strategy.reduce(tr_loss, reduce_op="mean"))
-        self._tr_loss = torch.zeros_like(tr_loss)
-        logs = {"loss": total / (self.state.global_step - self._last_logged)}
-        grad_norm = getattr(pl_module, "last_grad_norm", None)
-        if grad_norm is not None:
-            logs["grad_norm"] = float(grad_norm)
-        lr = getattr(pl_module, "last_learning_rate", None)
-        if lr is not None:
-            logs["learning_rate"] = lr
-        self._total_loss += total
-        self._last_logged = self.state.global_step
-        self.store_flos(trainer, pl_module)
-        return logs
-
-    def store_flos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """HF's ``store_flos``: moves the module's flos count (summed over ranks) into ``state.total_flos``."""
-        current = float(getattr(pl_module, "current_flos", 0.0))
-        if trainer.world_size > 1:
-            current = float(trainer.strategy.reduce(torch.tensor(current, device=pl_module.device), reduce_op="sum"))
-        self.state.total_flos += current
-        if hasattr(pl_module, "current_flos"):
-            pl_module.current_flos = 0.0
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -390,30 +317,6 @@ class HFFlow(Callback):
             is_new_best = self.determine_best_metric(metrics)
             if self.args.save_strategy == "best":
                 self.control.should_save = is_new_best
-
-    def determine_best_metric(self, metrics: dict[str, float]) -> bool:
-        """HF's ``_determine_best_metric``: updates best_metric / best_global_step; True on a new best."""
-        name = self.args.metric_for_best_model
-        if name is None:
-            return False
-        key = name if name.startswith("eval_") else f"eval_{name}"
-        if key not in metrics:
-            raise KeyError(
-                f"metric_for_best_model='{name}' is not among the evaluation metrics {sorted(metrics)}. "
-                f"Choose one of them (without the 'eval_' prefix) or add it to compute_metrics / model.metrics."
-            )
-        greater = self.args.greater_is_better
-        if greater is None:
-            greater = not key.endswith("loss")
-        better = np.greater if greater else np.less
-        if self.state.best_metric is None:
-            self.state.best_metric = float("-inf") if greater else float("inf")
-        if better(metrics[key], self.state.best_metric):
-            self.state.best_metric = metrics[key]
-            if self.args.save_strategy in ("steps", "epoch", "best"):
-                self.state.best_global_step = self.state.global_step
-            return True
-        return False
 
     # ----------------------------------------------------------------------------------------------- end
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,0 +1,124 @@
+"""The records HFFlow keeps, as transformers.Trainer keeps them: log records (``Trainer.log``), the running training
+loss with HF's NaN / inf filter, floating-point operations (``store_flos``) and the best metric
+(``_determine_best_metric``). A mixin of `HFFlow`, which owns the state these methods read and write (``args``,
+``state``, ``handler`` and the loss accumulators).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from transformers.integrations.integration_utils import rewrite_logs
+from transformers.trainer_utils import speed_metrics
+
+
+class FlowRecords:
+    """HF's logging and best-metric bookkeeping; mixed into `HFFlow` (which provides ``event``)."""
+
+    args: Any
+    state: Any
+    log_override: Any
+    _log_trainer: L.Trainer | None
+    _tr_loss: torch.Tensor | None
+    _total_loss: float
+    _last_logged: int
+    _initial_tokens: int
+
+    def write_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
+                  start_time: float | None = None) -> None:
+        """HF's ``Trainer.log``: adds epoch (and tokens seen), appends to log_history, writes loggers, fires on_log.
+
+        Args:
+            logs: The record; ``epoch`` (and ``num_input_tokens_seen``) are added to it.
+            trainer: Writes the record to its loggers with HF's TensorBoard tags when given.
+            start_time: Training start; with token tracking adds ``train_runtime`` / ``train_tokens_per_second``.
+        """
+        if self.log_override is not None:  # an overridden Trainer.log; its super().log() comes back to record_log
+            self._log_trainer = trainer
+            self.log_override(logs, start_time)
+            return
+        self.record_log(logs, trainer, start_time)
+
+    def record_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
+                   start_time: float | None = None) -> None:
+        """The body of `write_log`, without the override hook."""
+        trainer = trainer if trainer is not None else self._log_trainer
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen != "no":
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
+            if start_time is not None:
+                tokens = self.state.num_input_tokens_seen - self._initial_tokens
+                logs.update(speed_metrics("train", start_time, num_tokens=tokens))
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        if trainer is not None and trainer.is_global_zero:
+            # The tags of HF's TensorBoard integration: train/loss, eval/loss, ... (transformers' rewrite_logs).
+            scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=self.state.global_step)
+        self.event("on_log", logs=logs)
+
+    def _add_step_loss(self, pl_module: L.LightningModule) -> None:
+        step_loss = getattr(pl_module, "step_loss", None)
+        if step_loss is None:
+            return
+        step_loss = step_loss.detach().float()
+        if self._tr_loss is None:
+            self._tr_loss = torch.zeros((), device=step_loss.device)
+        if self.args.logging_nan_inf_filter:
+            # HF: a non-finite step adds the mean of the steps since the last log (no host sync here).
+            fallback = self._tr_loss / (1 + self.state.global_step - 1 - self._last_logged)
+            step_loss = torch.where(torch.isfinite(step_loss), step_loss, fallback)
+        self._tr_loss = self._tr_loss + step_loss
+
+    def _train_logs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        tr_loss = self._tr_loss if self._tr_loss is not None else torch.zeros(())
+        total = float(trainer.strategy.reduce(tr_loss, reduce_op="mean"))
+        self._tr_loss = torch.zeros_like(tr_loss)
+        logs = {"loss": total / (self.state.global_step - self._last_logged)}
+        grad_norm = getattr(pl_module, "last_grad_norm", None)
+        if grad_norm is not None:
+            logs["grad_norm"] = float(grad_norm)
+        lr = getattr(pl_module, "last_learning_rate", None)
+        if lr is not None:
+            logs["learning_rate"] = lr
+        self._total_loss += total
+        self._last_logged = self.state.global_step
+        self.store_flos(trainer, pl_module)
+        return logs
+
+    def store_flos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """HF's ``store_flos``: moves the module's flos count (summed over ranks) into ``state.total_flos``."""
+        current = float(getattr(pl_module, "current_flos", 0.0))
+        if trainer.world_size > 1:
+            current = float(trainer.strategy.reduce(torch.tensor(current, device=pl_module.device), reduce_op="sum"))
+        self.state.total_flos += current
+        if hasattr(pl_module, "current_flos"):
+            pl_module.current_flos = 0.0
+
+    def determine_best_metric(self, metrics: dict[str, float]) -> bool:
+        """HF's ``_determine_best_metric``: updates best_metric / best_global_step; True on a new best."""
+        name = self.args.metric_for_best_model
+        if name is None:
+            return False
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise KeyError(
+                f"metric_for_best_model='{name}' is not among the evaluation metrics {sorted(metrics)}. "
+                f"Choose one of them (without the 'eval_' prefix) or add it to compute_metrics / model.metrics."
+            )
+        greater = self.args.greater_is_better
+        if greater is None:
+            greater = not key.endswith("loss")
+        better = np.greater if greater else np.less
+        if self.state.best_metric is None:
+            self.state.best_metric = float("-inf") if greater else float("inf")
+        if better(metrics[key], self.state.best_metric):
+            self.state.best_metric = metrics[key]
+            if self.args.save_strategy in ("steps", "epoch", "best"):
+                self.state.best_global_step = self.state.global_step
+            return True
+        return False
