@@ -7,12 +7,13 @@ Configs are stackable (``--config a.yaml --config b.yaml``), any field can be ov
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from transformers.trainer_pt_utils import save_metrics
 
 from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.modules.base import HFModule
@@ -58,20 +59,15 @@ class HFLightningCLI(LightningCLI):
         return self.trainer.log_dir or self.trainer.default_root_dir
 
     def save_results(self, folder: str, split: str, metrics: dict[str, Any]) -> None:
-        """Writes ``<split>_results.json`` and merges it into ``all_results.json``, as HF's ``save_metrics`` does."""
-        if not self.trainer.is_global_zero or not metrics:
+        """Writes ``<split>_results.json`` and merges it into ``all_results.json`` with transformers' own
+        ``save_metrics`` (world process zero only)."""
+        if not metrics:
             return
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"{split}_results.json"), "w") as f:
-            json.dump(metrics, f, indent=4, sort_keys=True)
-        every = os.path.join(folder, "all_results.json")
-        merged = {}
-        if os.path.exists(every):
-            with open(every) as f:
-                merged = json.load(f)
-        merged.update(metrics)
-        with open(every, "w") as f:
-            json.dump(merged, f, indent=4, sort_keys=True)
+        if self.trainer.is_global_zero:
+            os.makedirs(folder, exist_ok=True)
+        writer = SimpleNamespace(is_world_process_zero=lambda: self.trainer.is_global_zero,
+                                 args=SimpleNamespace(output_dir=folder))
+        save_metrics(writer, split, metrics)
 
     def after_fit(self) -> None:
         from hf_lightning.callbacks.hf_flow import find_flow
