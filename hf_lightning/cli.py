@@ -81,10 +81,11 @@ class HFLightningCLI(LightningCLI):
                 os.makedirs(folder, exist_ok=True)
                 flow.state.save_to_json(os.path.join(folder, "trainer_state.json"))
         path = self.export_path()
-        if path is None or not self.trainer.is_global_zero:
+        if path is None:
             return
-        self.model.save_pretrained(path)
-        print(f"Saved the trained model in HF format to {path}")
+        self.model.save_pretrained(path)  # every rank: sharded weights are gathered, rank zero writes
+        if self.trainer.is_global_zero:
+            print(f"Saved the trained model in HF format to {path}")
 
     def after_validate(self) -> None:
         self.save_results(self.results_dir(), "eval", dict(getattr(self.model, "eval_results", None) or {}))

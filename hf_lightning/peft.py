@@ -149,14 +149,21 @@ class LoraModule(HFModule):
 
     def save_pretrained(self, path: str, safe_serialization: bool = True, merged: bool = False) -> None:
         """Writes the adapter folder (``PeftModel.save_pretrained``) and tokenizer, or with ``merged`` a full
-        transformers model with the adapters folded into its weights (``merge_and_unload`` on a copy)."""
+        transformers model with the adapters folded into its weights (``merge_and_unload`` on a copy).
+        With several processes call it on every rank: rank zero writes the weights gathered across ranks."""
+        writes, weights = self.export_state()
+        if not writes:
+            return
         if merged:
             import copy
 
             with torch.no_grad():
-                copy.deepcopy(self.model).merge_and_unload().save_pretrained(path, safe_serialization=safe_serialization)
+                merged_model = copy.deepcopy(self.model)
+                if weights is not None:
+                    merged_model.load_state_dict(weights)
+                merged_model.merge_and_unload().save_pretrained(path, safe_serialization=safe_serialization)
         else:
-            self.model.save_pretrained(path, safe_serialization=safe_serialization)
+            self.model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
 

@@ -358,11 +358,10 @@ class Trainer:
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Saves the model (safetensors + config), the processing class and the training arguments."""
         output_dir = output_dir or self.args.output_dir
-        if not self.is_world_process_zero():
-            return
         module = self._evaluation_module()
-        module.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
+        if self.is_world_process_zero():
+            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     # ----------------------------------------------------------------------------------------------- HF defaults
     # The defaults below are what a subclass reaches through super(); the module calls the overridden ones.

@@ -402,17 +402,37 @@ class HFModule(EvaluationMixin, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     # ----------------------------------------------------------------------------------------------- export
+    def export_state(self) -> tuple[bool, dict[str, torch.Tensor] | None]:
+        """``(writes, weights)`` for an export: with several processes the strategy gathers the full weights of
+        ``model`` (a collective where parameters are sharded: FSDP, DeepSpeed ZeRO-3) and only rank zero writes them.
+        One process: ``(True, None)``, the model's own weights."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return True, None
+        weights = trainer.strategy.lightning_module_state_dict()
+        if not trainer.is_global_zero:
+            return False, None
+        return True, {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
+
     def save_pretrained(self, path: str, safe_serialization: bool = True) -> None:
-        """Writes the model (and tokenizer) in HF format, loadable with ``AutoModelFor...from_pretrained``."""
+        """Writes the model (and tokenizer) in HF format, loadable with ``AutoModelFor...from_pretrained``.
+
+        With several processes, call it on every rank (the CLI and ``Trainer.save_model`` do): the weights are
+        gathered across ranks and rank zero writes them.
+        """
+        writes, weights = self.export_state()
+        if not writes:
+            return
         if isinstance(self.model, PreTrainedModel):
-            self.model.save_pretrained(path, safe_serialization=safe_serialization)
+            self.model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
         else:
             import os
 
             from safetensors.torch import save_file
 
             os.makedirs(path, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, f"{path}/model.safetensors")
+            weights = self.model.state_dict() if weights is None else weights
+            save_file({k: v.contiguous() for k, v in weights.items()}, f"{path}/model.safetensors")
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
 

@@ -142,7 +142,13 @@ def run_fsdp(out_dir: str, per_device_batch: int, fsdp: bool) -> dict:
     output = trainer.train()
     metrics = trainer.evaluate(data.select(range(7)))
     prediction = trainer.predict(data.select(range(7)))
+    trainer.save_model(os.path.join(out_dir, "final"))  # every rank, as in a transformers script
+    exported = {}
+    if trainer.is_world_process_zero():
+        reloaded = BertForSequenceClassification.from_pretrained(os.path.join(out_dir, "final"))
+        exported = {k: float(v.double().sum()) for k, v in reloaded.state_dict().items()}
     return {"strategy": type(trainer.pl_trainer.strategy).__name__, "train_loss": output.training_loss,
+            "exported": exported,
             "eval": {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))},
             "predictions": np.asarray(prediction.predictions).tolist(),
             "checkpoint_files": sorted(os.listdir(os.path.join(out_dir, "checkpoint-4")))}

@@ -80,13 +80,15 @@ def test_cli_with_stacked_ddp_recipe_equals_one_process(tmp_path):
     assert max(float((ddp[k] - single[k]).abs().max()) for k in ddp) < 1e-5
 
 
-def test_cli_launched_by_lightning_itself_equals_one_process(tmp_path):
+@pytest.mark.parametrize("recipe", ["ddp.yaml", "fsdp2.yaml"])
+def test_cli_launched_by_lightning_itself_equals_one_process(tmp_path, recipe):
     """``--trainer.devices 2`` without torchrun: Lightning starts the second process (LOCAL_RANK and WORLD_SIZE set,
-    no RANK) and the flow's TrainingArguments must not try to join a process group on their own."""
+    no RANK) and the flow's TrainingArguments must not try to join a process group on their own. With FSDP2 the
+    export after fit gathers the sharded weights (every rank takes part, rank zero writes)."""
     from hf_lightning.cli import main
 
     two, one = tmp_path / "two", tmp_path / "one"
-    cmd = [sys.executable, "-m", "hf_lightning", *_cli_args(two, 4, 2, "configs/strategies/ddp.yaml"),
+    cmd = [sys.executable, "-m", "hf_lightning", *_cli_args(two, 4, 2, f"configs/strategies/{recipe}"),
            "--trainer.callbacks+=hf_lightning.callbacks.HFFlow", "--trainer.callbacks.logging_steps=1"]
     run_job(cmd, tmp_path / "two.log", env=job_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())))
     cli = main(_cli_args(one, 8, 1))

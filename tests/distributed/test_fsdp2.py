@@ -54,3 +54,7 @@ def test_hf_style_trainer_with_fsdp_equals_one_process(tmp_path):
     np.testing.assert_allclose(sharded["predictions"], single["predictions"], atol=1e-6)
     assert {"model.safetensors", "optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"} <= set(
         sharded["checkpoint_files"])
+    # save_model() on every rank gathers the shards: the export reloads with from_pretrained, equal to one process
+    assert set(sharded["exported"]) == set(single["exported"]) and sharded["exported"]
+    for name, value in single["exported"].items():
+        assert sharded["exported"][name] == pytest.approx(value, rel=1e-5, abs=1e-5), name
