@@ -4,8 +4,8 @@ from hf_lightning.args import Seq2SeqTrainingArguments, TrainingArguments
 from hf_lightning.callbacks import HFFlow
 from hf_lightning.data import HFDataModule
 from hf_lightning.modules import HFModule
+from hf_lightning.seq2seq_trainer import Seq2SeqTrainer
 from hf_lightning.trainer import Trainer
-from hf_lightning.seq2seq_trainer import Seq2SeqTrainer  # noqa: E402  (after Trainer)
 
 __all__ = [
     "HFDataModule", "HFFlow", "HFModule", "Seq2SeqTrainer", "Seq2SeqTrainingArguments", "Trainer", "TrainingArguments",

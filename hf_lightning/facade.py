@@ -60,7 +60,7 @@ class FacadeModule(HFModule):
         object.__setattr__(self, "facade", facade)  # not a submodule
         self.deferred_loss: torch.Tensor | None = None
         self._context: tuple[Any, int] | None = None
-        hook = getattr(facade, "compute_loss")
+        hook = facade.compute_loss
         self._loss_takes_num_items = _takes(hook, "num_items_in_batch")
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,

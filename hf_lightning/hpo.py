@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import BestRun, default_compute_objective, default_hp_space_optuna

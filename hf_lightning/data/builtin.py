@@ -7,9 +7,9 @@ Each asset is found with ``importlib.metadata.distribution(pkg).locate_file(path
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import datasets
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
-from collections.abc import Iterator
-from typing import Any, Callable, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import datasets
 import lightning as L
@@ -186,7 +185,7 @@ class HFDataModule(L.LightningDataModule):
             loaded = self._load_files(source)
         else:
             loaded = source
-        if isinstance(loaded, datasets.Dataset) or isinstance(loaded, (torch.utils.data.Dataset, IterableDataset)):
+        if isinstance(loaded, (datasets.Dataset, torch.utils.data.Dataset, IterableDataset)):
             loaded = {"train": loaded}
         if isinstance(loaded, datasets.DatasetDict) and set(loaded) == {"train"} and (
             self.validation_size or self.test_size
@@ -227,9 +226,9 @@ class HFDataModule(L.LightningDataModule):
 
     def _string_labels(self) -> list[str] | None:
         train = self.raw_splits().get("train")
-        if isinstance(train, datasets.Dataset) and self.label_column in train.column_names:
-            if train.features[self.label_column].dtype == "string":
-                return sorted(set(train[self.label_column]))
+        if (isinstance(train, datasets.Dataset) and self.label_column in train.column_names
+                and train.features[self.label_column].dtype == "string"):
+            return sorted(set(train[self.label_column]))
         return None
 
     @property

@@ -15,8 +15,8 @@ Three small pieces keep hf_lightning's numbers equal to ``transformers.Trainer``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Sampler

@@ -65,7 +65,7 @@ class StrictRegressionModel(RegressionModel):
     """The regression model without ``**kwargs``: transformers.Trainer then divides each micro-batch loss by the
     number of micro-batches in the window (its correct path, including a short last window)."""
 
-    def forward(self, input_x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple:  # noqa: D102
+    def forward(self, input_x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple:
         return super().forward(input_x, labels)
 
 

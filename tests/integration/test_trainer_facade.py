@@ -86,7 +86,7 @@ def test_save_model_state_and_metrics(tmp_path):
 
 def test_callback_management_mirrors_transformers(tmp_path):
     trainer = Trainer(model=RegressionModel(), args=_args(tmp_path))
-    names = lambda: [type(c).__name__ for c in trainer.callback_handler.callbacks]  # noqa: E731
+    names = lambda: [type(c).__name__ for c in trainer.callback_handler.callbacks]
     assert "DefaultFlowCallback" in names() and "PrinterCallback" in names()
     trainer.add_callback(transformers.EarlyStoppingCallback)
     assert "EarlyStoppingCallback" in names()

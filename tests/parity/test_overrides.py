@@ -100,7 +100,7 @@ def test_log_override_sees_every_record(tmp_path):
     hf = run(_subclass(transformers.Trainer, LogCapture), StrictRegressionModel, RegressionDataset(), tmp_path, **REG)
     ours = run(_subclass(hf_lightning.Trainer, LogCapture), StrictRegressionModel, RegressionDataset(), tmp_path,
                **REG)
-    strip = lambda rows: [{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k} for r in rows]
     assert max_rel_diff(strip(ours.trainer.captured), strip(hf.trainer.captured)) < 1e-6
 
 

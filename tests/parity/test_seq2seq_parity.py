@@ -66,7 +66,7 @@ def test_seq2seq_trainer_matches_transformers(tmp_path):
     hf, hf_metrics, hf_preds = _run(transformers.Seq2SeqTrainer, transformers.Seq2SeqTrainingArguments, tmp_path / "a")
     ours, metrics, preds = _run(hf_lightning.Seq2SeqTrainer, hf_lightning.Seq2SeqTrainingArguments, tmp_path / "b")
     assert max_rel_diff(ours.model.state_dict(), hf.model.state_dict()) < 1e-5
-    no_loss = lambda rows: [{k: v for k, v in r.items() if k != "eval_loss"} for r in strip_speed(rows)]  # noqa: E731
+    no_loss = lambda rows: [{k: v for k, v in r.items() if k != "eval_loss"} for r in strip_speed(rows)]
     assert max_rel_diff(no_loss(ours.state.log_history), no_loss(hf.state.log_history)) < 1e-5
     assert {k for k in metrics if "runtime" not in k and "per_second" not in k} == \
         {k for k in hf_metrics if "runtime" not in k and "per_second" not in k}

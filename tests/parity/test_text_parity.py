@@ -90,7 +90,7 @@ def test_causal_lm_without_loss_type_counts_shifted_labels(tmp_path):
     """GPT-2 leaves loss_type None: transformers 5.23 then counts labels != -100 without the shift (one token per
     sequence too many), so its accumulated loss is scaled down; hf_lightning counts what the loss sums over."""
     data = _lm_dataset(16, 1)
-    untyped = lambda: _gpt2(None)  # noqa: E731
+    untyped = lambda: _gpt2(None)
     hf, ours = both(untyped, data, tmp_path / "u", per_device_train_batch_size=2, gradient_accumulation_steps=2,
                     **dict(LM, num_train_epochs=1))
     typed = run(hf_lightning.Trainer, _gpt2, data, tmp_path / "t", per_device_train_batch_size=2,
@@ -106,7 +106,7 @@ def test_mean_loss_classifier_under_accumulation_equals_the_large_batch(tmp_path
     data = _tokenized(32, 0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
     kwargs = dict(num_train_epochs=1, learning_rate=1e-3, trainer_kwargs={"processing_class": tokenizer})
-    no_dropout = lambda: _bert_classifier(0.0)  # noqa: E731 - micro-batches draw dropout masks differently
+    no_dropout = lambda: _bert_classifier(0.0)
     acc = run(hf_lightning.Trainer, no_dropout, data, tmp_path / "a", per_device_train_batch_size=4,
               gradient_accumulation_steps=2, **kwargs)
     big = run(hf_lightning.Trainer, no_dropout, data, tmp_path / "b", per_device_train_batch_size=8, **kwargs)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from hf_lightning.data import HFDataModule, MissingAssetError, load_builtin
 from hf_lightning.data.builtin import Asset
-from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, WINDOW_KEY, split_window
+from hf_lightning.data.loader import WINDOW_KEY, HFBatchSampler, HFRandomSampler, TrainLoader, split_window
 from tests.helpers.tiny import RegressionDataset, RegressionModel
 
 
