@@ -1,6 +1,6 @@
 """Runs the shipped recipes as users would and prints the measured figures as a markdown table.
 
-    python scripts/recipe_figures.py                      # every recipe (about 30 minutes on 2 CPU cores)
+    python scripts/recipe_figures.py                      # every recipe (about 25 minutes on 2 idle CPU cores)
     python scripts/recipe_figures.py --only ner_wnut16 lora
     python scripts/recipe_figures.py --out runs/recipe_figures --json figures.json
 
@@ -52,6 +52,8 @@ RECIPES = [
     Recipe("causal_lm_tiny", ["causal_lm_tiny.yaml"], ["eval_perplexity", "eval_loss"]),
     Recipe("summarization_aclsum", ["summarization_aclsum.yaml"],
            ["eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_loss"]),
+    Recipe("summarization_bert2bert", ["summarization_bert2bert.yaml"],
+           ["eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_gen_len", "eval_loss"]),
 ]
 
 

@@ -21,7 +21,14 @@ from transformers.trainer_pt_utils import LabelSmoother
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
-from hf_lightning.modules.tasks import TASKS, auto_class, is_causal_lm, loss_shifts_labels
+from hf_lightning.modules.tasks import (
+    TASKS,
+    auto_class,
+    build_encoder_decoder,
+    is_causal_lm,
+    is_encoder_decoder_spec,
+    loss_shifts_labels,
+)
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler
 
 
@@ -31,6 +38,8 @@ def _load_model(
 ) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
+    if task == "seq2seq-lm" and is_encoder_decoder_spec(model):  # {encoder: minilm, decoder: minilm}: BERT2BERT
+        return build_encoder_decoder(model, model_kwargs)
     cls = auto_class(task)
     labels: dict[str, Any] = {}
     if num_labels is not None and TASKS[task].uses_labels:
@@ -53,7 +62,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
 
     Args:
         model: A packaged model name (``minilm``), a local folder or hub id, a config dict (``{model_type: bert, ...}``,
-            random init), or (from Python) a model instance.
+            random init), or (from Python) a model instance. For ``seq2seq-lm`` also ``{encoder: ..., decoder: ...}``:
+            an encoder-decoder warm-started from two models (`hf_lightning.modules.tasks.build_encoder_decoder`).
         task: Which ``AutoModelFor...`` class loads it: ``sequence-classification``, ``token-classification``,
             ``causal-lm``, ``masked-lm``, ``seq2seq-lm``, ``question-answering``.
         num_labels: Number of labels of a classification head (linked from the data by the CLI).

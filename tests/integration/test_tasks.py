@@ -282,6 +282,32 @@ def test_seq2seq_prediction_step_matches_seq2seq_trainer(tmp_path):
     assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[2], theirs[2])
 
 
+def test_bert2bert_recipe_warm_starts_an_encoder_decoder_that_learns_and_exports(tmp_path):
+    """configs/summarization_bert2bert.yaml with tiny BERT sides from config: an EncoderDecoderModel whose config and
+    generation_config carry the [CLS] / [SEP] / [PAD] ids, trained through the CLI (loss drops, generation is scored)
+    and exported in a folder EncoderDecoderModel.from_pretrained loads."""
+    spec = {"encoder": TINY_BERT, "decoder": TINY_BERT, "decoder_start_token_id": 101, "eos_token_id": 102,
+            "pad_token_id": 0}
+    short = ["--model.init_args.model", json.dumps(spec), "--model.init_args.learning_rate", "3e-3",
+             "--model.init_args.generation_max_length", "16", "--data.init_args.max_source_length", "64",
+             "--data.init_args.max_target_length", "16", "--data.init_args.max_eval_samples", "10",
+             "--data.init_args.batch_size", "10"]
+    before = run_cli(tmp_path, "validate", "summarization_bert2bert.yaml", *short)
+    cli = main(["fit", "--config", str(CONFIGS / "summarization_bert2bert.yaml"), *short, "--trainer.max_epochs", "4",
+                "--trainer.check_val_every_n_epoch", "4", "--trainer.logger", "false", "--trainer.enable_progress_bar",
+                "false", "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path / "fit"),
+                "--export_dir", str(tmp_path / "export")])
+    model = cli.model.model
+    assert isinstance(model, transformers.EncoderDecoderModel) and model.decoder.config.add_cross_attention
+    assert (model.config.decoder_start_token_id, model.config.pad_token_id) == (101, 0)
+    after = cli.model.eval_results
+    assert {"eval_rouge1", "eval_gen_len"} <= set(after)
+    assert after["eval_loss"] < before["eval_loss"] - 1.0
+    reloaded = transformers.EncoderDecoderModel.from_pretrained(tmp_path / "export")
+    torch.testing.assert_close(reloaded.decoder.cls.predictions.bias, model.decoder.cls.predictions.bias)
+    assert reloaded.generation_config.decoder_start_token_id == 101
+
+
 def test_summarization_recipe_learns(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_T5 | {"d_model": 64, "d_kv": 16, "d_ff": 128}),
              "--model.init_args.learning_rate", "3e-2", "--model.init_args.generation_max_length", "24",
