@@ -15,46 +15,15 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 from transformers.trainer_pt_utils import LabelSmoother
 
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
-from hf_lightning.modules.tasks import (
-    TASKS,
-    auto_class,
-    build_encoder_decoder,
-    is_causal_lm,
-    is_encoder_decoder_spec,
-    loss_shifts_labels,
-)
+from hf_lightning.modules.loading import load_model
+from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler
-
-
-def _load_model(
-    model: str | dict[str, Any] | nn.Module, task: str, num_labels: int | None, id2label: dict[int, str] | None,
-    model_kwargs: dict[str, Any], from_config: bool,
-) -> nn.Module:
-    if isinstance(model, nn.Module):
-        return model
-    if task == "seq2seq-lm" and is_encoder_decoder_spec(model):  # {encoder: minilm, decoder: minilm}: BERT2BERT
-        return build_encoder_decoder(model, model_kwargs)
-    cls = auto_class(task)
-    labels: dict[str, Any] = {}
-    if num_labels is not None and TASKS[task].uses_labels:
-        labels["num_labels"] = num_labels
-    if id2label and TASKS[task].uses_labels:
-        labels["id2label"] = {int(k): v for k, v in id2label.items()}
-        labels["label2id"] = {v: int(k) for k, v in id2label.items()}
-    if isinstance(model, dict):  # a config written out in yaml: {model_type: bert, hidden_size: 32, ...}
-        spec = dict(model)
-        config = AutoConfig.for_model(spec.pop("model_type"), **spec, **labels)
-        return cls.from_config(config, **model_kwargs)
-    path = resolve_model_path(model)
-    if from_config:
-        return cls.from_config(AutoConfig.from_pretrained(path, **labels), **model_kwargs)
-    return cls.from_pretrained(path, **labels, **model_kwargs)
 
 
 class HFModule(EvaluationMixin, L.LightningModule):
@@ -63,7 +32,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
     Args:
         model: A packaged model name (``minilm``), a local folder or hub id, a config dict (``{model_type: bert, ...}``,
             random init), or (from Python) a model instance. For ``seq2seq-lm`` also ``{encoder: ..., decoder: ...}``:
-            an encoder-decoder warm-started from two models (`hf_lightning.modules.tasks.build_encoder_decoder`).
+            an encoder-decoder warm-started from two models (`hf_lightning.modules.loading.build_encoder_decoder`).
         task: Which ``AutoModelFor...`` class loads it: ``sequence-classification``, ``token-classification``,
             ``causal-lm``, ``masked-lm``, ``seq2seq-lm``, ``question-answering``.
         num_labels: Number of labels of a classification head (linked from the data by the CLI).
@@ -163,7 +132,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "facade", "teacher"]
         self.save_hyperparameters(ignore=objects + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
         self.task = task
-        self.model = _load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config)
+        self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config)
         self.model.train()  # from_pretrained returns eval mode; HF's training_step trains with dropout on
         self.tokenizer = self._load_tokenizer(model, tokenizer)
         self.optim_config = dict(

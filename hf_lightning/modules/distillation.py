@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from hf_lightning.losses import DistillationLoss
-from hf_lightning.modules.base import HFModule, _load_model
+from hf_lightning.modules.base import HFModule
+from hf_lightning.modules.loading import load_model
 
 
 def _student_logits(outputs: Any, has_loss: bool) -> torch.Tensor:
@@ -64,7 +65,7 @@ class DistillationModule(HFModule):
             raise ValueError(f"model.alpha={alpha} must be in [0, 1] and model.temperature={temperature} > 0.")
         self.alpha = alpha
         self.temperature = temperature
-        teacher_model = _load_model(teacher, self.task, kwargs.get("num_labels"), kwargs.get("id2label"),
+        teacher_model = load_model(teacher, self.task, kwargs.get("num_labels"), kwargs.get("id2label"),
                                     dict(teacher_model_kwargs or {}), from_config=False)
         teacher_model.eval().requires_grad_(False)
         # object.__setattr__ bypasses nn.Module's registration: the teacher stays out of state_dict / parameters().

@@ -1,0 +1,86 @@
+"""Loading what an `HFModule` wraps: the model (by name, folder, config dict or encoder-decoder spec) and its tokenizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transformers
+from torch import nn
+from transformers import AutoConfig
+
+from hf_lightning.data.builtin import resolve_model_path
+from hf_lightning.modules.tasks import TASKS, auto_class
+
+
+def load_model(
+    model: str | dict[str, Any] | nn.Module, task: str, num_labels: int | None, id2label: dict[int, str] | None,
+    model_kwargs: dict[str, Any], from_config: bool,
+) -> nn.Module:
+    """The model an `HFModule` wraps: an instance as given, an encoder-decoder spec (`build_encoder_decoder`), a
+    config dict (random init), or a packaged name / folder / hub id loaded with the task's auto class."""
+    if isinstance(model, nn.Module):
+        return model
+    if task == "seq2seq-lm" and is_encoder_decoder_spec(model):  # {encoder: minilm, decoder: minilm}: BERT2BERT
+        return build_encoder_decoder(model, model_kwargs)
+    cls = auto_class(task)
+    labels: dict[str, Any] = {}
+    if num_labels is not None and TASKS[task].uses_labels:
+        labels["num_labels"] = num_labels
+    if id2label and TASKS[task].uses_labels:
+        labels["id2label"] = {int(k): v for k, v in id2label.items()}
+        labels["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if isinstance(model, dict):  # a config written out in yaml: {model_type: bert, hidden_size: 32, ...}
+        spec = dict(model)
+        config = AutoConfig.for_model(spec.pop("model_type"), **spec, **labels)
+        return cls.from_config(config, **model_kwargs)
+    path = resolve_model_path(model)
+    if from_config:
+        return cls.from_config(AutoConfig.from_pretrained(path, **labels), **model_kwargs)
+    return cls.from_pretrained(path, **labels, **model_kwargs)
+
+
+#: Keys of a warm-started encoder-decoder spec besides ``encoder`` / ``decoder``: set on the model's config.
+_ENCODER_DECODER_TOKENS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")
+
+
+def is_encoder_decoder_spec(model: object) -> bool:
+    """Whether a ``model`` value is ``{encoder: ..., decoder: ...}`` (a `build_encoder_decoder` spec)."""
+    return isinstance(model, dict) and "encoder" in model and "decoder" in model
+
+
+def build_encoder_decoder(spec: dict, model_kwargs: dict | None = None) -> transformers.EncoderDecoderModel:
+    """A ``transformers.EncoderDecoderModel`` from ``{encoder: ..., decoder: ..., <token ids>}`` (HF's BERT2BERT).
+
+    Each side is a model folder / packaged name (pre-trained weights: warm start) or a config dict (random init). The
+    decoder side is loaded as a causal LM with ``is_decoder`` and ``add_cross_attention`` (its cross-attention starts
+    untrained, as in HF's warm-starting recipe). ``decoder_start_token_id``, ``eos_token_id`` and ``pad_token_id`` go on
+    the model's config: the loss needs the first and last to shift the labels into decoder inputs.
+
+    Args:
+        spec: ``encoder``, ``decoder`` and optionally the three token ids (and ``tie_encoder_decoder``).
+        model_kwargs: Extra ``from_pretrained`` / ``from_config`` keyword arguments of both sides.
+    """
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"encoder", "decoder", "tie_encoder_decoder", *_ENCODER_DECODER_TOKENS})
+    if unknown:
+        raise ValueError(f"model {unknown}: an encoder-decoder spec takes encoder, decoder, tie_encoder_decoder and "
+                         f"{', '.join(_ENCODER_DECODER_TOKENS)}.")
+    kwargs = dict(model_kwargs or {})
+
+    def side(value: object, auto: type, **extra: object) -> transformers.PreTrainedModel:
+        if isinstance(value, dict):
+            config = dict(value)
+            return auto.from_config(transformers.AutoConfig.for_model(config.pop("model_type"), **config, **extra),
+                                    **kwargs)
+        return auto.from_pretrained(resolve_model_path(str(value)), **extra, **kwargs)
+
+    encoder = side(spec["encoder"], transformers.AutoModel)
+    decoder = side(spec["decoder"], transformers.AutoModelForCausalLM, is_decoder=True, add_cross_attention=True)
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+        encoder.config, decoder.config, tie_encoder_decoder=bool(spec.get("tie_encoder_decoder", False)))
+    model = transformers.EncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
+    for name in _ENCODER_DECODER_TOKENS:
+        if spec.get(name) is not None:
+            setattr(model.config, name, int(spec[name]))
+            setattr(model.generation_config, name, int(spec[name]))
+    return model
