@@ -29,13 +29,7 @@ from tests.helpers.tiny import TINY_BERT, tiny_text_dataset
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the tiny models gain nothing from more, and the suite shares two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/integration/conftest.py
 
 
 def tiny_bert(seed: int, **overrides: Any) -> transformers.PreTrainedModel:

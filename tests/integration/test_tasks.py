@@ -31,13 +31,7 @@ TINY_T5 = {"model_type": "t5", "vocab_size": 30522, "d_model": 32, "d_kv": 8, "d
            "num_heads": 4, "decoder_start_token_id": 101, "eos_token_id": 102, "pad_token_id": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and the suite shares two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/integration/conftest.py
 
 
 @pytest.fixture(scope="module")
