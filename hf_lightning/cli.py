@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from transformers.trainer_pt_utils import save_metrics
+from transformers.trainer_pt_utils import log_metrics, save_metrics
 
 from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.modules.base import HFModule
@@ -58,9 +58,10 @@ class HFLightningCLI(LightningCLI):
         """
         return self.trainer.log_dir or self.trainer.default_root_dir
 
-    def save_results(self, folder: str, split: str, metrics: dict[str, Any]) -> None:
+    def save_results(self, folder: str, split: str, metrics: dict[str, Any], show: bool = False) -> None:
         """Writes ``<split>_results.json`` and merges it into ``all_results.json`` with transformers' own
-        ``save_metrics`` (world process zero only)."""
+        ``save_metrics`` (world process zero only); with ``show`` also prints them as ``log_metrics`` does
+        (``***** eval metrics *****``), as HF's example scripts do at the end of training."""
         if not metrics:
             return
         if self.trainer.is_global_zero:
@@ -68,6 +69,8 @@ class HFLightningCLI(LightningCLI):
         writer = SimpleNamespace(is_world_process_zero=lambda: self.trainer.is_global_zero,
                                  args=SimpleNamespace(output_dir=folder))
         save_metrics(writer, split, metrics)
+        if show:
+            log_metrics(writer, split, metrics)
 
     def after_fit(self) -> None:
         from hf_lightning.callbacks.hf_flow import find_flow
@@ -75,8 +78,8 @@ class HFLightningCLI(LightningCLI):
         flow = find_flow(self.trainer)
         folder = self.results_dir()
         if flow is not None:
-            self.save_results(folder, "train", dict(getattr(flow, "train_metrics", {})))
-            self.save_results(folder, "eval", dict(flow.last_eval_metrics))
+            self.save_results(folder, "train", dict(getattr(flow, "train_metrics", {})), show=True)
+            self.save_results(folder, "eval", dict(flow.last_eval_metrics), show=True)
             if self.trainer.is_global_zero:
                 os.makedirs(folder, exist_ok=True)
                 flow.state.save_to_json(os.path.join(folder, "trainer_state.json"))

@@ -25,7 +25,7 @@ def _run(tmp_path: Path, *args: str):
                  "--trainer.logger.init_args.save_dir", str(tmp_path), *args[1:]])
 
 
-def test_fit_logs_exports_and_reloads(tmp_path):
+def test_fit_logs_exports_and_reloads(tmp_path, capsys):
     export = tmp_path / "model"
     cli = _run(tmp_path, "fit", "--export_dir", str(export), "--trainer.max_steps", "3", "--model.init_args.learning_rate", "3e-3")
     assert cli.trainer.global_step == 3  # the dotted override won over the yaml's 4
@@ -42,6 +42,7 @@ def test_fit_logs_exports_and_reloads(tmp_path):
     state = json.loads((log_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and state["log_history"][-1]["train_loss"] == pytest.approx(train["train_loss"])
     assert json.loads((log_dir / "all_results.json").read_text())["train_loss"] == train["train_loss"]
+    assert "***** train metrics *****" in capsys.readouterr().out  # transformers' log_metrics, as its examples print
 
 
 def test_validate_and_predict(tmp_path):
