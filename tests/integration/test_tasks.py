@@ -39,15 +39,19 @@ def tokenizer() -> transformers.PreTrainedTokenizerBase:
     return transformers.AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
 
 
-def run_cli(tmp_path: Path, subcommand: str, config: str, *overrides: str) -> dict[str, float]:
-    """Runs ``python -m hf_lightning <subcommand> --config configs/<config>`` quietly; returns the eval metrics."""
-    cli = main([
+def cli_for(tmp_path: Path, subcommand: str, config: str, *overrides: str):
+    """Runs ``python -m hf_lightning <subcommand> --config configs/<config>`` quietly; returns the LightningCLI."""
+    return main([
         subcommand, "--config", str(CONFIGS / config), "--trainer.logger", "false",
         "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(tmp_path / subcommand),
         *(["--export_dir", "none"] if subcommand == "fit" else []), *overrides,
     ])
-    return dict(cli.model.eval_results)
+
+
+def run_cli(tmp_path: Path, subcommand: str, config: str, *overrides: str) -> dict[str, float]:
+    """`cli_for`, returning the evaluation metrics of the run."""
+    return dict(cli_for(tmp_path, subcommand, config, *overrides).model.eval_results)
 
 
 # ----------------------------------------------------------------------------------------------- token classification
@@ -287,10 +291,8 @@ def test_bert2bert_recipe_warm_starts_an_encoder_decoder_that_learns_and_exports
              "--data.init_args.max_target_length", "16", "--data.init_args.max_eval_samples", "10",
              "--data.init_args.batch_size", "10"]
     before = run_cli(tmp_path, "validate", "summarization_bert2bert.yaml", *short)
-    cli = main(["fit", "--config", str(CONFIGS / "summarization_bert2bert.yaml"), *short, "--trainer.max_epochs", "4",
-                "--trainer.check_val_every_n_epoch", "4", "--trainer.logger", "false", "--trainer.enable_progress_bar",
-                "false", "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path / "fit"),
-                "--export_dir", str(tmp_path / "export")])
+    cli = cli_for(tmp_path, "fit", "summarization_bert2bert.yaml", *short, "--trainer.max_epochs", "4",
+                  "--trainer.check_val_every_n_epoch", "4", "--export_dir", str(tmp_path / "export"))
     model = cli.model.model
     assert isinstance(model, transformers.EncoderDecoderModel) and model.decoder.config.add_cross_attention
     assert (model.config.decoder_start_token_id, model.config.pad_token_id) == (101, 0)
