@@ -100,6 +100,8 @@ class Trainer:
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
             raise RuntimeError("Pass either `optimizers` or `optimizer_cls_and_kwargs`, not both.")
         self.pl_trainer: L.Trainer | None = None
+        if self.is_world_process_zero():  # as transformers: save_metrics / save_state work before any checkpoint
+            os.makedirs(self.args.output_dir, exist_ok=True)
         self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
                                   is_world_process_zero=self.is_world_process_zero())
         self.control = TrainerControl()
@@ -162,9 +164,16 @@ class Trainer:
         return module
 
     def _build_datamodule(self, splits: dict[str, Any]) -> FacadeDataModule:
+        """The data module over the given splits; a dict of eval sets becomes its named validation sets."""
         tokenizer = self.processing_class if isinstance(self.processing_class, PreTrainedTokenizerBase) else None
-        return FacadeDataModule(self, dataset={k: v for k, v in splits.items() if v is not None}, tokenizer=tokenizer,
-                                collator=self.data_collator, tokenize=False, validation_size=0.0, test_size=0.0,
+        dataset = {k: v for k, v in splits.items() if v is not None}
+        kwargs: dict[str, Any] = {}
+        if isinstance(dataset.get("validation"), dict):
+            named = dataset.pop("validation")
+            dataset.update({f"validation/{name}": ds for name, ds in named.items()})
+            kwargs["validation_split"] = {name: f"validation/{name}" for name in named}
+        return FacadeDataModule(self, dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
+                                tokenize=False, validation_size=0.0, test_size=0.0, **kwargs,
                                 **self.translated.datamodule)
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
@@ -215,8 +224,7 @@ class Trainer:
             enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
             self.model = self.call_model_init(trial)
             self.callback_handler.model = self.model
-        eval_splits = self.eval_dataset if not isinstance(self.eval_dataset, dict) else None
-        datamodule = self._build_datamodule({"train": self.train_dataset, "validation": eval_splits})
+        datamodule = self._build_datamodule({"train": self.train_dataset, "validation": self.eval_dataset})
         self.module = module = self._build_module()
         module.ignore_keys = ignore_keys_for_eval
         self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)

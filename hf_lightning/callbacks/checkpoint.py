@@ -29,7 +29,6 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from transformers import TrainerState, TrainingArguments
 from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
-from transformers.trainer_callback import ExportableState
 
 from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 from hf_lightning.checkpoint import folder
@@ -264,10 +263,7 @@ class HFCheckpoint(Checkpoint):
             scaler = getattr(trainer.precision_plugin, "scaler", None)
             if scaler is not None:
                 folder.save_torch(scaler.state_dict(), os.path.join(staging, SCALER_NAME))
-        # transformers' TrainerState turns the ExportableState callbacks (and the control) into their saved form.
-        exportable = [*flow.handler.callbacks, flow.control]
-        flow.state.stateful_callbacks = TrainerState(stateful_callbacks=[
-            cb for cb in exportable if isinstance(cb, ExportableState)]).stateful_callbacks
+        flow.state.stateful_callbacks = flow.callback_states()
         folder.save_trainer_state(flow.state, staging)
         folder.save_training_args(flow.args, staging)
 

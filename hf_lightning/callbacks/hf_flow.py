@@ -40,11 +40,6 @@ from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 
 
-def _resolve_interval(value: float, max_steps: int) -> int | float:
-    # HF: a float < 1 is a ratio of max_steps (TrainerState.compute_steps).
-    return math.ceil(max_steps * value) if value and value < 1 else value
-
-
 class HFFlow(FlowRecords, Callback):
     """Runs HF's training-loop flow (state, control, logging, evaluation schedule, TrainerCallbacks) on Lightning.
 
@@ -143,6 +138,11 @@ class HFFlow(FlowRecords, Callback):
     def add_callback(self, callback: Any) -> None:
         self.handler.add_callback(callback)
 
+    def callback_states(self) -> dict[str, Any]:
+        """transformers' ``stateful_callbacks``: the ExportableState TrainerCallbacks and the control, saved form."""
+        exportable = [cb for cb in [*self.handler.callbacks, self.control] if isinstance(cb, ExportableState)]
+        return TrainerState(stateful_callbacks=exportable).stateful_callbacks
+
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.world_size > 1:
@@ -172,13 +172,11 @@ class HFFlow(FlowRecords, Callback):
         else:
             per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
             state.num_train_epochs = math.ceil(max_steps / per_epoch)
-        state.logging_steps = _resolve_interval(self.args.logging_steps, max_steps)
-        state.eval_steps = _resolve_interval(self.args.eval_steps or self.args.logging_steps, max_steps)
-        state.save_steps = _resolve_interval(self.args.save_steps, max_steps)
+        state.compute_steps(self.args, max_steps)  # transformers' own: ratios of max_steps, None left at default
         state.train_batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
         state.is_local_process_zero = trainer.local_rank == 0
         state.is_world_process_zero = trainer.is_global_zero
-        state.stateful_callbacks = {}
+        state.stateful_callbacks = self.callback_states()  # as transformers' _init_training_state
         self.handler.optimizer = trainer.optimizers[0] if trainer.optimizers else None
         configs = trainer.lr_scheduler_configs
         self.handler.lr_scheduler = configs[0].scheduler if configs else None
@@ -308,11 +306,16 @@ class HFFlow(FlowRecords, Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
-        metrics = dict(getattr(pl_module, "eval_results", {}))
+        metrics: dict[str, float] = {}
+        # As HF's `evaluate`: per evaluation set (one, or each of a dict of sets) a log record and on_evaluate; the
+        # metrics passed on gain `epoch`; the best metric is then chosen from all sets' metrics together.
+        sets = getattr(pl_module, "eval_set_results", None) or [dict(getattr(pl_module, "eval_results", {}))]
+        for set_metrics in sets:
+            self.write_log(set_metrics, trainer)
+            self.event("on_evaluate", metrics=set_metrics)
+            metrics.update(set_metrics)
         self.last_eval_metrics = metrics
         self._validations += 1
-        self.write_log(metrics, trainer)  # as HF's `evaluate`: the metrics passed on (and returned) gain `epoch`
-        self.event("on_evaluate", metrics=metrics)
         if not self.control_validation:  # Lightning's schedule: track the best here (else `_log_evaluate_save` does)
             is_new_best = self.determine_best_metric(metrics)
             if self.args.save_strategy == "best":
@@ -329,7 +332,9 @@ class HFFlow(FlowRecords, Callback):
         metrics["total_flos"] = float(self.state.total_flos)
         metrics["train_loss"] = self._total_loss / max(steps, 1)
         self.train_metrics = metrics
-        self.write_log(dict(metrics), trainer)
+        # The same dict, as transformers logs it: log() adds `epoch`, and a PrinterCallback pops `total_flos`, in the
+        # metrics that train() returns too (so their keys follow the installed transformers').
+        self.write_log(metrics, trainer)
         for callback in trainer.callbacks:  # HF loads the best model (HFCheckpoint) before on_train_end
             finish = getattr(callback, "finish_hf_training", None)
             if callable(finish):

@@ -73,7 +73,9 @@ class HFDataModule(L.LightningDataModule):
         length_column_name: Precomputed lengths for ``group_by_length`` (computed when absent).
         remove_unused_columns: Drop columns the model's ``forward`` does not accept, as HF does.
         train_split: Name of the training split.
-        validation_split: Name of the validation split.
+        validation_split: Name of the validation split; a list of split names (or a dict ``name: split``) evaluates
+            several sets one after the other, with metrics prefixed ``eval_<name>_`` as transformers.Trainer does with a
+            dict of eval data sets (``metric_for_best_model`` may name one: ``<name>_loss``).
         test_split: Name of the test split.
         predict_split: Split used by ``predict`` (default: the test split).
         validation_size: Fraction held out for validation when only a train split exists (seeded, fixed).
@@ -112,7 +114,7 @@ class HFDataModule(L.LightningDataModule):
         length_column_name: str = "length",
         remove_unused_columns: bool = True,
         train_split: str = "train",
-        validation_split: str = "validation",
+        validation_split: str | list[str] | dict[str, str] = "validation",
         test_split: str = "test",
         predict_split: str | None = None,
         validation_size: float = 0.1,
@@ -158,8 +160,13 @@ class HFDataModule(L.LightningDataModule):
         self.sampling_strategy = sampling_strategy
         self.length_column_name = length_column_name
         self.remove_unused_columns = remove_unused_columns
-        self.split_names = {"train": train_split, "validation": validation_split, "test": test_split,
-                            "predict": predict_split or test_split}
+        #: several validation sets: name -> split (their roles are "validation/<name>"); None for one set
+        self.validation_sets = _named_sets(validation_split)
+        self.split_names = {"train": train_split, "test": test_split, "predict": predict_split or test_split}
+        if self.validation_sets is None:
+            self.split_names["validation"] = validation_split
+        else:
+            self.split_names.update({f"validation/{name}": split for name, split in self.validation_sets.items()})
         self.validation_size = validation_size
         self.test_size = test_size
         self.max_train_samples = max_train_samples
@@ -324,8 +331,14 @@ class HFDataModule(L.LightningDataModule):
             keep.add(self.length_column_name)
         return ds.remove_columns([c for c in ds.column_names if c not in keep])
 
+    def validation_roles(self) -> list[str]:
+        """The roles of the validation sets: ``["validation"]``, or ``validation/<name>`` per named set."""
+        return ["validation"] if self.validation_sets is None else [f"validation/{n}" for n in self.validation_sets]
+
     def setup(self, stage: str | None = None) -> None:
         roles = _STAGE_SPLITS.get(stage or "fit", ("train", "validation", "test", "predict"))
+        if "validation" in roles:
+            roles = [r for role in roles for r in (self.validation_roles() if role == "validation" else [role])]
         raw = self.raw_splits()
         for role in roles:
             if role in self._splits or role not in raw:
@@ -344,7 +357,7 @@ class HFDataModule(L.LightningDataModule):
     def split(self, role: str) -> Any:
         """A processed split (``train``, ``validation``, ``test``, ``predict``); clear error when absent."""
         if role not in self._splits:
-            self.setup({"train": "fit", "validation": "validate"}.get(role, role))
+            self.setup("fit" if role == "train" else "validate" if role.startswith("validation") else role)
         if role not in self._splits:
             raise ValueError(
                 f"No {role} split: the data set has {sorted(self.raw_splits())}. Set data.{role}_split "
@@ -411,16 +424,33 @@ class HFDataModule(L.LightningDataModule):
         sampler = ShardedSequentialSampler(len(ds), world, rank)
         return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
 
-    def val_dataloader(self) -> DataLoader | list:
-        if self.trainer is not None and self.trainer.state.fn == "fit" and "validation" not in self.raw_splits():
+    def val_dataloader(self) -> DataLoader | dict[str, DataLoader] | list:
+        """The validation loader, or ``{name: loader}`` for several sets (Lightning runs them in turn; the module
+        names each set's metrics from the keys)."""
+        roles = self.validation_roles()
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and not any(role in self.raw_splits() for role in roles):
             return []  # no validation split: fit runs without evaluation (validate() still raises clearly)
-        return self._eval_loader("validation")
+        if self.validation_sets is None:
+            return self._eval_loader("validation")
+        return {name: self._eval_loader(role) for name, role in zip(self.validation_sets, roles)}
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
+
+
+def _named_sets(validation_split: str | list[str] | dict[str, str]) -> dict[str, str] | None:
+    """``validation_split`` as ``{name: split}`` when it names several sets, else None."""
+    if isinstance(validation_split, str):
+        return None
+    sets = dict(validation_split) if isinstance(validation_split, dict) else {s: s for s in validation_split}
+    if not sets or not all(isinstance(n, str) and n and "/" not in n for n in sets):
+        raise ValueError(f"data.validation_split={validation_split!r}: give a split name, a list of split names or a "
+                         "dict name -> split (names without '/').")
+    return sets
 
 
 class _SeededLengthGroupedSampler(LengthGroupedSampler):

@@ -314,6 +314,13 @@ class HFModule(EvaluationMixin, L.LightningModule):
 
         self.last_grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """The step, then the gradients freed (``set_to_none``) as transformers' loop does right after it: Lightning
+        zeroes them only in the next window's closure, after its forward, so one set of gradients would stay alive
+        through that forward (its size in extra peak memory). Within a window they still accumulate."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer.zero_grad(set_to_none=True)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._window_done:
             self._window_done = False

@@ -99,9 +99,10 @@ def gather_across_ranks(module: Any, value: Any) -> Any:
 
 
 class _StageState:
-    """Accumulators of one evaluation pass."""
+    """Accumulators of one evaluation pass over one data set (one dataloader of the stage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dataloader_idx: int = 0) -> None:
+        self.dataloader_idx = dataloader_idx
         self.loss_sum: torch.Tensor | None = None
         self.num_samples = 0
         self.num_steps = 0
@@ -136,6 +137,9 @@ class EvaluationMixin:
         self.metric_key_prefix: dict[str, str] = {"validate": "eval", "test": "test", "predict": "test"}
         self.ignore_keys: list[str] | None = None
         self.eval_results: dict[str, float] = {}
+        #: one metrics dict per evaluation set of the last validation (several with a dict of eval sets)
+        self.eval_set_results: list[dict[str, float]] = []
+        self._finished_sets: list[dict[str, float]] = []
         self.prediction_output: PredictionOutput | None = None
         self._stage: _StageState | None = None
 
@@ -180,9 +184,11 @@ class EvaluationMixin:
     def _metrics_for(self, stage: str) -> Any:
         return self.val_metrics if stage == "validate" else self.test_metrics
 
-    def _eval_step(self, batch: Any) -> tuple[Any, Any, Any]:
+    def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
         if self._stage is None:
-            self._stage = _StageState()
+            self._stage = _StageState(dataloader_idx)
+        if dataloader_idx != self._stage.dataloader_idx:  # Lightning moved on to the next evaluation set
+            self._advance_to(dataloader_idx)
         state, stage = self._stage, self._stage_name()
         inputs = dict(batch)
         size = _batch_size(inputs)
@@ -242,23 +248,47 @@ class EvaluationMixin:
 
     def _num_eval_batches(self) -> int:
         counts = self.trainer.num_test_batches if self.trainer.testing else self.trainer.num_val_batches
-        return int(sum(counts))
+        return int(counts[self._stage.dataloader_idx])
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self._eval_step(batch)[0]
+        return self._eval_step(batch, dataloader_idx)[0]
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self._eval_step(batch)[0]
+        return self._eval_step(batch, dataloader_idx)[0]
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        _, logits, _ = self._eval_step(batch)
+        _, logits, _ = self._eval_step(batch, dataloader_idx)
         return logits
 
     # ----------------------------------------------------------------------------------------------- epoch end
+    def _eval_set_names(self) -> list[str] | None:
+        """The names of several validation sets (the keys of a dict of val dataloaders), else None."""
+        loaders = self.trainer.val_dataloaders if self._stage_name() == "validate" else None
+        return list(loaders) if isinstance(loaders, dict) and len(loaders) > 0 else None
+
+    def _advance_to(self, dataloader_idx: int) -> None:
+        """Finishes the evaluation sets before ``dataloader_idx`` (in order, on every rank: the finish is collective,
+        also for a set this rank had no batch of) and starts that one."""
+        while self._stage.dataloader_idx < dataloader_idx:
+            self._finished_sets.append(self._finish())
+            self._start_stage(len(self._finished_sets))
+
+    def _finish_sets(self) -> list[dict[str, float]]:
+        """The metrics of every evaluation set of this stage, in order."""
+        if self._stage is None:
+            self._stage = _StageState()
+        names = self._eval_set_names()
+        self._advance_to(len(names) - 1 if names else self._stage.dataloader_idx)
+        results, self._finished_sets = [*self._finished_sets, self._finish()], []
+        return results
+
     def _finish(self) -> dict[str, float]:
         state, stage = self._stage or _StageState(), self._stage_name()
         self._stage = None
         prefix = self.metric_key_prefix[stage]
+        names = self._eval_set_names()
+        if names is not None:  # transformers' prefix for a dict of eval data sets
+            prefix = f"{prefix}_{names[state.dataloader_idx]}"
         strategy, several = self.trainer.strategy, self.trainer.world_size > 1
         results: dict[str, float] = {}
         # Every rank takes part in each collective below, also a rank whose share of the data set is empty.
@@ -307,26 +337,28 @@ class EvaluationMixin:
             kwargs["compute_result"] = True
         return denumpify_detensorize(self.compute_metrics(EvalPrediction(state.preds, state.labels, **extra), **kwargs))
 
-    def _start_stage(self) -> None:
+    def _start_stage(self, dataloader_idx: int = 0) -> None:
         if self.batch_eval_metrics and self.compute_metrics is not None and self.trainer.world_size > 1:
             raise ValueError(
                 f"batch_eval_metrics=True with {self.trainer.world_size} processes: ranks evaluate different numbers "
                 "of batches, so per-batch results cannot be combined. Set batch_eval_metrics=False (compute_metrics "
                 "then sees every sample, gathered across ranks) or use torchmetrics `metrics`, which sync across ranks."
             )
-        self._stage = state = _StageState()
+        if dataloader_idx == 0:
+            self._finished_sets = []
+        self._stage = state = _StageState(dataloader_idx)
         from hf_lightning.strategies import forward_is_collective
 
         if self.trainer.world_size > 1 and forward_is_collective(self.trainer.strategy):
-            state.batches = self._stage_batches()
+            state.batches = self._stage_batches(dataloader_idx)
             most = self.trainer.strategy.reduce(torch.tensor(float(state.batches), device=self.device), reduce_op="max")
             state.extra_forwards = int(most) - state.batches
 
-    def _stage_batches(self) -> int:
+    def _stage_batches(self, dataloader_idx: int) -> int:
         trainer = self.trainer
         counts = trainer.num_test_batches if trainer.testing else \
             trainer.num_predict_batches if trainer.predicting else trainer.num_val_batches
-        total = sum(counts)
+        total = counts[dataloader_idx]
         if not math.isfinite(total):
             raise ValueError("Evaluating a data set of unknown length with sharded parameters (FSDP, DeepSpeed ZeRO-3) "
                              "on several processes: give the evaluation data set a length, so ranks can agree.")
@@ -345,14 +377,17 @@ class EvaluationMixin:
         if self.trainer.sanity_checking:
             self._stage = None
             return
-        self.eval_results = self._finish()
+        self.eval_set_results = self._finish_sets()
+        self.eval_results = {k: v for metrics in self.eval_set_results for k, v in metrics.items()}
         # Inside fit: for Lightning callbacks (monitor="eval_loss"), HFFlow writes the HF-style eval/* logger records.
         # A standalone validate() logs them itself, so its result table and return value hold the metrics.
-        self.log_dict(self.eval_results, logger=self.trainer.state.fn != "fit")
+        # The keys already name their set: no "/dataloader_idx_<n>" suffix.
+        self.log_dict(self.eval_results, logger=self.trainer.state.fn != "fit", add_dataloader_idx=False)
 
     def on_test_epoch_end(self) -> None:
-        self.eval_results = self._finish()
-        self.log_dict(self.eval_results)
+        self.eval_set_results = self._finish_sets()
+        self.eval_results = {k: v for metrics in self.eval_set_results for k, v in metrics.items()}
+        self.log_dict(self.eval_results, add_dataloader_idx=False)
 
     def on_predict_epoch_end(self) -> None:
-        self._finish()
+        self._finish_sets()

@@ -14,10 +14,9 @@ from typing import Any
 import torch
 import torchmetrics
 from transformers import GenerationConfig, Seq2SeqTrainer
-from transformers.distributed.fsdp import is_fsdp_managed_module
-from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from hf_lightning.modules.base import HFModule
+from hf_lightning.strategies import generation_is_synced
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 
@@ -109,7 +108,7 @@ class Seq2SeqModule(HFModule):
             if key in gen_kwargs and gen_kwargs[key] is None:
                 gen_kwargs.pop(key)
         # Sharded weights: every rank must keep stepping generate until all are done (Seq2SeqTrainer's default).
-        gen_kwargs.setdefault("synced_gpus", is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self.model))
+        gen_kwargs.setdefault("synced_gpus", generation_is_synced(self.trainer))
         has_labels = "labels" in inputs
         generation_inputs = dict(inputs)
         # decoder_input_ids made from the labels by the collator would make generate continue them: drop them.

@@ -31,13 +31,14 @@ from hf_lightning.strategies.steps import (
     clip_grad_norm,
     clipper_for,
     forward_is_collective,
+    generation_is_synced,
     load_scaler_state,
     scaler_state,
 )
 
 __all__ = [
     "STRATEGIES", "HFDeepSpeedStrategy", "HFFSDP2Strategy", "HFFSDPStrategy", "clip_grad_norm", "clipper_for",
-    "ddp_kwargs", "deepspeed_config", "forward_is_collective", "fsdp_settings", "launch_layout", "layer_classes",
+    "ddp_kwargs", "deepspeed_config", "forward_is_collective", "fsdp_settings", "generation_is_synced", "launch_layout", "layer_classes",
     "load_scaler_state", "scaler_state", "shard_fsdp2", "strategy_name", "synchronize_exit", "trainer_kwargs",
 ]
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.fabric.strategies.fsdp import _activation_checkpointing_kwargs
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
@@ -187,12 +188,32 @@ def shard_fsdp2(module: nn.Module, mesh: Any, settings: Mapping[str, Any]) -> No
         classes = tuple(layer_classes(module, settings))
         apply_activation_checkpointing(module, check_fn=lambda m: isinstance(m, classes))
     options = {"mesh": mesh, "reshard_after_forward": settings["reshard_after_forward"],
-               "offload_policy": CPUOffloadPolicy() if settings["cpu_offload"] else OffloadPolicy()}
+               # pinned host memory (faster copies to the GPU) needs an accelerator; a CPU mesh offloads unpinned
+               "offload_policy": CPUOffloadPolicy(pin_memory=mesh.device_type != "cpu") if settings["cpu_offload"]
+               else OffloadPolicy()}
     if check is not None:
         for sub in reversed(list(module.modules())):  # post-order: inner layers before the modules holding them
             if sub is not module and check(sub):
                 fully_shard(sub, **options)
     fully_shard(module, **options)
+
+
+def move_unsharded(module: nn.Module, device: Any) -> None:
+    """Moves to ``device`` the parameters and buffers that FSDP2 does not manage; its sharded parameters (DTensors)
+    stay where ``fully_shard`` put them: on the CPU under ``CPUOffloadPolicy``, from where FSDP2 copies each shard to
+    the GPU for its forward and backward. (A plain ``module.to(device)``, Lightning's ``model_to_device``, would move
+    the offloaded shards to the GPU, and FSDP2 then refuses to run: "FSDP parameters should be materialized on CPU".)
+    """
+    from torch.distributed.tensor import DTensor
+
+    for sub in module.modules():
+        for param in sub._parameters.values():
+            if param is not None and not isinstance(param, DTensor) and param.device != device:
+                with torch.no_grad():  # swapped in place: the Parameter object (and who holds it) stays the same
+                    torch.utils.swap_tensors(param, nn.Parameter(param.to(device), param.requires_grad))
+        for name, buffer in list(sub._buffers.items()):
+            if buffer is not None and not isinstance(buffer, DTensor) and buffer.device != device:
+                sub._buffers[name] = buffer.to(device)
 
 
 class HFFSDP2Strategy(ModelParallelStrategy):
@@ -230,3 +251,9 @@ class HFFSDP2Strategy(ModelParallelStrategy):
     def setup(self, trainer: L.Trainer) -> None:
         shard_fsdp2(self.lightning_module, self.device_mesh["data_parallel"], self.fsdp_settings)
         super().setup(trainer)
+
+    def model_to_device(self) -> None:
+        if self.fsdp_settings["cpu_offload"]:
+            move_unsharded(self.model, self.root_device)  # the offloaded shards stay on the CPU
+            return
+        super().model_to_device()

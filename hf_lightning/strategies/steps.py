@@ -70,6 +70,13 @@ def forward_is_collective(strategy: Strategy) -> bool:
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
 
 
+def generation_is_synced(trainer: L.Trainer) -> bool:
+    """``synced_gpus`` for ``generate``: every rank keeps stepping until all are done when the forward gathers
+    sharded parameters on several processes. Decided from the strategy in use (Seq2SeqTrainer reads transformers'
+    global DeepSpeed flag, which Lightning's DeepSpeed strategy never sets)."""
+    return trainer.world_size > 1 and forward_is_collective(trainer.strategy)
+
+
 def scaler_state(trainer: L.Trainer) -> dict[str, Any] | None:
     """The fp16 loss scaler's ``state_dict`` (transformers' ``scaler.pt``); None without one (bf16 / fp32, or
     DeepSpeed, whose engine keeps its own scaler). Covers Lightning's ``MixedPrecision`` and FSDP's sharded scaler."""

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.strategies import DDPStrategy
+from torch import nn
 
 import hf_lightning
 from hf_lightning import strategies as S
@@ -180,7 +181,7 @@ AUTO = {
 
 @pytest.fixture()
 def deepspeed():
-    return pytest.importorskip("deepspeed", reason="pip install 'hf_lightning[deepspeed]' to check DeepSpeed configs")
+    return importlib.import_module("deepspeed")  # the `deepspeed` extra (in dev): configs and strategy on CPU
 
 
 @pytest.mark.parametrize("batch, accumulation", [(16, 1), (8, 2)])
@@ -232,8 +233,6 @@ def test_deepspeed_strategy_refuses_auto_and_cpu(deepspeed):
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs/strategies").glob("*.yaml")), ids=lambda p: p.name)
 def test_strategy_recipes_build_their_strategy(recipe):
     spec = yaml.safe_load(recipe.read_text())["trainer"]["strategy"]
-    if "DeepSpeed" in spec["class_path"]:
-        pytest.importorskip("deepspeed")
     module, _, name = spec["class_path"].rpartition(".")
     strategy = getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
     assert isinstance(strategy, L.pytorch.strategies.Strategy)
@@ -281,3 +280,50 @@ def test_scaler_state_round_trip():
     assert S.load_scaler_state(trainer, state) and scaler.get_scale() == 8.0
     plain = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False)
     assert S.scaler_state(plain) is None and not S.load_scaler_state(plain, state)
+
+
+# ----------------------------------------------------------------------------------------------- FSDP2 CPU offload
+def test_fsdp2_cpu_offload_moves_only_what_fsdp_does_not_manage(tmp_path):
+    """With ``cpu_offload`` the strategy's device placement leaves FSDP2's parameter shards on the CPU (FSDP2 refuses
+    shards that were moved to the GPU) and moves everything else: modules outside the sharded model, buffers.
+    The target device here is ``meta``, which any tensor can move to on a machine without a GPU."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        holder = nn.ModuleDict({"model": nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), "head": nn.Linear(2, 2)})
+        holder.register_buffer("scale", torch.ones(1))
+        strategy = S.HFFSDP2Strategy(fsdp_config={"cpu_offload": True, "auto_wrap_policy": "NO_WRAP"})
+        S.fsdp.shard_fsdp2(holder, init_device_mesh("cpu", (1,)), strategy.fsdp_settings)
+        strategy.model, strategy.parallel_devices = holder, [torch.device("meta")]
+        strategy.model_to_device()
+        shards = list(holder["model"].parameters())
+        assert shards and all(isinstance(p, DTensor) and p.device.type == "cpu" for p in shards)
+        assert all(p.device.type == "meta" for p in holder["head"].parameters()) and holder.scale.device.type == "meta"
+        # without offload, Lightning's plain move applies to everything
+        plain = S.HFFSDP2Strategy(fsdp_config={"auto_wrap_policy": "NO_WRAP"})
+        other = nn.ModuleDict({"model": nn.Linear(2, 2)})
+        S.fsdp.shard_fsdp2(other, init_device_mesh("cpu", (1,)), plain.fsdp_settings)
+        plain.model, plain.parallel_devices = other, [torch.device("meta")]
+        plain.model_to_device()
+        assert all(p.device.type == "meta" for p in other.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_generation_syncs_ranks_when_the_strategy_shards_the_forward(deepspeed):
+    """Seq2seq ``predict_with_generate`` under ZeRO-3 / FSDP on several processes keeps every rank stepping
+    ``generate`` (``synced_gpus``), decided from the strategy: transformers' global DeepSpeed flag stays unset here."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    zero3 = S.HFDeepSpeedStrategy(config={"zero_optimization": {"stage": 3}})
+    assert not is_deepspeed_zero3_enabled()
+    assert S.generation_is_synced(SimpleNamespace(world_size=2, strategy=zero3))
+    assert S.generation_is_synced(SimpleNamespace(world_size=2, strategy=S.HFFSDP2Strategy()))
+    assert not S.generation_is_synced(SimpleNamespace(world_size=1, strategy=zero3))  # one process: nothing to sync
+    assert not S.generation_is_synced(SimpleNamespace(world_size=2, strategy=S.HFDeepSpeedStrategy(config=TUTORIAL)))
+    assert not S.generation_is_synced(SimpleNamespace(world_size=2, strategy=DDPStrategy()))

@@ -243,7 +243,8 @@ def test_llrd_module_builds_transformers_optimizer_and_keeps_ratios_under_the_sc
 
 # ----------------------------------------------------------------------------------------------- LoRA
 def test_lora_trains_only_adapters_and_saved_adapter_reloads(tmp_path):
-    peft = pytest.importorskip("peft", reason="LoRA needs the optional extra: pip install 'hf_lightning[peft]'")
+    import peft  # the `peft` extra (in dev)
+
     from hf_lightning.peft import LoraModule
 
     base = tiny_bert(0)
@@ -274,8 +275,6 @@ def test_lora_trains_only_adapters_and_saved_adapter_reloads(tmp_path):
 @pytest.mark.parametrize("config", ["distillation.yaml", "adversarial_fgm.yaml", "llrd.yaml", "lora.yaml"])
 def test_recipe_yaml_trains_through_the_cli(config, tmp_path):
     """Each shipped recipe, shrunk to a 2-layer BERT, 2 steps and 32 examples, trains and exports through the CLI."""
-    if config == "lora.yaml":
-        pytest.importorskip("peft", reason="LoRA needs the optional extra: pip install 'hf_lightning[peft]'")
     extra = {"distillation.yaml": ["--model.init_args.teacher", json.dumps(TINY_BERT | {"hidden_size": 48}),
                                    "--model.init_args.model_kwargs", "null"]}.get(config, [])
     export = tmp_path / "export"

@@ -111,3 +111,27 @@ def test_compute_metrics_by_import_path(tmp_path):
     cli = _run(tmp_path, "validate", "--model.init_args.compute_metrics", "tests.helpers.tiny.accuracy_metric")
     results = cli.model.eval_results
     assert results["eval_hf_accuracy"] == pytest.approx(results["eval_accuracy"], abs=1e-9)  # same on 32 samples
+
+
+def test_several_validation_sets_during_fit(tmp_path):
+    """A data module with several validation sets (``validation_split`` as a list): each evaluation logs one record
+    per set with transformers' prefix ``eval_<name>_``, ``metric_for_best_model`` names one of them, and the result
+    files carry every set's metrics."""
+    flow = json.dumps({"class_path": "hf_lightning.callbacks.HFFlow",
+                       "init_args": {"eval_strategy": "steps", "eval_steps": 2, "logging_steps": 2,
+                                     "metric_for_best_model": "test_accuracy"}})
+    cli = _run(tmp_path, "fit", "--export_dir", "none", "--data.init_args.validation_split", "[validation, test]",
+               "--trainer.callbacks+", flow)
+    log_dir = Path(cli.trainer.log_dir)
+    state = json.loads((log_dir / "trainer_state.json").read_text())
+    evals = [r for r in state["log_history"] if any(k.startswith("eval_") for k in r)]
+    assert [r["step"] for r in evals] == [2, 2, 4, 4]
+    assert [sorted(k for k in r if k.endswith(("_loss", "_accuracy"))) for r in evals[:2]] == [
+        ["eval_validation_accuracy", "eval_validation_loss"], ["eval_test_accuracy", "eval_test_loss"]]
+    best = max(r["eval_test_accuracy"] for r in evals if "eval_test_accuracy" in r)
+    assert state["best_metric"] == pytest.approx(best)
+    written = json.loads((log_dir / "eval_results.json").read_text())
+    assert {"eval_validation_loss", "eval_validation_accuracy", "eval_test_loss", "eval_test_accuracy",
+            "epoch"} <= set(written)
+    # the two sets differ: each was evaluated on its own data
+    assert written["eval_validation_loss"] != written["eval_test_loss"]

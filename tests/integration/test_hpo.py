@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import optuna  # the `optuna` extra (in dev)
 
 from hf_lightning import Trainer, TrainingArguments
 from tests.helpers.tiny import RegressionDataset, RegressionModel
 
-optuna = pytest.importorskip("optuna")
 ROOT = Path(__file__).resolve().parents[2]
 
 

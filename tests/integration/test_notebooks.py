@@ -11,11 +11,10 @@ import os
 import re
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (the kernel the notebooks run in; dev extra)
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "docs" / "notebooks").glob("*.ipynb"))

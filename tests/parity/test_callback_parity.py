@@ -219,10 +219,8 @@ def test_printer_callback_runs_unchanged(tmp_path: Any, capsys: pytest.CaptureFi
 
 
 def test_save_steps_events(tmp_path: Any) -> None:
-    checkpoint = pytest.importorskip("hf_lightning.callbacks.checkpoint",
-                                     reason="HFCheckpoint (hf_lightning/callbacks/checkpoint.py) is not built yet")
-    if not hasattr(checkpoint.HFCheckpoint, "save_hf_checkpoint"):
-        pytest.skip("HFCheckpoint has no save_hf_checkpoint(trainer, pl_module) for HFFlow to call at HF's save point")
+    from hf_lightning.callbacks import checkpoint
+
     cfg = {"save_strategy": "steps", "save_steps": 8, "eval_strategy": "steps", "eval_steps": 8, "logging_steps": 4}
     train, evaluation = RegressionDataset(), RegressionDataset(length=20, seed=1)
     set_seed(42)

@@ -165,3 +165,40 @@ def test_eval_dataset_dict_prefixes(tmp_path):
                     **dict(REG, max_steps=3))
     assert {"eval_a_loss", "eval_b_loss"} <= set(ours.eval_metrics)
     assert_same(hf, ours, rtol=1e-6)
+
+
+class GradProbe(transformers.TrainerCallback):
+    """Records, at each step event, whether the model holds gradients."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []
+
+    def _probe(self, event: str, model: torch.nn.Module) -> None:
+        self.seen.append((event, any(p.grad is not None for p in model.parameters())))
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self._probe("step_begin", model)
+
+    def on_substep_end(self, args, state, control, model=None, **kwargs):
+        self._probe("substep_end", model)
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self._probe("optimizer_step", model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._probe("step_end", model)
+
+
+def test_gradients_are_freed_after_each_optimizer_step_as_in_transformers(tmp_path):
+    """Gradients live from the first backward of a window to the optimizer step, and are freed (None) right after
+    it, before the next forward, as transformers' loop does: peak memory holds no stale set of gradients."""
+    probes = {}
+    for lib in (transformers, hf_lightning):
+        probe = GradProbe()
+        run(lib.Trainer, StrictRegressionModel, RegressionDataset(length=32), tmp_path / lib.__name__,
+            trainer_kwargs={"callbacks": [probe]}, **dict(REG, per_device_train_batch_size=4,
+                                                           gradient_accumulation_steps=2, num_train_epochs=1))
+        probes[lib.__name__] = probe.seen
+    assert probes["hf_lightning"] == probes["transformers"]
+    assert {held for event, held in probes["transformers"] if event in ("step_begin", "step_end")} == {False}
+    assert {held for event, held in probes["transformers"] if event in ("substep_end", "optimizer_step")} == {True}

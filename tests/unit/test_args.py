@@ -339,31 +339,30 @@ def test_trainer_routes_are_lightning_trainer_keywords() -> None:
     lightning.Trainer(**translate(TrainingArguments(output_dir=str(Path("unused")))).trainer, logger=False)
 
 
-def _contract(cls: type | None, target: str, field_names: list[str]) -> None:
-    """The component accepts every keyword that translate() sends it (skipped until the component exists)."""
-    if cls is None:
-        pytest.skip(f"the component for {target} is not exported yet")
+def _contract(cls: type, target: str, field_names: list[str]) -> None:
+    """The component accepts every keyword that translate() sends it."""
     params = set(inspect.signature(cls.__init__).parameters)
     wanted = {r.name or f for f in field_names for r in table.routes_for(f) if r.target == target}
     assert not wanted - params, f"{cls.__name__} lacks keywords {sorted(wanted - params)} that translate() sends it"
 
 
 def test_contract_hfmodule_accepts_module_routes() -> None:
-    _contract(getattr(hf_lightning, "HFModule", None), table.MODULE, HF_FIELDS)
+    _contract(hf_lightning.HFModule, table.MODULE, HF_FIELDS)
 
 
 def test_contract_seq2seq_module_accepts_seq2seq_routes() -> None:
-    seq2seq = pytest.importorskip("hf_lightning.modules.seq2seq")
-    _contract(getattr(seq2seq, "Seq2SeqModule", None), table.MODULE, SEQ2SEQ_FIELDS)
+    from hf_lightning.modules.seq2seq import Seq2SeqModule
+
+    _contract(Seq2SeqModule, table.MODULE, SEQ2SEQ_FIELDS)
 
 
 def test_contract_hfdatamodule_accepts_datamodule_routes() -> None:
-    _contract(getattr(hf_lightning, "HFDataModule", None), table.DATAMODULE, HF_FIELDS)
+    _contract(hf_lightning.HFDataModule, table.DATAMODULE, HF_FIELDS)
 
 
 @pytest.mark.parametrize("name", ["HFCheckpoint", "HFFlow"])
 def test_contract_callbacks_accept_their_routes(name: str) -> None:
-    _contract(getattr(hf_lightning, name, None), f"callback:{name}", [*HF_FIELDS, "logging_dir"])
+    _contract(getattr(hf_lightning.callbacks, name), f"callback:{name}", [*HF_FIELDS, "logging_dir"])
 
 
 # ------------------------------------------------------------------------------------------------ translate
