@@ -24,29 +24,91 @@ def _takes(fn: Any, name: str) -> bool:
     return name in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-class _DeferredBackward:
-    """``trainer.accelerator`` inside an overridden ``training_step``: ``backward`` hands the loss to Lightning.
+class FacadeAccelerator:
+    """``trainer.accelerator`` for code written against transformers.Trainer (whose accelerator is accelerate's
+    ``Accelerator``): the questions callbacks and overridden steps ask of it, answered by the Lightning trainer.
 
-    Lightning's automatic optimisation runs the backward pass (with precision scaling and DDP sync) on what
-    ``training_step`` returns, so the loss given to ``backward`` is kept and returned to Lightning instead.
+    Inside an overridden ``training_step``, ``backward(loss)`` hands the loss to Lightning, whose automatic
+    optimisation runs the backward pass (with precision scaling and gradient sync) on what ``training_step`` returns.
     """
 
-    def __init__(self, module: FacadeModule) -> None:
-        self.module = module
+    def __init__(self, facade: Trainer) -> None:
+        self.facade = facade
+
+    @property
+    def _trainer(self) -> Any:
+        return self.facade.pl_trainer
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
-        self.module.deferred_loss = loss if self.module.deferred_loss is None else self.module.deferred_loss + loss
+        module = self.facade.module
+        if module is None or module.deferred_loss is Ellipsis:
+            raise RuntimeError("accelerator.backward runs inside training_step, while hf_lightning trains.")
+        module.deferred_loss = loss if module.deferred_loss is None else module.deferred_loss + loss
 
     def unwrap_model(self, model: Any, **kwargs: Any) -> Any:
-        return model
+        return model  # the HF model is never wrapped: Lightning wraps the LightningModule that holds it
 
     @property
     def num_processes(self) -> int:
-        return self.module.trainer.world_size
+        if self._trainer is not None:
+            return self._trainer.world_size
+        from hf_lightning.strategies import launch_layout
+
+        devices, nodes = launch_layout()
+        return devices * nodes
+
+    @property
+    def process_index(self) -> int:
+        return self._trainer.global_rank if self._trainer is not None else int(os.environ.get("RANK", "0"))
+
+    @property
+    def local_process_index(self) -> int:
+        return self._trainer.local_rank if self._trainer is not None else int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process_index == 0
+
+    @property
+    def is_local_main_process(self) -> bool:
+        return self.local_process_index == 0
+
+    @property
+    def use_distributed(self) -> bool:
+        return self.num_processes > 1
 
     @property
     def device(self) -> torch.device:
-        return self.module.device
+        if self._trainer is not None:
+            return self._trainer.strategy.root_device
+        return next(self.facade.model.parameters(), torch.empty(0)).device
+
+    def gather(self, tensor: Any) -> Any:
+        """Every process's tensors concatenated along the first dimension (accelerate's ``gather``)."""
+        if self._trainer is None or self._trainer.world_size == 1:
+            return tensor
+        from torch.utils._pytree import tree_map
+
+        def one(t: torch.Tensor) -> torch.Tensor:
+            gathered = self._trainer.strategy.all_gather(t)
+            return gathered.reshape(-1, *t.shape[1:]) if t.dim() > 0 else gathered
+
+        return tree_map(lambda t: one(t) if torch.is_tensor(t) else t, tensor)
+
+    gather_for_metrics = gather
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        if self._trainer is None or self._trainer.world_size == 1:
+            return tensor
+        return self._trainer.strategy.reduce(tensor, reduce_op=reduction)
+
+    def wait_for_everyone(self) -> None:
+        if self._trainer is not None:
+            self._trainer.strategy.barrier("accelerator.wait_for_everyone")
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if self.is_local_main_process:
+            print(*args, **kwargs)
 
 
 class FacadeModule(HFModule):
@@ -58,7 +120,7 @@ class FacadeModule(HFModule):
     def __init__(self, facade: Trainer, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         object.__setattr__(self, "facade", facade)  # not a submodule
-        self.deferred_loss: torch.Tensor | None = None
+        self.deferred_loss: Any = Ellipsis  # None while an overridden training_step runs, then its loss
         self._context: tuple[Any, int] | None = None
         hook = facade.compute_loss
         self._loss_takes_num_items = _takes(hook, "num_items_in_batch")
@@ -86,16 +148,18 @@ class FacadeModule(HFModule):
         inputs, window = split_window(batch)
         self.current_flos += self.floating_point_ops(inputs)
         self._context, self.deferred_loss = (window, batch_idx), None
-        facade.accelerator = _DeferredBackward(self)
         num_items = None
         if window is not None and window.num_items is not None:
             num_items = self._window_num_items(window, batch_idx)
-        reported = facade.training_step(self.model, inputs, num_items)
-        if self.deferred_loss is None:
+        try:
+            reported = facade.training_step(self.model, inputs, num_items)
+        finally:
+            loss, self.deferred_loss = self.deferred_loss, Ellipsis
+        if loss is None:
             raise RuntimeError("An overridden training_step must call self.accelerator.backward(loss) or "
                                "return super().training_step(model, inputs, num_items_in_batch).")
-        self.record_step_loss(reported.detach() if torch.is_tensor(reported) else self.deferred_loss.detach(), window)
-        return self.deferred_loss * self.trainer.accumulate_grad_batches
+        self.record_step_loss(reported.detach() if torch.is_tensor(reported) else loss.detach(), window)
+        return loss * self.trainer.accumulate_grad_batches
 
     def facade_training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> torch.Tensor:
         """HF's default ``training_step``: the normalised loss, backward (deferred), detached loss returned."""
@@ -124,7 +188,10 @@ class FacadeDataModule(HFDataModule):
     def __init__(self, facade: Trainer, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.facade = facade
-        facade._datamodule = self
+
+    def attached_module(self) -> Any:
+        """The trainer's module, also before ``train()`` (loaders asked for up front drop the same columns)."""
+        return super().attached_module() or self.facade._evaluation_module()
 
     def base_train_dataloader(self) -> Any:
         return self.train_loader()
@@ -138,8 +205,10 @@ class FacadeDataModule(HFDataModule):
         return super().train_dataloader()
 
     def val_dataloader(self) -> Any:
-        if "get_eval_dataloader" in self.facade.overridden:
-            return self.facade.get_eval_dataloader()
+        if "get_eval_dataloader" in self.facade.overridden:  # as transformers: once per eval set, by name
+            if self.validation_sets is not None:
+                return {name: self.facade.get_eval_dataloader(name) for name in self.validation_sets}
+            return self.facade.get_eval_dataloader(self.raw_splits().get("validation"))
         return super().val_dataloader()
 
     def predict_dataloader(self) -> Any:

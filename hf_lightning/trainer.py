@@ -31,15 +31,16 @@ from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
-from hf_lightning.facade import FacadeDataModule, FacadeModule, build_loggers
+from hf_lightning.facade import FacadeAccelerator, FacadeDataModule, FacadeModule, build_loggers
 from hf_lightning.modules.base import HFModule
-from hf_lightning.optim import build_optimizer, build_scheduler
+from hf_lightning.optim import trainer_scheduler
+from hf_lightning.trainer_methods import TrainerMethods
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
           "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop", "log")
 
 
-class Trainer:
+class Trainer(TrainerMethods):
     """``transformers.Trainer``'s interface, run by Lightning.
 
     Args:
@@ -96,9 +97,14 @@ class Trainer:
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
+        self._created_lr_scheduler = False  # True when the scheduler is the trainer's own (rebuilt at each train())
+        self._datamodule: FacadeDataModule | None = None
+        #: what code written for transformers reads as ``trainer.accelerator`` (processes, gather, backward...)
+        self.accelerator = FacadeAccelerator(self)
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
             raise RuntimeError("Pass either `optimizers` or `optimizer_cls_and_kwargs`, not both.")
+        self._check_arguments()
         self.pl_trainer: L.Trainer | None = None
         if self.is_world_process_zero():  # as transformers: save_metrics / save_state work before any checkpoint
             os.makedirs(self.args.output_dir, exist_ok=True)
@@ -113,6 +119,20 @@ class Trainer:
         self._flow: HFFlow | None = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
 
+    def _check_arguments(self) -> None:
+        """transformers.Trainer's own checks of the arguments against what it was given, before any training."""
+        args = self.args
+        if args.eval_strategy not in (None, "no") and self.eval_dataset is None:
+            raise ValueError(f"You have set `args.eval_strategy` to {args.eval_strategy} but you didn't pass an "
+                             "`eval_dataset` to `Trainer`. Either set `args.eval_strategy` to `no` or pass an "
+                             "`eval_dataset`.")
+        if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
+            raise ValueError("`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
+                             "`args.load_best_model_at_end` is set to `True`.")
+        if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
+            raise RuntimeError("Passing a `model_init` is incompatible with providing the `optimizers` argument. You "
+                               "should subclass `Trainer` and override the `create_optimizer_and_scheduler` method.")
+
     # ----------------------------------------------------------------------------------------------- processes
     def is_world_process_zero(self) -> bool:
         if self.pl_trainer is not None:
@@ -123,6 +143,16 @@ class Trainer:
         if self.pl_trainer is not None:
             return self.pl_trainer.local_rank == 0
         return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))) == 0
+
+    def _fresh_state(self, trial: Any) -> TrainerState:
+        """A new TrainerState for a ``train()`` (as transformers; a resume then loads the checkpoint's), keeping
+        the trial's name and parameters a hyper-parameter search set."""
+        state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
+                             is_world_process_zero=self.is_world_process_zero())
+        if trial is not None:
+            state.is_hyper_param_search = True
+            state.trial_name, state.trial_params = self.state.trial_name, self.state.trial_params
+        return state
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
         """Builds the model with `model_init` (given the trial when it takes one)."""
@@ -224,11 +254,16 @@ class Trainer:
             enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
             self.model = self.call_model_init(trial)
             self.callback_handler.model = self.model
-        datamodule = self._build_datamodule({"train": self.train_dataset, "validation": self.eval_dataset})
+            self.optimizer, self.lr_scheduler = None, None  # as transformers: a new model gets a new optimizer
+        if self._created_lr_scheduler:  # as transformers: its own scheduler is rebuilt (the step count may differ)
+            self.lr_scheduler, self._created_lr_scheduler = None, False
+        given_scheduler = self.lr_scheduler is not None
+        datamodule = self._datamodule = self._build_datamodule(
+            {"train": self.train_dataset, "validation": self.eval_dataset})
         self.module = module = self._build_module()
         module.ignore_keys = ignore_keys_for_eval
         self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)
-        flow.state = self.state
+        flow.state = self.state = self._fresh_state(trial)
         if "log" in self.overridden:
             flow.log_override = self.log
         max_steps, max_epochs = self._max_steps(datamodule)
@@ -240,8 +275,8 @@ class Trainer:
         self.model = module.model
         self.state = flow.state
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
-        configs = self.pl_trainer.lr_scheduler_configs
-        self.lr_scheduler = configs[0].scheduler if configs else None
+        self.lr_scheduler = trainer_scheduler(self.pl_trainer)
+        self._created_lr_scheduler = not given_scheduler and self.lr_scheduler is not None
         metrics = dict(getattr(flow, "train_metrics", {}))
         return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
 
@@ -370,48 +405,3 @@ class Trainer:
         module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
         if self.is_world_process_zero():
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-    # ----------------------------------------------------------------------------------------------- HF defaults
-    # The defaults below are what a subclass reaches through super(); the module calls the overridden ones.
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
-        return FacadeModule.base_compute_loss(self.module, model, inputs, return_outputs, num_items_in_batch)
-
-    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
-        return FacadeModule.base_prediction_step(self.module, model, inputs, prediction_loss_only, ignore_keys)
-
-    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        return self.module.facade_training_step(model, inputs, num_items_in_batch)
-
-    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            module = self.module
-            self.optimizer = build_optimizer(model or self.model, **module.optim_config,
-                                             optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
-        return self.optimizer
-
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        if self.lr_scheduler is None:
-            module = self.module
-            self.lr_scheduler = build_scheduler(optimizer or self.optimizer, lr_scheduler_type=module.lr_scheduler_type,
-                                                num_training_steps=num_training_steps,
-                                                warmup_steps=module.warmup_steps,
-                                                lr_scheduler_kwargs=module.lr_scheduler_kwargs)
-        return self.lr_scheduler
-
-    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
-        self.create_optimizer()
-        self.create_scheduler(num_training_steps, self.optimizer)
-
-    def get_train_dataloader(self) -> Any:
-        return self._datamodule.base_train_dataloader()
-
-    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-        return self._datamodule.base_eval_dataloader("validation")
-
-    def get_test_dataloader(self, test_dataset: Any) -> Any:
-        return self._datamodule.base_eval_dataloader("predict")
-
-    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - documented unsupported
-        raise NotImplementedError("evaluation_loop runs in Lightning's validation loop; override prediction_step.")

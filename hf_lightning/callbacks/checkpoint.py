@@ -33,6 +33,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 from hf_lightning.checkpoint import folder
 from hf_lightning.checkpoint import resume as resuming
+from hf_lightning.optim import trainer_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +258,8 @@ class HFCheckpoint(Checkpoint):
         folder.save_model_files(model, staging, model_weights, getattr(trainer.lightning_module, "tokenizer", None))
         if optimizer_state is not None:
             folder.save_torch(optimizer_state, os.path.join(staging, OPTIMIZER_NAME))
-            if trainer.lr_scheduler_configs:
-                scheduler = trainer.lr_scheduler_configs[0].scheduler
+            scheduler = trainer_scheduler(trainer)
+            if scheduler is not None:
                 folder.save_torch(scheduler.state_dict(), os.path.join(staging, SCHEDULER_NAME))
             scaler = getattr(trainer.precision_plugin, "scaler", None)
             if scaler is not None:

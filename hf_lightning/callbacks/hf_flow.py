@@ -38,6 +38,7 @@ from transformers.trainer_utils import speed_metrics
 from hf_lightning.callbacks.flow_records import FlowRecords
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
+from hf_lightning.optim import trainer_scheduler
 
 
 class HFFlow(FlowRecords, Callback):
@@ -178,8 +179,7 @@ class HFFlow(FlowRecords, Callback):
         state.is_world_process_zero = trainer.is_global_zero
         state.stateful_callbacks = self.callback_states()  # as transformers' _init_training_state
         self.handler.optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        configs = trainer.lr_scheduler_configs
-        self.handler.lr_scheduler = configs[0].scheduler if configs else None
+        self.handler.lr_scheduler = trainer_scheduler(trainer)
         self.handler.train_dataloader = trainer.train_dataloader
         if self._step_hook is not None:  # left over from an interrupted fit
             self._step_hook.remove()
@@ -285,7 +285,9 @@ class HFFlow(FlowRecords, Callback):
         if self.control.should_log and self.state.global_step > self._last_logged:
             self.write_log(self._train_logs(trainer, pl_module), trainer, start_time=self._start_time)
         if self.control.should_evaluate:
-            is_new_best = self.determine_best_metric(self._evaluate(trainer))
+            metrics = self._evaluate(trainer)
+            self._step_metric_scheduler(pl_module, metrics)
+            is_new_best = self.determine_best_metric(metrics)
             if self.args.save_strategy == "best":
                 self.control.should_save = is_new_best
         if self.control.should_save:
@@ -293,6 +295,20 @@ class HFFlow(FlowRecords, Callback):
             if saver is not None:
                 saver.save_hf_checkpoint(trainer, pl_module)
                 self.event("on_save")
+
+    def _step_metric_scheduler(self, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
+        """transformers' ``_evaluate``: a reduce_lr_on_plateau / greedy schedule steps on ``metric_for_best_model``
+        (``loss`` by default) after each evaluation of the training loop (not the one of ``eval_on_start``)."""
+        scheduler = getattr(pl_module, "metric_scheduler", None)
+        if scheduler is None:
+            return
+        name = self.args.metric_for_best_model or "loss"
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not found in "
+                           f"the evaluation metrics {sorted(metrics)}: the learning-rate schedule steps on it. Return "
+                           "it from compute_metrics or change metric_for_best_model.")
+        scheduler.step(metrics[key])
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -317,6 +333,7 @@ class HFFlow(FlowRecords, Callback):
         self.last_eval_metrics = metrics
         self._validations += 1
         if not self.control_validation:  # Lightning's schedule: track the best here (else `_log_evaluate_save` does)
+            self._step_metric_scheduler(pl_module, metrics)
             is_new_best = self.determine_best_metric(metrics)
             if self.args.save_strategy == "best":
                 self.control.should_save = is_new_best

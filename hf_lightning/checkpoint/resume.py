@@ -28,6 +28,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from hf_lightning.checkpoint import folder as ckpt_folder
+from hf_lightning.optim import trainer_scheduler
 
 if TYPE_CHECKING:
     from hf_lightning.callbacks.hf_flow import HFFlow
@@ -192,9 +193,9 @@ def restore_optimizers(trainer: L.Trainer, checkpoint: str) -> None:
         return
     optimizer_state = ckpt_folder.load_torch(optimizer_file)
     trainer.strategy.load_optimizer_state_dict({"optimizer_states": [optimizer_state]})
-    configs = trainer.lr_scheduler_configs
-    if configs:
-        configs[0].scheduler.load_state_dict(ckpt_folder.load_torch(scheduler_file))
+    scheduler = trainer_scheduler(trainer)
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt_folder.load_torch(scheduler_file))
     scaler_file = os.path.join(checkpoint, SCALER_NAME)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     if scaler is not None and os.path.isfile(scaler_file):

@@ -302,7 +302,7 @@ class HFDataModule(L.LightningDataModule):
                       desc=f"Tokenizing {split}")
 
     def _validate_labels(self, ds: Any, split: str) -> None:
-        module = self.trainer.lightning_module if self.trainer is not None else None
+        module = self.attached_module()
         config = getattr(getattr(module, "model", None), "config", None)
         num_labels = getattr(config, "num_labels", None)
         if not isinstance(ds, datasets.Dataset) or "labels" not in ds.column_names or num_labels in (None, 1):
@@ -319,8 +319,12 @@ class HFDataModule(L.LightningDataModule):
                 f"Set --model.num_labels to {max(values) + 1} or fix data.label_column='{self.label_column}'."
             )
 
+    def attached_module(self) -> Any:
+        """The LightningModule this data feeds (the trainer's), or None before one is attached."""
+        return self.trainer.lightning_module if self.trainer is not None else None
+
     def _remove_unused(self, ds: Any) -> Any:
-        module = self.trainer.lightning_module if self.trainer is not None else None
+        module = self.attached_module()
         model = getattr(module, "model", None)
         if not self.remove_unused_columns or not isinstance(ds, datasets.Dataset) or model is None:
             return ds
@@ -409,7 +413,7 @@ class HFDataModule(L.LightningDataModule):
     def wrap_train_loader(self, loader: Any) -> TrainLoader:
         """Groups a loader's batches into accumulation windows tagged with their label counts."""
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-        module = self.trainer.lightning_module if self.trainer is not None else None
+        module = self.attached_module()
         shift = bool(getattr(module, "loss_shifts_labels", False))
         return TrainLoader(loader, accumulate, lambda b: count_label_items(b, shift_labels=shift))
 

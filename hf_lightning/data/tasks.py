@@ -173,7 +173,7 @@ class TokenClassificationDataModule(HFDataModule):
                       desc=f"Tokenizing and aligning {split}")
 
     def _validate_labels(self, ds: Any, split: str) -> None:
-        module = self.trainer.lightning_module if self.trainer is not None else None
+        module = self.attached_module()
         num_labels = getattr(getattr(getattr(module, "model", None), "config", None), "num_labels", None)
         if not isinstance(ds, datasets.Dataset) or "labels" not in ds.column_names or num_labels is None:
             return
@@ -342,7 +342,7 @@ class Seq2SeqDataModule(_NoClasses, HFDataModule):
         """``DataCollatorForSeq2Seq`` with the attached model (for ``decoder_input_ids``) unless ``collator`` is set."""
         if self._collate is None and self.collator is None:
             tokenizer = self.resolve_tokenizer()
-            module = self.trainer.lightning_module if self.trainer is not None else None
+            module = self.attached_module()
             self._collate = transformers.DataCollatorForSeq2Seq(
                 tokenizer, model=getattr(module, "model", None), pad_to_multiple_of=self.pad_to_multiple_of,
                 label_pad_token_id=-100 if self.ignore_pad_token_for_loss else tokenizer.pad_token_id,

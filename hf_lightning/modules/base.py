@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -23,7 +24,7 @@ from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.loading import load_model
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
-from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler
+from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler, steps_on_metric
 
 
 class HFModule(EvaluationMixin, L.LightningModule):
@@ -145,7 +146,12 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self.lr_scheduler_type = lr_scheduler_type
         self.lr_scheduler_kwargs = lr_scheduler_kwargs
         self.warmup_steps = warmup_steps
+        self.metric_scheduler: Any = None  # a schedule stepped on the eval metric (reduce_lr_on_plateau, greedy)
         self.max_grad_norm = max_grad_norm
+        if label_smoothing_factor and getattr(self.model.config, "problem_type", None) == "multi_label_classification":
+            warnings.warn("Label smoothing is not compatible with multi-label classification. Disabling label "
+                          "smoothing for this training run.", UserWarning, stacklevel=2)  # transformers' warning
+            label_smoothing_factor = 0.0
         self.label_smoother = LabelSmoother(epsilon=label_smoothing_factor) if label_smoothing_factor else None
         self.loss = loss
         self.compute_loss_func: Callable[..., torch.Tensor] | None = None
@@ -385,6 +391,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
         if not math.isfinite(steps):
             raise ValueError("The training length is unknown (an iterable data set): set trainer.max_steps.")
         scheduler = self.create_scheduler(int(steps), optimizer)
+        # reduce_lr_on_plateau / greedy step on the evaluation metric: HFFlow steps them after each evaluation
+        self.metric_scheduler = scheduler if steps_on_metric(scheduler) else None
+        if self.metric_scheduler is not None:
+            return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     # ----------------------------------------------------------------------------------------------- export

@@ -225,7 +225,8 @@ class EvaluationMixin:
             extra = self._extra_fields(inputs, loss, size)
             self._batch_results = self.compute_metrics(
                 EvalPrediction(logits, labels, **extra), compute_result=state.num_steps == self._num_eval_batches())
-            return
+            if self._stage_name() != "predict":  # predict() still returns every prediction, as transformers
+                return
         state.preds = nested_concat(state.preds, nested_numpify(logits), -100) if state.preds is not None \
             else nested_numpify(logits)
         if labels is not None:
@@ -246,9 +247,14 @@ class EvaluationMixin:
             extra["losses"] = loss.repeat(size)
         return extra
 
+    def _batch_counts(self) -> list[int | float]:
+        """Batches per dataloader of the running stage."""
+        trainer = self.trainer
+        return trainer.num_test_batches if trainer.testing else \
+            trainer.num_predict_batches if trainer.predicting else trainer.num_val_batches
+
     def _num_eval_batches(self) -> int:
-        counts = self.trainer.num_test_batches if self.trainer.testing else self.trainer.num_val_batches
-        return int(counts[self._stage.dataloader_idx])
+        return int(self._batch_counts()[self._stage.dataloader_idx])
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         return self._eval_step(batch, dataloader_idx)[0]
@@ -355,10 +361,7 @@ class EvaluationMixin:
             state.extra_forwards = int(most) - state.batches
 
     def _stage_batches(self, dataloader_idx: int) -> int:
-        trainer = self.trainer
-        counts = trainer.num_test_batches if trainer.testing else \
-            trainer.num_predict_batches if trainer.predicting else trainer.num_val_batches
-        total = counts[dataloader_idx]
+        total = self._batch_counts()[dataloader_idx]
         if not math.isfinite(total):
             raise ValueError("Evaluating a data set of unknown length with sharded parameters (FSDP, DeepSpeed ZeRO-3) "
                              "on several processes: give the evaluation data set a length, so ranks can agree.")

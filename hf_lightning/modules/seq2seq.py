@@ -162,8 +162,8 @@ class Seq2SeqModule(HFModule):
             return None, None
         return (self.test_rouge, self.test_gen_len) if stage == "test" else (self.val_rouge, self.val_gen_len)
 
-    def _eval_step(self, batch: Any) -> tuple[Any, Any, Any]:
-        loss, generated, labels = super()._eval_step(batch)
+    def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
+        loss, generated, labels = super()._eval_step(batch, dataloader_idx)
         rouge, gen_len = self._rouge_metrics()
         if rouge is not None and torch.is_tensor(generated) and torch.is_tensor(labels):
             pad = self._pad_token_id()

@@ -147,8 +147,8 @@ class TokenClassificationModule(HFModule):
             return None
         return self.test_entity_metric if stage == "test" else self.val_entity_metric
 
-    def _eval_step(self, batch: Any) -> tuple[Any, Any, Any]:
-        loss, logits, labels = super()._eval_step(batch)
+    def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
+        loss, logits, labels = super()._eval_step(batch, dataloader_idx)
         metric = self._entity_metric()
         if metric is not None and torch.is_tensor(logits) and torch.is_tensor(labels):
             metric.update(logits, labels)

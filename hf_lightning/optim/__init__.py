@@ -136,3 +136,19 @@ def build_scheduler(
         num_training_steps=num_training_steps,
         scheduler_specific_kwargs=lr_scheduler_kwargs or {},
     )
+
+
+def steps_on_metric(scheduler: Any) -> bool:
+    """Whether a schedule steps on an evaluation metric after each evaluation (``ReduceLROnPlateau``, transformers'
+    ``GreedyLR``) rather than once per optimizer step."""
+    from transformers.optimization import GreedyLR
+
+    return isinstance(scheduler, (torch.optim.lr_scheduler.ReduceLROnPlateau, GreedyLR))
+
+
+def trainer_scheduler(trainer: Any) -> Any:
+    """The learning-rate scheduler of a fit: the one Lightning steps, or the module's metric-driven one."""
+    configs = trainer.lr_scheduler_configs
+    if configs:
+        return configs[0].scheduler
+    return getattr(trainer.lightning_module, "metric_scheduler", None)

@@ -154,9 +154,12 @@ def test_batch_eval_metrics(tmp_path):
 
     hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, eval_dataset=RegressionDataset(length=21, seed=1),
                     evaluate=True, trainer_kwargs={"compute_metrics": batched}, batch_eval_metrics=True,
-                    per_device_eval_batch_size=4, **REG)
+                    per_device_eval_batch_size=4, predict_dataset=RegressionDataset(length=10, seed=3), **REG)
     assert_same(hf, ours, rtol=1e-6)
     assert "eval_mae" in ours.eval_metrics
+    # predict() returns every prediction with per-batch metrics too (transformers' predictions are not None)
+    assert ours.predictions.predictions is not None and len(ours.predictions.predictions) == 10
+    assert ours.predictions.metrics["test_mae"] == pytest.approx(hf.predictions.metrics["test_mae"], rel=1e-6)
 
 
 def test_eval_dataset_dict_prefixes(tmp_path):
@@ -202,3 +205,45 @@ def test_gradients_are_freed_after_each_optimizer_step_as_in_transformers(tmp_pa
     assert probes["hf_lightning"] == probes["transformers"]
     assert {held for event, held in probes["transformers"] if event in ("step_begin", "step_end")} == {False}
     assert {held for event, held in probes["transformers"] if event in ("substep_end", "optimizer_step")} == {True}
+
+
+@pytest.mark.parametrize("case", [
+    dict(lr_scheduler_type="reduce_lr_on_plateau", lr_scheduler_kwargs={"patience": 0, "factor": 0.5}),
+    dict(lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="mae",
+         lr_scheduler_kwargs={"patience": 0, "mode": "max"}),
+    dict(lr_scheduler_type="greedy", lr_scheduler_kwargs={"patience": 1, "factor": 0.5, "min_lr": 1e-3}),
+], ids=["plateau-loss", "plateau-metric", "greedy"])
+def test_schedules_that_step_on_the_eval_metric(tmp_path, case):
+    """reduce_lr_on_plateau and greedy step on metric_for_best_model (eval_loss by default) after each evaluation;
+    the logged learning rates, losses and final weights equal transformers'."""
+    def mae(pred):
+        return {"mae": float(np.abs(pred.predictions.reshape(-1) - pred.label_ids.reshape(-1)).mean())}
+
+    hf, ours = both(RegressionModel, RegressionDataset(), tmp_path, eval_dataset=RegressionDataset(16, seed=1),
+                    trainer_kwargs={"compute_metrics": mae}, eval_strategy="steps", eval_steps=3,
+                    **dict(REG, learning_rate=0.3), **case)
+    assert_same(hf, ours, rtol=1e-6)
+    lrs = [r["learning_rate"] for r in ours.log_history if "learning_rate" in r]
+    assert len(set(lrs)) > 1  # the schedule moved
+
+
+def test_a_plateau_scheduler_passed_in_optimizers(tmp_path):
+    def pair(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+        return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=0, factor=0.5)
+
+    runs = {}
+    for lib in (transformers, hf_lightning):
+        transformers.set_seed(42)
+        model = RegressionModel()
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, save_strategy="no",
+                                     disable_tqdm=True, logging_steps=1, eval_strategy="steps", eval_steps=4,
+                                     metric_for_best_model="loss", **REG)
+        trainer = lib.Trainer(model=model, args=args, train_dataset=RegressionDataset(),
+                              eval_dataset=RegressionDataset(16, seed=1), optimizers=pair(model))
+        trainer.train()
+        runs[lib.__name__] = [r["learning_rate"] for r in trainer.state.log_history if "learning_rate" in r], \
+            model.state_dict()
+    assert runs["hf_lightning"][0] == pytest.approx(runs["transformers"][0], rel=1e-6)
+    assert max_rel_diff(runs["hf_lightning"][1], runs["transformers"][1]) < 1e-6
+    assert len(set(runs["hf_lightning"][0])) > 1  # the schedule moved

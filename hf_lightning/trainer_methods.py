@@ -1,0 +1,124 @@
+"""The overridable methods of ``transformers.Trainer`` with their default behaviour, as a mixin of the HF-style `Trainer`.
+
+A subclass overrides any of them (``compute_loss``, ``prediction_step``, ``training_step``, ``create_optimizer``,
+``create_scheduler``, ``get_train_dataloader``...) and its ``super()`` call lands here. Each works before ``train()``
+as in transformers (scripts build the optimizer up front, or size a schedule with ``len(get_train_dataloader())``):
+the module and data module they need are built on demand.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from transformers.trainer_pt_utils import get_learning_rates, get_num_trainable_parameters, get_optimizer_group
+
+from hf_lightning.facade import FacadeModule
+from hf_lightning.optim import build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from hf_lightning.facade import FacadeDataModule
+
+
+class TrainerMethods:
+    """transformers.Trainer's overridable methods; mixed into `hf_lightning.Trainer`."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    lr_scheduler: Any
+    optimizer_cls_and_kwargs: Any
+    train_dataset: Any
+    eval_dataset: Any
+
+    # transformers' own helpers (they read self.model / self.optimizer)
+    get_learning_rates = get_learning_rates
+    get_num_trainable_parameters = get_num_trainable_parameters
+    get_optimizer_group = get_optimizer_group
+
+    def _evaluation_module(self) -> FacadeModule:  # provided by Trainer
+        raise NotImplementedError
+
+    def _build_datamodule(self, splits: dict[str, Any]) -> FacadeDataModule:  # provided by Trainer
+        raise NotImplementedError
+
+    @property
+    def model_wrapped(self) -> nn.Module:
+        """transformers' ``model_wrapped``: the model being trained. Lightning's strategies shard or wrap the
+        LightningModule that holds it (FSDP2 shards it in place), so this is ``model``."""
+        return self.model
+
+    # ----------------------------------------------------------------------------------------------- loss / steps
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        return FacadeModule.base_compute_loss(self._evaluation_module(), model, inputs, return_outputs,
+                                              num_items_in_batch)
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+        return FacadeModule.base_prediction_step(self._evaluation_module(), model, inputs, prediction_loss_only,
+                                                 ignore_keys)
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        return self._evaluation_module().facade_training_step(model, inputs, num_items_in_batch)
+
+    # ----------------------------------------------------------------------------------------------- optimisation
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """HF's ``create_optimizer``: AdamW (or ``optim``) over HF's decay / no-decay groups, kept once built."""
+        if self.optimizer is None:
+            config = self._evaluation_module().optim_config
+            self.optimizer = build_optimizer(model or self.model, **config,
+                                             optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """HF's ``create_scheduler``: ``get_scheduler(lr_scheduler_type, ...)``, kept once built."""
+        if self.lr_scheduler is None:
+            module = self._evaluation_module()
+            self.lr_scheduler = build_scheduler(optimizer or self.optimizer, lr_scheduler_type=module.lr_scheduler_type,
+                                                num_training_steps=num_training_steps,
+                                                warmup_steps=module.warmup_steps,
+                                                lr_scheduler_kwargs=module.lr_scheduler_kwargs)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps, self.optimizer)
+
+    # ----------------------------------------------------------------------------------------------- data
+    def _run_datamodule(self) -> FacadeDataModule:
+        """The data module of the current (or last) ``train()``, else one over the trainer's data sets."""
+        datamodule = getattr(self, "_datamodule", None)
+        if datamodule is None:
+            datamodule = self._datamodule = self._build_datamodule(
+                {"train": self.train_dataset, "validation": self.eval_dataset})
+        return datamodule
+
+    def get_train_dataloader(self) -> Any:
+        """The training DataLoader of micro-batches (HF's sample order, collator and unused columns removed)."""
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        return self._run_datamodule().base_train_dataloader()
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """The evaluation DataLoader of ``eval_dataset``: a data set, the name of one of a dict of eval sets, or None
+        (the trainer's ``eval_dataset``)."""
+        if eval_dataset is None or isinstance(eval_dataset, str):
+            datamodule = self._run_datamodule()
+            if isinstance(eval_dataset, str):
+                if datamodule.validation_sets is None or eval_dataset not in datamodule.validation_sets:
+                    raise ValueError(f"get_eval_dataloader('{eval_dataset}'): eval_dataset is not a dict with that "
+                                     "name.")
+                return datamodule.base_eval_dataloader(f"validation/{eval_dataset}")
+            if self.eval_dataset is None:
+                raise ValueError("Trainer: evaluation requires an eval_dataset.")
+            return datamodule.base_eval_dataloader("validation")
+        return self._build_datamodule({"validation": eval_dataset}).base_eval_dataloader("validation")
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """The DataLoader ``predict`` uses for ``test_dataset``."""
+        return self._build_datamodule({"test": test_dataset}).base_eval_dataloader("predict")
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("evaluation_loop runs in Lightning's validation loop; override prediction_step.")
