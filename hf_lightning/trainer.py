@@ -24,11 +24,13 @@ from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback
-from transformers.trainer_pt_utils import log_metrics, metrics_format, save_metrics
 from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
+from transformers.training_args import trainer_log_levels
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
+from hf_lightning.callbacks.flow_records import MemoryTracker
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.facade import FacadeAccelerator, FacadeDataModule, FacadeModule, build_loggers
@@ -81,8 +83,12 @@ class Trainer(TrainerMethods):
             processing_class = processing_class or kwargs.pop("tokenizer")
         if kwargs:
             raise TypeError(f"Trainer got unexpected arguments {sorted(kwargs)}.")
+        self.pl_trainer: L.Trainer | None = None
         self.args = ensure_args(args)
         self.translated = translate(self.args)  # raises on fields that cannot be honoured, before any training
+        hf_logging.set_verbosity(self._process_log_level())  # as transformers: log_level / log_level_replica
+        self._memory_tracker = MemoryTracker(self.args.skip_memory_metrics)
+        self._memory_tracker.start_stage("init")
         enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
         self.model_init = model_init
         if model is None and model_init is None:
@@ -105,7 +111,6 @@ class Trainer(TrainerMethods):
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
             raise RuntimeError("Pass either `optimizers` or `optimizer_cls_and_kwargs`, not both.")
         self._check_arguments()
-        self.pl_trainer: L.Trainer | None = None
         if self.is_world_process_zero():  # as transformers: save_metrics / save_state work before any checkpoint
             os.makedirs(self.args.output_dir, exist_ok=True)
         self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
@@ -118,6 +123,7 @@ class Trainer(TrainerMethods):
         self.module: FacadeModule | None = None
         self._flow: HFFlow | None = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        self._memory_tracker.stop_stage("init")
 
     def _check_arguments(self) -> None:
         """transformers.Trainer's own checks of the arguments against what it was given, before any training."""
@@ -132,6 +138,13 @@ class Trainer(TrainerMethods):
         if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
             raise RuntimeError("Passing a `model_init` is incompatible with providing the `optimizers` argument. You "
                                "should subclass `Trainer` and override the `create_optimizer_and_scheduler` method.")
+
+    def _process_log_level(self) -> int:
+        """transformers' ``get_process_log_level``: ``log_level`` on the main process, ``log_level_replica`` on the
+        others (``passive`` keeps the current verbosity)."""
+        main = self.is_local_process_zero() if self.args.log_on_each_node else self.is_world_process_zero()
+        level = trainer_log_levels[self.args.log_level if main else self.args.log_level_replica]
+        return hf_logging.get_verbosity() if level == -1 else level
 
     # ----------------------------------------------------------------------------------------------- processes
     def is_world_process_zero(self) -> bool:
@@ -161,16 +174,6 @@ class Trainer(TrainerMethods):
         if model is None:
             raise RuntimeError("model_init should not return None.")
         return model
-
-    # ----------------------------------------------------------------------------------------------- callbacks
-    def add_callback(self, callback: Any) -> None:
-        self.callback_handler.add_callback(callback)
-
-    def pop_callback(self, callback: Any) -> Any:
-        return self.callback_handler.pop_callback(callback)
-
-    def remove_callback(self, callback: Any) -> None:
-        self.callback_handler.remove_callback(callback)
 
     # ----------------------------------------------------------------------------------------------- building
     #: The LightningModule class the facade trains (Seq2SeqTrainer uses the generating one).
@@ -263,6 +266,7 @@ class Trainer(TrainerMethods):
         self.module = module = self._build_module()
         module.ignore_keys = ignore_keys_for_eval
         self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)
+        flow.memory_tracker = self._memory_tracker  # one tracker: the init metrics come with the first stage's
         flow.state = self.state = self._fresh_state(trial)
         if "log" in self.overridden:
             flow.log_override = self.log
@@ -344,21 +348,26 @@ class Trainer(TrainerMethods):
             return metrics
         if dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        self._memory_tracker.start_stage("eval")
         metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate")
         self.log(metrics)  # as in transformers, log() adds "epoch" to the returned dict too
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        self._memory_tracker.stop_stage("eval", metrics)  # after the log, as transformers (returned metrics only)
         return metrics
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
                 metric_key_prefix: str = "test") -> PredictionOutput:
         """HF's ``predict``: predictions (ragged ones padded with -100), label_ids and metrics."""
+        self._memory_tracker.start_stage("test")
         output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
+        self._memory_tracker.stop_stage("test", output.metrics)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return output
 
     # ----------------------------------------------------------------------------------------------- search
     def set_args(self, args: TrainingArguments) -> None:
         """Replaces the arguments (and their translation), as a hyper-parameter trial does."""
+        self.pl_trainer: L.Trainer | None = None
         self.args = ensure_args(args)
         self.translated = translate(self.args)
 
@@ -387,21 +396,3 @@ class Trainer(TrainerMethods):
             logs["epoch"] = self.state.epoch
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
-
-    log_metrics = log_metrics  # transformers' helpers, which read self.args / self.state / is_world_process_zero
-    save_metrics = save_metrics
-    metrics_format = metrics_format
-
-    def save_state(self) -> None:
-        """Writes ``trainer_state.json`` to output_dir (world process zero only)."""
-        if self.is_world_process_zero():
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Saves the model (safetensors + config), the processing class and the training arguments."""
-        output_dir = output_dir or self.args.output_dir
-        module = self._evaluation_module()
-        module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
-        if self.is_world_process_zero():
-            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))

@@ -1,4 +1,5 @@
-"""The overridable methods of ``transformers.Trainer`` with their default behaviour, as a mixin of the HF-style `Trainer`.
+"""The public and overridable methods of ``transformers.Trainer`` (steps, optimizer, loaders, callbacks, saving) with
+their default behaviour, as a mixin of the HF-style `Trainer`.
 
 A subclass overrides any of them (``compute_loss``, ``prediction_step``, ``training_step``, ``create_optimizer``,
 ``create_scheduler``, ``get_train_dataloader``...) and its ``super()`` call lands here. Each works before ``train()``
@@ -8,11 +9,19 @@ the module and data module they need are built on demand.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers.trainer_pt_utils import get_learning_rates, get_num_trainable_parameters, get_optimizer_group
+from transformers.trainer_pt_utils import (
+    get_learning_rates,
+    get_num_trainable_parameters,
+    get_optimizer_group,
+    log_metrics,
+    metrics_format,
+    save_metrics,
+)
 
 from hf_lightning.facade import FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
@@ -31,10 +40,13 @@ class TrainerMethods:
     train_dataset: Any
     eval_dataset: Any
 
-    # transformers' own helpers (they read self.model / self.optimizer)
+    # transformers' own helpers (they read self.model / self.optimizer / self.args / self.state)
     get_learning_rates = get_learning_rates
     get_num_trainable_parameters = get_num_trainable_parameters
     get_optimizer_group = get_optimizer_group
+    log_metrics = log_metrics
+    save_metrics = save_metrics
+    metrics_format = metrics_format
 
     def _evaluation_module(self) -> FacadeModule:  # provided by Trainer
         raise NotImplementedError
@@ -122,3 +134,28 @@ class TrainerMethods:
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("evaluation_loop runs in Lightning's validation loop; override prediction_step.")
+
+    # ----------------------------------------------------------------------------------------------- callbacks
+    def add_callback(self, callback: Any) -> None:
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: Any) -> Any:
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: Any) -> None:
+        self.callback_handler.remove_callback(callback)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def save_state(self) -> None:
+        """Writes ``trainer_state.json`` to output_dir (world process zero only)."""
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Saves the model (safetensors + config), the processing class and the training arguments."""
+        output_dir = output_dir or self.args.output_dir
+        module = self._evaluation_module()
+        module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
+        if self.is_world_process_zero():
+            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))

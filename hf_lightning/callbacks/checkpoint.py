@@ -20,7 +20,6 @@ loop position at ``on_fit_start``, skips the batches already seen and restores t
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from typing import Any, Literal
 
@@ -29,13 +28,15 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from transformers import TrainerState, TrainingArguments
 from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 from hf_lightning.checkpoint import folder
 from hf_lightning.checkpoint import resume as resuming
 from hf_lightning.optim import trainer_scheduler
 
-log = logging.getLogger(__name__)
+# transformers.Trainer's messages under its logger: log_level / transformers.logging.set_verbosity_* control them
+log = hf_logging.get_logger("transformers.trainer")
 
 _SETTINGS = ("output_dir", "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_on_each_node",
              "load_best_model_at_end", "metric_for_best_model", "greater_is_better",

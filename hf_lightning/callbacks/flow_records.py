@@ -6,13 +6,40 @@ loss with HF's NaN / inf filter, floating-point operations (``store_flos``) and 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from transformers.integrations.integration_utils import rewrite_logs
-from transformers.trainer_utils import speed_metrics
+from transformers.trainer_utils import TrainerMemoryTracker, speed_metrics
+from transformers.utils import logging as hf_logging
+
+log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
+
+
+class MemoryTracker(TrainerMemoryTracker):
+    """transformers' memory metrics (``skip_memory_metrics=False``: ``<stage>_mem_cpu_alloc_delta``, ...).
+
+    transformers names each stage after the method that calls the tracker (``train``, ``evaluate``, ``predict``);
+    here Lightning's hooks start and end the stages, so the caller names the stage.
+    """
+
+    _call_stage = "init"
+
+    def derive_stage(self) -> str:
+        return self._call_stage
+
+    def start_stage(self, stage: str) -> None:
+        """Starts measuring ``stage`` (``init``, ``train``, ``eval``, ``test``); ignored inside another stage."""
+        self._call_stage = stage
+        self.start()
+
+    def stop_stage(self, stage: str, metrics: dict[str, float] | None = None) -> None:
+        """Ends ``stage`` and adds its memory metrics (and, the first time, the init ones) to ``metrics``."""
+        self._call_stage = stage
+        self.stop_and_update_metrics(metrics)
 
 
 class FlowRecords:
@@ -122,3 +149,39 @@ class FlowRecords:
                 self.state.best_global_step = self.state.global_step
             return True
         return False
+
+    def _step_metric_scheduler(self, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
+        """transformers' ``_evaluate``: a reduce_lr_on_plateau / greedy schedule steps on ``metric_for_best_model``
+        (``loss`` by default) after each evaluation of the training loop (not the one of ``eval_on_start``)."""
+        scheduler = getattr(pl_module, "metric_scheduler", None)
+        if scheduler is None:
+            return
+        name = self.args.metric_for_best_model or "loss"
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not found in "
+                           f"the evaluation metrics {sorted(metrics)}: the learning-rate schedule steps on it. Return "
+                           "it from compute_metrics or change metric_for_best_model.")
+        scheduler.step(metrics[key])
+
+    def _log_run_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """transformers' "***** Running training *****" block, on its logger (``log_level`` applies)."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        state, per_device = self.state, self.state.train_batch_size or 0
+        total = per_device * trainer.accumulate_grad_batches * trainer.world_size
+        split = getattr(trainer.datamodule, "split", None)
+        try:
+            examples = len(split("train")) if callable(split) else None
+        except (TypeError, ValueError):
+            examples = None
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        log.info("***** Running training *****")
+        if examples is not None:
+            log.info(f"  Num examples = {examples:,}")
+        log.info(f"  Num Epochs = {state.num_train_epochs:,}")
+        log.info(f"  Instantaneous batch size per device = {per_device:,}")
+        log.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total:,}")
+        log.info(f"  Gradient Accumulation steps = {trainer.accumulate_grad_batches}")
+        log.info(f"  Total optimization steps = {state.max_steps:,}")
+        log.info(f"  Number of trainable parameters = {trainable:,}")

@@ -35,7 +35,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 from transformers.trainer_utils import speed_metrics
 
-from hf_lightning.callbacks.flow_records import FlowRecords
+from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 from hf_lightning.optim import trainer_scheduler
@@ -60,7 +60,8 @@ class HFFlow(FlowRecords, Callback):
         report_to: Kept on ``args`` for TrainerCallbacks that read it; in the CLI the loggers are ``trainer.logger``.
         run_name: Run name, on ``args`` for TrainerCallbacks.
         logging_dir: TensorBoard folder of the HF-style Trainer; in the CLI the logger's ``save_dir`` decides.
-        skip_memory_metrics: Accepted as in HF (memory metrics are not collected).
+        skip_memory_metrics: False adds transformers' memory metrics (``train_mem_cpu_alloc_delta``, ...) to the
+            train metrics.
         callbacks: ``transformers.TrainerCallback`` instances or classes to run.
         args: A full ``TrainingArguments`` (the HF-style Trainer passes its own); overrides the fields above.
         handler: An existing ``CallbackHandler`` to drive (the HF-style Trainer's); ``callbacks`` are added to it.
@@ -130,6 +131,8 @@ class HFFlow(FlowRecords, Callback):
         self._pending_tokens: torch.Tensor | int = 0
         self._initial_tokens = 0
         self.last_eval_metrics: dict[str, float] = {}
+        #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
+        self.memory_tracker = MemoryTracker(args.skip_memory_metrics)
 
     # ----------------------------------------------------------------------------------------------- helpers
     def event(self, name: str, **kwargs: Any) -> None:
@@ -187,6 +190,8 @@ class HFFlow(FlowRecords, Callback):
         if hasattr(self.handler.optimizer, "register_step_post_hook"):
             # torch's post-hook fires right after optimizer.step(), before Lightning steps the scheduler: HF's point.
             self._step_hook = self.handler.optimizer.register_step_post_hook(self._on_optimizer_step)
+        self.memory_tracker.start_stage("train")
+        self._log_run_start(trainer, pl_module)
         self._start_time = time.time()
         self._initial_step = state.global_step
         self._initial_tokens = state.num_input_tokens_seen
@@ -296,20 +301,6 @@ class HFFlow(FlowRecords, Callback):
                 saver.save_hf_checkpoint(trainer, pl_module)
                 self.event("on_save")
 
-    def _step_metric_scheduler(self, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
-        """transformers' ``_evaluate``: a reduce_lr_on_plateau / greedy schedule steps on ``metric_for_best_model``
-        (``loss`` by default) after each evaluation of the training loop (not the one of ``eval_on_start``)."""
-        scheduler = getattr(pl_module, "metric_scheduler", None)
-        if scheduler is None:
-            return
-        name = self.args.metric_for_best_model or "loss"
-        key = name if name.startswith("eval_") else f"eval_{name}"
-        if key not in metrics:
-            raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not found in "
-                           f"the evaluation metrics {sorted(metrics)}: the learning-rate schedule steps on it. Return "
-                           "it from compute_metrics or change metric_for_best_model.")
-        scheduler.step(metrics[key])
-
     # ----------------------------------------------------------------------------------------------- evaluation
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -348,6 +339,7 @@ class HFFlow(FlowRecords, Callback):
         metrics = speed_metrics("train", self._start_time, num_samples=steps * batch, num_steps=steps)
         metrics["total_flos"] = float(self.state.total_flos)
         metrics["train_loss"] = self._total_loss / max(steps, 1)
+        self.memory_tracker.stop_stage("train", metrics)
         self.train_metrics = metrics
         # The same dict, as transformers logs it: log() adds `epoch`, and a PrinterCallback pops `total_flos`, in the
         # metrics that train() returns too (so their keys follow the installed transformers').

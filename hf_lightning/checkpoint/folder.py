@@ -15,7 +15,6 @@ writes it) is never loaded.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import re
@@ -32,8 +31,10 @@ from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import safe_globals, set_rng_state_for_device
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from transformers.utils import logging as hf_logging
 
-log = logging.getLogger(__name__)
+# transformers.Trainer's messages under its logger: log_level / transformers.logging.set_verbosity_* control them
+log = hf_logging.get_logger("transformers.trainer")
 
 #: The readable copy of ``training_args.bin`` written beside it.
 TRAINING_ARGS_JSON = "training_args.json"

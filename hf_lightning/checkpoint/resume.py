@@ -13,7 +13,6 @@ is drawn twice.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import warnings
@@ -26,14 +25,17 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning
 from transformers import TrainerControl, TrainerState
 from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_callback import CallbackHandler, ExportableState
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.checkpoint import folder as ckpt_folder
 from hf_lightning.optim import trainer_scheduler
+from hf_lightning.strategies import forward_is_collective
 
 if TYPE_CHECKING:
     from hf_lightning.callbacks.hf_flow import HFFlow
 
-log = logging.getLogger(__name__)
+# transformers.Trainer's messages under its logger: log_level / transformers.logging.set_verbosity_* control them
+log = hf_logging.get_logger("transformers.trainer")
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,11 @@ def restore_callback_states(handler: CallbackHandler, state: TrainerState) -> Tr
         if not matching:
             missing.append(name)
             continue
-        handler.remove_callback(type(matching[0]))  # removes every instance of that class
-        for callback, entry in zip(matching, saved):
-            handler.add_callback(type(callback).from_state(entry))
+        restored = [type(callback).from_state(entry) for callback, entry in zip(matching, saved)]
+        for callback in matching[:len(restored)]:  # as transformers: one instance out per restored one
+            handler.remove_callback(callback)
+        for callback in restored:
+            handler.add_callback(callback)
     if missing:
         log.warning("Checkpoint included callbacks not included in current configuration. Ignoring. "
                     f"({', '.join(missing)})")
@@ -224,4 +228,8 @@ def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:
         log.warning(f"There were missing keys in the checkpoint model loaded: {missing}.")
     if unexpected:
         log.warning(f"There were unexpected keys in the checkpoint model loaded: {unexpected}.")
-    trainer.strategy.load_model_state_dict({"state_dict": {prefix + k: v for k, v in weights.items()}}, strict=False)
+    if forward_is_collective(trainer.strategy):  # sharded parameters: the strategy places each shard
+        trainer.strategy.load_model_state_dict({"state_dict": {prefix + k: v for k, v in weights.items()}},
+                                               strict=False)
+    else:  # as transformers: the model's own load_state_dict (an override, a buffer whose size changes)
+        model.load_state_dict(weights, strict=False)

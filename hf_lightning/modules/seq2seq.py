@@ -108,7 +108,7 @@ class Seq2SeqModule(HFModule):
             if key in gen_kwargs and gen_kwargs[key] is None:
                 gen_kwargs.pop(key)
         # Sharded weights: every rank must keep stepping generate until all are done (Seq2SeqTrainer's default).
-        gen_kwargs.setdefault("synced_gpus", generation_is_synced(self.trainer))
+        gen_kwargs.setdefault("synced_gpus", generation_is_synced(self._trainer))
         has_labels = "labels" in inputs
         generation_inputs = dict(inputs)
         # decoder_input_ids made from the labels by the collator would make generate continue them: drop them.

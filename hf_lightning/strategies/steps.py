@@ -70,11 +70,11 @@ def forward_is_collective(strategy: Strategy) -> bool:
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
 
 
-def generation_is_synced(trainer: L.Trainer) -> bool:
+def generation_is_synced(trainer: L.Trainer | None) -> bool:
     """``synced_gpus`` for ``generate``: every rank keeps stepping until all are done when the forward gathers
     sharded parameters on several processes. Decided from the strategy in use (Seq2SeqTrainer reads transformers'
     global DeepSpeed flag, which Lightning's DeepSpeed strategy never sets)."""
-    return trainer.world_size > 1 and forward_is_collective(trainer.strategy)
+    return trainer is not None and trainer.world_size > 1 and forward_is_collective(trainer.strategy)
 
 
 def scaler_state(trainer: L.Trainer) -> dict[str, Any] | None:

@@ -157,3 +157,108 @@ def test_label_smoothing_is_turned_off_for_multi_label_models_with_transformers_
             build()
         warned[lib.__name__] = [str(w.message) for w in record if "Label smoothing" in str(w.message)]
     assert warned["hf_lightning"] == warned["transformers"]
+
+
+class GrowingModel(RegressionModel):
+    """Keeps the inputs it saw in a buffer that grows each step, and restores it in its own ``load_state_dict``
+    (the shape of transformers' own resume test model)."""
+
+    _keys_to_ignore_on_save = None  # read by transformers' load warnings
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("data_order", torch.zeros(0))
+
+    def forward(self, input_x, labels=None, **kwargs):
+        if self.training:
+            self.data_order = torch.cat([self.data_order, input_x.detach().reshape(-1)[:1]])
+        return super().forward(input_x, labels)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self.data_order = state_dict["data_order"].clone()
+        return super().load_state_dict({k: v for k, v in state_dict.items() if k != "data_order"}, strict=False)
+
+
+class Counter(transformers.TrainerCallback, transformers.trainer_callback.ExportableState):
+    def __init__(self, seen: int = 0) -> None:
+        self.seen = seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seen += 1
+
+    def state(self) -> dict:
+        return {"args": {"seen": self.seen}, "attributes": {}}
+
+
+def test_resume_uses_the_models_load_state_dict_and_restores_each_stateful_callback_once(tmp_path):
+    """A model whose buffer changes size resumes through its own ``load_state_dict``; two stateful callbacks of one
+    class come back as two (restored from the checkpoint), as in transformers."""
+    results = {}
+    for lib in (transformers, hf_lightning):
+        def make(resume_dir=None, lib=lib):
+            args = lib.TrainingArguments(str(tmp_path / lib.__name__), **{**ARGS, "save_strategy": "steps",
+                                                                          "save_steps": 4})
+            transformers.set_seed(42)
+            trainer = lib.Trainer(model=GrowingModel(), args=args, train_dataset=RegressionDataset(),
+                                  callbacks=[Counter(), Counter()])
+            trainer.train(resume_from_checkpoint=resume_dir)
+            return trainer
+
+        full = make()
+        resumed = make(str(tmp_path / lib.__name__ / "checkpoint-4"))
+        counters = [cb for cb in resumed.callback_handler.callbacks if isinstance(cb, Counter)]
+        results[lib.__name__] = {
+            "weights": resumed.model.state_dict(), "order": resumed.model.data_order.tolist(),
+            "counters": [cb.seen for cb in counters],
+        }
+        assert resumed.model.data_order.tolist() == full.model.data_order.tolist()
+        assert max_rel_diff(resumed.model.state_dict(), full.model.state_dict()) < 1e-7
+    ours, hf = results["hf_lightning"], results["transformers"]
+    assert ours["counters"] == hf["counters"] and len(ours["counters"]) == 2
+    assert ours["order"] == hf["order"] and max_rel_diff(ours["weights"], hf["weights"]) < 1e-6
+
+
+def test_memory_metrics_as_transformers(tmp_path):
+    """skip_memory_metrics=False: the same *_mem_* keys in the train / evaluate / predict metrics and the logs."""
+    keys = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, args={"skip_memory_metrics": False, "eval_strategy": "epoch"})
+        outputs = [trainer.train().metrics, trainer.evaluate(), trainer.predict(RegressionDataset(8, seed=3)).metrics]
+        keys[lib.__name__] = [sorted(k for k in m if "_mem_" in k) for m in outputs + trainer.state.log_history]
+    assert keys["hf_lightning"] == keys["transformers"]
+    assert "train_mem_cpu_alloc_delta" in keys["transformers"][0] and "init_mem_cpu_alloc_delta" in keys["transformers"][0]
+
+
+class _Lines(__import__("logging").Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_messages_go_through_transformers_logger(tmp_path):
+    """The "Running training" block and the checkpoint warnings are on transformers' logger: its verbosity (and
+    log_level) controls them."""
+    from transformers.utils import logging as hf_logging
+
+    seen = {}
+    handler = _Lines()
+    hf_logging.add_handler(handler)
+    try:
+        for lib in (transformers, hf_lightning):
+            hf_logging.set_verbosity_info()
+            handler.lines.clear()
+            _trainer(lib, tmp_path).train()
+            block = [line.split("=")[0].strip() for line in handler.lines if line.startswith(("*****", "  "))]
+            seen[lib.__name__] = block
+            hf_logging.set_verbosity_error()
+            handler.lines.clear()
+            _trainer(lib, tmp_path, args={"log_level": "error"}).train()
+            assert not [line for line in handler.lines if "Running training" in line]
+    finally:
+        hf_logging.remove_handler(handler)
+        hf_logging.set_verbosity_warning()
+    assert seen["hf_lightning"][0] == "***** Running training *****"
+    assert set(seen["hf_lightning"]) <= set(seen["transformers"])
