@@ -116,7 +116,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "num_train_epochs": Route(FACADE, note="max_epochs, or max_steps = ceil(epochs * updates_per_epoch) if fractional"),
     "max_steps": Route(TRAINER, "max_steps", "-1 means no limit in both"),
     "learning_rate": Route(MODULE),
-    "lr_scheduler_type": Route(MODULE, note="built with transformers.get_scheduler"),
+    "lr_scheduler_type": Route(MODULE, note="built with transformers.get_scheduler; reduce_lr_on_plateau and greedy "
+                                            "step on metric_for_best_model after each evaluation, as transformers"),
     "lr_scheduler_kwargs": Route(MODULE),
     "warmup_steps": Route(MODULE, convert=_warmup),
     "optim": Route(MODULE, note="resolved with Trainer.get_optimizer_cls_and_kwargs"),
@@ -161,7 +162,7 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "log_on_each_node": Route(FACADE, note="with log_level_replica: args.get_process_log_level() per rank"),
     "logging_nan_inf_filter": Route(LOGGING),
     "include_num_input_tokens_seen": Route(LOGGING, note="'all', 'non_padding' or 'no'"),
-    "log_level": Route(LOGGING),
+    "log_level": Route(LOGGING, note="transformers' log verbosity on the main process (Trainer messages included)"),
     "log_level_replica": Route(FACADE, note="transformers' log verbosity on replicas (args.get_process_log_level())"),
     "disable_tqdm": Route(TRAINER, "enable_progress_bar", convert=_negate),
     "report_to": Route(LOGGING, note="a list after transformers' normalisation ('none' -> [])"),
@@ -238,7 +239,7 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "deepspeed": Route(STRATEGY, note="config dict or JSON path"),
     "debug": _no("wrap the model with transformers.debug_utils.DebugUnderflowOverflow(model) yourself; TPU metrics "
                  "debugging is not available"),
-    "skip_memory_metrics": Route(LOGGING),
+    "skip_memory_metrics": Route(LOGGING, note="False: transformers' *_mem_* metrics in train / evaluate / predict"),
     "do_train": Route(FACADE, note=_SCRIPT),
     "do_eval": Route(FACADE, note=_SCRIPT),
     "do_predict": Route(FACADE, note=_SCRIPT),

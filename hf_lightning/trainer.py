@@ -25,12 +25,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback
 from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
-from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
-from hf_lightning.callbacks.flow_records import MemoryTracker
+from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.facade import FacadeAccelerator, FacadeDataModule, FacadeModule, build_loggers
@@ -86,7 +85,8 @@ class Trainer(TrainerMethods):
         self.pl_trainer: L.Trainer | None = None
         self.args = ensure_args(args)
         self.translated = translate(self.args)  # raises on fields that cannot be honoured, before any training
-        hf_logging.set_verbosity(self._process_log_level())  # as transformers: log_level / log_level_replica
+        main = self.is_local_process_zero() if self.args.log_on_each_node else self.is_world_process_zero()
+        hf_logging.set_verbosity(process_log_level(self.args, main))  # as transformers: log_level(_replica)
         self._memory_tracker = MemoryTracker(self.args.skip_memory_metrics)
         self._memory_tracker.start_stage("init")
         enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
@@ -138,13 +138,6 @@ class Trainer(TrainerMethods):
         if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
             raise RuntimeError("Passing a `model_init` is incompatible with providing the `optimizers` argument. You "
                                "should subclass `Trainer` and override the `create_optimizer_and_scheduler` method.")
-
-    def _process_log_level(self) -> int:
-        """transformers' ``get_process_log_level``: ``log_level`` on the main process, ``log_level_replica`` on the
-        others (``passive`` keeps the current verbosity)."""
-        main = self.is_local_process_zero() if self.args.log_on_each_node else self.is_world_process_zero()
-        level = trainer_log_levels[self.args.log_level if main else self.args.log_level_replica]
-        return hf_logging.get_verbosity() if level == -1 else level
 
     # ----------------------------------------------------------------------------------------------- processes
     def is_world_process_zero(self) -> bool:

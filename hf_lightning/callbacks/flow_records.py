@@ -14,9 +14,17 @@ import numpy as np
 import torch
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_utils import TrainerMemoryTracker, speed_metrics
+from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
 
 log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
+
+
+def process_log_level(args: Any, main: bool) -> int:
+    """transformers' ``get_process_log_level``: ``log_level`` on the main process, ``log_level_replica`` on the
+    others; ``passive`` keeps the current verbosity."""
+    level = trainer_log_levels[args.log_level if main else args.log_level_replica]
+    return hf_logging.get_verbosity() if level == -1 else level
 
 
 class MemoryTracker(TrainerMemoryTracker):

@@ -34,8 +34,9 @@ from lightning.pytorch.callbacks import Callback
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 from transformers.trainer_utils import speed_metrics
+from transformers.utils import logging as hf_logging
 
-from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker
+from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 from hf_lightning.optim import trainer_scheduler
@@ -153,6 +154,9 @@ class HFFlow(FlowRecords, Callback):
             from hf_lightning.strategies import synchronize_exit
 
             synchronize_exit()
+        if self._init_end_pending:  # the CLI: this callback applies log_level (the HF-style Trainer did already)
+            main = trainer.local_rank == 0 if self.args.log_on_each_node else trainer.is_global_zero
+            hf_logging.set_verbosity(process_log_level(self.args, main))
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
         if self._init_end_pending:

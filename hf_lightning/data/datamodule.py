@@ -19,6 +19,7 @@ from hf_lightning.data.collators import build_collator
 from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+_STRING_TYPES = ("string", "large_string")  # datasets 4+ reads csv / json text as large_string
 _STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 
@@ -234,7 +235,7 @@ class HFDataModule(L.LightningDataModule):
     def _string_labels(self) -> list[str] | None:
         train = self.raw_splits().get("train")
         if (isinstance(train, datasets.Dataset) and self.label_column in train.column_names
-                and train.features[self.label_column].dtype == "string"):
+                and getattr(train.features[self.label_column], "dtype", None) in _STRING_TYPES):
             return sorted(set(train[self.label_column]))
         return None
 
@@ -284,6 +285,14 @@ class HFDataModule(L.LightningDataModule):
         self._check_columns(ds, split)
         names = self._string_labels()
         label_ids = {name: i for i, name in enumerate(names)} if names else None
+        if label_ids and self.label_column in ds.column_names:
+            unseen = sorted(set(ds.unique(self.label_column)) - set(label_ids))
+            if unseen:
+                raise ValueError(
+                    f"The {split} split has label values {unseen[:10]} that the train split does not have (its labels: "
+                    f"{names[:20]}). Every label must appear in training: fix data.label_column='{self.label_column}' "
+                    f"or add examples of {unseen[:3]} to the train split."
+                )
         max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
         text, pair, label = self.text_column, self.text_pair_column, self.label_column
         # Locals only in the closure: datasets fingerprints it, and `self` (with its trainer) would change every run.
