@@ -37,6 +37,7 @@ class HFLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
         parser.link_arguments("data.id2label", "model.init_args.id2label", apply_on="instantiate")
+        parser.link_arguments("data.problem_type", "model.init_args.problem_type", apply_on="instantiate")
         parser.add_argument(
             "--export_dir", type=str | None, default=None,
             help="Where fit saves the trained model and tokenizer with save_pretrained "

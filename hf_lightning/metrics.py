@@ -1,8 +1,9 @@
 """Evaluation metrics by name (torchmetrics, accumulated on the device and synced across ranks).
 
 A metric name in ``model.metrics`` becomes ``eval_<name>`` (``test_<name>`` in test). Predictions are ``argmax`` of the
-logits for classification and the squeezed logits for regression (``num_labels == 1``); positions labelled -100 are
-ignored.
+logits for classification, the squeezed logits for regression (``num_labels == 1``), and for multi-label models
+(``problem_type="multi_label_classification"``) each label's sigmoid against a threshold (0.5 by default); positions
+labelled -100 are ignored.
 """
 
 from __future__ import annotations
@@ -39,15 +40,45 @@ METRICS: dict[str, Callable[[int], torchmetrics.Metric]] = {
 }
 
 
-def build_metrics(names: list[str] | None, num_labels: int | None) -> torchmetrics.MetricCollection | None:
-    """A `MetricCollection` of the named metrics, or None when no names are given."""
+def _multilabel(cls: type, **extra: Any) -> Callable[[int, float], torchmetrics.Metric]:
+    def build(num_labels: int, threshold: float) -> torchmetrics.Metric:
+        return cls(num_labels=num_labels, threshold=threshold, **extra)
+
+    return build
+
+
+#: name -> factory(num_labels, threshold) for multi-label models (several labels per example).
+MULTILABEL_METRICS: dict[str, Callable[[int, float], torchmetrics.Metric]] = {
+    "accuracy": _multilabel(tmc.MultilabelAccuracy, average="micro"),  # of every (example, label) decision
+    "exact_match": _multilabel(tmc.MultilabelExactMatch),  # every label of the example right
+    "f1": _multilabel(tmc.MultilabelF1Score, average="macro"),
+    "f1_micro": _multilabel(tmc.MultilabelF1Score, average="micro"),
+    "precision": _multilabel(tmc.MultilabelPrecision, average="macro"),
+    "recall": _multilabel(tmc.MultilabelRecall, average="macro"),
+}
+
+
+def build_metrics(names: list[str] | None, num_labels: int | None, multi_label: bool = False,
+                  threshold: float = 0.5) -> torchmetrics.MetricCollection | None:
+    """A `MetricCollection` of the named metrics, or None when no names are given.
+
+    Args:
+        names: Metric names (``METRICS``, or ``MULTILABEL_METRICS`` for a multi-label model).
+        num_labels: Number of classes / labels.
+        multi_label: Whether each example carries several labels (multi-hot targets, sigmoid outputs).
+        threshold: Probability above which a label counts as predicted (multi-label only).
+    """
     if not names:
         return None
-    unknown = [n for n in names if n not in METRICS]
+    known = MULTILABEL_METRICS if multi_label else METRICS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"Unknown metric(s) {unknown} in model.metrics. Known: {sorted(METRICS)}.")
+        kind = "multi-label " if multi_label else ""
+        raise ValueError(f"Unknown {kind}metric(s) {unknown} in model.metrics. Known: {sorted(known)}.")
     if num_labels is None:
         raise ValueError("model.metrics needs the number of labels: set model.num_labels (or link it from the data).")
+    if multi_label:
+        return torchmetrics.MetricCollection({n: MULTILABEL_METRICS[n](num_labels, threshold) for n in names})
     return torchmetrics.MetricCollection({n: METRICS[n](num_labels) for n in names})
 
 
@@ -55,6 +86,8 @@ def metric_inputs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     """Flattens (logits, labels) into (predictions, targets) for the collection, dropping -100 positions."""
     if logits.shape[-1] == 1 and labels.dtype.is_floating_point:  # regression
         return logits.reshape(-1).float(), labels.reshape(-1).float()
+    if labels.shape == logits.shape and labels.dtype.is_floating_point:  # multi-label: multi-hot targets
+        return logits.float(), labels.long()
     preds = logits.argmax(-1).reshape(-1)
     target = labels.reshape(-1)
     keep = target != -100

@@ -38,6 +38,8 @@ class Recipe:
 RECIPES = [
     Recipe("quickstart", ["quickstart.yaml"], ["eval_accuracy", "eval_f1", "eval_loss"], export=TEACHER),
     Recipe("sms_spam", ["sms_spam.yaml"], ["eval_accuracy", "eval_f1", "eval_loss"]),
+    Recipe("regression_movie_reviews", ["regression_movie_reviews.yaml"],
+           ["eval_mse", "eval_mae", "eval_pearson", "eval_spearman", "eval_loss"]),
     Recipe("checkpointing", ["quickstart.yaml", "checkpointing.yaml"], ["eval_accuracy", "eval_loss"]),
     Recipe("llrd", ["llrd.yaml"], ["eval_accuracy", "eval_loss"]),
     Recipe("lora", ["lora.yaml"], ["eval_accuracy", "eval_loss"]),

@@ -187,9 +187,11 @@ class HFDataModule(L.LightningDataModule):
 
     def _load(self) -> dict[str, Any]:
         source = self.dataset
-        if isinstance(source, str) and source in DATASETS:
-            loaded: Any = load_builtin(source, self.validation_size, self.test_size)
-        elif isinstance(source, str) or self.data_files is not None:
+        if self.data_files is not None:  # the user's files win over the default packaged data set
+            loaded: Any = self._load_files(source if isinstance(source, str) and source not in DATASETS else None)
+        elif isinstance(source, str) and source in DATASETS:
+            loaded = load_builtin(source, self.validation_size, self.test_size)
+        elif isinstance(source, str):
             loaded = self._load_files(source)
         else:
             loaded = source
@@ -232,11 +234,44 @@ class HFDataModule(L.LightningDataModule):
         names = self._string_labels()
         return dict(enumerate(names)) if names else None
 
-    def _string_labels(self) -> list[str] | None:
+    def _train_labels(self) -> tuple[Any, Any] | None:
+        """(label feature, label values) of the train split, or None without a label column."""
         train = self.raw_splits().get("train")
-        if (isinstance(train, datasets.Dataset) and self.label_column in train.column_names
-                and getattr(train.features[self.label_column], "dtype", None) in _STRING_TYPES):
-            return sorted(set(train[self.label_column]))
+        if not isinstance(train, datasets.Dataset) or self.label_column not in train.column_names:
+            return None
+        return train.features[self.label_column], train[self.label_column]
+
+    def _string_labels(self) -> list[str] | None:
+        """Sorted label names (one per example, or the names in lists of a multi-label column), as transformers'
+        text-classification example orders them; None for numeric labels."""
+        found = self._train_labels()
+        if found is None:
+            return None
+        feature, values = found
+        if getattr(feature, "dtype", None) in _STRING_TYPES:
+            return sorted(set(values))
+        inner = _list_item(feature)
+        if getattr(inner, "dtype", None) in _STRING_TYPES:
+            return sorted({name for row in values for name in row})
+        return None
+
+    @property
+    def problem_type(self) -> str | None:
+        """``multi_label_classification`` when the label column holds lists (names or ids) or multi-hot vectors;
+        None otherwise (transformers infers single-label or regression); linked into the model by the CLI."""
+        found = self._train_labels()
+        return "multi_label_classification" if found is not None and _list_item(found[0]) is not None else None
+
+    def _multi_hot_size(self) -> int | None:
+        """The length of multi-hot label vectors (every row as long, only 0 / 1), else None (lists of ids)."""
+        found = self._train_labels()
+        if found is None or _list_item(found[0]) is None or getattr(_list_item(found[0]), "dtype", None) in \
+                _STRING_TYPES or isinstance(_list_item(found[0]), datasets.ClassLabel):
+            return None
+        rows = found[1]
+        lengths = {len(row) for row in rows}
+        if len(lengths) == 1 and min(lengths) >= 2 and {v for row in rows for v in row} <= {0, 1}:
+            return lengths.pop()
         return None
 
     @property
@@ -244,12 +279,22 @@ class HFDataModule(L.LightningDataModule):
         """Number of classes (1 for float regression targets); linked into the model by the CLI."""
         if self.id2label is not None:
             return len(self.id2label)
-        train = self.raw_splits().get("train")
-        if not isinstance(train, datasets.Dataset) or self.label_column not in train.column_names:
+        found = self._train_labels()
+        if found is None:
             return None
-        if train.features[self.label_column].dtype.startswith("float"):
+        feature, values = found
+        if _list_item(feature) is not None:  # multi-label: multi-hot vectors, or lists of ids
+            size = self._multi_hot_size()
+            ids = [v for row in values for v in row]
+            return size if size is not None else (int(max(ids)) + 1 if ids else None)
+        dtype = getattr(feature, "dtype", "")
+        if dtype.startswith("float"):
             return 1
-        return int(max(train[self.label_column])) + 1
+        if not (dtype.startswith(("int", "uint")) or dtype == "bool"):
+            raise ValueError(f"data.label_column='{self.label_column}' holds {feature}: labels must be class names, "
+                             "class ids (int), float scores (regression) or lists of names / ids (multi-label). "
+                             "Point data.label_column at such a column.")
+        return int(max(values)) + 1
 
     # ----------------------------------------------------------------------------------------------- processing
     def resolve_tokenizer(self) -> PreTrainedTokenizerBase | None:
@@ -285,8 +330,11 @@ class HFDataModule(L.LightningDataModule):
         self._check_columns(ds, split)
         names = self._string_labels()
         label_ids = {name: i for i, name in enumerate(names)} if names else None
+        multi_hot = self._multi_label_encoder(label_ids)
         if label_ids and self.label_column in ds.column_names:
-            unseen = sorted(set(ds.unique(self.label_column)) - set(label_ids))
+            values = ds[self.label_column]
+            present = {v for row in values for v in row} if multi_hot is not None else set(values)
+            unseen = sorted(present - set(label_ids))
             if unseen:
                 raise ValueError(
                     f"The {split} split has label values {unseen[:10]} that the train split does not have (its labels: "
@@ -303,12 +351,34 @@ class HFDataModule(L.LightningDataModule):
                 batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length, padding=padding,
             )
             if label is not None and label in batch:
-                out["labels"] = [label_ids[v] for v in batch[label]] if label_ids else batch[label]
+                if multi_hot is not None:  # BCE with logits takes float multi-hot targets
+                    out["labels"] = [multi_hot(row) for row in batch[label]]
+                else:
+                    out["labels"] = [label_ids[v] for v in batch[label]] if label_ids else batch[label]
             return out
 
         drop = [c for c in ds.column_names if c in (text, pair, label)]
+        if label is not None and label in ds.column_names:  # `labels` holds the targets now: a leftover `label`
+            drop += [c for c in ("label", "label_ids") if c in ds.column_names and c != label]  # would replace them
         return ds.map(encode, batched=True, remove_columns=drop, num_proc=self.preprocessing_num_workers,
                       desc=f"Tokenizing {split}")
+
+    def _multi_label_encoder(self, label_ids: dict[str, int] | None) -> Any:
+        """For a multi-label column: a function from one row (names, ids or a multi-hot vector) to its float
+        multi-hot vector; None for single labels."""
+        if self.problem_type != "multi_label_classification":
+            return None
+        size = self.num_labels
+        if self._multi_hot_size() is not None:
+            return lambda row: [float(v) for v in row]
+
+        def encode(row: list[Any]) -> list[float]:
+            hot = [0.0] * size
+            for value in row:
+                hot[label_ids[value] if label_ids else int(value)] = 1.0
+            return hot
+
+        return encode
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         module = self.attached_module()
@@ -453,6 +523,17 @@ class HFDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
+
+
+def _list_item(feature: Any) -> Any:
+    """The item feature of a list-valued feature (``Sequence`` / ``List`` / ``LargeList``), else None."""
+    if isinstance(feature, (list, tuple)):
+        return feature[0] if feature else None
+    for name in ("Sequence", "List", "LargeList"):
+        cls = getattr(datasets, name, None)
+        if cls is not None and isinstance(feature, cls):
+            return feature.feature
+    return None
 
 
 def _named_sets(validation_split: str | list[str] | dict[str, str]) -> dict[str, str] | None:

@@ -38,6 +38,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
             ``causal-lm``, ``masked-lm``, ``seq2seq-lm``, ``question-answering``.
         num_labels: Number of labels of a classification head (linked from the data by the CLI).
         id2label: Label names by id, saved into the exported config.
+        problem_type: The model config's ``problem_type`` (linked from the data by the CLI):
+            ``multi_label_classification`` (several labels per example: BCE with logits, multi-label metrics),
+            ``single_label_classification``, ``regression``; None lets transformers infer it.
+        metric_threshold: Probability above which a label counts as predicted by multi-label metrics.
         tokenizer: Tokenizer path or name; defaults to the model's folder (None for a config dict or instance).
         model_kwargs: Extra ``from_pretrained`` / ``from_config`` keyword arguments (e.g. ``attn_implementation``).
         from_config: Build a randomly initialised model from the folder's config instead of loading its weights.
@@ -85,6 +89,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         task: str = "sequence-classification",
         num_labels: int | None = None,
         id2label: dict[int, str] | None = None,
+        problem_type: str | None = None,
+        metric_threshold: float = 0.5,
         tokenizer: str | Any | None = None,
         model_kwargs: dict[str, Any] | None = None,
         from_config: bool = False,
@@ -133,7 +139,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "facade", "teacher"]
         self.save_hyperparameters(ignore=objects + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
         self.task = task
-        self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config)
+        self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
+                                problem_type)
         self.model.train()  # from_pretrained returns eval mode; HF's training_step trains with dropout on
         self.tokenizer = self._load_tokenizer(model, tokenizer)
         self.optim_config = dict(
@@ -159,8 +166,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self.average_tokens_across_devices = average_tokens_across_devices
         self.label_names = label_names or ["labels"]
         self.loss_shifts_labels = loss_shifts_labels(self.model, task)
+        multi_label = getattr(getattr(self.model, "config", None), "problem_type", None) == "multi_label_classification"
         self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
-                              batch_eval_metrics, include_for_metrics or [], prediction_loss_only)
+                              batch_eval_metrics, include_for_metrics or [], prediction_loss_only, multi_label,
+                              metric_threshold)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
         self.compile_kwargs = (

@@ -124,9 +124,10 @@ class EvaluationMixin:
     def _init_evaluation(
         self, metrics: list[str] | None, num_labels: int | None, compute_metrics: Any, preprocess_logits: Any,
         batch_eval_metrics: bool, include_for_metrics: list[str], prediction_loss_only: bool,
+        multi_label: bool = False, threshold: float = 0.5,
     ) -> None:
         self.metric_names = list(metrics or [])
-        collection = build_metrics(self.metric_names, num_labels)
+        collection = build_metrics(self.metric_names, num_labels, multi_label, threshold)
         self.val_metrics = collection.clone() if collection is not None else None
         self.test_metrics = collection.clone() if collection is not None else None
         self.compute_metrics = import_callable(compute_metrics)

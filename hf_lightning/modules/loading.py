@@ -14,7 +14,7 @@ from hf_lightning.modules.tasks import TASKS, auto_class
 
 def load_model(
     model: str | dict[str, Any] | nn.Module, task: str, num_labels: int | None, id2label: dict[int, str] | None,
-    model_kwargs: dict[str, Any], from_config: bool,
+    model_kwargs: dict[str, Any], from_config: bool, problem_type: str | None = None,
 ) -> nn.Module:
     """The model an `HFModule` wraps: an instance as given, an encoder-decoder spec (`build_encoder_decoder`), a
     config dict (random init), or a packaged name / folder / hub id loaded with the task's auto class."""
@@ -29,6 +29,8 @@ def load_model(
     if id2label and TASKS[task].uses_labels:
         labels["id2label"] = {int(k): v for k, v in id2label.items()}
         labels["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if problem_type is not None and TASKS[task].uses_labels:
+        labels["problem_type"] = problem_type
     if isinstance(model, dict):  # a config written out in yaml: {model_type: bert, hidden_size: 32, ...}
         spec = dict(model)
         config = AutoConfig.for_model(spec.pop("model_type"), **spec, **labels)

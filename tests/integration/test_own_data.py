@@ -1,0 +1,98 @@
+"""Users' own data files through the CLI: label names, unseen labels, multi-label columns (names, ids, multi-hot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import transformers
+
+from hf_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "tests/assets/tiny_cli.yaml")
+WORDS = ["film", "plot", "acting", "story", "music", "scene", "cast"]
+
+
+def write_rows(path: Path, rows: list[dict]) -> str:
+    if path.suffix == ".csv":
+        keys = list(rows[0])
+        lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def fit(tmp_path: Path, files: dict[str, str], *extra: str):
+    return main(["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+                 "--data.init_args.data_files", json.dumps(files), "--export_dir", str(tmp_path / "export"), *extra])
+
+
+def sentiment_rows(n: int, names: tuple[str, str] = ("neg", "pos")) -> list[dict]:
+    return [{"text": f"the {WORDS[i % len(WORDS)]} was {'great' if i % 2 else 'awful'}", "label": names[i % 2]}
+            for i in range(n)]
+
+
+def test_string_labels_become_named_classes_in_the_exported_model(tmp_path):
+    files = {"train": write_rows(tmp_path / "train.csv", sentiment_rows(48)),
+             "validation": write_rows(tmp_path / "validation.csv", sentiment_rows(16))}
+    cli = fit(tmp_path, files)
+    assert cli.model.model.config.id2label == {0: "neg", 1: "pos"}  # sorted names, as transformers' example
+    assert cli.model.model.config.label2id == {"neg": 0, "pos": 1}
+    classify = transformers.pipeline("text-classification", model=str(tmp_path / "export"))
+    assert classify("the plot was great")[0]["label"] in {"neg", "pos"}
+
+
+def test_a_label_only_the_validation_split_has_is_named_before_training(tmp_path):
+    files = {"train": write_rows(tmp_path / "train.csv", sentiment_rows(16)),
+             "validation": write_rows(tmp_path / "validation.csv", sentiment_rows(8, ("neg", "mixed")))}
+    with pytest.raises(ValueError, match=r"validation split has label values \['mixed'\].*train split"):
+        fit(tmp_path, files)
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("form", ["names", "ids", "multi_hot"])
+def test_multi_label_columns_train_a_multi_label_model(tmp_path, form):
+    """A label column of lists: BCE with logits (problem_type multi_label_classification), multi-label metrics."""
+    tags = ["acting", "music", "plot"]
+    rows = []
+    for i in range(48):
+        present = [t for j, t in enumerate(tags) if (i >> j) & 1] or ["plot"]
+        value = {"names": present, "ids": [tags.index(t) for t in present],
+                 "multi_hot": [int(t in present) for t in tags]}[form]
+        rows.append({"text": "the " + " and the ".join(present) + " were noted", "tags": value})
+    files = {"train": write_rows(tmp_path / "train.jsonl", rows[:40]),
+             "validation": write_rows(tmp_path / "validation.jsonl", rows[40:])}
+    cli = fit(tmp_path, files, "--data.init_args.label_column", "tags", "--model.init_args.metrics",
+              "[accuracy, f1, exact_match]")
+    config = cli.model.model.config
+    assert config.problem_type == "multi_label_classification" and config.num_labels == 3
+    if form == "names":
+        assert config.id2label == {0: "acting", 1: "music", 2: "plot"}
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    results = cli.model.eval_results
+    assert {"eval_loss", "eval_accuracy", "eval_f1", "eval_exact_match"} <= set(results)
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    exported = transformers.AutoConfig.from_pretrained(tmp_path / "export")
+    assert exported.problem_type == "multi_label_classification"
+
+
+def test_regression_recipe_predicts_the_score(tmp_path):
+    """configs/regression_movie_reviews.yaml, shrunk to a 2-layer BERT and seconds: a one-output head (linked from
+    the float score column), MSE loss, torchmetrics' regression metrics; it beats the untrained model's error."""
+    from tests.integration.test_tasks import cli_for
+
+    tiny = json.dumps({"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128})
+    shrink = ["--model.init_args.model", tiny, "--model.init_args.tokenizer", "minilm",
+              "--model.init_args.learning_rate", "3e-3", "--data.init_args.max_train_samples", "512",
+              "--data.init_args.max_eval_samples", "128", "--trainer.max_steps", "48"]
+    before = dict(cli_for(tmp_path, "validate", "regression_movie_reviews.yaml", *shrink).model.eval_results)
+    cli = cli_for(tmp_path, "fit", "regression_movie_reviews.yaml", *shrink)
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    after = cli.model.eval_results
+    assert cli.model.model.config.num_labels == 1
+    assert {"eval_mse", "eval_mae", "eval_pearson", "eval_spearman"} <= set(after)
+    assert after["eval_mse"] < before["eval_mse"] and after["eval_loss"] == pytest.approx(after["eval_mse"], rel=1e-4)
