@@ -25,8 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def readme_command(number: int, readme: str = os.path.join(ROOT, "README.md")) -> str:
     """The shell line under ``# <number>.`` in the README's first bash block."""
-    text = open(readme, encoding="utf-8").read()
-    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    block = re.search(r"```bash\n(.*?)```", text, re.DOTALL)
     if block is None:
         raise SystemExit("README.md has no ```bash block with the set-up commands.")
     lines = block.group(1).splitlines()
@@ -42,6 +43,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-accuracy", type=float, default=0.80)
     parser.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
+    parser.add_argument("--then", action="append", default=[], metavar="COMMAND",
+                        help="another command to run afterwards in the clone's new venv (e.g. another first-step "
+                             "config); each must exit 0")
     opts = parser.parse_args()
     command = readme_command(1)
     print(f"README command 1: {command}", flush=True)
@@ -56,7 +60,7 @@ def main() -> int:
                                       if not p.startswith(os.path.join(ROOT, ".venv")))
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
         start = time.time()
-        done = subprocess.run(["bash", "-c", command], cwd=clone, env=env)
+        done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, check=False)
         wall = time.time() - start
         if done.returncode != 0:
             print(f"FAIL: README command 1 exited {done.returncode} after {wall:.0f} s", file=sys.stderr)
@@ -66,13 +70,20 @@ def main() -> int:
         if not found:
             print("FAIL: README command 1 wrote no eval_results.json under runs/", file=sys.stderr)
             return 1
-        results = json.load(open(found[-1], encoding="utf-8"))
+        with open(found[-1], encoding="utf-8") as f:
+            results = json.load(f)
         accuracy = results.get("eval_accuracy")
         print(f"README command 1: exit 0 in {wall:.0f} s (install + training); {os.path.relpath(found[-1], clone)}: "
               f"eval_accuracy={accuracy}", flush=True)
         if accuracy is None or accuracy < opts.min_accuracy:
             print(f"FAIL: eval_accuracy {accuracy} < {opts.min_accuracy}", file=sys.stderr)
             return 1
+        for extra in opts.then:
+            start = time.time()
+            done = subprocess.run(["bash", "-c", f". .venv/bin/activate && {extra}"], cwd=clone, env=env, check=False)
+            print(f"then: {extra}: exit {done.returncode} in {time.time() - start:.0f} s", flush=True)
+            if done.returncode != 0:
+                return 1
         return 0
     finally:
         if opts.keep:
