@@ -133,10 +133,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "label_smoothing_factor": Route(MODULE, note="transformers' LabelSmoother"),
     "bf16": Route(TRAINER, "precision", convert=_precision),
     "fp16": Route(TRAINER, "precision", convert=_precision),
-    "bf16_full_eval": _no("evaluation in pure bf16 is not a separate mode; cast the model (model.to(torch.bfloat16)) "
-                          "before trainer.evaluate(), or evaluate with lightning.Trainer(precision='bf16-true')"),
-    "fp16_full_eval": _no("evaluation in pure fp16 is not a separate mode; cast the model (model.half()) before "
-                          "trainer.evaluate(), or evaluate with lightning.Trainer(precision='16-true')"),
+    "bf16_full_eval": Route(FACADE, note="evaluate() / predict() cast the model to bfloat16 first, as transformers"),
+    "fp16_full_eval": Route(FACADE, note="evaluate() / predict() cast the model to float16 first, as transformers"),
     "tf32": Route(STRATEGY, note="applied to torch's TF32 flags when the arguments are built, as transformers"),
     "activation_checkpointing": Route(MODULE, "gradient_checkpointing"),
     "activation_checkpointing_kwargs": Route(MODULE, "gradient_checkpointing_kwargs"),
@@ -152,10 +150,10 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
                                "(model=model, **config) before handing the model over"),
     "use_cache": Route(FACADE, note="sets model.config.use_cache, as transformers.Trainer"),
     "neftune_noise_alpha": Route(MODULE),
-    "torch_empty_cache_steps": _no("add a Lightning Callback whose on_train_batch_end calls torch.cuda.empty_cache() "
-                                   "every N steps"),
-    "auto_find_batch_size": _no("use Lightning's tuner: lightning.pytorch.tuner.Tuner(trainer).scale_batch_size(...) "
-                                "or the BatchSizeFinder callback"),
+    "torch_empty_cache_steps": Route(LOGGING, note="HFFlow frees the accelerator's cache every N steps, before the "
+                                                   "backward pass (transformers' point)"),
+    "auto_find_batch_size": Route(FACADE, note="on an out-of-memory error, retrain with 0.9 x the per-device batch "
+                                               "size (transformers' accelerate retry); the HF-style Trainer only"),
     "logging_strategy": Route(LOGGING),
     "logging_steps": Route(LOGGING, note="a float < 1 is a ratio of the total steps"),
     "logging_first_step": Route(LOGGING),
@@ -220,10 +218,9 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "dataloader_pin_memory": Route(DATAMODULE, "pin_memory", "False when use_cpu, as transformers"),
     "dataloader_persistent_workers": Route(DATAMODULE, "persistent_workers"),
     "dataloader_prefetch_factor": Route(DATAMODULE, "prefetch_factor"),
-    "dataloader_multiprocessing_context": _no("subclass HFDataModule and build the DataLoader with "
-                                              "multiprocessing_context=... in train_dataloader()"),
-    "dataloader_in_order": _no("batches always arrive in order; subclass HFDataModule and build the DataLoader with "
-                               "in_order=False in train_dataloader()"),
+    "dataloader_multiprocessing_context": Route(DATAMODULE, "multiprocessing_context",
+                                                "the DataLoader workers' start method (with num_workers > 0)"),
+    "dataloader_in_order": Route(DATAMODULE, "in_order", "False lets workers deliver batches out of order"),
     "remove_unused_columns": Route(DATAMODULE),
     "label_names": Route(MODULE),
     "train_sampling_strategy": Route(DATAMODULE, "sampling_strategy"),

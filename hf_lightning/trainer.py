@@ -37,6 +37,8 @@ from hf_lightning.modules.base import HFModule
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.trainer_methods import TrainerMethods
 
+log = hf_logging.get_logger("transformers.trainer")
+
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
           "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop", "log")
 
@@ -104,6 +106,7 @@ class Trainer(TrainerMethods):
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self._created_lr_scheduler = False  # True when the scheduler is the trainer's own (rebuilt at each train())
+        self._train_batch_size = self.args.per_device_train_batch_size  # auto_find_batch_size may lower it
         self._datamodule: FacadeDataModule | None = None
         #: what code written for transformers reads as ``trainer.accelerator`` (processes, gather, backward...)
         self.accelerator = FacadeAccelerator(self)
@@ -198,9 +201,9 @@ class Trainer(TrainerMethods):
             named = dataset.pop("validation")
             dataset.update({f"validation/{name}": ds for name, ds in named.items()})
             kwargs["validation_split"] = {name: f"validation/{name}" for name in named}
+        settings = {**self.translated.datamodule, "batch_size": self._train_batch_size, **kwargs}
         return FacadeDataModule(self, dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
-                                tokenize=False, validation_size=0.0, test_size=0.0, **kwargs,
-                                **self.translated.datamodule)
+                                tokenize=False, validation_size=0.0, test_size=0.0, **settings)
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
         """(max_steps, max_epochs) with HF's rule: max_steps, else ceil(epochs * updates per epoch)."""
@@ -217,7 +220,7 @@ class Trainer(TrainerMethods):
 
                 devices, nodes = launch_layout()
                 n = len(self.train_dataset)
-                size = args.per_device_train_batch_size * devices * nodes
+                size = self._train_batch_size * devices * nodes
                 batches = n // size if args.dataloader_drop_last else math.ceil(n / size)
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
@@ -251,6 +254,26 @@ class Trainer(TrainerMethods):
             self.model = self.call_model_init(trial)
             self.callback_handler.model = self.model
             self.optimizer, self.lr_scheduler = None, None  # as transformers: a new model gets a new optimizer
+        # HF's errors for a bad path / no checkpoint in output_dir, before anything is built.
+        resume = resolve_checkpoint(self.args.output_dir, resume_from_checkpoint)
+        batch_size = self.args.per_device_train_batch_size
+        if not self.args.auto_find_batch_size:
+            return self._train_with(batch_size, resume, trial, ignore_keys_for_eval)
+        if resume is not None:  # as transformers: resume with the batch size the checkpoint settled on
+            batch_size = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json")).train_batch_size \
+                or batch_size
+        # transformers' own retry (accelerate's): on an out-of-memory error, again with 0.9 x the batch size
+        from accelerate.utils import find_executable_batch_size
+
+        return find_executable_batch_size(self._train_with, starting_batch_size=batch_size)(
+            resume, trial, ignore_keys_for_eval)
+
+    def _train_with(self, batch_size: int, resume: str | None, trial: Any,
+                    ignore_keys_for_eval: list[str] | None) -> TrainOutput:
+        """One ``fit`` with a per-device batch size (``auto_find_batch_size`` retries with smaller ones)."""
+        if self.args.auto_find_batch_size:
+            log.info(f"auto_find_batch_size: training with a per-device batch size of {batch_size}")
+        self._train_batch_size = batch_size
         if self._created_lr_scheduler:  # as transformers: its own scheduler is rebuilt (the step count may differ)
             self.lr_scheduler, self._created_lr_scheduler = None, False
         given_scheduler = self.lr_scheduler is not None
@@ -264,8 +287,6 @@ class Trainer(TrainerMethods):
         if "log" in self.overridden:
             flow.log_override = self.log
         max_steps, max_epochs = self._max_steps(datamodule)
-        # HF's errors for a bad path / no checkpoint in output_dir, before anything is built.
-        resume = resolve_checkpoint(self.args.output_dir, resume_from_checkpoint)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
         self._fit(module, datamodule, flow)
@@ -320,6 +341,8 @@ class Trainer(TrainerMethods):
         return datamodule, trainer
 
     def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
+        if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
+            self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix
@@ -356,28 +379,6 @@ class Trainer(TrainerMethods):
         self._memory_tracker.stop_stage("test", output.metrics)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return output
-
-    # ----------------------------------------------------------------------------------------------- search
-    def set_args(self, args: TrainingArguments) -> None:
-        """Replaces the arguments (and their translation), as a hyper-parameter trial does."""
-        self.pl_trainer: L.Trainer | None = None
-        self.args = ensure_args(args)
-        self.translated = translate(self.args)
-
-    def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
-                              compute_objective: Callable[[dict[str, float]], float] | None = None,
-                              n_trials: int = 20, direction: str | list[str] = "minimize", backend: str | None = None,
-                              hp_name: Callable[[Any], str] | None = None, **kwargs: Any) -> Any:
-        """transformers' ``hyperparameter_search`` with optuna: each trial re-runs ``model_init`` and ``train``
-        (output in ``output_dir/run-<trial>``), reports the objective at each evaluation and may be pruned.
-
-        Returns:
-            ``transformers.trainer_utils.BestRun`` (run_id, objective, hyperparameters).
-        """
-        from hf_lightning.hpo import hyperparameter_search
-
-        return hyperparameter_search(self, hp_space, compute_objective, n_trials, direction, backend, hp_name,
-                                     **kwargs)
 
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

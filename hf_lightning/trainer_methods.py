@@ -10,6 +10,7 @@ the module and data module they need are built on demand.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,6 +24,7 @@ from transformers.trainer_pt_utils import (
     save_metrics,
 )
 
+from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.facade import FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
 
@@ -159,3 +161,24 @@ class TrainerMethods:
         module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
         if self.is_world_process_zero():
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    # ----------------------------------------------------------------------------------------------- search
+    def set_args(self, args: TrainingArguments) -> None:
+        """Replaces the arguments (and their translation), as a hyper-parameter trial does."""
+        self.args = ensure_args(args)
+        self.translated = translate(self.args)
+
+    def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
+                              compute_objective: Callable[[dict[str, float]], float] | None = None,
+                              n_trials: int = 20, direction: str | list[str] = "minimize", backend: str | None = None,
+                              hp_name: Callable[[Any], str] | None = None, **kwargs: Any) -> Any:
+        """transformers' ``hyperparameter_search`` with optuna: each trial re-runs ``model_init`` and ``train``
+        (output in ``output_dir/run-<trial>``), reports the objective at each evaluation and may be pruned.
+
+        Returns:
+            ``transformers.trainer_utils.BestRun`` (run_id, objective, hyperparameters).
+        """
+        from hf_lightning.hpo import hyperparameter_search
+
+        return hyperparameter_search(self, hp_space, compute_objective, n_trials, direction, backend, hp_name,
+                                     **kwargs)

@@ -12,7 +12,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from transformers import TrainerState
 from transformers.integrations.integration_utils import rewrite_logs
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import TrainerMemoryTracker, speed_metrics
 from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
@@ -193,3 +195,17 @@ class FlowRecords:
         log.info(f"  Gradient Accumulation steps = {trainer.accumulate_grad_batches}")
         log.info(f"  Total optimization steps = {state.max_steps:,}")
         log.info(f"  Number of trainable parameters = {trainable:,}")
+
+    def callback_states(self) -> dict[str, Any]:
+        """transformers' ``stateful_callbacks``: the ExportableState TrainerCallbacks and the control, saved form."""
+        exportable = [cb for cb in [*self.handler.callbacks, self.control] if isinstance(cb, ExportableState)]
+        return TrainerState(stateful_callbacks=exportable).stateful_callbacks
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainer_state": self.state.__dict__.copy(), "total_loss": self._total_loss,
+                "callbacks": {type(cb).__name__: cb.state() for cb in self.handler.callbacks
+                              if isinstance(cb, ExportableState)}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.state = TrainerState(**state_dict["trainer_state"])
+        self._total_loss = state_dict.get("total_loss", 0.0)

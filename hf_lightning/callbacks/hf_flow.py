@@ -30,9 +30,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from accelerate.utils.memory import clear_device_cache
 from lightning.pytorch.callbacks import Callback
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 from transformers.trainer_utils import speed_metrics
 from transformers.utils import logging as hf_logging
 
@@ -63,6 +64,8 @@ class HFFlow(FlowRecords, Callback):
         logging_dir: TensorBoard folder of the HF-style Trainer; in the CLI the logger's ``save_dir`` decides.
         skip_memory_metrics: False adds transformers' memory metrics (``train_mem_cpu_alloc_delta``, ...) to the
             train metrics.
+        torch_empty_cache_steps: Free the accelerator's memory cache every N optimizer steps (before the backward
+            pass, as transformers), trading speed for a lower peak.
         callbacks: ``transformers.TrainerCallback`` instances or classes to run.
         args: A full ``TrainingArguments`` (the HF-style Trainer passes its own); overrides the fields above.
         handler: An existing ``CallbackHandler`` to drive (the HF-style Trainer's); ``callbacks`` are added to it.
@@ -88,6 +91,7 @@ class HFFlow(FlowRecords, Callback):
         run_name: str | None = None,
         logging_dir: str | None = None,
         skip_memory_metrics: bool = True,
+        torch_empty_cache_steps: int | None = None,
         callbacks: list[Any] | None = None,
         args: TrainingArguments | None = None,
         handler: CallbackHandler | None = None,
@@ -101,6 +105,7 @@ class HFFlow(FlowRecords, Callback):
                 output_dir="hf_lightning_output", report_to=report_to or [], logging_strategy=logging_strategy,
                 include_num_input_tokens_seen=include_num_input_tokens_seen, log_level=log_level, run_name=run_name,
                 logging_dir=logging_dir, skip_memory_metrics=skip_memory_metrics,
+                torch_empty_cache_steps=torch_empty_cache_steps,
                 logging_steps=logging_steps, logging_first_step=logging_first_step,
                 logging_nan_inf_filter=logging_nan_inf_filter, eval_strategy=eval_strategy, eval_steps=eval_steps,
                 eval_delay=eval_delay, eval_on_start=eval_on_start, metric_for_best_model=metric_for_best_model,
@@ -142,11 +147,6 @@ class HFFlow(FlowRecords, Callback):
 
     def add_callback(self, callback: Any) -> None:
         self.handler.add_callback(callback)
-
-    def callback_states(self) -> dict[str, Any]:
-        """transformers' ``stateful_callbacks``: the ExportableState TrainerCallbacks and the control, saved form."""
-        exportable = [cb for cb in [*self.handler.callbacks, self.control] if isinstance(cb, ExportableState)]
-        return TrainerState(stateful_callbacks=exportable).stateful_callbacks
 
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -243,6 +243,11 @@ class HFFlow(FlowRecords, Callback):
                 split_window(batch)[0], self.args.include_num_input_tokens_seen,
                 getattr(self.handler.model, "main_input_name", "input_ids"),
                 getattr(self.handler.processing_class, "pad_token_id", None))
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        steps = self.args.torch_empty_cache_steps
+        if steps is not None and self.state.global_step % steps == 0:  # transformers' point: each micro-batch
+            clear_device_cache()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if self.args.include_num_input_tokens_seen != "no":
@@ -356,15 +361,6 @@ class HFFlow(FlowRecords, Callback):
         if self._step_hook is not None:
             self._step_hook.remove()
             self._step_hook = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"trainer_state": self.state.__dict__.copy(), "total_loss": self._total_loss,
-                "callbacks": {type(cb).__name__: cb.state() for cb in self.handler.callbacks
-                              if isinstance(cb, ExportableState)}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.state = TrainerState(**state_dict["trainer_state"])
-        self._total_loss = state_dict.get("total_loss", 0.0)
 
 
 def find_flow(trainer: L.Trainer) -> HFFlow | None:

@@ -67,6 +67,8 @@ class HFDataModule(L.LightningDataModule):
         pin_memory: Pin host memory (only used when CUDA is available).
         persistent_workers: Keep workers alive between epochs.
         prefetch_factor: Batches prefetched per worker.
+        multiprocessing_context: Start method of the workers (``spawn``, ``fork``, ``forkserver``; num_workers > 0).
+        in_order: False lets workers hand over batches as they finish (faster with uneven batches; order not kept).
         drop_last: Drop the last incomplete training batch.
         seed: Seed of the per-epoch sample order (``seed + epoch``), as HF's ``seed``.
         data_seed: Replaces ``seed`` for the sample order, as HF's ``data_seed``.
@@ -108,6 +110,8 @@ class HFDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
+        multiprocessing_context: str | None = None,
+        in_order: bool = True,
         drop_last: bool = False,
         seed: int = 42,
         data_seed: int | None = None,
@@ -155,6 +159,8 @@ class HFDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.prefetch_factor = prefetch_factor
+        self.multiprocessing_context = multiprocessing_context
+        self.in_order = in_order
         self.drop_last = drop_last
         self.seed = seed
         self.data_seed = data_seed
@@ -205,6 +211,10 @@ class HFDataModule(L.LightningDataModule):
         return {role: loaded[name] for role, name in self.split_names.items() if name in loaded}
 
     def _load_files(self, source: str | None) -> datasets.DatasetDict:
+        saved = source is not None and self.data_files is None and os.path.isdir(source) and any(
+            os.path.exists(os.path.join(source, marker)) for marker in ("dataset_dict.json", "state.json"))
+        if saved:  # a folder written by Dataset(Dict).save_to_disk
+            return datasets.load_from_disk(source)
         files = self.data_files
         if files is None and source is not None and os.path.exists(source):
             files = source
@@ -467,7 +477,8 @@ class HFDataModule(L.LightningDataModule):
         kwargs: dict[str, Any] = {"collate_fn": self.collate_fn, "num_workers": self.num_workers,
                                   "pin_memory": self.pin_memory and torch.cuda.is_available()}
         if self.num_workers > 0:
-            kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor)
+            kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor,
+                          multiprocessing_context=self.multiprocessing_context, in_order=self.in_order)
         return kwargs
 
     def train_sampler(self, ds: Any) -> Sampler[int]:

@@ -96,3 +96,15 @@ def test_regression_recipe_predicts_the_score(tmp_path):
     assert cli.model.model.config.num_labels == 1
     assert {"eval_mse", "eval_mae", "eval_pearson", "eval_spearman"} <= set(after)
     assert after["eval_mse"] < before["eval_mse"] and after["eval_loss"] == pytest.approx(after["eval_mse"], rel=1e-4)
+
+
+def test_a_folder_written_by_save_to_disk_is_a_dataset(tmp_path):
+    import datasets
+
+    rows = sentiment_rows(40)
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:32]),
+                          "validation": datasets.Dataset.from_list(rows[32:])}).save_to_disk(str(tmp_path / "saved"))
+    cli = main(["fit", "--config", TINY, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+                "--data.init_args.dataset", str(tmp_path / "saved"), "--export_dir", "none"])
+    assert len(cli.datamodule.split("train")) == 32 and len(cli.datamodule.split("validation")) == 8
+    assert cli.model.model.config.id2label == {0: "neg", 1: "pos"}

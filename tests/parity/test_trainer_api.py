@@ -262,3 +262,74 @@ def test_messages_go_through_transformers_logger(tmp_path):
         hf_logging.set_verbosity_warning()
     assert seen["hf_lightning"][0] == "***** Running training *****"
     assert set(seen["hf_lightning"]) <= set(seen["transformers"])
+
+
+class OutOfMemoryAbove(RegressionModel):
+    """Raises the out-of-memory error a GPU would for training batches larger than ``limit``."""
+
+    limit = 5
+
+    def forward(self, input_x, labels=None, **kwargs):
+        if self.training and input_x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(input_x, labels)
+
+
+def test_auto_find_batch_size_retries_smaller_batches_as_transformers(tmp_path):
+    runs = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, model=OutOfMemoryAbove(), args={"auto_find_batch_size": True})
+        out = trainer.train()
+        runs[lib.__name__] = {"batch": trainer.state.train_batch_size, "steps": out.global_step,
+                              "weights": trainer.model.state_dict(),
+                              "losses": [r["loss"] for r in trainer.state.log_history if "loss" in r]}
+    ours, hf = runs["hf_lightning"], runs["transformers"]
+    assert ours["batch"] == hf["batch"] == 5 and ours["steps"] == hf["steps"]  # 8 -> 7 -> 6 -> 5 (x 0.9 each time)
+    assert max_rel_diff(ours["losses"], hf["losses"]) < 1e-6
+    assert max_rel_diff(ours["weights"], hf["weights"]) < 1e-6
+
+
+def test_without_auto_find_batch_size_out_of_memory_stops_training(tmp_path):
+    with pytest.raises(torch.OutOfMemoryError):
+        _trainer(hf_lightning, tmp_path, model=OutOfMemoryAbove()).train()
+
+
+def test_torch_empty_cache_steps_frees_the_cache_where_transformers_does(tmp_path, monkeypatch):
+    import transformers.trainer as hf_trainer_module
+
+    from hf_lightning.callbacks import hf_flow
+
+    calls = {"transformers": [], "hf_lightning": []}
+    for lib, module in ((transformers, hf_trainer_module), (hf_lightning, hf_flow)):
+        trainer = None
+
+        def record(*args, lib=lib, **kwargs):
+            calls[lib.__name__].append(trainer.state.global_step)
+
+        monkeypatch.setattr(module, "clear_device_cache", record)
+        trainer = _trainer(lib, tmp_path, args={"torch_empty_cache_steps": 3, "gradient_accumulation_steps": 2,
+                                                "per_device_train_batch_size": 4})
+        trainer.train()
+    assert calls["hf_lightning"] == calls["transformers"] and calls["transformers"]
+
+
+def test_full_bf16_evaluation_as_transformers(tmp_path):
+    results = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, args={"bf16_full_eval": True})
+        trainer.train()
+        metrics = trainer.evaluate()
+        results[lib.__name__] = (metrics["eval_loss"], trainer.model.a.dtype)
+    assert results["hf_lightning"][1] == results["transformers"][1] == torch.bfloat16
+    assert results["hf_lightning"][0] == pytest.approx(results["transformers"][0], rel=1e-6)
+
+
+def test_dataloader_worker_settings_as_transformers(tmp_path):
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, args={"dataloader_num_workers": 2, "dataloader_in_order": False,
+                                                "dataloader_multiprocessing_context": "spawn"})
+        loader = trainer.get_train_dataloader()
+        context = loader.multiprocessing_context
+        seen[lib.__name__] = (loader.num_workers, loader.in_order, context.get_start_method())
+    assert seen["hf_lightning"] == seen["transformers"] == (2, False, "spawn")
