@@ -186,8 +186,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "save_steps": Route(CHECKPOINT, note="a float < 1 is a ratio of the total steps"),
     "save_on_each_node": Route(CHECKPOINT),
     "save_total_limit": Route(CHECKPOINT, note="the best checkpoint is never deleted"),
-    "enable_jit_checkpoint": _no("save more often (save_steps) or let the cluster requeue the job with Lightning's "
-                                 "SLURMEnvironment(auto_requeue=True) plugin"),
+    "enable_jit_checkpoint": Route(CHECKPOINT, note="on SIGTERM: a checkpoint at the end of the current step, then a "
+                                                    "clean stop (ranks agree at each step)"),
     "push_to_hub": _no("train, then call model.push_to_hub(repo_id) (and tokenizer.push_to_hub) on the exported "
                        "folder"),
     "hub_token": Route(FACADE, note=_HUB),

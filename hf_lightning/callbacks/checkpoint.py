@@ -28,11 +28,13 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from transformers import TrainerState, TrainingArguments
 from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 from hf_lightning.checkpoint import folder
 from hf_lightning.checkpoint import resume as resuming
+from hf_lightning.checkpoint.jit import SigtermRequest
 from hf_lightning.optim import trainer_scheduler
 
 # transformers.Trainer's messages under its logger: log_level / transformers.logging.set_verbosity_* control them
@@ -40,7 +42,7 @@ log = hf_logging.get_logger("transformers.trainer")
 
 _SETTINGS = ("output_dir", "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_on_each_node",
              "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
-             "restore_callback_states_from_checkpoint", "ignore_data_skip")
+             "restore_callback_states_from_checkpoint", "ignore_data_skip", "enable_jit_checkpoint")
 
 
 @dataclasses.dataclass
@@ -71,6 +73,9 @@ class HFCheckpoint(Checkpoint):
             ``trainer_state.json`` (e.g. the early-stopping counter); transformers' default is False.
         ignore_data_skip: On resume, restart the current epoch from its first batch instead of skipping the batches
             already trained (default False).
+        enable_jit_checkpoint: On SIGTERM (a preemptible cluster, SLURM), write a checkpoint at the end of the current
+            optimizer step and stop training cleanly (transformers' just-in-time checkpoint). With several processes
+            the ranks agree at each step, so a signal to any one of them stops all at the same step.
         resume_from_checkpoint: Resume the next ``fit`` from this checkpoint folder, or True for the newest one in
             ``output_dir`` (a folder written by transformers.Trainer works too). Read at each ``fit``.
         args: A ``TrainingArguments`` to take every setting above from (the HF-style Trainer's); explicit arguments
@@ -92,6 +97,7 @@ class HFCheckpoint(Checkpoint):
         greater_is_better: bool | None = None,
         restore_callback_states_from_checkpoint: bool | None = None,
         ignore_data_skip: bool | None = None,
+        enable_jit_checkpoint: bool | None = None,
         resume_from_checkpoint: bool | str | None = None,
         args: TrainingArguments | None = None,
     ) -> None:
@@ -101,13 +107,15 @@ class HFCheckpoint(Checkpoint):
                   "save_on_each_node": save_on_each_node, "load_best_model_at_end": load_best_model_at_end,
                   "metric_for_best_model": metric_for_best_model, "greater_is_better": greater_is_better,
                   "restore_callback_states_from_checkpoint": restore_callback_states_from_checkpoint,
-                  "ignore_data_skip": ignore_data_skip}
+                  "ignore_data_skip": ignore_data_skip, "enable_jit_checkpoint": enable_jit_checkpoint}
         given = {name: value for name, value in values.items() if value is not None}
         inherited = {name: getattr(args, name) for name in _SETTINGS} if args is not None else {}
         self.settings: dict[str, Any] = {**inherited, **given}
         self.resume_from_checkpoint = resume_from_checkpoint
         self._flow: HFFlow | None = None
         self._resume: _Resume | None = None
+        self._sigterm: SigtermRequest | None = None
+        self._jit_step = -1
 
     @property
     def flow(self) -> HFFlow:
@@ -183,6 +191,7 @@ class HFCheckpoint(Checkpoint):
             resuming.restore_loops(trainer, plan.point)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._watch_sigterm(trainer)
         fit_loop = trainer.fit_loop
         if fit_loop.restarted_mid_epoch:  # an HF folder or a Lightning .ckpt saved inside an epoch
             resuming.skip_seen_batches(trainer, fit_loop.epoch_loop.batch_progress.current.ready)
@@ -211,6 +220,42 @@ class HFCheckpoint(Checkpoint):
                              batch_idx: int) -> None:
         if self._resume is not None and self._resume.rng_pending:
             self._load_rng(trainer, self._resume)
+
+    # ----------------------------------------------------------------------------------------------- JIT checkpoint
+    def _watch_sigterm(self, trainer: L.Trainer) -> None:
+        """Installed at train start, after Lightning's own SIGTERM handler (which would end the run with an error
+        at the next batch); Lightning restores the handlers it found when the fit ends."""
+        if self.flow.args.enable_jit_checkpoint:
+            self._sigterm = SigtermRequest()
+            self._sigterm.install()
+            self._jit_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._sigterm is None or trainer.global_step == self._jit_step:
+            return  # no JIT checkpointing, or inside an accumulation window: wait for the step to end
+        self._jit_step = trainer.global_step
+        if not self._sigterm.agreed(trainer.strategy):
+            return
+        step = self.flow.state.global_step
+        log.warning(f"SIGTERM received: saving a checkpoint at step {step} and stopping training.")
+        if not os.path.isdir(os.path.join(self.flow.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")):
+            self.save_hf_checkpoint(trainer, pl_module)
+            self.flow.event("on_save")
+        self.flow.control.should_training_stop = True
+        trainer.should_stop = True
+        self._stop_watching()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_watching()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self._sigterm is not None:
+            self._sigterm.uninstall()
+            self._sigterm = None
 
     def save_hf_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> str:
         """Writes ``checkpoint-{global_step}`` now and rotates; every rank must call it.

@@ -301,15 +301,16 @@ def test_torch_empty_cache_steps_frees_the_cache_where_transformers_does(tmp_pat
 
     calls = {"transformers": [], "hf_lightning": []}
     for lib, module in ((transformers, hf_trainer_module), (hf_lightning, hf_flow)):
-        trainer = None
+        holder = {}
 
-        def record(*args, lib=lib, **kwargs):
-            calls[lib.__name__].append(trainer.state.global_step)
+        def record(*args, lib=lib, holder=holder, **kwargs):
+            calls[lib.__name__].append(holder["trainer"].state.global_step)
 
         monkeypatch.setattr(module, "clear_device_cache", record)
-        trainer = _trainer(lib, tmp_path, args={"torch_empty_cache_steps": 3, "gradient_accumulation_steps": 2,
-                                                "per_device_train_batch_size": 4})
-        trainer.train()
+        holder["trainer"] = _trainer(lib, tmp_path, args={"torch_empty_cache_steps": 3,
+                                                          "gradient_accumulation_steps": 2,
+                                                          "per_device_train_batch_size": 4})
+        holder["trainer"].train()
     assert calls["hf_lightning"] == calls["transformers"] and calls["transformers"]
 
 
