@@ -144,10 +144,9 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "torch_compile": Route(MODULE),
     "torch_compile_backend": Route(MODULE),
     "torch_compile_mode": Route(MODULE),
-    "use_liger_kernel": _no("patch the model yourself before passing it: liger_kernel.transformers."
-                            "_apply_liger_kernel_to_instance(model=model)"),
-    "liger_kernel_config": _no("pass the options to liger_kernel.transformers._apply_liger_kernel_to_instance "
-                               "(model=model, **config) before handing the model over"),
+    "use_liger_kernel": Route(MODULE, note="the model patched with Liger's kernels before training (CUDA; the liger "
+                                           "extra)"),
+    "liger_kernel_config": Route(MODULE, note="keyword arguments of Liger's patch"),
     "use_cache": Route(FACADE, note="sets model.config.use_cache, as transformers.Trainer"),
     "neftune_noise_alpha": Route(MODULE),
     "torch_empty_cache_steps": Route(LOGGING, note="HFFlow frees the accelerator's cache every N steps, before the "

@@ -222,16 +222,38 @@ def save_training_args(args: TrainingArguments, folder: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- reading
+def damaged(path: str, err: BaseException) -> ValueError:
+    """The error for a checkpoint file that cannot be read (truncated by a full disk, corrupted on copy): it names the
+    file and the checkpoint to resume from instead."""
+    checkpoint = os.path.dirname(os.path.abspath(path))
+    output_dir = os.path.dirname(checkpoint)
+    match = _CHECKPOINT_NAME.match(os.path.basename(checkpoint))
+    earlier = []
+    if match and os.path.isdir(output_dir):
+        step = int(match.group(1))
+        earlier = sorted((int(m.group(1)), os.path.join(output_dir, name)) for name in os.listdir(output_dir)
+                         if (m := _CHECKPOINT_NAME.match(name)) and int(m.group(1)) < step
+                         and is_complete(os.path.join(output_dir, name)))
+    hint = (f"resume from the previous checkpoint, {earlier[-1][1]}" if earlier
+            else "start without resume_from_checkpoint")
+    reason = (str(err).splitlines() or [type(err).__name__])[0]
+    return ValueError(f"{path} is damaged and cannot be read ({type(err).__name__}: {reason}). Nothing was trained: "
+                      f"{hint}, or delete {checkpoint} so that resume_from_checkpoint=True picks the one before it.")
+
+
 def load_torch(path: str, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)``: tensors and plain containers only; never runs code from the file.
 
     Raises:
-        ValueError: The file holds anything else (e.g. a pickle that would execute code), naming the file.
+        ValueError: The file holds anything else (e.g. a pickle that would execute code), or it is damaged
+            (truncated, corrupted), naming the file.
     """
     try:
         with safe_globals():  # transformers' allow-list: numpy arrays of the RNG state
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError / RuntimeError depending on the payload
+        if "Weights only load failed" not in str(err):
+            raise damaged(path, err) from err
         raise ValueError(
             f"Refusing to load {path}: it is not a plain tensor file (torch.load(weights_only=True) failed: "
             f"{str(err).splitlines()[0]}). Resume only from checkpoints you trust, or delete the file to resume "
@@ -244,14 +266,24 @@ def load_trainer_state(folder: str) -> TrainerState:
     path = os.path.join(folder, TRAINER_STATE_NAME)
     if not os.path.isfile(path):
         raise ValueError(f"Can't find a valid checkpoint at {folder}: it has no {TRAINER_STATE_NAME}.")
-    return TrainerState.load_from_json(path)
+    try:
+        return TrainerState.load_from_json(path)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
+        raise damaged(path, err) from err
+
+
+def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path, device="cpu")
+    except Exception as err:  # safetensors' SafetensorError: a header or data that ends early
+        raise damaged(path, err) from err
 
 
 def load_weights(folder: str) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint (safetensors preferred; ``pytorch_model.bin`` with ``weights_only=True``)."""
     single = os.path.join(folder, SAFE_WEIGHTS_NAME)
     if os.path.isfile(single):
-        return load_file(single, device="cpu")
+        return _load_safetensors(single)
     for index_name, safe in ((SAFE_WEIGHTS_INDEX_NAME, True), (WEIGHTS_INDEX_NAME, False)):
         index = os.path.join(folder, index_name)
         if os.path.isfile(index):
@@ -260,7 +292,7 @@ def load_weights(folder: str) -> dict[str, torch.Tensor]:
             weights: dict[str, torch.Tensor] = {}
             for shard in shards:
                 path = os.path.join(folder, shard)
-                weights.update(load_file(path, device="cpu") if safe else load_torch(path))
+                weights.update(_load_safetensors(path) if safe else load_torch(path))
             return weights
     bin_file = os.path.join(folder, WEIGHTS_NAME)
     if os.path.isfile(bin_file):

@@ -22,7 +22,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
-from hf_lightning.modules.loading import load_model
+from hf_lightning.modules.loading import apply_liger, load_model
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler, steps_on_metric
 
@@ -42,6 +42,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
             ``multi_label_classification`` (several labels per example: BCE with logits, multi-label metrics),
             ``single_label_classification``, ``regression``; None lets transformers infer it.
         metric_threshold: Probability above which a label counts as predicted by multi-label metrics.
+        use_liger_kernel: Patch the model with Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear
+            cross-entropy...) before training, with transformers' own ``apply_liger_kernel``; CUDA only (the
+            ``liger`` extra: ``pip install 'hf_lightning[liger]'``).
+        liger_kernel_config: Keyword arguments of Liger's patch (e.g. ``{rope: false}``).
         tokenizer: Tokenizer path or name; defaults to the model's folder (None for a config dict or instance).
         model_kwargs: Extra ``from_pretrained`` / ``from_config`` keyword arguments (e.g. ``attn_implementation``).
         from_config: Build a randomly initialised model from the folder's config instead of loading its weights.
@@ -91,6 +95,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         id2label: dict[int, str] | None = None,
         problem_type: str | None = None,
         metric_threshold: float = 0.5,
+        use_liger_kernel: bool = False,
+        liger_kernel_config: dict[str, Any] | None = None,
         tokenizer: str | Any | None = None,
         model_kwargs: dict[str, Any] | None = None,
         from_config: bool = False,
@@ -142,6 +148,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
                                 problem_type)
         self.model.train()  # from_pretrained returns eval mode; HF's training_step trains with dropout on
+        if use_liger_kernel:
+            apply_liger(self.model, liger_kernel_config)
         self.tokenizer = self._load_tokenizer(model, tokenizer)
         self.optim_config = dict(
             optim=optim, learning_rate=learning_rate, weight_decay=weight_decay, adam_beta1=adam_beta1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from hf_lightning.checkpoint import folder
+from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,3 +183,34 @@ def test_sigkill_during_step_and_save_then_resume(tmp_path: Path) -> None:
     for name, tensor in reference.model.state_dict().items():
         assert torch.allclose(resumed[name], tensor, rtol=0, atol=1e-7), (name, resumed[name], tensor)
     assert _history(out, 32) == _history(tmp_path / "reference", 32)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt", "trainer_state.json", "scheduler.pt"])
+def test_a_damaged_file_in_the_resumed_checkpoint_is_named_before_any_training(tmp_path, name):
+    """A truncated file (what a full disk or a broken copy leaves) in the checkpoint being resumed: an error naming
+    the file and the previous checkpoint, before any step; the checkpoints on disk stay as they were."""
+    from hf_lightning import Trainer, TrainingArguments
+
+    steps = []
+
+    class Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append(state.global_step)
+
+    def trainer():
+        args = TrainingArguments(str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1, save_steps=4,
+                                 report_to=[], use_cpu=True, disable_tqdm=True)
+        return Trainer(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(),
+                       callbacks=[Steps()])
+
+    trainer().train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    path = tmp_path / "checkpoint-8" / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    resumed, steps[:] = trainer(), []
+    with pytest.raises(ValueError, match=rf"checkpoint-8/{re.escape(name)} is damaged .*previous checkpoint, "
+                                         rf".*checkpoint-4"):
+        resumed.train(resume_from_checkpoint=True)
+    assert steps == []  # no step ran
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
