@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import datasets
@@ -12,37 +12,18 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
 from hf_lightning.data.collators import build_collator
+from hf_lightning.data.labels import LabelInference
 from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
+from hf_lightning.data.samplers import SeededLengthGroupedSampler, ShardedSequentialSampler
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
-_STRING_TYPES = ("string", "large_string")  # datasets 4+ reads csv / json text as large_string
 _STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 
-class ShardedSequentialSampler(Sampler[int]):
-    """Evaluation order: rank ``r`` takes the ``r``-th contiguous block, with no padded duplicates.
-
-    Gathering the ranks' outputs in rank order therefore restores dataset order, and metrics see each sample once.
-    """
-
-    def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0) -> None:
-        # balanced blocks: the first num_samples % num_replicas ranks get one more (no rank is left empty needlessly)
-        base, extra = divmod(num_samples, num_replicas)
-        start = rank * base + min(rank, extra)
-        self.indices = range(start, start + base + (1 if rank < extra else 0))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class HFDataModule(L.LightningDataModule):
+class HFDataModule(LabelInference, L.LightningDataModule):
     """Loads, tokenises and batches a data set the way ``transformers.Trainer`` would.
 
     Args:
@@ -228,84 +209,6 @@ class HFDataModule(L.LightningDataModule):
         kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
         return datasets.load_dataset(_FILE_BUILDERS[ext], data_files=files, **kwargs)
 
-    def _label_feature(self) -> Any:
-        train = self.raw_splits().get("train")
-        if isinstance(train, datasets.Dataset) and self.label_column in train.features:
-            feature = train.features[self.label_column]
-            return getattr(feature, "feature", feature)  # a Sequence of ClassLabel for token tags
-        return None
-
-    @property
-    def id2label(self) -> dict[int, str] | None:
-        """Label names by id, from a ``ClassLabel`` feature or the sorted string labels; None for numeric labels."""
-        feature = self._label_feature()
-        if isinstance(feature, datasets.ClassLabel):
-            return dict(enumerate(feature.names))
-        names = self._string_labels()
-        return dict(enumerate(names)) if names else None
-
-    def _train_labels(self) -> tuple[Any, Any] | None:
-        """(label feature, label values) of the train split, or None without a label column."""
-        train = self.raw_splits().get("train")
-        if not isinstance(train, datasets.Dataset) or self.label_column not in train.column_names:
-            return None
-        return train.features[self.label_column], train[self.label_column]
-
-    def _string_labels(self) -> list[str] | None:
-        """Sorted label names (one per example, or the names in lists of a multi-label column), as transformers'
-        text-classification example orders them; None for numeric labels."""
-        found = self._train_labels()
-        if found is None:
-            return None
-        feature, values = found
-        if getattr(feature, "dtype", None) in _STRING_TYPES:
-            return sorted(set(values))
-        inner = _list_item(feature)
-        if getattr(inner, "dtype", None) in _STRING_TYPES:
-            return sorted({name for row in values for name in row})
-        return None
-
-    @property
-    def problem_type(self) -> str | None:
-        """``multi_label_classification`` when the label column holds lists (names or ids) or multi-hot vectors;
-        None otherwise (transformers infers single-label or regression); linked into the model by the CLI."""
-        found = self._train_labels()
-        return "multi_label_classification" if found is not None and _list_item(found[0]) is not None else None
-
-    def _multi_hot_size(self) -> int | None:
-        """The length of multi-hot label vectors (every row as long, only 0 / 1), else None (lists of ids)."""
-        found = self._train_labels()
-        if found is None or _list_item(found[0]) is None or getattr(_list_item(found[0]), "dtype", None) in \
-                _STRING_TYPES or isinstance(_list_item(found[0]), datasets.ClassLabel):
-            return None
-        rows = found[1]
-        lengths = {len(row) for row in rows}
-        if len(lengths) == 1 and min(lengths) >= 2 and {v for row in rows for v in row} <= {0, 1}:
-            return lengths.pop()
-        return None
-
-    @property
-    def num_labels(self) -> int | None:
-        """Number of classes (1 for float regression targets); linked into the model by the CLI."""
-        if self.id2label is not None:
-            return len(self.id2label)
-        found = self._train_labels()
-        if found is None:
-            return None
-        feature, values = found
-        if _list_item(feature) is not None:  # multi-label: multi-hot vectors, or lists of ids
-            size = self._multi_hot_size()
-            ids = [v for row in values for v in row]
-            return size if size is not None else (int(max(ids)) + 1 if ids else None)
-        dtype = getattr(feature, "dtype", "")
-        if dtype.startswith("float"):
-            return 1
-        if not (dtype.startswith(("int", "uint")) or dtype == "bool"):
-            raise ValueError(f"data.label_column='{self.label_column}' holds {feature}: labels must be class names, "
-                             "class ids (int), float scores (regression) or lists of names / ids (multi-label). "
-                             "Point data.label_column at such a column.")
-        return int(max(values)) + 1
-
     # ----------------------------------------------------------------------------------------------- processing
     def resolve_tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer: the one given, else the attached module's (``module.tokenizer``)."""
@@ -372,23 +275,6 @@ class HFDataModule(L.LightningDataModule):
             drop += [c for c in ("label", "label_ids") if c in ds.column_names and c != label]  # would replace them
         return ds.map(encode, batched=True, remove_columns=drop, num_proc=self.preprocessing_num_workers,
                       desc=f"Tokenizing {split}")
-
-    def _multi_label_encoder(self, label_ids: dict[str, int] | None) -> Any:
-        """For a multi-label column: a function from one row (names, ids or a multi-hot vector) to its float
-        multi-hot vector; None for single labels."""
-        if self.problem_type != "multi_label_classification":
-            return None
-        size = self.num_labels
-        if self._multi_hot_size() is not None:
-            return lambda row: [float(v) for v in row]
-
-        def encode(row: list[Any]) -> list[float]:
-            hot = [0.0] * size
-            for value in row:
-                hot[label_ids[value] if label_ids else int(value)] = 1.0
-            return hot
-
-        return encode
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         module = self.attached_module()
@@ -488,7 +374,7 @@ class HFDataModule(L.LightningDataModule):
             return SequentialSampler(ds)
         if self.sampling_strategy == "group_by_length":
             lengths = ds[self.length_column_name] if self.length_column_name in ds.column_names else None
-            return _SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed)
+            return SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed)
         return HFRandomSampler(len(ds), seed)
 
     def train_loader(self) -> DataLoader:
@@ -536,17 +422,6 @@ class HFDataModule(L.LightningDataModule):
         return self._eval_loader("predict")
 
 
-def _list_item(feature: Any) -> Any:
-    """The item feature of a list-valued feature (``Sequence`` / ``List`` / ``LargeList``), else None."""
-    if isinstance(feature, (list, tuple)):
-        return feature[0] if feature else None
-    for name in ("Sequence", "List", "LargeList"):
-        cls = getattr(datasets, name, None)
-        if cls is not None and isinstance(feature, cls):
-            return feature.feature
-    return None
-
-
 def _named_sets(validation_split: str | list[str] | dict[str, str]) -> dict[str, str] | None:
     """``validation_split`` as ``{name: split}`` when it names several sets, else None."""
     if isinstance(validation_split, str):
@@ -556,19 +431,3 @@ def _named_sets(validation_split: str | list[str] | dict[str, str]) -> dict[str,
         raise ValueError(f"data.validation_split={validation_split!r}: give a split name, a list of split names or a "
                          "dict name -> split (names without '/').")
     return sets
-
-
-class _SeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' LengthGroupedSampler with HF's per-epoch reseeding (``seed + epoch``)."""
-
-    def __init__(self, batch_size: int, dataset: Any, lengths: list[int] | None, seed: int) -> None:
-        super().__init__(batch_size, dataset=dataset, lengths=lengths, generator=torch.Generator())
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        self.generator.manual_seed(self.seed + self.epoch)
-        return super().__iter__()
