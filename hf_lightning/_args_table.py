@@ -233,8 +233,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "fsdp": Route(STRATEGY, note="True after transformers' normalisation of the legacy string forms"),
     "fsdp_config": Route(STRATEGY, note="normalised by transformers (fsdp_ prefixes dropped)"),
     "deepspeed": Route(STRATEGY, note="config dict or JSON path"),
-    "debug": _no("wrap the model with transformers.debug_utils.DebugUnderflowOverflow(model) yourself; TPU metrics "
-                 "debugging is not available"),
+    "debug": Route(FACADE, note="underflow_overflow: transformers' DebugUnderflowOverflow on the model at train() "
+                                "(raises at the first inf / nan); tpu_metrics_debug is refused (no TPU)"),
     "skip_memory_metrics": Route(LOGGING, note="False: transformers' *_mem_* metrics in train / evaluate / predict"),
     "do_train": Route(FACADE, note=_SCRIPT),
     "do_eval": Route(FACADE, note=_SCRIPT),

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
+from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback
 from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
 from transformers.utils import logging as hf_logging
@@ -138,6 +139,9 @@ class Trainer(TrainerMethods):
         if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
             raise ValueError("`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
                              "`args.load_best_model_at_end` is set to `True`.")
+        if DebugOption.TPU_METRICS_DEBUG in args.debug:
+            raise ValueError("debug='tpu_metrics_debug' prints torch_xla's TPU metrics: hf_lightning does not run on "
+                             "TPUs. Remove it from `debug` (underflow_overflow is supported).")
         if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
             raise RuntimeError("Passing a `model_init` is incompatible with providing the `optimizers` argument. You "
                                "should subclass `Trainer` and override the `create_optimizer_and_scheduler` method.")
@@ -254,6 +258,8 @@ class Trainer(TrainerMethods):
             self.model = self.call_model_init(trial)
             self.callback_handler.model = self.model
             self.optimizer, self.lr_scheduler = None, None  # as transformers: a new model gets a new optimizer
+        if DebugOption.UNDERFLOW_OVERFLOW in self.args.debug:  # as transformers: hooks that stop at the first inf/nan
+            DebugUnderflowOverflow(self.model)
         # HF's errors for a bad path / no checkpoint in output_dir, before anything is built.
         resume = resolve_checkpoint(self.args.output_dir, resume_from_checkpoint)
         batch_size = self.args.per_device_train_batch_size

@@ -334,3 +334,29 @@ def test_dataloader_worker_settings_as_transformers(tmp_path):
         context = loader.multiprocessing_context
         seen[lib.__name__] = (loader.num_workers, loader.in_order, context.get_start_method())
     assert seen["hf_lightning"] == seen["transformers"] == (2, False, "spawn")
+
+
+class OverflowAt(RegressionModel):
+    """Its output becomes inf from the 3rd training forward on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, input_x, labels=None, **kwargs):
+        self.calls += self.training
+        if self.calls >= 3:
+            input_x = input_x * float("inf")
+        return super().forward(input_x, labels)
+
+
+def test_debug_underflow_overflow_stops_at_the_first_inf_as_transformers(tmp_path):
+    messages = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, model=OverflowAt(), args={"debug": "underflow_overflow"})
+        with pytest.raises(ValueError, match="DebugUnderflowOverflow: inf/nan detected") as caught:
+            trainer.train()
+        messages[lib.__name__] = (str(caught.value), trainer.model.calls)
+    assert messages["hf_lightning"] == messages["transformers"]
+    with pytest.raises(ValueError, match="tpu_metrics_debug"):
+        _trainer(hf_lightning, tmp_path, args={"debug": "tpu_metrics_debug"})
