@@ -217,39 +217,32 @@ class FacadeDataModule(HFDataModule):
         return super().predict_dataloader()
 
 
-def _optional_logger(name: str, args: Any) -> Logger:
-    from lightning.pytorch import loggers
-
-    classes = {"wandb": "WandbLogger", "mlflow": "MLFlowLogger", "comet_ml": "CometLogger", "neptune": "NeptuneLogger"}
-    try:
-        return getattr(loggers, classes[name])(save_dir=args.output_dir) if name != "comet_ml" else \
-            getattr(loggers, classes[name])()
-    except (ImportError, ModuleNotFoundError) as err:
-        raise ValueError(f"report_to='{name}' needs its package installed ({err}).") from err
-
-
-#: report_to name -> Lightning logger factory
+#: report_to names written by Lightning loggers (with transformers' TensorBoard tags: train/loss, eval/loss, ...)
 REPORTERS = {
     # HF's TensorBoardCallback default folder: output_dir/runs/<date>_<host>; HFFlow writes HF's tags there.
     "tensorboard": lambda args: TensorBoardLogger(save_dir=os.path.join(args.output_dir, default_logdir()), name="",
                                                   version=""),
     "csv": lambda args: CSVLogger(save_dir=args.output_dir, name="logs"),
-    "wandb": lambda args: _optional_logger("wandb", args),
-    "mlflow": lambda args: _optional_logger("mlflow", args),
-    "comet_ml": lambda args: _optional_logger("comet_ml", args),
-    "neptune": lambda args: _optional_logger("neptune", args),
 }
 
 
-def build_loggers(args: Any) -> list[Logger] | bool:
-    """Lightning loggers for ``args.report_to`` (``none`` -> no logger; ``all`` -> the installed ones)."""
+def _report_names(args: Any) -> list[str]:
     report_to = args.report_to or []
     names = [report_to] if isinstance(report_to, str) else list(report_to)
-    if names in (["none"], []):
-        return False
-    if names == ["all"]:
-        names = ["tensorboard", "csv"]
-    unknown = [n for n in names if n not in REPORTERS]
-    if unknown:
-        raise ValueError(f"report_to={unknown} is not supported. Choose from {sorted(REPORTERS)} or 'none'.")
-    return [REPORTERS[n](args) for n in names]
+    return [] if names == ["none"] else names
+
+
+def build_loggers(args: Any) -> list[Logger] | bool:
+    """Lightning loggers for the ``report_to`` names in `REPORTERS` (``none`` -> no logger)."""
+    names = [n for n in _report_names(args) if n in REPORTERS]
+    return [REPORTERS[n](args) for n in names] if names else False
+
+
+def reporting_callbacks(args: Any) -> list[Any]:
+    """transformers' own reporting callbacks for the other ``report_to`` names (``mlflow``, ``wandb``, ``trackio``,
+    ``comet_ml``, ``neptune``, ...): they run unchanged in HFFlow, so each tracker gets exactly what transformers sends
+    it (its metric names, the arguments as parameters, the run name). A tracker that is not installed fails when the
+    Trainer is built, with transformers' ``pip install`` line."""
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    return get_reporting_integration_callbacks([n for n in _report_names(args) if n not in REPORTERS])

@@ -33,7 +33,13 @@ from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
-from hf_lightning.facade import FacadeAccelerator, FacadeDataModule, FacadeModule, build_loggers
+from hf_lightning.facade import (
+    FacadeAccelerator,
+    FacadeDataModule,
+    FacadeModule,
+    build_loggers,
+    reporting_callbacks,
+)
 from hf_lightning.modules.base import HFModule
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.trainer_methods import TrainerMethods
@@ -121,8 +127,9 @@ class Trainer(TrainerMethods):
                                   is_world_process_zero=self.is_world_process_zero())
         self.control = TrainerControl()
         progress = [PrinterCallback] if self.args.disable_tqdm else []
-        self.callback_handler = CallbackHandler([DefaultFlowCallback, *(callbacks or []), *progress], self.model,
-                                                processing_class, self.optimizer, self.lr_scheduler)
+        self.callback_handler = CallbackHandler(
+            [DefaultFlowCallback, *reporting_callbacks(self.args), *(callbacks or []), *progress], self.model,
+            processing_class, self.optimizer, self.lr_scheduler)
         self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(Trainer, name)}
         self.module: FacadeModule | None = None
         self._flow: HFFlow | None = None

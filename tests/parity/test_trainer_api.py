@@ -360,3 +360,44 @@ def test_debug_underflow_overflow_stops_at_the_first_inf_as_transformers(tmp_pat
     assert messages["hf_lightning"] == messages["transformers"]
     with pytest.raises(ValueError, match="tpu_metrics_debug"):
         _trainer(hf_lightning, tmp_path, args={"debug": "tpu_metrics_debug"})
+
+
+def test_report_to_mlflow_records_what_transformers_records(tmp_path, monkeypatch):
+    """report_to="mlflow" with a real local tracking store (a file store), read back with mlflow's own client: the
+    same metric names and values per step, the same parameters and the run name, as transformers.Trainer's run."""
+    import mlflow  # the dev extra installs it (mlflow-skinny); users: the mlflow extra
+    from mlflow.tracking import MlflowClient
+
+    store = f"file:{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store needs no database server or driver
+    recorded = {}
+    for lib in (transformers, hf_lightning):
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", lib.__name__)
+        trainer = _trainer(lib, tmp_path, args={"report_to": ["mlflow"], "run_name": "regression",
+                                                "eval_strategy": "epoch"})
+        trainer.train()
+        mlflow.end_run()
+        client = MlflowClient(tracking_uri=store)
+        experiment = client.get_experiment_by_name(lib.__name__)
+        (run,) = client.search_runs([experiment.experiment_id])
+        history = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+                   for key in run.data.metrics if not key.endswith(("_runtime", "_per_second"))}
+        recorded[lib.__name__] = (run.info.run_name, history, set(run.data.params))
+    ours, hf = recorded["hf_lightning"], recorded["transformers"]
+    assert ours[0] == hf[0] == "regression"
+    assert sorted(ours[1]) == sorted(hf[1]) and {"loss", "grad_norm", "eval_loss", "train_loss"} <= set(ours[1])
+    for key in hf[1]:
+        assert max_rel_diff([v for _, v in ours[1][key]], [v for _, v in hf[1][key]]) < 1e-6, key
+    assert {k: [s for s, _ in h] for k, h in ours[1].items()} == {k: [s for s, _ in h] for k, h in hf[1].items()}
+    assert ours[2] - {"logging_dir"} == hf[2] and "learning_rate" in ours[2]  # logging_dir: hf_lightning's own field
+
+
+@pytest.mark.parametrize("tracker", ["comet_ml", "neptune", "clearml"])
+def test_a_tracker_that_is_not_installed_fails_at_construction_with_its_install_line(tmp_path, tracker):
+    messages = {}
+    for lib in (transformers, hf_lightning):
+        with pytest.raises((RuntimeError, ValueError), match="install") as caught:
+            _trainer(lib, tmp_path, args={"report_to": [tracker]})
+        messages[lib.__name__] = str(caught.value)
+    assert messages["hf_lightning"] == messages["transformers"]
