@@ -31,6 +31,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging as hf_logging
 
+from hf_lightning import lightning_internals as internals
 from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 from hf_lightning.checkpoint import folder
 from hf_lightning.checkpoint import resume as resuming
@@ -184,7 +185,7 @@ class HFCheckpoint(Checkpoint):
             resuming.load_model_weights(trainer, plan.checkpoint)
         resuming.restore_optimizers(trainer, plan.checkpoint)
         if trainer.train_dataloader is None:  # the batches per epoch are needed: set up the data as Lightning does
-            trainer.fit_loop.setup_data()
+            internals.set_up_training_data(trainer)
         plan.point = resuming.resume_point(plan.state.global_step, trainer.num_training_batches,
                                            trainer.accumulate_grad_batches, bool(self.flow.args.ignore_data_skip))
         if plan.point.global_step > 0:
@@ -192,9 +193,8 @@ class HFCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._watch_sigterm(trainer)
-        fit_loop = trainer.fit_loop
-        if fit_loop.restarted_mid_epoch:  # an HF folder or a Lightning .ckpt saved inside an epoch
-            resuming.skip_seen_batches(trainer, fit_loop.epoch_loop.batch_progress.current.ready)
+        if internals.restarted_mid_epoch(trainer):  # an HF folder or a Lightning .ckpt saved inside an epoch
+            resuming.skip_seen_batches(trainer, internals.batches_done_in_epoch(trainer))
         plan = self._resume
         if plan is None or plan.point is None:
             return

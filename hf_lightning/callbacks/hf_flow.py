@@ -37,6 +37,7 @@ from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 from transformers.trainer_utils import speed_metrics
 from transformers.utils import logging as hf_logging
 
+from hf_lightning import lightning_internals as internals
 from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
@@ -164,10 +165,7 @@ class HFFlow(FlowRecords, Callback):
             self.event("on_init_end")
         if stage == "fit" and self.control_validation:
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
-            loop = trainer.fit_loop.epoch_loop
-            if not hasattr(loop, "_should_check_val_fx"):
-                raise RuntimeError("This Lightning version has no epoch_loop._should_check_val_fx; pin lightning<2.7.")
-            loop._should_check_val_fx = lambda data_fetcher: False  # `_evaluate` runs the loop at HF's points
+            internals.take_over_validation_schedule(trainer)  # `_evaluate` runs the loop at HF's points
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
@@ -204,7 +202,7 @@ class HFFlow(FlowRecords, Callback):
         self.event("on_train_begin")
         if self.args.eval_on_start:
             self._evaluate(trainer)
-        if trainer.fit_loop.restarted_mid_epoch:  # a resume inside an epoch: Lightning skips on_train_epoch_start
+        if internals.restarted_mid_epoch(trainer):  # a resume inside an epoch: Lightning skips on_train_epoch_start
             self.on_train_epoch_start(trainer, pl_module)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -214,11 +212,7 @@ class HFFlow(FlowRecords, Callback):
     def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
         """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
         before = self._validations
-        trainer.validating = True
-        first_loop_iter = trainer._logger_connector._first_loop_iter
-        trainer.fit_loop.epoch_loop.val_loop.run()
-        trainer.training = True
-        trainer._logger_connector._first_loop_iter = first_loop_iter
+        internals.validate_now(trainer)
         if self._validations == before:
             strategy = getattr(self.args.eval_strategy, "value", self.args.eval_strategy)
             raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
@@ -264,7 +258,7 @@ class HFFlow(FlowRecords, Callback):
             self._seen_step = trainer.global_step
             self._end_step(trainer, pl_module, batch_idx)
         control = self.control
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or control.should_training_stop \
+        if internals.is_last_batch(trainer) or control.should_training_stop \
                 or control.should_epoch_stop:
             self._end_epoch(trainer, pl_module)
 
@@ -293,7 +287,7 @@ class HFFlow(FlowRecords, Callback):
             if not 0 < trainer.max_steps <= trainer.global_step:
                 trainer.should_stop = True
         elif self.control.should_epoch_stop:  # HF breaks out of the epoch: Lightning's loop ends it at this batch
-            trainer.fit_loop.epoch_loop.batch_progress.is_last_batch = True
+            internals.end_epoch_after_this_batch(trainer)
 
     def _log_evaluate_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.control.should_log and self.state.global_step > self._last_logged:

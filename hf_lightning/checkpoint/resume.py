@@ -27,6 +27,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.utils import logging as hf_logging
 
+from hf_lightning import lightning_internals as internals
 from hf_lightning.checkpoint import folder as ckpt_folder
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.strategies import forward_is_collective
@@ -123,8 +124,8 @@ def lightning_loop_state(template: dict[str, Any], point: ResumePoint, num_batch
 def restore_loops(trainer: L.Trainer, point: ResumePoint) -> None:
     """Loads the loop progress of `point` into ``trainer.fit_loop`` (before ``fit_loop.run``)."""
     num_batches = trainer.num_training_batches
-    template = trainer.fit_loop.state_dict()
-    trainer.fit_loop.load_state_dict(lightning_loop_state(template, point, num_batches))
+    template = internals.fit_loop_state(trainer)
+    internals.load_fit_loop_state(trainer, lightning_loop_state(template, point, num_batches))
 
 
 def skip_seen_batches(trainer: L.Trainer, batches: int) -> None:

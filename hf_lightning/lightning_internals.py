@@ -1,0 +1,75 @@
+"""Every use of Lightning internals (loop objects and private attributes) in one place, each with the reason.
+
+transformers.Trainer validates at given optimizer steps, ends an epoch early on request and resumes at a batch inside an
+epoch; Lightning has no public hook for these. The functions below are the only code that touches Lightning's loop
+internals; `tests/unit/test_lightning_internals.py` checks each attribute against the installed Lightning, so a
+release that moves one fails there, loudly, instead of silently changing an evaluation schedule or a resume. This is
+why ``lightning`` is capped below the next minor release in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+
+def _epoch_loop(trainer: L.Trainer) -> Any:
+    return trainer.fit_loop.epoch_loop
+
+
+def take_over_validation_schedule(trainer: L.Trainer) -> None:
+    """Stops Lightning from validating on its own schedule (``val_check_interval``): `HFFlow` runs the validation
+    loop at transformers' points with `validate_now`. The epoch loop's private ``_should_check_val_fx`` decides."""
+    loop = _epoch_loop(trainer)
+    if not hasattr(loop, "_should_check_val_fx"):
+        raise RuntimeError("This Lightning release has no fit_loop.epoch_loop._should_check_val_fx, which hf_lightning "
+                           "replaces to validate at transformers' points: install lightning<2.7.")
+    loop._should_check_val_fx = lambda data_fetcher: False
+
+
+def validate_now(trainer: L.Trainer) -> None:
+    """Runs Lightning's validation loop inside the training epoch, as its epoch loop does when it validates (the
+    validating / training flags around the run), keeping the logger connector's first-iteration flag, which the
+    extra run would otherwise reset (and with it the step logging of the epoch)."""
+    first_loop_iter = trainer._logger_connector._first_loop_iter
+    trainer.validating = True
+    _epoch_loop(trainer).val_loop.run()
+    trainer.training = True
+    trainer._logger_connector._first_loop_iter = first_loop_iter
+
+
+def is_last_batch(trainer: L.Trainer) -> bool:
+    """Whether the batch that just ran is the epoch's last (the epoch loop's batch progress)."""
+    return bool(_epoch_loop(trainer).batch_progress.is_last_batch)
+
+
+def end_epoch_after_this_batch(trainer: L.Trainer) -> None:
+    """Makes the epoch loop end the epoch at the current batch (transformers' ``should_epoch_stop``)."""
+    _epoch_loop(trainer).batch_progress.is_last_batch = True
+
+
+def restarted_mid_epoch(trainer: L.Trainer) -> bool:
+    """Whether the fit resumed inside an epoch (Lightning then skips ``on_train_epoch_start``)."""
+    return bool(trainer.fit_loop.restarted_mid_epoch)
+
+
+def batches_done_in_epoch(trainer: L.Trainer) -> int:
+    """Batches of the current epoch that a resumed fit already ran (the ones its loader must skip)."""
+    return int(_epoch_loop(trainer).batch_progress.current.ready)
+
+
+def fit_loop_state(trainer: L.Trainer) -> dict[str, Any]:
+    """The fit loop's progress as Lightning saves it in a ``.ckpt`` (the template a resume fills in)."""
+    return trainer.fit_loop.state_dict()
+
+
+def load_fit_loop_state(trainer: L.Trainer, state: dict[str, Any]) -> None:
+    """Loads a filled-in fit loop progress (before ``fit_loop.run``), as Lightning does from a ``.ckpt``."""
+    trainer.fit_loop.load_state_dict(state)
+
+
+def set_up_training_data(trainer: L.Trainer) -> None:
+    """Builds the training data loader now, as the fit loop does at its start (a resume needs the batch count
+    before that)."""
+    trainer.fit_loop.setup_data()
