@@ -210,7 +210,11 @@ def restore_optimizers(trainer: L.Trainer, checkpoint: str) -> None:
 def inner_model(pl_module: L.LightningModule) -> tuple[torch.nn.Module, str]:
     """The model a checkpoint folder holds and its key prefix in the Lightning state dict (``HFModule.model``)."""
     inner = getattr(pl_module, "model", None)
-    return (inner, "model.") if isinstance(inner, torch.nn.Module) else (pl_module, "")
+    if not isinstance(inner, torch.nn.Module):
+        return pl_module, ""
+    if isinstance(getattr(inner, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper: the keys carry it
+        return inner._orig_mod, "model._orig_mod."
+    return inner, "model."
 
 
 def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:

@@ -218,7 +218,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         Read on every step: the signature test is done once per model object (``inspect.signature`` costs about
         0.1 ms, a few percent of a small model's step).
         """
-        unwrapped = self.model
+        unwrapped = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper forwards **kwargs
         if hasattr(unwrapped, "accepts_loss_kwargs"):
             return bool(unwrapped.accepts_loss_kwargs)
         cached = self.__dict__.get("_accepts_loss_kwargs")
@@ -425,7 +425,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         weights = trainer.strategy.lightning_module_state_dict()
         if not trainer.is_global_zero:
             return False, None
-        return True, {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
+        prefix = "model._orig_mod." if hasattr(self.model, "_orig_mod") else "model."  # torch.compile's wrapper
+        return True, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 
     def save_pretrained(self, path: str, safe_serialization: bool = True) -> None:
         """Writes the model (and tokenizer) in HF format, loadable with ``AutoModelFor...from_pretrained``.

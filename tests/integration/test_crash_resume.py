@@ -214,3 +214,28 @@ def test_a_damaged_file_in_the_resumed_checkpoint_is_named_before_any_training(t
         resumed.train(resume_from_checkpoint=True)
     assert steps == []  # no step ran
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_compiled_model_checkpoints_and_resumes_without_the_compile_wrapper(tmp_path):
+    """torch_compile: checkpoint weights carry the model's own keys (no ``_orig_mod.``), load with the model class,
+    and a resume from one ends where the uninterrupted compiled run ends (the ``eager`` backend keeps it fast)."""
+    from safetensors.torch import load_file
+
+    from hf_lightning import Trainer, TrainingArguments
+
+    def run(out, resume=None):
+        args = TrainingArguments(str(out), per_device_train_batch_size=8, num_train_epochs=1, save_steps=4,
+                                 learning_rate=0.1, torch_compile=True, torch_compile_backend="eager", report_to=[],
+                                 use_cpu=True, disable_tqdm=True)
+        torch.manual_seed(0)
+        trainer = Trainer(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset())
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(tmp_path / "full")
+    assert sorted(load_file(tmp_path / "full" / "checkpoint-4" / "model.safetensors")) == ["a", "b"]
+    assert type(full.model) is StrictRegressionModel  # trainer.model is the model, as transformers keeps it
+    resumed = run(tmp_path / "resumed", resume=str(tmp_path / "full" / "checkpoint-4"))
+    assert resumed.state.global_step == full.state.global_step == 8
+    for name in ("a", "b"):
+        assert torch.allclose(getattr(resumed.model, name), getattr(full.model, name), rtol=0, atol=1e-7)
