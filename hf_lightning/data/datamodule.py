@@ -36,6 +36,8 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         text_column: Column holding the text (defaults to the packaged data set's, else ``text``).
         text_pair_column: Second text column for sentence-pair tasks.
         label_column: Column holding the label (renamed to ``labels``); defaults to the packaged one, else ``label``.
+        num_labels: The number of labels, when the data cannot tell (a stream is not scanned); it then goes into the
+            model as the data's. By default it is read from the train split.
         max_length: Truncation length (the tokenizer's maximum when unset).
         padding: ``longest`` pads each batch dynamically (default); ``max_length`` pads every example to max_length.
         pad_to_multiple_of: Pad batch lengths to a multiple of this (tensor-core friendly).
@@ -67,6 +69,11 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         max_train_samples: Keep only the first N training examples.
         max_eval_samples: Keep only the first N examples of each evaluation split.
         preprocessing_num_workers: Processes for ``datasets.map``.
+        streaming: Read the files (or hub data set) as a stream (``datasets``' iterable data set): nothing is loaded
+            or cached up front, examples are tokenised as they are read, in file order; training needs
+            ``trainer.max_steps`` (transformers' rule for a data set without a length), labels must be ids or floats
+            (names are not scanned), and with several processes each takes every n-th example. A resume re-reads
+            the stream up to where the checkpoint stopped.
         tokenize: Tokenise text columns in `preprocess`; False when the data already holds model inputs (the HF-style
             Trainer's data sets, as transformers.Trainer never tokenises).
     """
@@ -80,6 +87,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         text_column: str | None = None,
         text_pair_column: str | None = None,
         label_column: str | None = None,
+        num_labels: int | None = None,
         max_length: int | None = None,
         padding: Literal["longest", "max_length"] = "longest",
         pad_to_multiple_of: int | None = None,
@@ -108,6 +116,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
+        streaming: bool = False,
         tokenize: bool = True,
     ) -> None:
         super().__init__()
@@ -129,6 +138,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         self.text_pair_column = text_pair_column
         self.label_column = label_column or (builtin.label_column if builtin else "label")
         self._label_explicit = label_column is not None  # the default 'label' may be absent (e.g. plain text)
+        self.declared_num_labels = num_labels
         self.max_length = max_length
         self.padding = padding
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -160,6 +170,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
         self.preprocessing_num_workers = preprocessing_num_workers
+        self.streaming = streaming
         self.tokenize = tokenize
         self._raw: dict[str, Any] | None = None
         self._splits: dict[str, Any] = {}
@@ -200,14 +211,14 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         if files is None and source is not None and os.path.exists(source):
             files = source
         if files is None:  # a hub id (works where a hub is reachable)
-            return datasets.load_dataset(source, self.dataset_config)
+            return datasets.load_dataset(source, self.dataset_config, streaming=self.streaming)
         first = files if isinstance(files, str) else next(iter(files.values())) if isinstance(files, dict) else files[0]
         first = first[0] if isinstance(first, list) else first
         ext = os.path.splitext(str(first))[1].lower()
         if ext not in _FILE_BUILDERS:
             raise ValueError(f"data_files '{first}': unknown extension '{ext}'. Supported: {sorted(_FILE_BUILDERS)}.")
         kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
-        return datasets.load_dataset(_FILE_BUILDERS[ext], data_files=files, **kwargs)
+        return datasets.load_dataset(_FILE_BUILDERS[ext], data_files=files, streaming=self.streaming, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- processing
     def resolve_tokenizer(self) -> PreTrainedTokenizerBase | None:
@@ -223,10 +234,10 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         if split != "predict" and self._label_explicit:
             wanted["label_column"] = self.label_column
         for field_name, column in wanted.items():
-            if column is not None and column not in ds.column_names:
+            if column is not None and column not in _columns(ds):
                 raise ValueError(
                     f"data.{field_name}='{column}' is not a column of the {split} split. "
-                    f"Columns: {ds.column_names}. Set --data.{field_name} to one of them."
+                    f"Columns: {_columns(ds)}. Set --data.{field_name} to one of them."
                 )
 
     def preprocess(self, ds: datasets.Dataset, split: str) -> datasets.Dataset:
@@ -236,15 +247,16 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         mapped to ids in sorted order).
         """
         tokenizer = self.resolve_tokenizer()
+        columns = _columns(ds)
         if self.text_column is None:
-            self.text_column = "text" if "text" in ds.column_names else None
+            self.text_column = "text" if "text" in columns else None
         if self.text_column is None or tokenizer is None:
             return ds  # already model inputs (e.g. input_ids) or a custom collator handles raw columns
         self._check_columns(ds, split)
         names = self._string_labels()
         label_ids = {name: i for i, name in enumerate(names)} if names else None
         multi_hot = self._multi_label_encoder(label_ids)
-        if label_ids and self.label_column in ds.column_names:
+        if label_ids and self.label_column in columns:
             values = ds[self.label_column]
             present = {v for row in values for v in row} if multi_hot is not None else set(values)
             unseen = sorted(present - set(label_ids))
@@ -270,9 +282,11 @@ class HFDataModule(LabelInference, L.LightningDataModule):
                     out["labels"] = [label_ids[v] for v in batch[label]] if label_ids else batch[label]
             return out
 
-        drop = [c for c in ds.column_names if c in (text, pair, label)]
-        if label is not None and label in ds.column_names:  # `labels` holds the targets now: a leftover `label`
-            drop += [c for c in ("label", "label_ids") if c in ds.column_names and c != label]  # would replace them
+        drop = [c for c in columns if c in (text, pair, label)]
+        if label is not None and label in columns:  # `labels` holds the targets now: a leftover `label`
+            drop += [c for c in ("label", "label_ids") if c in columns and c != label]  # would replace them
+        if isinstance(ds, datasets.IterableDataset):  # a stream: tokenised lazily, as examples are read
+            return ds.map(encode, batched=True, remove_columns=drop)
         return ds.map(encode, batched=True, remove_columns=drop, num_proc=self.preprocessing_num_workers,
                       desc=f"Tokenizing {split}")
 
@@ -301,14 +315,15 @@ class HFDataModule(LabelInference, L.LightningDataModule):
     def _remove_unused(self, ds: Any) -> Any:
         module = self.attached_module()
         model = getattr(module, "model", None)
-        if not self.remove_unused_columns or not isinstance(ds, datasets.Dataset) or model is None:
+        if not self.remove_unused_columns or model is None or not isinstance(
+                ds, (datasets.Dataset, datasets.IterableDataset)) or not _columns(ds):
             return ds
         # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names.
         keep = set(inspect.signature(model.forward).parameters) | {"label", "label_ids", "labels"}
         keep |= set(getattr(module, "label_names", None) or [])
         if self.sampling_strategy == "group_by_length":
             keep.add(self.length_column_name)
-        return ds.remove_columns([c for c in ds.column_names if c not in keep])
+        return ds.remove_columns([c for c in _columns(ds) if c not in keep])
 
     def validation_roles(self) -> list[str]:
         """The roles of the validation sets: ``["validation"]``, or ``validation/<name>`` per named set."""
@@ -326,7 +341,9 @@ class HFDataModule(LabelInference, L.LightningDataModule):
             limit = self.max_train_samples if role == "train" else self.max_eval_samples
             if limit is not None and isinstance(ds, datasets.Dataset):
                 ds = ds.select(range(min(limit, len(ds))))
-            if isinstance(ds, datasets.Dataset):
+            elif limit is not None and isinstance(ds, datasets.IterableDataset):
+                ds = ds.take(limit)
+            if isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
                 if self.tokenize:
                     ds = self.preprocess(ds, role)
                 self._validate_labels(ds, role)
@@ -380,9 +397,11 @@ class HFDataModule(LabelInference, L.LightningDataModule):
     def train_loader(self) -> DataLoader:
         """The per-rank micro-batch DataLoader (HF order; ranks shard one permutation)."""
         ds = self.split("train")
+        world, rank = self._world()
+        if isinstance(ds, datasets.IterableDataset) and world > 1:  # each rank takes every world-th example
+            ds = datasets.distributed.split_dataset_by_node(ds, rank=rank, world_size=world)
         if isinstance(ds, IterableDataset):
             return DataLoader(ds, batch_size=self.batch_size, drop_last=self.drop_last, **self._loader_kwargs())
-        world, rank = self._world()
         batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.drop_last, world, rank)
         return DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
 
@@ -420,6 +439,14 @@ class HFDataModule(LabelInference, L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
+
+
+def _columns(ds: Any) -> list[str]:
+    """A data set's columns; a stream whose features are not declared shows them in its first example."""
+    names = getattr(ds, "column_names", None)
+    if names is None and isinstance(ds, datasets.IterableDataset):
+        names = list(next(iter(ds)).keys())
+    return list(names or [])
 
 
 def _named_sets(validation_split: str | list[str] | dict[str, str]) -> dict[str, str] | None:

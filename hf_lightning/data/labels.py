@@ -83,6 +83,9 @@ class LabelInference:
     @property
     def num_labels(self) -> int | None:
         """Number of classes (1 for float regression targets); linked into the model by the CLI."""
+        declared = getattr(self, "declared_num_labels", None)
+        if declared is not None:
+            return declared
         if self.id2label is not None:
             return len(self.id2label)
         found = self._train_labels()

@@ -108,3 +108,21 @@ def test_a_folder_written_by_save_to_disk_is_a_dataset(tmp_path):
                 "--data.init_args.dataset", str(tmp_path / "saved"), "--export_dir", "none"])
     assert len(cli.datamodule.split("train")) == 32 and len(cli.datamodule.split("validation")) == 8
     assert cli.model.model.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_streaming_files_train_without_loading_them(tmp_path):
+    """``streaming: true``: the files are read as a stream (tokenised as read, in file order); max_steps bounds the
+    run; evaluation streams too."""
+    import datasets
+
+    rows = [{"text": f"the {WORDS[i % len(WORDS)]} was {'great' if i % 2 else 'awful'}", "label": i % 2}
+            for i in range(64)]
+    files = {"train": write_rows(tmp_path / "train.jsonl", rows[:48]),
+             "validation": write_rows(tmp_path / "validation.jsonl", rows[48:])}
+    cli = fit(tmp_path, files, "--data.init_args.streaming", "true", "--data.init_args.num_labels", "2",
+              "--trainer.max_steps", "5")
+    assert isinstance(cli.datamodule.split("train"), datasets.IterableDataset)
+    assert cli.trainer.global_step == 5
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert {"eval_loss", "eval_accuracy"} <= set(cli.model.eval_results)
+    assert cli.model.model.config.num_labels == 2
