@@ -437,15 +437,16 @@ class HFModule(EvaluationMixin, L.LightningModule):
         writes, weights = self.export_state()
         if not writes:
             return
-        if isinstance(self.model, PreTrainedModel):
-            self.model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper: save the model itself
+        if isinstance(model, PreTrainedModel):
+            model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
         else:
             import os
 
             from safetensors.torch import save_file
 
             os.makedirs(path, exist_ok=True)
-            weights = self.model.state_dict() if weights is None else weights
+            weights = model.state_dict() if weights is None else weights
             save_file({k: v.contiguous() for k, v in weights.items()}, f"{path}/model.safetensors")
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
