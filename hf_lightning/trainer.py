@@ -41,6 +41,7 @@ from hf_lightning.facade import (
     reporting_callbacks,
 )
 from hf_lightning.modules.base import HFModule
+from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.trainer_methods import TrainerMethods
 
@@ -303,7 +304,7 @@ class Trainer(TrainerMethods):
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
         self._fit(module, datamodule, flow)
-        self.model = getattr(module.model, "_orig_mod", module.model)  # transformers keeps `model` uncompiled
+        self.model = uncompiled(module.model)  # transformers keeps `model` uncompiled
         self.state = flow.state
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
         self.lr_scheduler = trainer_scheduler(self.pl_trainer)
@@ -328,7 +329,7 @@ class Trainer(TrainerMethods):
                 raise
             if main_thread and handler is not None:
                 signal.signal(signal.SIGINT, handler)
-            self.model, self.state = getattr(module.model, "_orig_mod", module.model), flow.state
+            self.model, self.state = uncompiled(module.model), flow.state
             raise KeyboardInterrupt(f"training interrupted after global step {flow.state.global_step}") from None
 
     def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:

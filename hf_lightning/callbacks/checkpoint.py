@@ -28,7 +28,6 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from transformers import TrainerState, TrainingArguments
 from transformers.trainer import OPTIMIZER_NAME, SCALER_NAME, SCHEDULER_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging as hf_logging
 
 from hf_lightning import lightning_internals as internals
@@ -117,6 +116,7 @@ class HFCheckpoint(Checkpoint):
         self._resume: _Resume | None = None
         self._sigterm: SigtermRequest | None = None
         self._jit_step = -1
+        self._saved_step: int | None = None  # the global step of the last save (the same on every rank)
 
     @property
     def flow(self) -> HFFlow:
@@ -239,7 +239,7 @@ class HFCheckpoint(Checkpoint):
             return
         step = self.flow.state.global_step
         log.warning(f"SIGTERM received: saving a checkpoint at step {step} and stopping training.")
-        if not os.path.isdir(os.path.join(self.flow.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")):
+        if self._saved_step != step:  # this step's regular save may have just run
             self.save_hf_checkpoint(trainer, pl_module)
             self.flow.event("on_save")
         self.flow.control.should_training_stop = True
@@ -286,6 +286,7 @@ class HFCheckpoint(Checkpoint):
             folder.publish(staging, final)
             folder.rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint)
         strategy.barrier("hf_checkpoint_saved")
+        self._saved_step = state.global_step
         return final
 
     @staticmethod

@@ -29,6 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from hf_lightning import lightning_internals as internals
 from hf_lightning.checkpoint import folder as ckpt_folder
+from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.strategies import forward_is_collective
 
@@ -212,8 +213,8 @@ def inner_model(pl_module: L.LightningModule) -> tuple[torch.nn.Module, str]:
     inner = getattr(pl_module, "model", None)
     if not isinstance(inner, torch.nn.Module):
         return pl_module, ""
-    if isinstance(getattr(inner, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper: the keys carry it
-        return inner._orig_mod, "model._orig_mod."
+    if uncompiled(inner) is not inner:  # torch.compile's wrapper: the keys carry it
+        return uncompiled(inner), "model._orig_mod."
     return inner, "model."
 
 

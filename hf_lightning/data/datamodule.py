@@ -256,7 +256,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         names = self._string_labels()
         label_ids = {name: i for i, name in enumerate(names)} if names else None
         multi_hot = self._multi_label_encoder(label_ids)
-        if label_ids and self.label_column in columns:
+        if label_ids and split != "train" and self.label_column in columns:  # the train split made the names
             values = ds[self.label_column]
             present = {v for row in values for v in row} if multi_hot is not None else set(values)
             unseen = sorted(present - set(label_ids))

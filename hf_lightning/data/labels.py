@@ -9,6 +9,7 @@ encoding of multi-label columns. A mixin of `HFDataModule`, which provides ``raw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -40,45 +41,33 @@ class LabelInference:
         names = self._string_labels()
         return dict(enumerate(names)) if names else None
 
-    def _train_labels(self) -> tuple[Any, Any] | None:
-        """(label feature, label values) of the train split, or None without a label column."""
-        train = self.raw_splits().get("train")
-        if not isinstance(train, datasets.Dataset) or self.label_column not in train.column_names:
-            return None
-        return train.features[self.label_column], train[self.label_column]
+    def _label_facts(self) -> _LabelFacts | None:
+        """What the train split's label column says, read in one pass and kept (the column is read once, however many
+        of the properties below the CLI links and the splits' preprocessing ask)."""
+        if "_facts" not in self.__dict__:
+            train = self.raw_splits().get("train")
+            found = isinstance(train, datasets.Dataset) and self.label_column in train.column_names
+            self.__dict__["_facts"] = _LabelFacts.read(train.features[self.label_column], train[self.label_column]) \
+                if found else None
+        return self.__dict__["_facts"]
 
     def _string_labels(self) -> list[str] | None:
         """Sorted label names (one per example, or the names in lists of a multi-label column), as transformers'
         text-classification example orders them; None for numeric labels."""
-        found = self._train_labels()
-        if found is None:
-            return None
-        feature, values = found
-        if getattr(feature, "dtype", None) in _STRING_TYPES:
-            return sorted(set(values))
-        inner = _list_item(feature)
-        if getattr(inner, "dtype", None) in _STRING_TYPES:
-            return sorted({name for row in values for name in row})
-        return None
+        facts = self._label_facts()
+        return facts.names if facts is not None else None
 
     @property
     def problem_type(self) -> str | None:
         """``multi_label_classification`` when the label column holds lists (names or ids) or multi-hot vectors;
         None otherwise (transformers infers single-label or regression); linked into the model by the CLI."""
-        found = self._train_labels()
-        return "multi_label_classification" if found is not None and _list_item(found[0]) is not None else None
+        facts = self._label_facts()
+        return "multi_label_classification" if facts is not None and facts.multi_label else None
 
     def _multi_hot_size(self) -> int | None:
         """The length of multi-hot label vectors (every row as long, only 0 / 1), else None (lists of ids)."""
-        found = self._train_labels()
-        if found is None or _list_item(found[0]) is None or getattr(_list_item(found[0]), "dtype", None) in \
-                _STRING_TYPES or isinstance(_list_item(found[0]), datasets.ClassLabel):
-            return None
-        rows = found[1]
-        lengths = {len(row) for row in rows}
-        if len(lengths) == 1 and min(lengths) >= 2 and {v for row in rows for v in row} <= {0, 1}:
-            return lengths.pop()
-        return None
+        facts = self._label_facts()
+        return facts.multi_hot_size if facts is not None else None
 
     @property
     def num_labels(self) -> int | None:
@@ -88,22 +77,20 @@ class LabelInference:
             return declared
         if self.id2label is not None:
             return len(self.id2label)
-        found = self._train_labels()
-        if found is None:
+        facts = self._label_facts()
+        if facts is None:
             return None
-        feature, values = found
-        if _list_item(feature) is not None:  # multi-label: multi-hot vectors, or lists of ids
-            size = self._multi_hot_size()
-            ids = [v for row in values for v in row]
-            return size if size is not None else (int(max(ids)) + 1 if ids else None)
-        dtype = getattr(feature, "dtype", "")
+        if facts.multi_label:  # multi-hot vectors, or lists of ids
+            return facts.multi_hot_size if facts.multi_hot_size is not None else facts.max_id + 1 \
+                if facts.max_id is not None else None
+        dtype = getattr(facts.feature, "dtype", "")
         if dtype.startswith("float"):
             return 1
-        if not (dtype.startswith(("int", "uint")) or dtype == "bool"):
-            raise ValueError(f"data.label_column='{self.label_column}' holds {feature}: labels must be class names, "
-                             "class ids (int), float scores (regression) or lists of names / ids (multi-label). "
-                             "Point data.label_column at such a column.")
-        return int(max(values)) + 1
+        if not (dtype.startswith(("int", "uint")) or dtype == "bool") or facts.max_id is None:
+            raise ValueError(f"data.label_column='{self.label_column}' holds {facts.feature}: labels must be class "
+                             "names, class ids (int), float scores (regression) or lists of names / ids "
+                             "(multi-label). Point data.label_column at such a column.")
+        return facts.max_id + 1
 
     def _multi_label_encoder(self, label_ids: dict[str, int] | None) -> Any:
         """For a multi-label column: a function from one row (names, ids or a multi-hot vector) to its float
@@ -132,3 +119,32 @@ def _list_item(feature: Any) -> Any:
         if cls is not None and isinstance(feature, cls):
             return feature.feature
     return None
+
+
+@dataclass(frozen=True)
+class _LabelFacts:
+    """The facts about a label column that decide the model's head and the label encoding."""
+
+    feature: Any
+    multi_label: bool
+    names: list[str] | None  # sorted class names (string labels), else None
+    multi_hot_size: int | None  # length of multi-hot vectors (every row as long, only 0 / 1), else None
+    max_id: int | None  # the largest class id (numeric labels), else None
+
+    @classmethod
+    def read(cls, feature: Any, values: list[Any]) -> _LabelFacts:
+        item = _list_item(feature)
+        if item is None:  # one label per example
+            if getattr(feature, "dtype", None) in _STRING_TYPES:
+                return cls(feature, False, sorted(set(values)), None, None)
+            dtype = getattr(feature, "dtype", "")
+            numeric = dtype.startswith(("int", "uint")) or dtype == "bool"
+            return cls(feature, False, None, None, int(max(values)) if numeric and values else None)
+        if getattr(item, "dtype", None) in _STRING_TYPES:
+            return cls(feature, True, sorted({name for row in values for name in row}), None, None)
+        flat = [v for row in values for v in row]
+        lengths = {len(row) for row in values}
+        multi_hot = not isinstance(item, datasets.ClassLabel) and len(lengths) == 1 and min(lengths) >= 2 \
+            and set(flat) <= {0, 1}
+        return cls(feature, True, None, lengths.pop() if multi_hot else None,
+                   int(max(flat)) if flat and not multi_hot else None)

@@ -22,7 +22,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
-from hf_lightning.modules.loading import apply_liger, load_model
+from hf_lightning.modules.loading import apply_liger, load_model, uncompiled
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler, steps_on_metric
 
@@ -218,7 +218,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         Read on every step: the signature test is done once per model object (``inspect.signature`` costs about
         0.1 ms, a few percent of a small model's step).
         """
-        unwrapped = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper forwards **kwargs
+        unwrapped = uncompiled(self.model)  # torch.compile's wrapper forwards **kwargs
         if hasattr(unwrapped, "accepts_loss_kwargs"):
             return bool(unwrapped.accepts_loss_kwargs)
         cached = self.__dict__.get("_accepts_loss_kwargs")
@@ -362,7 +362,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         return [] if find_flow(self.trainer) is not None else [HFFlow()]
 
     def configure_model(self) -> None:
-        if self.compile_kwargs is not None and not hasattr(self.model, "_orig_mod"):
+        if self.compile_kwargs is not None and uncompiled(self.model) is self.model:
             self.model = torch.compile(self.model, **self.compile_kwargs)
 
     def on_train_start(self) -> None:
@@ -425,7 +425,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         weights = trainer.strategy.lightning_module_state_dict()
         if not trainer.is_global_zero:
             return False, None
-        prefix = "model._orig_mod." if hasattr(self.model, "_orig_mod") else "model."  # torch.compile's wrapper
+        prefix = "model." if uncompiled(self.model) is self.model else "model._orig_mod."  # torch.compile's wrapper
         return True, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 
     def save_pretrained(self, path: str, safe_serialization: bool = True) -> None:
@@ -437,7 +437,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         writes, weights = self.export_state()
         if not writes:
             return
-        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper: save the model itself
+        model = uncompiled(self.model)  # torch.compile's wrapper: save the model itself
         if isinstance(model, PreTrainedModel):
             model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
         else:

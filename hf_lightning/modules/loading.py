@@ -41,6 +41,13 @@ def load_model(
     return cls.from_pretrained(path, **labels, **model_kwargs)
 
 
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The model itself when ``torch.compile`` wrapped it (its ``OptimizedModule`` keeps it as ``_orig_mod``): what
+    is saved, exported, handed back to the user and inspected for its ``forward`` signature."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
 def apply_liger(model: nn.Module, config: dict[str, Any] | None) -> None:
     """Patches ``model`` with Liger's kernels through transformers' ``apply_liger_kernel`` (as ``use_liger_kernel``
     does in transformers.Trainer), after checking that they can run here."""
