@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import os
 import warnings
@@ -23,10 +24,12 @@ import transformers
 from typing_extensions import Self
 
 from hf_lightning._args_table import (
+    CHECKPOINT,
     DATAMODULE,
     EXTRA_ROUTES,
     FACADE,
     LEGACY,
+    LOGGING,
     MODULE,
     ROUTES,
     SEQ2SEQ_ROUTES,
@@ -37,12 +40,14 @@ from hf_lightning._args_table import (
     _plain,
     routes_for,
 )
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 __all__ = [
     "Route",
     "Seq2SeqTrainingArguments",
     "TrainingArguments",
     "TranslatedArgs",
+    "callback_arguments",
     "ensure_args",
     "legacy_table_markdown",
     "migration_table_markdown",
@@ -200,33 +205,83 @@ def ensure_args(
     )
 
 
+def callback_arguments(
+    flow: FlowSettings, checkpoint: CheckpointSettings, base: transformers.TrainingArguments | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> transformers.TrainingArguments:
+    """The ``TrainingArguments`` that transformers' ``TrainerCallback``s see, and checkpoints carry, in one fit.
+
+    ``DefaultFlowCallback`` decides when to log, evaluate and save from these fields, ``EarlyStoppingCallback`` checks
+    them, and ``training_args.bin`` holds them: the same object for all, read-only, built here once per fit (never
+    inside a module, and no component changes it afterwards).
+
+    Args:
+        flow: `HFFlow`'s settings.
+        checkpoint: `HFCheckpoint`'s settings.
+        base: The arguments the user gave (the HF-style Trainer's, or ``wrap_trainer_callbacks(args=...)``): returned
+            as they are, or copied with ``overrides`` applied.
+        overrides: With ``base``: the settings a component was given explicitly (``HFCheckpoint(save_steps=...)``).
+
+    Returns:
+        ``base`` when nothing overrides it, else new arguments (validated by transformers, so combinations it refuses,
+        such as ``load_best_model_at_end`` with save steps that are not a multiple of the eval steps, fail here,
+        before training).
+
+    Raises:
+        ValueError: transformers refuses the combination; the message names the settings.
+    """
+    if base is not None:
+        changes = {k: v for k, v in (overrides or {}).items() if getattr(base, k) != v}
+        if not changes:
+            return base
+        if "metric_for_best_model" in changes and "greater_is_better" not in (overrides or {}):
+            changes["greater_is_better"] = None  # TrainingArguments derives it from the metric's name
+        try:
+            return dataclasses.replace(base, **changes)
+        except ValueError as err:
+            raise ValueError(f"HFCheckpoint settings {changes} do not fit the TrainingArguments: {err}") from err
+    values = {**flow.as_dict(), **checkpoint.as_dict()}
+    best = BestMetric.resolve(flow, checkpoint)
+    values.update(metric_for_best_model=flow.metric_for_best_model or checkpoint.metric_for_best_model,
+                  greater_is_better=best.greater_is_better if best.name is not None else None)
+    values["report_to"] = values["report_to"] or []
+    try:
+        return TrainingArguments(**values)
+    except ValueError as err:
+        defaults = {**FlowSettings().as_dict(), **CheckpointSettings().as_dict(), "report_to": []}
+        given = {k: v for k, v in values.items() if v != defaults.get(k)}
+        raise ValueError(f"The HFFlow / HFCheckpoint settings {given} do not fit together: {err}") from err
+
+
 @dataclass
 class TranslatedArgs:
-    """Every routed field of a ``TrainingArguments``, converted, grouped by the component that consumes it.
+    """Every routed field of a ``TrainingArguments``, converted, as the settings of the component that consumes it.
 
     Attributes:
         module: Keyword arguments of ``hf_lightning.HFModule``.
         datamodule: Keyword arguments of ``hf_lightning.HFDataModule``.
         trainer: Keyword arguments of ``lightning.Trainer``.
-        callbacks: Callback class name (``HFCheckpoint``, ``HFFlow``) -> its keyword arguments.
-        strategy: Fields read by ``hf_lightning.strategies`` (DDP / FSDP / DeepSpeed / TF32 / accelerator config).
-        facade: Fields read by the HF-style ``hf_lightning.Trainer`` itself.
+        flow: `HFFlow`'s settings (logging, evaluation schedule, best metric).
+        checkpoint: `HFCheckpoint`'s settings (saving, rotation, best model, resume).
         extra: Fields a user subclass added; no component reads them.
+
+    Fields routed to ``strategy`` are read from the arguments by ``hf_lightning.strategies.trainer_kwargs``, and those
+    routed to ``facade`` by the HF-style ``Trainer`` itself (both own the ``TrainingArguments`` they are given);
+    ``translate`` checks them and the table documents them.
     """
 
     module: dict[str, Any] = field(default_factory=dict)
     datamodule: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
-    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    strategy: dict[str, Any] = field(default_factory=dict)
-    facade: dict[str, Any] = field(default_factory=dict)
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def section(self, target: str) -> dict[str, Any]:
-        """The dict that a route target (``module``, ``callback:HFFlow``, ...) writes to."""
-        if target.startswith("callback:"):
-            return self.callbacks.setdefault(target.split(":", 1)[1], {})
-        return getattr(self, target)
+
+#: Route targets whose values become a typed settings object, and the class.
+SETTINGS_TARGETS: dict[str, type[FlowSettings] | type[CheckpointSettings]] = {
+    LOGGING: FlowSettings, CHECKPOINT: CheckpointSettings,
+}
 
 
 def _is_default(args: TrainingArguments, name: str, value: Any) -> bool:
@@ -241,9 +296,10 @@ def _is_default(args: TrainingArguments, name: str, value: Any) -> bool:
     return value == default
 
 
-def _put(out: TranslatedArgs, route: Route, field_name: str, value: Any, writers: dict[tuple[str, str], str]) -> None:
+def _put(sections: dict[str, dict[str, Any]], route: Route, field_name: str, value: Any,
+         writers: dict[tuple[str, str], str]) -> None:
     """Write one converted value; two fields writing the same destination must agree."""
-    section, key = out.section(route.target), route.name or field_name
+    section, key = sections.setdefault(route.target, {}), route.name or field_name
     first = writers.setdefault((route.target, key), field_name)
     if first != field_name and section[key] != value:
         raise ValueError(
@@ -267,24 +323,30 @@ def translate(args: TrainingArguments | transformers.TrainingArguments) -> Trans
             its alternative), or two fields that feed the same destination disagree.
     """
     args = ensure_args(args)
-    out, writers, problems = TranslatedArgs(), {}, []
+    sections: dict[str, dict[str, Any]] = {}
+    writers: dict[tuple[str, str], str] = {}
+    problems, extra = [], {}
     for f in fields(args):
         if not f.init:
             continue
         value, routes = getattr(args, f.name), routes_for(f.name)
         if routes is None:
-            out.extra[f.name] = value
+            extra[f.name] = value
             continue
         for route in routes:
             if route.target == UNSUPPORTED:
                 if not _is_default(args, f.name, value):
                     problems.append(f"- {f.name}={_plain(value, args)!r}: {route.note}")
                 continue
-            _put(out, route, f.name, route.convert(value, args), writers)
+            _put(sections, route, f.name, route.convert(value, args), writers)
     if problems:
         raise ValueError("These TrainingArguments cannot be honoured by hf_lightning; leave them at their defaults:\n"
                          + "\n".join(problems))
-    return out
+    return TranslatedArgs(
+        module=sections.get(MODULE, {}), datamodule=sections.get(DATAMODULE, {}), trainer=sections.get(TRAINER, {}),
+        flow=FlowSettings(**sections.get(LOGGING, {})), checkpoint=CheckpointSettings(**sections.get(CHECKPOINT, {})),
+        extra=extra,
+    )
 
 
 _WHERE = {MODULE: "`HFModule`", DATAMODULE: "`HFDataModule`", TRAINER: "`lightning.Trainer`",

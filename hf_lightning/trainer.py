@@ -261,6 +261,8 @@ class Trainer(TrainerMethods):
             raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}.")
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
+        # Translated again: as transformers reads its arguments when training, changes made since __init__ count.
+        self.translated = translate(self.args)
         if self.model_init is not None:
             enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
             self.model = self.call_model_init(trial)
@@ -295,7 +297,9 @@ class Trainer(TrainerMethods):
             {"train": self.train_dataset, "validation": self.eval_dataset})
         self.module = module = self._build_module()
         module.ignore_keys = ignore_keys_for_eval
-        self._flow = flow = HFFlow(args=self.args, handler=self.callback_handler, control_validation=True)
+        # The translated settings drive both callbacks; the user's arguments are what transformers' callbacks see.
+        self._flow = flow = HFFlow(settings=self.translated.flow, args=self.args, handler=self.callback_handler,
+                                   control_validation=True)
         flow.memory_tracker = self._memory_tracker  # one tracker: the init metrics come with the first stage's
         flow.state = self.state = self._fresh_state(trial)
         if "log" in self.overridden:
@@ -334,7 +338,7 @@ class Trainer(TrainerMethods):
 
     def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:
         # HFCheckpoint also resumes and loads the best model at the end, so it is there even with save_strategy "no".
-        return [flow, HFCheckpoint(args=self.args, resume_from_checkpoint=resume)]
+        return [flow, HFCheckpoint(settings=self.translated.checkpoint, resume_from_checkpoint=resume)]
 
     # ----------------------------------------------------------------------------------------------- evaluate
     def _evaluation_module(self) -> FacadeModule:

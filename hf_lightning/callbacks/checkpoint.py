@@ -5,12 +5,12 @@ HFFlow calls `HFCheckpoint.save_hf_checkpoint` where transformers' ``_maybe_log_
 step's log and evaluation, before ``on_epoch_end``; it fires ``on_save`` afterwards. At the end of training HFFlow
 calls `HFCheckpoint.finish_hf_training` (load the best model, prune) before ``on_train_end``, as transformers does.
 
-Settings: the ``save_*`` / best-model fields are ``TrainingArguments`` fields that `HFFlow` and the transformers
-callbacks read from ``flow.args``. Each argument left at None keeps the flow's value (the HF-style Trainer gives HFFlow
-its full ``TrainingArguments``; transformers' defaults apply otherwise); each one given here is copied into
-``flow.args`` at ``setup`` with ``dataclasses.replace``, so ``TrainingArguments`` validates the combination (e.g.
-``load_best_model_at_end`` needs save steps that are a multiple of the eval steps). ``flow.args`` stays the one source
-of truth, and a yaml recipe still names each field on the component it belongs to.
+Settings: one `CheckpointSettings` (``self.settings``), the ``save_*`` / best-model fields of ``TrainingArguments``;
+this callback reads nothing else. An argument left at None takes transformers' default, or, when `HFFlow` was given
+the user's ``TrainingArguments`` (``wrap_trainer_callbacks(args=...)``), that value. `HFFlow` builds the
+``TrainingArguments`` transformers' callbacks see from its settings and these at ``setup`` (transformers validates the
+combination there, e.g. ``load_best_model_at_end`` needs save steps that are a multiple of the eval steps, before
+training), and resolves the best metric with its own; a yaml recipe names each field on the component it belongs to.
 
 Resume (``resume_from_checkpoint``) restores the weights at ``setup``, the optimizer, scheduler, scaler and Lightning's
 loop position at ``on_fit_start``, skips the batches already seen and restores the random streams at
@@ -36,13 +36,10 @@ from hf_lightning.checkpoint import folder
 from hf_lightning.checkpoint import resume as resuming
 from hf_lightning.checkpoint.jit import SigtermRequest
 from hf_lightning.optim import trainer_scheduler
+from hf_lightning.settings import CheckpointSettings
 
 # transformers.Trainer's messages under its logger: log_level / transformers.logging.set_verbosity_* control them
 log = hf_logging.get_logger("transformers.trainer")
-
-_SETTINGS = ("output_dir", "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_on_each_node",
-             "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
-             "restore_callback_states_from_checkpoint", "ignore_data_skip", "enable_jit_checkpoint")
 
 
 @dataclasses.dataclass
@@ -78,8 +75,9 @@ class HFCheckpoint(Checkpoint):
             the ranks agree at each step, so a signal to any one of them stops all at the same step.
         resume_from_checkpoint: Resume the next ``fit`` from this checkpoint folder, or True for the newest one in
             ``output_dir`` (a folder written by transformers.Trainer works too). Read at each ``fit``.
-        args: A ``TrainingArguments`` to take every setting above from (the HF-style Trainer's); explicit arguments
-            override it.
+        args: A ``TrainingArguments`` to take every setting above from; explicit arguments override it.
+        settings: All the settings above as one `CheckpointSettings` (what ``translate(args).checkpoint`` gives);
+            replaces them.
 
     A setting left at None keeps the value of the flow's ``TrainingArguments`` (transformers' default otherwise).
     """
@@ -100,6 +98,7 @@ class HFCheckpoint(Checkpoint):
         enable_jit_checkpoint: bool | None = None,
         resume_from_checkpoint: bool | str | None = None,
         args: TrainingArguments | None = None,
+        settings: CheckpointSettings | None = None,
     ) -> None:
         super().__init__()
         values = {"output_dir": output_dir, "save_strategy": save_strategy, "save_steps": save_steps,
@@ -108,15 +107,31 @@ class HFCheckpoint(Checkpoint):
                   "metric_for_best_model": metric_for_best_model, "greater_is_better": greater_is_better,
                   "restore_callback_states_from_checkpoint": restore_callback_states_from_checkpoint,
                   "ignore_data_skip": ignore_data_skip, "enable_jit_checkpoint": enable_jit_checkpoint}
-        given = {name: value for name, value in values.items() if value is not None}
-        inherited = {name: getattr(args, name) for name in _SETTINGS} if args is not None else {}
-        self.settings: dict[str, Any] = {**inherited, **given}
+        #: The settings given explicitly (they override a ``TrainingArguments`` given to `HFFlow`).
+        self.given_settings = {name: value for name, value in values.items() if value is not None}
+        self._has_base = settings is not None or args is not None
+        if settings is None:
+            settings = self._over(CheckpointSettings.from_args(args) if args is not None else CheckpointSettings())
+        self.settings: CheckpointSettings = settings
         self.resume_from_checkpoint = resume_from_checkpoint
         self._flow: HFFlow | None = None
         self._resume: _Resume | None = None
         self._sigterm: SigtermRequest | None = None
         self._jit_step = -1
         self._saved_step: int | None = None  # the global step of the last save (the same on every rank)
+
+    def _over(self, base: CheckpointSettings) -> CheckpointSettings:
+        """``base`` with the explicitly given settings applied (a new metric re-derives its direction)."""
+        given = dict(self.given_settings)
+        if "metric_for_best_model" in given and "greater_is_better" not in given:
+            given["greater_is_better"] = None
+        return base.replace(**given)
+
+    def inherit(self, args: Any) -> None:
+        """Takes every setting not given explicitly from the ``TrainingArguments`` `HFFlow` was given (unless this
+        callback was built from arguments or settings of its own)."""
+        if not self._has_base:
+            self.settings = self._over(CheckpointSettings.from_args(args))
 
     @property
     def flow(self) -> HFFlow:
@@ -132,32 +147,17 @@ class HFCheckpoint(Checkpoint):
             raise ValueError("HFCheckpoint needs an HFFlow callback: use an HFModule (it adds one) or add "
                              "hf_lightning.callbacks.HFFlow to trainer.callbacks.")
         self._flow = flow
-        self._apply_settings(flow)
+        if flow.checkpoint_settings is not self.settings:  # HFFlow's setup normally ran first (Lightning runs
+            flow.prepare(trainer)  # checkpoint callbacks last); it resolves the best metric and transformers' view
         if stage != "fit":
             return
         if trainer.is_global_zero:
-            folder.recover_output_dir(flow.args.output_dir)
+            folder.recover_output_dir(self.settings.output_dir)
         trainer.strategy.barrier("hf_checkpoint_setup")
         self._resume = None
-        path = folder.resolve_checkpoint(flow.args.output_dir, self.resume_from_checkpoint)
+        path = folder.resolve_checkpoint(self.settings.output_dir, self.resume_from_checkpoint)
         if path is not None:
             self._start_resume(trainer, path)
-
-    def _apply_settings(self, flow: HFFlow) -> None:
-        args = flow.args
-        chosen = self.settings.get("metric_for_best_model")
-        if chosen is not None and args.metric_for_best_model not in (None, chosen):
-            raise ValueError(f"metric_for_best_model is '{args.metric_for_best_model}' on HFFlow but '{chosen}' on "
-                             "HFCheckpoint: set it in one place.")
-        changes = {k: v for k, v in self.settings.items() if getattr(args, k) != v}
-        if not changes:
-            return
-        if "metric_for_best_model" in changes and "greater_is_better" not in self.settings:
-            changes["greater_is_better"] = None  # TrainingArguments derives it from the metric's name
-        try:
-            flow.args = dataclasses.replace(args, **changes)
-        except ValueError as err:
-            raise ValueError(f"HFCheckpoint settings {changes} do not fit the flow's TrainingArguments: {err}") from err
 
     # ----------------------------------------------------------------------------------------------- resume
     def _start_resume(self, trainer: L.Trainer, path: str) -> None:
@@ -165,7 +165,7 @@ class HFCheckpoint(Checkpoint):
         state = folder.load_trainer_state(path)
         self._resume = _Resume(path, TrainerState(**dict(state.__dict__)))
         resuming.restore_flow_state(flow, state)
-        if flow.args.restore_callback_states_from_checkpoint:
+        if self.settings.restore_callback_states_from_checkpoint:
             control = resuming.restore_callback_states(flow.handler, state)
             if control is not None:
                 flow.control = control
@@ -187,7 +187,7 @@ class HFCheckpoint(Checkpoint):
         if trainer.train_dataloader is None:  # the batches per epoch are needed: set up the data as Lightning does
             internals.set_up_training_data(trainer)
         plan.point = resuming.resume_point(plan.state.global_step, trainer.num_training_batches,
-                                           trainer.accumulate_grad_batches, bool(self.flow.args.ignore_data_skip))
+                                           trainer.accumulate_grad_batches, self.settings.ignore_data_skip)
         if plan.point.global_step > 0:
             resuming.restore_loops(trainer, plan.point)
 
@@ -225,7 +225,7 @@ class HFCheckpoint(Checkpoint):
     def _watch_sigterm(self, trainer: L.Trainer) -> None:
         """Installed at train start, after Lightning's own SIGTERM handler (which would end the run with an error
         at the next batch); Lightning restores the handlers it found when the fit ends."""
-        if self.flow.args.enable_jit_checkpoint:
+        if self.settings.enable_jit_checkpoint:
             self._sigterm = SigtermRequest()
             self._sigterm.install()
             self._jit_step = trainer.global_step
@@ -267,33 +267,33 @@ class HFCheckpoint(Checkpoint):
             The checkpoint folder.
         """
         flow, strategy = self.flow, trainer.strategy
-        args, state = flow.args, flow.state
-        writer = trainer.local_rank == 0 if args.save_on_each_node else trainer.is_global_zero
-        final = folder.checkpoint_dir(args.output_dir, state.global_step)
+        settings, state = self.settings, flow.state
+        writer = trainer.local_rank == 0 if settings.save_on_each_node else trainer.is_global_zero
+        final = folder.checkpoint_dir(settings.output_dir, state.global_step)
         staging = folder.staging_dir(final)
         if writer:
             folder.start_staging(final)
         strategy.barrier("hf_checkpoint_staging")
         weights = strategy.lightning_module_state_dict()  # a collective under sharded strategies: every rank
-        with_state = not args.save_only_model and bool(trainer.optimizers)
+        with_state = not settings.save_only_model and bool(trainer.optimizers)
         optimizer_state = strategy.optimizer_state(trainer.optimizers[0]) if with_state else None
-        self._update_best(args, state)
+        self._update_best(settings, state)
         if with_state:
             folder.save_rng_state(staging, trainer.global_rank, trainer.world_size)
         strategy.barrier("hf_checkpoint_rng")
         if writer:
             self._write_folder(trainer, staging, weights, optimizer_state)
             folder.publish(staging, final)
-            folder.rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint)
+            folder.rotate(settings.output_dir, settings.save_total_limit, state.best_model_checkpoint)
         strategy.barrier("hf_checkpoint_saved")
         self._saved_step = state.global_step
         return final
 
     @staticmethod
-    def _update_best(args: Any, state: TrainerState) -> None:
+    def _update_best(settings: CheckpointSettings, state: TrainerState) -> None:
         # transformers' _save_checkpoint: best_model_checkpoint names a folder that exists (or is being written).
-        if args.save_strategy in ("steps", "epoch", "best") and state.best_global_step:
-            best = folder.checkpoint_dir(args.output_dir, state.best_global_step)
+        if settings.tracks_best_checkpoint and state.best_global_step:
+            best = folder.checkpoint_dir(settings.output_dir, state.best_global_step)
             if state.best_global_step == state.global_step or os.path.exists(best):
                 state.best_model_checkpoint = best
 
@@ -321,14 +321,14 @@ class HFCheckpoint(Checkpoint):
 
         `HFFlow` calls it after the final log and before ``on_train_end``, where transformers does it.
         """
-        args, state = self.flow.args, self.flow.state
+        settings, state = self.settings, self.flow.state
         best = state.best_model_checkpoint
-        if args.load_best_model_at_end and best is not None:
+        if settings.load_best_model_at_end and best is not None:
             log.info(f"Loading best model from {best} (score: {state.best_metric}).")
             resuming.load_model_weights(trainer, best)
-        writer = trainer.local_rank == 0 if args.save_on_each_node else trainer.is_global_zero
-        if writer and best is not None and args.save_total_limit == 1 and os.path.isdir(best):
-            folder.keep_only_best(args.output_dir, best)
+        writer = trainer.local_rank == 0 if settings.save_on_each_node else trainer.is_global_zero
+        if writer and best is not None and settings.save_total_limit == 1 and os.path.isdir(best):
+            folder.keep_only_best(settings.output_dir, best)
         trainer.strategy.barrier("hf_checkpoint_end")
 
 

@@ -60,9 +60,9 @@ class HFEarlyStopping(Callback):
             flow.add_callback(EarlyStoppingCallback(self.early_stopping_patience, self.early_stopping_threshold))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After every setup (HFCheckpoint copies metric_for_best_model into the flow's arguments there).
-        args = self._flow.args if self._flow is not None else None
-        if args is None or args.metric_for_best_model is None or args.eval_strategy == "no":
+        # After every setup (the flow resolves the best metric from its and HFCheckpoint's settings there).
+        flow = self._flow
+        if flow is None or flow.best.name is None or flow.settings.eval_strategy == "no":
             raise ValueError(
                 "HFEarlyStopping needs an evaluation schedule and a metric: set eval_strategy ('steps' or 'epoch') on "
                 "HFFlow and metric_for_best_model on HFFlow or HFCheckpoint."

@@ -1,7 +1,7 @@
 """The records HFFlow keeps, as transformers.Trainer keeps them: log records (``Trainer.log``), the running training
 loss with HF's NaN / inf filter, floating-point operations (``store_flos``) and the best metric
-(``_determine_best_metric``). A mixin of `HFFlow`, which owns the state these methods read and write (``args``,
-``state``, ``handler`` and the loss accumulators).
+(``_determine_best_metric``). A mixin of `HFFlow`, which owns the state these methods read and write (``settings``,
+``best``, ``state``, ``handler`` and the loss accumulators).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import TrainerMemoryTracker, speed_metrics
 from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
+
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
 
@@ -55,7 +57,9 @@ class MemoryTracker(TrainerMemoryTracker):
 class FlowRecords:
     """HF's logging and best-metric bookkeeping; mixed into `HFFlow` (which provides ``event``)."""
 
-    args: Any
+    settings: FlowSettings
+    checkpoint_settings: CheckpointSettings
+    best: BestMetric
     state: Any
     log_override: Any
     _log_trainer: L.Trainer | None
@@ -85,7 +89,7 @@ class FlowRecords:
         trainer = trainer if trainer is not None else self._log_trainer
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
-        if self.args.include_num_input_tokens_seen != "no":
+        if self.settings.include_num_input_tokens_seen != "no":
             logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
             if start_time is not None:
                 tokens = self.state.num_input_tokens_seen - self._initial_tokens
@@ -105,7 +109,7 @@ class FlowRecords:
         step_loss = step_loss.detach().float()
         if self._tr_loss is None:
             self._tr_loss = torch.zeros((), device=step_loss.device)
-        if self.args.logging_nan_inf_filter:
+        if self.settings.logging_nan_inf_filter:
             # HF: a non-finite step adds the mean of the steps since the last log (no host sync here).
             fallback = self._tr_loss / (1 + self.state.global_step - 1 - self._last_logged)
             step_loss = torch.where(torch.isfinite(step_loss), step_loss, fallback)
@@ -138,24 +142,21 @@ class FlowRecords:
 
     def determine_best_metric(self, metrics: dict[str, float]) -> bool:
         """HF's ``_determine_best_metric``: updates best_metric / best_global_step; True on a new best."""
-        name = self.args.metric_for_best_model
-        if name is None:
+        name, key = self.best.name, self.best.key
+        if key is None:
             return False
-        key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
             raise KeyError(
                 f"metric_for_best_model='{name}' is not among the evaluation metrics {sorted(metrics)}. "
                 f"Choose one of them (without the 'eval_' prefix) or add it to compute_metrics / model.metrics."
             )
-        greater = self.args.greater_is_better
-        if greater is None:
-            greater = not key.endswith("loss")
+        greater = self.best.greater_is_better
         better = np.greater if greater else np.less
         if self.state.best_metric is None:
             self.state.best_metric = float("-inf") if greater else float("inf")
         if better(metrics[key], self.state.best_metric):
             self.state.best_metric = metrics[key]
-            if self.args.save_strategy in ("steps", "epoch", "best"):
+            if self.checkpoint_settings.tracks_best_checkpoint:
                 self.state.best_global_step = self.state.global_step
             return True
         return False
@@ -166,7 +167,7 @@ class FlowRecords:
         scheduler = getattr(pl_module, "metric_scheduler", None)
         if scheduler is None:
             return
-        name = self.args.metric_for_best_model or "loss"
+        name = self.best.name or "loss"
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
             raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not found in "

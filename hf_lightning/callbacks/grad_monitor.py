@@ -146,7 +146,7 @@ class GradientMonitor(Callback):
             from hf_lightning.callbacks.hf_flow import find_flow
 
             flow = find_flow(trainer)
-            use_flow = flow is not None and flow.args.logging_strategy == "steps" and flow.state.logging_steps
+            use_flow = flow is not None and flow.settings.logging_strategy == "steps" and flow.state.logging_steps
             every = int(flow.state.logging_steps) if use_flow else trainer.log_every_n_steps
         return step % max(every, 1) == 0
 

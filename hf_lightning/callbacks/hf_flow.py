@@ -38,10 +38,13 @@ from transformers.trainer_utils import speed_metrics
 from transformers.utils import logging as hf_logging
 
 from hf_lightning import lightning_internals as internals
+from hf_lightning.args import callback_arguments
 from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 from hf_lightning.optim import trainer_scheduler
+from hf_lightning.callbacks.contracts import CheckpointSaver
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 
 class HFFlow(FlowRecords, Callback):
@@ -60,6 +63,8 @@ class HFFlow(FlowRecords, Callback):
         greater_is_better: Whether a larger metric is better (default: not a ``*loss`` metric).
         include_num_input_tokens_seen: ``no``, ``all`` / True, or ``non_padding``: count input tokens as HF does.
         log_level: Log level of the main process (HF's ``log_level``).
+        log_level_replica: Log level of the other processes (HF's ``log_level_replica``).
+        log_on_each_node: With several nodes, whether each node's first process counts as a main one for logging.
         report_to: Kept on ``args`` for TrainerCallbacks that read it; in the CLI the loggers are ``trainer.logger``.
         run_name: Run name, on ``args`` for TrainerCallbacks.
         logging_dir: TensorBoard folder of the HF-style Trainer; in the CLI the logger's ``save_dir`` decides.
@@ -68,10 +73,16 @@ class HFFlow(FlowRecords, Callback):
         torch_empty_cache_steps: Free the accelerator's memory cache every N optimizer steps (before the backward
             pass, as transformers), trading speed for a lower peak.
         callbacks: ``transformers.TrainerCallback`` instances or classes to run.
-        args: A full ``TrainingArguments`` (the HF-style Trainer passes its own); overrides the fields above.
+        args: The ``TrainingArguments`` the TrainerCallbacks see (the HF-style Trainer passes its own); the settings
+            above are then read from it.
         handler: An existing ``CallbackHandler`` to drive (the HF-style Trainer's); ``callbacks`` are added to it.
         control_validation: Whether this callback decides when Lightning validates. Default: when eval_strategy is not
             ``no`` (otherwise Lightning's own ``val_check_interval`` schedule applies).
+        settings: All the settings above as one `FlowSettings` (what ``translate(args).flow`` gives); replaces them.
+
+    Each setting is read from ``self.settings``; the ``TrainingArguments`` that transformers' callbacks receive
+    (``self.args``) is ``args`` or, in the Lightning door, built once per fit from this callback's and the
+    checkpoint callback's settings (`hf_lightning.args.callback_arguments`), and never changed.
     """
 
     def __init__(
@@ -88,6 +99,8 @@ class HFFlow(FlowRecords, Callback):
         greater_is_better: bool | None = None,
         include_num_input_tokens_seen: str | bool = "no",
         log_level: str = "passive",
+        log_level_replica: str = "warning",
+        log_on_each_node: bool = True,
         report_to: str | list[str] | None = None,
         run_name: str | None = None,
         logging_dir: str | None = None,
@@ -97,22 +110,24 @@ class HFFlow(FlowRecords, Callback):
         args: TrainingArguments | None = None,
         handler: CallbackHandler | None = None,
         control_validation: bool | None = None,
+        settings: FlowSettings | None = None,
     ) -> None:
         super().__init__()
-        if args is None:
-            from hf_lightning.args import TrainingArguments as Arguments  # adds logging_dir
-
-            args = Arguments(
-                output_dir="hf_lightning_output", report_to=report_to or [], logging_strategy=logging_strategy,
-                include_num_input_tokens_seen=include_num_input_tokens_seen, log_level=log_level, run_name=run_name,
-                logging_dir=logging_dir, skip_memory_metrics=skip_memory_metrics,
-                torch_empty_cache_steps=torch_empty_cache_steps,
-                logging_steps=logging_steps, logging_first_step=logging_first_step,
+        if settings is None:
+            settings = FlowSettings.from_args(args) if args is not None else FlowSettings(
+                logging_strategy=logging_strategy, logging_steps=logging_steps, logging_first_step=logging_first_step,
                 logging_nan_inf_filter=logging_nan_inf_filter, eval_strategy=eval_strategy, eval_steps=eval_steps,
                 eval_delay=eval_delay, eval_on_start=eval_on_start, metric_for_best_model=metric_for_best_model,
-                greater_is_better=greater_is_better,
+                greater_is_better=greater_is_better, include_num_input_tokens_seen=include_num_input_tokens_seen,
+                log_level=log_level, log_level_replica=log_level_replica, log_on_each_node=log_on_each_node,
+                report_to=report_to, run_name=run_name, logging_dir=logging_dir,
+                skip_memory_metrics=skip_memory_metrics, torch_empty_cache_steps=torch_empty_cache_steps,
             )
-        self.args = args
+        self.settings = settings
+        self._given_args = args
+        self._args: TrainingArguments | None = args
+        self.best = BestMetric.resolve(settings, CheckpointSettings())
+        self.checkpoint_settings = CheckpointSettings()
         self.state = TrainerState()
         self.control = TrainerControl()
         self._init_end_pending = handler is None  # the HF-style Trainer fires on_init_end itself
@@ -123,7 +138,7 @@ class HFFlow(FlowRecords, Callback):
         self.handler = handler
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
         self._log_trainer: L.Trainer | None = None
-        self.control_validation = args.eval_strategy != "no" if control_validation is None else control_validation
+        self.control_validation = settings.eval_strategy != "no" if control_validation is None else control_validation
         self._tr_loss: torch.Tensor | None = None
         self._total_loss = 0.0
         self._last_logged = 0
@@ -139,9 +154,28 @@ class HFFlow(FlowRecords, Callback):
         self._initial_tokens = 0
         self.last_eval_metrics: dict[str, float] = {}
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
-        self.memory_tracker = MemoryTracker(args.skip_memory_metrics)
+        self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
 
     # ----------------------------------------------------------------------------------------------- helpers
+    @property
+    def args(self) -> TrainingArguments:
+        """The ``TrainingArguments`` transformers' callbacks receive (read-only; see the class docstring)."""
+        if self._args is None:
+            self._args = callback_arguments(self.settings, self.checkpoint_settings)
+        return self._args
+
+    def prepare(self, trainer: L.Trainer) -> None:
+        """Resolves, once per fit, what this callback shares with the trainer's checkpoint saver: the best metric and
+        the ``TrainingArguments`` transformers' callbacks see. Called by this callback's and the saver's ``setup``."""
+        saver = find_saver(trainer)
+        if saver is not None:
+            if self._given_args is not None:
+                saver.inherit(self._given_args)
+            self.checkpoint_settings = saver.settings
+        self.best = BestMetric.resolve(self.settings, self.checkpoint_settings)
+        self._args = callback_arguments(self.settings, self.checkpoint_settings, base=self._given_args,
+                                        overrides=saver.given_settings if saver is not None else None)
+
     def event(self, name: str, **kwargs: Any) -> None:
         """Calls ``CallbackHandler.<name>`` with HF's arguments and keeps the returned control."""
         self.control = getattr(self.handler, name)(self.args, self.state, self.control, **kwargs)
@@ -155,9 +189,10 @@ class HFFlow(FlowRecords, Callback):
             from hf_lightning.strategies import synchronize_exit
 
             synchronize_exit()
+        self.prepare(trainer)
         if self._init_end_pending:  # the CLI: this callback applies log_level (the HF-style Trainer did already)
-            main = trainer.local_rank == 0 if self.args.log_on_each_node else trainer.is_global_zero
-            hf_logging.set_verbosity(process_log_level(self.args, main))
+            main = trainer.local_rank == 0 if self.settings.log_on_each_node else trainer.is_global_zero
+            hf_logging.set_verbosity(process_log_level(self.settings, main))
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
         if self._init_end_pending:
@@ -200,7 +235,7 @@ class HFFlow(FlowRecords, Callback):
         self._seen_step = trainer.global_step
         self._last_logged = state.global_step
         self.event("on_train_begin")
-        if self.args.eval_on_start:
+        if self.settings.eval_on_start:
             self._evaluate(trainer)
         if internals.restarted_mid_epoch(trainer):  # a resume inside an epoch: Lightning skips on_train_epoch_start
             self.on_train_epoch_start(trainer, pl_module)
@@ -214,7 +249,7 @@ class HFFlow(FlowRecords, Callback):
         before = self._validations
         internals.validate_now(trainer)
         if self._validations == before:
-            strategy = getattr(self.args.eval_strategy, "value", self.args.eval_strategy)
+            strategy = self.settings.eval_strategy
             raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
                              "ran no validation batch: give the data module a validation split, or eval_strategy='no'.")
         return self.last_eval_metrics
@@ -231,20 +266,20 @@ class HFFlow(FlowRecords, Callback):
                              batch_idx: int) -> None:
         if batch_idx % trainer.accumulate_grad_batches == 0:
             self.event("on_step_begin")
-        if self.args.include_num_input_tokens_seen != "no":
+        if self.settings.include_num_input_tokens_seen != "no":
             # Counted on the device per micro-batch; summed over ranks once per optimizer step (no per-batch sync).
             self._pending_tokens = self._pending_tokens + count_input_tokens(
-                split_window(batch)[0], self.args.include_num_input_tokens_seen,
+                split_window(batch)[0], self.settings.include_num_input_tokens_seen,
                 getattr(self.handler.model, "main_input_name", "input_ids"),
                 getattr(self.handler.processing_class, "pad_token_id", None))
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        steps = self.args.torch_empty_cache_steps
+        steps = self.settings.torch_empty_cache_steps
         if steps is not None and self.state.global_step % steps == 0:  # transformers' point: each micro-batch
             clear_device_cache()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if self.args.include_num_input_tokens_seen != "no":
+        if self.settings.include_num_input_tokens_seen != "no":
             pending = torch.as_tensor(self._pending_tokens, dtype=torch.int64, device=pl_module.device)
             self.state.num_input_tokens_seen += int(trainer.strategy.reduce(pending, reduce_op="sum"))
             self._pending_tokens = 0
@@ -296,10 +331,10 @@ class HFFlow(FlowRecords, Callback):
             metrics = self._evaluate(trainer)
             self._step_metric_scheduler(pl_module, metrics)
             is_new_best = self.determine_best_metric(metrics)
-            if self.args.save_strategy == "best":
+            if self.checkpoint_settings.save_strategy == "best":
                 self.control.should_save = is_new_best
         if self.control.should_save:
-            saver = next((cb for cb in trainer.callbacks if callable(getattr(cb, "save_hf_checkpoint", None))), None)
+            saver = find_saver(trainer)
             if saver is not None:
                 saver.save_hf_checkpoint(trainer, pl_module)
                 self.event("on_save")
@@ -329,7 +364,7 @@ class HFFlow(FlowRecords, Callback):
         if not self.control_validation:  # Lightning's schedule: track the best here (else `_log_evaluate_save` does)
             self._step_metric_scheduler(pl_module, metrics)
             is_new_best = self.determine_best_metric(metrics)
-            if self.args.save_strategy == "best":
+            if self.checkpoint_settings.save_strategy == "best":
                 self.control.should_save = is_new_best
 
     # ----------------------------------------------------------------------------------------------- end
@@ -347,10 +382,9 @@ class HFFlow(FlowRecords, Callback):
         # The same dict, as transformers logs it: log() adds `epoch`, and a PrinterCallback pops `total_flos`, in the
         # metrics that train() returns too (so their keys follow the installed transformers').
         self.write_log(metrics, trainer)
-        for callback in trainer.callbacks:  # HF loads the best model (HFCheckpoint) before on_train_end
-            finish = getattr(callback, "finish_hf_training", None)
-            if callable(finish):
-                finish(trainer, pl_module)
+        saver = find_saver(trainer)
+        if saver is not None:  # HF loads the best model (HFCheckpoint) before on_train_end
+            saver.finish_hf_training(trainer, pl_module)
         self.event("on_train_end")
         if self._step_hook is not None:
             self._step_hook.remove()
@@ -360,6 +394,11 @@ class HFFlow(FlowRecords, Callback):
 def find_flow(trainer: L.Trainer) -> HFFlow | None:
     """The trainer's HFFlow callback, if any."""
     return next((cb for cb in trainer.callbacks if isinstance(cb, HFFlow)), None)
+
+
+def find_saver(trainer: L.Trainer) -> CheckpointSaver | None:
+    """The trainer's checkpoint saver (`HFCheckpoint`, or any callback meeting `CheckpointSaver`), if any."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, CheckpointSaver)), None)
 
 
 def wrap_trainer_callbacks(callbacks: Iterable[Any], args: TrainingArguments | None = None) -> HFFlow:
@@ -384,4 +423,4 @@ def wrap_trainer_callbacks(callbacks: Iterable[Any], args: TrainingArguments | N
     return HFFlow(args=args, callbacks=callbacks)
 
 
-__all__ = ["HFFlow", "TrainerCallback", "find_flow", "wrap_trainer_callbacks"]
+__all__ = ["HFFlow", "TrainerCallback", "find_flow", "find_saver", "wrap_trainer_callbacks"]

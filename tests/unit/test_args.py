@@ -23,11 +23,13 @@ from hf_lightning.args import (
     Seq2SeqTrainingArguments,
     TrainingArguments,
     TranslatedArgs,
+    callback_arguments,
     ensure_args,
     legacy_table_markdown,
     migration_table_markdown,
     translate,
 )
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -365,6 +367,42 @@ def test_contract_callbacks_accept_their_routes(name: str) -> None:
     _contract(getattr(hf_lightning.callbacks, name), f"callback:{name}", [*HF_FIELDS, "logging_dir"])
 
 
+@pytest.mark.parametrize(("target", "settings_type", "component"), [
+    (table.LOGGING, FlowSettings, "HFFlow"), (table.CHECKPOINT, CheckpointSettings, "HFCheckpoint")])
+def test_settings_types_are_the_table(target: str, settings_type: type, component: str) -> None:
+    """The table is what the code uses: a callback's settings type has exactly the fields routed to it, and the
+    callback takes each as a keyword (for yaml) with transformers' default."""
+    routed = {r.name or f for f in [*HF_FIELDS, "logging_dir"] for r in table.routes_for(f) if r.target == target}
+    assert {f.name for f in dataclasses.fields(settings_type)} == routed
+    hf_defaults = {f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments)}
+    for f in dataclasses.fields(settings_type):
+        if f.name in hf_defaults and f.name not in ("output_dir", "report_to"):
+            assert f.default == hf_defaults[f.name], f.name
+    params = inspect.signature(getattr(hf_lightning.callbacks, component).__init__).parameters
+    assert routed <= set(params) and "settings" in params
+
+
+def test_components_take_the_translation_and_never_build_arguments(tmp_path: Path) -> None:
+    """The HF-style Trainer hands each callback its translated settings and its own arguments, unchanged: what
+    transformers' callbacks see is the user's object, and the callbacks read only their settings."""
+    args = TrainingArguments(output_dir=str(tmp_path), save_steps=7, logging_steps=3, report_to="none")
+    out = translate(args)
+    flow = hf_lightning.callbacks.HFFlow(settings=out.flow, args=args)
+    checkpoint = hf_lightning.callbacks.HFCheckpoint(settings=out.checkpoint)
+    assert flow.args is args and flow.settings.logging_steps == 3 and checkpoint.settings.save_steps == 7
+    # The Lightning door: the arguments are built from the two settings, and transformers validates the combination.
+    built = callback_arguments(FlowSettings(eval_strategy="steps", eval_steps=5),
+                               CheckpointSettings(save_steps=10, load_best_model_at_end=True))
+    assert (built.save_steps, built.eval_steps, built.metric_for_best_model, built.greater_is_better) == \
+        (10, 5, "loss", False)
+    with pytest.raises(ValueError, match="round multiple of the evaluation steps"):
+        callback_arguments(FlowSettings(eval_strategy="steps", eval_steps=4),
+                           CheckpointSettings(save_steps=10, load_best_model_at_end=True))
+    with pytest.raises(ValueError, match="set it in one place"):
+        BestMetric.resolve(FlowSettings(metric_for_best_model="loss"), CheckpointSettings(metric_for_best_model="f1"))
+    assert BestMetric.resolve(FlowSettings(), CheckpointSettings(metric_for_best_model="f1")) == BestMetric("f1", True)
+
+
 # ------------------------------------------------------------------------------------------------ translate
 def _plain_values(section: dict) -> bool:
     return not any(isinstance(v, Enum) or (isinstance(v, list) and any(isinstance(x, Enum) for x in v))
@@ -374,12 +412,14 @@ def _plain_values(section: dict) -> bool:
 def test_translate_defaults_routes_every_field() -> None:
     args = TrainingArguments(output_dir="out")
     out = translate(args)
-    assert isinstance(out, TranslatedArgs) and set(out.callbacks) == {"HFCheckpoint", "HFFlow"}
+    assert isinstance(out, TranslatedArgs)
+    sections = {table.MODULE: out.module, table.DATAMODULE: out.datamodule, table.TRAINER: out.trainer,
+                table.LOGGING: out.flow.as_dict(), table.CHECKPOINT: out.checkpoint.as_dict()}
     for name in HF_FIELDS + ["logging_dir"]:
         for route in table.routes_for(name):
-            if route.target != table.UNSUPPORTED:
-                assert (route.name or name) in out.section(route.target), name
-    for section in (out.module, out.datamodule, out.trainer, out.strategy, out.facade, *out.callbacks.values()):
+            if route.target in sections:
+                assert (route.name or name) in sections[route.target], name
+    for section in sections.values():
         assert _plain_values(section)
     assert out.trainer == {"default_root_dir": "out", "max_steps": -1, "accumulate_grad_batches": 1,
                            "precision": "32-true", "enable_progress_bar": not args.disable_tqdm,
@@ -387,10 +427,9 @@ def test_translate_defaults_routes_every_field() -> None:
     assert out.module["optim"] == "adamw_torch_fused" and out.module["lr_scheduler_type"] == "linear"
     assert out.module["warmup_steps"] == 0 and out.module["gradient_checkpointing"] is False
     assert out.datamodule["batch_size"] == out.datamodule["eval_batch_size"] == 8
-    assert out.datamodule["sampling_strategy"] == "random" and out.datamodule["seed"] == out.facade["seed"] == 42
-    assert out.callbacks["HFCheckpoint"]["output_dir"] == "out"
-    assert out.callbacks["HFFlow"]["report_to"] == [] and out.callbacks["HFFlow"]["logging_dir"] is None
-    assert out.strategy["accelerator_config"]["even_batches"] is True and out.extra == {}
+    assert out.datamodule["sampling_strategy"] == "random" and out.datamodule["seed"] == 42
+    assert out.checkpoint.output_dir == "out" and out.checkpoint == CheckpointSettings(output_dir="out")
+    assert out.flow.report_to == [] and out.flow.logging_dir is None and out.extra == {}
 
 
 def test_translate_realistic_fine_tuning_config() -> None:
@@ -413,13 +452,13 @@ def test_translate_realistic_fine_tuning_config() -> None:
                                            "sampling_strategy", "pin_memory")} == {
         "batch_size": 16, "eval_batch_size": 32, "num_workers": 2, "seed": 1, "data_seed": 2,
         "sampling_strategy": "group_by_length", "pin_memory": False}
-    ckpt, log = out.callbacks["HFCheckpoint"], out.callbacks["HFFlow"]
-    assert (ckpt["save_strategy"], ckpt["save_steps"], ckpt["save_total_limit"]) == ("steps", 100, 2)
-    assert (ckpt["load_best_model_at_end"], ckpt["metric_for_best_model"], ckpt["greater_is_better"]) == (
+    ckpt, log = out.checkpoint, out.flow
+    assert (ckpt.save_strategy, ckpt.save_steps, ckpt.save_total_limit) == ("steps", 100, 2)
+    assert (ckpt.load_best_model_at_end, ckpt.metric_for_best_model, ckpt.greater_is_better) == (
         True, "accuracy", True)
-    assert (log["eval_strategy"], log["eval_steps"], log["logging_steps"]) == ("steps", 50, 10)
-    assert log["report_to"] == ["tensorboard"] and log["include_num_input_tokens_seen"] == "all"
-    assert out.facade["full_determinism"] is True and out.facade["do_eval"] is True
+    assert (log.eval_strategy, log.eval_steps, log.logging_steps) == ("steps", 50, 10)
+    assert log.report_to == ["tensorboard"] and log.include_num_input_tokens_seen == "all"
+    assert BestMetric.resolve(log, ckpt) == BestMetric("accuracy", True)
 
 
 @pytest.mark.parametrize("kwargs, key, expected", [
