@@ -473,10 +473,10 @@ def test_translate_conversions(kwargs: dict, key: str, expected: object) -> None
 
 def test_translate_logging_dir_falls_back_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "~/tb")
-    assert translate(TrainingArguments()).callbacks["HFFlow"]["logging_dir"] == os.path.expanduser("~/tb")
+    assert translate(TrainingArguments()).flow.logging_dir == os.path.expanduser("~/tb")
     with pytest.warns(FutureWarning):
         args = TrainingArguments(logging_dir="mine")
-    assert translate(args).callbacks["HFFlow"]["logging_dir"] == "mine"
+    assert translate(args).flow.logging_dir == "mine"
 
 
 def test_translate_seq2seq_transformers_args_and_subclass_fields() -> None:
