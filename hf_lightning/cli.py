@@ -17,6 +17,7 @@ from transformers.trainer_pt_utils import log_metrics, save_metrics
 
 from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.modules.base import HFModule
+from hf_lightning.modules.records import eval_metrics
 
 ENV_PREFIX = "HFL"
 
@@ -92,10 +93,10 @@ class HFLightningCLI(LightningCLI):
             print(f"Saved the trained model in HF format to {path}")
 
     def after_validate(self) -> None:
-        self.save_results(self.results_dir(), "eval", dict(getattr(self.model, "eval_results", None) or {}))
+        self.save_results(self.results_dir(), "eval", eval_metrics(self.model))
 
     def after_test(self) -> None:
-        self.save_results(self.results_dir(), "test", dict(getattr(self.model, "eval_results", None) or {}))
+        self.save_results(self.results_dir(), "test", eval_metrics(self.model))
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -146,7 +146,7 @@ class FacadeModule(HFModule):
         if "training_step" not in facade.overridden:
             return super().training_step(batch, batch_idx)
         inputs, window = split_window(batch)
-        self.current_flos += self.floating_point_ops(inputs)
+        self.step_record.flos += self.floating_point_ops(inputs)
         self._context, self.deferred_loss = (window, batch_idx), None
         num_items = None
         if window is not None and window.num_items is not None:

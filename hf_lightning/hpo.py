@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import BestRun, default_compute_objective, default_hp_space_optuna
 
+from hf_lightning.modules.records import eval_metrics
+
 if TYPE_CHECKING:
     from hf_lightning.trainer import Trainer
 
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> BestRun:
         for field_name, spec in space.items():
             args += [f"--{field_name}", str(_suggest(trial, field_name, spec))]
         cli = cli_main(args)
-        metrics = dict(getattr(cli.model, "eval_results", {}))
+        metrics = eval_metrics(cli.model)
         if known.metric not in metrics:
             raise KeyError(f"--metric {known.metric} is not among the evaluation metrics {sorted(metrics)}.")
         return metrics[known.metric]

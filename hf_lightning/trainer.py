@@ -28,6 +28,7 @@ from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, 
 from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
 from transformers.utils import logging as hf_logging
 
+from hf_lightning import progress
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level
@@ -231,13 +232,12 @@ class Trainer(TrainerMethods):
                 from hf_lightning.strategies import launch_layout
 
                 devices, nodes = launch_layout()
-                n = len(self.train_dataset)
-                size = self._train_batch_size * devices * nodes
-                batches = n // size if args.dataloader_drop_last else math.ceil(n / size)
+                batches = progress.batches_per_epoch(len(self.train_dataset), self._train_batch_size * devices * nodes,
+                                                     args.dataloader_drop_last)
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
-        updates = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
-        return math.ceil(args.num_train_epochs * updates), math.ceil(args.num_train_epochs)
+        updates = progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
+        return progress.total_updates(args.num_train_epochs, updates), math.ceil(args.num_train_epochs)
 
     def _lightning_trainer(self, callbacks: list[Any], **overrides: Any) -> L.Trainer:
         kwargs = dict(self.translated.trainer)
@@ -367,7 +367,7 @@ class Trainer(TrainerMethods):
         datamodule, trainer = self._evaluation_parts(dataset, stage, module)
         if stage == "validate":
             trainer.validate(module, datamodule=datamodule, verbose=False)
-            return dict(module.eval_results)
+            return module.eval_record.metrics
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
         return module.prediction_output
 

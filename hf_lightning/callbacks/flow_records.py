@@ -19,6 +19,7 @@ from transformers.trainer_utils import TrainerMemoryTracker, speed_metrics
 from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
 
+from hf_lightning.modules.records import step_record
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
@@ -103,7 +104,8 @@ class FlowRecords:
         self.event("on_log", logs=logs)
 
     def _add_step_loss(self, pl_module: L.LightningModule) -> None:
-        step_loss = getattr(pl_module, "step_loss", None)
+        record = step_record(pl_module)
+        step_loss = record.loss if record is not None else None
         if step_loss is None:
             return
         step_loss = step_loss.detach().float()
@@ -120,12 +122,11 @@ class FlowRecords:
         total = float(trainer.strategy.reduce(tr_loss, reduce_op="mean"))
         self._tr_loss = torch.zeros_like(tr_loss)
         logs = {"loss": total / (self.state.global_step - self._last_logged)}
-        grad_norm = getattr(pl_module, "last_grad_norm", None)
-        if grad_norm is not None:
-            logs["grad_norm"] = float(grad_norm)
-        lr = getattr(pl_module, "last_learning_rate", None)
-        if lr is not None:
-            logs["learning_rate"] = lr
+        record = step_record(pl_module)
+        if record is not None and record.grad_norm is not None:
+            logs["grad_norm"] = float(record.grad_norm)
+        if record is not None and record.learning_rate is not None:
+            logs["learning_rate"] = record.learning_rate
         self._total_loss += total
         self._last_logged = self.state.global_step
         self.store_flos(trainer, pl_module)
@@ -133,12 +134,11 @@ class FlowRecords:
 
     def store_flos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """HF's ``store_flos``: moves the module's flos count (summed over ranks) into ``state.total_flos``."""
-        current = float(getattr(pl_module, "current_flos", 0.0))
+        record = step_record(pl_module)
+        current = record.take_flos() if record is not None else 0.0
         if trainer.world_size > 1:
             current = float(trainer.strategy.reduce(torch.tensor(current, device=pl_module.device), reduce_op="sum"))
         self.state.total_flos += current
-        if hasattr(pl_module, "current_flos"):
-            pl_module.current_flos = 0.0
 
     def determine_best_metric(self, metrics: dict[str, float]) -> bool:
         """HF's ``_determine_best_metric``: updates best_metric / best_global_step; True on a new best."""

@@ -26,6 +26,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import grad_norm
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from hf_lightning.modules.records import step_record
+
 NonFinitePolicy = Literal["warn", "skip_step", "stop"]
 
 
@@ -90,7 +92,8 @@ class GradientMonitor(Callback):
             return
         step = trainer.global_step + 1
         total = torch.nn.utils.get_total_norm(grads, self.norm_type)
-        loss = getattr(pl_module, "step_loss", None)
+        record = step_record(pl_module)
+        loss = record.loss if record is not None else None
         checked = torch.stack([total.float(), loss.detach().float().to(total.device)]) if loss is not None else total
         # One host sync per step: the decision must be known before the optimizer steps.
         values = torch.atleast_1d(checked).tolist()

@@ -38,12 +38,14 @@ from transformers.trainer_utils import speed_metrics
 from transformers.utils import logging as hf_logging
 
 from hf_lightning import lightning_internals as internals
+from hf_lightning import progress
 from hf_lightning.args import callback_arguments
 from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.callbacks.contracts import CheckpointSaver
+from hf_lightning.modules.records import ReportsEvaluations
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 
@@ -211,8 +213,8 @@ class HFFlow(FlowRecords, Callback):
         elif trainer.max_epochs and trainer.max_epochs > 0:
             state.num_train_epochs = trainer.max_epochs
         else:
-            per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
-            state.num_train_epochs = math.ceil(max_steps / per_epoch)
+            updates = progress.updates_per_epoch(int(trainer.num_training_batches), trainer.accumulate_grad_batches)
+            state.num_train_epochs = progress.epochs_for(max_steps, updates)
         state.compute_steps(self.args, max_steps)  # transformers' own: ratios of max_steps, None left at default
         state.train_batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
         state.is_local_process_zero = trainer.local_rank == 0
@@ -354,7 +356,7 @@ class HFFlow(FlowRecords, Callback):
         metrics: dict[str, float] = {}
         # As HF's `evaluate`: per evaluation set (one, or each of a dict of sets) a log record and on_evaluate; the
         # metrics passed on gain `epoch`; the best metric is then chosen from all sets' metrics together.
-        sets = getattr(pl_module, "eval_set_results", None) or [dict(getattr(pl_module, "eval_results", {}))]
+        sets = pl_module.eval_record.per_set if isinstance(pl_module, ReportsEvaluations) else [{}]
         for set_metrics in sets:
             self.write_log(set_metrics, trainer)
             self.event("on_evaluate", metrics=set_metrics)

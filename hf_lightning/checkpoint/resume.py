@@ -28,6 +28,7 @@ from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.utils import logging as hf_logging
 
 from hf_lightning import lightning_internals as internals
+from hf_lightning import progress
 from hf_lightning.checkpoint import folder as ckpt_folder
 from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
@@ -66,11 +67,7 @@ def resume_point(global_step: int, num_batches: float, accumulate: int, ignore_d
         accumulate: Gradient-accumulation steps.
         ignore_data_skip: Start the epoch from its first batch instead of skipping the ones already seen.
     """
-    if math.isinf(num_batches):  # transformers: one endless "epoch" of max_steps updates
-        epoch, steps = 0, global_step
-    else:
-        per_epoch = max(math.ceil(num_batches / accumulate), 1)
-        epoch, steps = divmod(global_step, per_epoch)
+    epoch, steps = progress.position(global_step, num_batches, accumulate)
     if ignore_data_skip:
         steps = 0
     return ResumePoint(global_step, epoch, steps * accumulate, steps)

@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from hf_lightning import progress
+
 #: Key under which `TrainLoader` stores the `WindowInfo` of a dict batch (popped by the module before the forward).
 WINDOW_KEY = "_hfl_window"
 
@@ -110,8 +112,7 @@ class HFBatchSampler(Sampler[list[int]]):
                 yield mine
 
     def __len__(self) -> int:
-        n, size = len(self.sampler), self.batch_size * self.num_replicas
-        return n // size if self.drop_last else math.ceil(n / size)
+        return progress.batches_per_epoch(len(self.sampler), self.batch_size * self.num_replicas, self.drop_last)
 
 
 def count_label_items(batch: Any, shift_labels: bool = False) -> int | None:

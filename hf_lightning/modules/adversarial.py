@@ -9,10 +9,10 @@ Per micro-batch (the hot path of `AdversarialModule.training_step`, top to botto
 3. the loss on the perturbed embeddings is back-propagated too (its gradient adds to the clean one);
 4. the embeddings are restored exactly (from a copy);
 5. at the end of each accumulation window: ``optimizer.step()`` (Lightning's precision plugin unscales fp16 gradients,
-   then calls ``on_before_optimizer_step``, where the pre-clip norm is recorded in ``last_grad_norm`` and gradients are
+   then calls ``on_before_optimizer_step``, where the pre-clip norm is recorded in ``step_record.grad_norm`` and gradients are
    clipped to ``max_grad_norm`` by `hf_lightning.strategies.clip_grad_norm`), the scheduler's step, ``zero_grad``.
 
-``step_loss`` holds the clean loss of the window (what is logged as ``loss``), ``last_learning_rate`` the rate of the
+``step_record.loss`` holds the clean loss of the window (what is logged as ``loss``), ``step_record.learning_rate`` the rate of the
 step, so `HFFlow` logs as for `HFModule`: it counts optimizer steps by ``trainer.global_step``, which Lightning advances
 once per ``optimizer.step()`` under manual optimisation. With ``epsilon=0`` steps 2-4 are skipped and training equals
 `HFModule`'s, update for update.
@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from hf_lightning import progress
 from hf_lightning.data.loader import TrainLoader, WindowInfo, split_window
 from hf_lightning.modules.base import HFModule
 from hf_lightning.strategies import clip_grad_norm
@@ -98,7 +99,7 @@ class AdversarialModule(HFModule):
         batches = trainer.num_training_batches
         if trainer.max_epochs == -1 or not math.isfinite(batches):
             return int(estimate)  # max_steps bounds an endless run
-        steps = math.ceil(batches / self.gradient_accumulation_steps) * max(trainer.max_epochs, 1)
+        steps = progress.updates_per_epoch(int(batches), self.gradient_accumulation_steps) * max(trainer.max_epochs, 1)
         return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -123,7 +124,7 @@ class AdversarialModule(HFModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, window = split_window(batch)
         window = self._window(window, batch_idx)
-        self.current_flos += self.floating_point_ops(inputs)
+        self.step_record.flos += self.floating_point_ops(inputs)
         embeddings = self.model.get_input_embeddings().weight if self.epsilon > 0 else None
         earlier = None
         if embeddings is not None and embeddings.grad is not None:
@@ -172,7 +173,7 @@ class AdversarialModule(HFModule):
         super().on_before_optimizer_step(optimizer)
         # Lightning does not call configure_gradient_clipping under manual optimisation; this is the point where it
         # would (gradients final and unscaled, the step not yet taken).
-        self.last_grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
+        self.step_record.grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
 
 
 __all__ = ["AdversarialModule"]

@@ -23,6 +23,7 @@ from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.loading import apply_liger, load_model, uncompiled
+from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler, steps_on_metric
 
@@ -187,14 +188,11 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self.neftune_noise_alpha = neftune_noise_alpha
         self.eval_do_concat_batches = eval_do_concat_batches
         self._neftune_handle: Any = None
-        # Per-step bookkeeping read by the logging callbacks (tensors stay on the device: no per-step sync).
-        self.step_loss: torch.Tensor | None = None
-        self.last_grad_norm: torch.Tensor | None = None
-        self.last_learning_rate: float | None = None
+        #: Per-step values the logging callbacks read (tensors stay on the device: no per-step sync).
+        self.step_record = StepRecord()
         self._window_loss: torch.Tensor | None = None
         self._window_items: tuple[int, torch.Tensor] | None = None
         self._window_done = False
-        self.current_flos = 0.0  # host-side count since the last HFFlow log (HF's current_flos)
         self._flos_per_token: float | None = None
 
     @staticmethod
@@ -309,22 +307,22 @@ class HFModule(EvaluationMixin, L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, window = split_window(batch)
-        self.current_flos += self.floating_point_ops(inputs)
+        self.step_record.flos += self.floating_point_ops(inputs)
         loss = self._normalise(inputs, window, batch_idx)
         self.record_step_loss(loss.detach(), window)
         # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.
         return loss * self.trainer.accumulate_grad_batches
 
     def record_step_loss(self, loss: torch.Tensor, window: WindowInfo | None) -> None:
-        """Sums a window's normalised micro-batch losses into `step_loss` (HF's per-step ``tr_loss``)."""
+        """Sums a window's normalised micro-batch losses into ``step_record.loss`` (HF's per-step ``tr_loss``)."""
         first = window is None or window.index == 0
         self._window_loss = loss if first or self._window_loss is None else self._window_loss + loss
         if window is None or window.index == window.size - 1:
-            self.step_loss = self._window_loss
+            self.step_record.loss = self._window_loss
             self._window_done = True
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.last_learning_rate = optimizer.param_groups[0]["lr"]  # the lr this step uses (before the scheduler)
+        self.step_record.learning_rate = optimizer.param_groups[0]["lr"]  # this step's lr (before the scheduler)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
@@ -335,7 +333,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
             raise ValueError("Set model.max_grad_norm instead of trainer.gradient_clip_val (it also logs grad_norm).")
         from hf_lightning.strategies import clip_grad_norm
 
-        self.last_grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
+        self.step_record.grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """The step, then the gradients freed (``set_to_none``) as transformers' loop does right after it: Lightning
@@ -351,9 +349,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
             if bar is None or not getattr(bar, "is_enabled", True):
                 return  # without a bar, logging would only cost a host sync per step
             # Progress-bar only: HFFlow writes the HF-style records (train/loss, ...) at logging_steps.
-            self.log("loss", self.step_loss, prog_bar=True, logger=False)
-            if self.last_learning_rate is not None:
-                self.log("lr", self.last_learning_rate, prog_bar=True, logger=False)
+            record = self.step_record
+            self.log("loss", record.loss, prog_bar=True, logger=False)
+            if record.learning_rate is not None:
+                self.log("lr", record.learning_rate, prog_bar=True, logger=False)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Adds `HFFlow` (HF's logging / evaluation schedule) unless the trainer already has one."""

@@ -28,6 +28,7 @@ from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_n
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
 
 from hf_lightning.metrics import build_metrics, metric_inputs
+from hf_lightning.modules.records import EvalRecord
 
 
 def import_callable(obj: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
@@ -137,9 +138,8 @@ class EvaluationMixin:
         self.prediction_loss_only = prediction_loss_only
         self.metric_key_prefix: dict[str, str] = {"validate": "eval", "test": "test", "predict": "test"}
         self.ignore_keys: list[str] | None = None
-        self.eval_results: dict[str, float] = {}
-        #: one metrics dict per evaluation set of the last validation (several with a dict of eval sets)
-        self.eval_set_results: list[dict[str, float]] = []
+        #: the last validation / test: one metrics dict per evaluation set (several with a dict of eval sets)
+        self.eval_record = EvalRecord()
         self._finished_sets: list[dict[str, float]] = []
         self.prediction_output: PredictionOutput | None = None
         self._stage: _StageState | None = None
@@ -377,21 +377,24 @@ class EvaluationMixin:
     def on_predict_epoch_start(self) -> None:
         self._start_stage()
 
+    @property
+    def eval_results(self) -> dict[str, float]:
+        """The last validation's (or test's) metrics, all evaluation sets together (``eval_record.metrics``)."""
+        return self.eval_record.metrics
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             self._stage = None
             return
-        self.eval_set_results = self._finish_sets()
-        self.eval_results = {k: v for metrics in self.eval_set_results for k, v in metrics.items()}
+        self.eval_record = EvalRecord(self._finish_sets())
         # Inside fit: for Lightning callbacks (monitor="eval_loss"), HFFlow writes the HF-style eval/* logger records.
         # A standalone validate() logs them itself, so its result table and return value hold the metrics.
         # The keys already name their set: no "/dataloader_idx_<n>" suffix.
-        self.log_dict(self.eval_results, logger=self.trainer.state.fn != "fit", add_dataloader_idx=False)
+        self.log_dict(self.eval_record.metrics, logger=self.trainer.state.fn != "fit", add_dataloader_idx=False)
 
     def on_test_epoch_end(self) -> None:
-        self.eval_set_results = self._finish_sets()
-        self.eval_results = {k: v for metrics in self.eval_set_results for k, v in metrics.items()}
-        self.log_dict(self.eval_results, add_dataloader_idx=False)
+        self.eval_record = EvalRecord(self._finish_sets())
+        self.log_dict(self.eval_record.metrics, add_dataloader_idx=False)
 
     def on_predict_epoch_end(self) -> None:
         self._finish_sets()

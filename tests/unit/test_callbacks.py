@@ -121,7 +121,7 @@ def test_total_and_per_layer_norms_are_hf_grad_norm() -> None:
     last = flow.state.log_history[-2]  # the step-6 record (the final one is the train summary)
     assert last["step"] == 6
     assert monitor.last_norms["total"] == pytest.approx(last["grad_norm"], rel=1e-6)
-    assert monitor.last_norms["total"] == pytest.approx(float(module.last_grad_norm), rel=1e-6)
+    assert monitor.last_norms["total"] == pytest.approx(float(module.step_record.grad_norm), rel=1e-6)
     per_layer = math.hypot(monitor.last_norms["model.a"], monitor.last_norms["model.b"])
     assert per_layer == pytest.approx(monitor.last_norms["total"], rel=1e-5)
     steps = [step for step, metrics in logger.records if "grad_norm/total" in metrics]
