@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from hf_lightning.trainer import Trainer
 
 
-def _takes(fn: Any, name: str) -> bool:
+def takes_keyword(fn: Any, name: str) -> bool:
     params = inspect.signature(fn).parameters
     return name in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
 
@@ -41,9 +43,9 @@ class FacadeAccelerator:
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         module = self.facade.module
-        if module is None or module.deferred_loss is Ellipsis:
+        if module is None:
             raise RuntimeError("accelerator.backward runs inside training_step, while hf_lightning trains.")
-        module.deferred_loss = loss if module.deferred_loss is None else module.deferred_loss + loss
+        module.defer_backward(loss)
 
     def unwrap_model(self, model: Any, **kwargs: Any) -> Any:
         return model  # the HF model is never wrapped: Lightning wraps the LightningModule that holds it
@@ -111,39 +113,70 @@ class FacadeAccelerator:
             print(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class TrainerHooks:
+    """The ``transformers.Trainer`` methods a subclass overrode, resolved once per ``train()`` / evaluation as bound
+    callables (None: the default applies). `FacadeModule` and `FacadeDataModule` call these and hold no reference to
+    the Trainer.
+
+    Attributes:
+        compute_loss: ``(model, inputs, return_outputs=..., [num_items_in_batch=...])``.
+        compute_loss_takes_num_items: Whether the override accepts ``num_items_in_batch`` (the pre-5.x signature
+            does not).
+        prediction_step: ``(model, inputs, prediction_loss_only, ignore_keys=...)``.
+        training_step: ``(model, inputs, num_items_in_batch)``; it calls ``trainer.accelerator.backward(loss)``.
+        create_optimizer: ``(model) -> optimizer or None``: an override's, or the one given in ``optimizers=``; None
+            when neither (the module builds transformers' default).
+        create_scheduler: ``(num_training_steps, optimizer) -> scheduler or None``: likewise.
+        get_train_dataloader: ``() -> DataLoader``.
+        get_eval_dataloader: ``(eval_dataset or its name) -> DataLoader``.
+        get_test_dataloader: ``(test_dataset) -> DataLoader``.
+        columns_module: ``() -> HFModule``: the module whose forward decides which columns loaders keep, also before
+            ``train()``.
+    """
+
+    compute_loss: Callable[..., Any] | None = None
+    compute_loss_takes_num_items: bool = True
+    prediction_step: Callable[..., Any] | None = None
+    training_step: Callable[..., Any] | None = None
+    create_optimizer: Callable[[Any], torch.optim.Optimizer | None] | None = None
+    create_scheduler: Callable[[int, torch.optim.Optimizer], Any] | None = None
+    get_train_dataloader: Callable[[], Any] | None = None
+    get_eval_dataloader: Callable[[Any], Any] | None = None
+    get_test_dataloader: Callable[[Any], Any] | None = None
+    columns_module: Callable[[], Any] | None = None
+
+
 class FacadeModule(HFModule):
-    """HFModule whose hooks call the facade's overrides (``compute_loss``, ``prediction_step``, ...)."""
+    """HFModule whose hooks call the HF-style Trainer's overrides (``compute_loss``, ``prediction_step``, ...)."""
 
     base_compute_loss = HFModule.compute_loss
     base_prediction_step = EvaluationMixin.prediction_step
 
-    def __init__(self, facade: Trainer, **kwargs: Any) -> None:
+    def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        object.__setattr__(self, "facade", facade)  # not a submodule
+        self.hooks = hooks
         self.deferred_loss: Any = Ellipsis  # None while an overridden training_step runs, then its loss
         self._context: tuple[Any, int] | None = None
-        hook = facade.compute_loss
-        self._loss_takes_num_items = _takes(hook, "num_items_in_batch")
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        facade = self.facade
-        if "compute_loss" not in facade.overridden:
+        hooks = self.hooks
+        if hooks.compute_loss is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self._loss_takes_num_items:
-            return facade.compute_loss(model, inputs, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
-        return facade.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
+        if hooks.compute_loss_takes_num_items:
+            return hooks.compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> Any:
-        if "prediction_step" in self.facade.overridden:
-            return self.facade.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if self.hooks.prediction_step is not None:
+            return self.hooks.prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        facade = self.facade
-        if "training_step" not in facade.overridden:
+        if self.hooks.training_step is None:
             return super().training_step(batch, batch_idx)
         inputs, window = split_window(batch)
         self.step_record.flos += self.floating_point_ops(inputs)
@@ -152,7 +185,7 @@ class FacadeModule(HFModule):
         if window is not None and window.num_items is not None:
             num_items = self._window_num_items(window, batch_idx)
         try:
-            reported = facade.training_step(self.model, inputs, num_items)
+            reported = self.hooks.training_step(self.model, inputs, num_items)
         finally:
             loss, self.deferred_loss = self.deferred_loss, Ellipsis
         if loss is None:
@@ -161,37 +194,44 @@ class FacadeModule(HFModule):
         self.record_step_loss(reported.detach() if torch.is_tensor(reported) else loss.detach(), window)
         return loss * self.trainer.accumulate_grad_batches
 
+    def defer_backward(self, loss: torch.Tensor) -> None:
+        """``trainer.accelerator.backward(loss)`` inside an overridden ``training_step``: Lightning's automatic
+        optimisation runs the backward pass on what ``training_step`` returns."""
+        if self.deferred_loss is Ellipsis:
+            raise RuntimeError("accelerator.backward runs inside training_step, while hf_lightning trains.")
+        self.deferred_loss = loss if self.deferred_loss is None else self.deferred_loss + loss
+
     def facade_training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> torch.Tensor:
         """HF's default ``training_step``: the normalised loss, backward (deferred), detached loss returned."""
         window, batch_idx = self._context if self._context is not None else (None, 0)
         loss = self._normalise(inputs, window, batch_idx)
-        self.facade.accelerator.backward(loss)
+        self.defer_backward(loss)
         return loss.detach()
 
     def create_optimizer(self) -> torch.optim.Optimizer:
-        facade = self.facade
-        if "create_optimizer" in facade.overridden or facade.optimizer is not None:
-            facade.model = self.model
-            return facade.create_optimizer()
-        return super().create_optimizer()
+        hook = self.hooks.create_optimizer
+        optimizer = hook(self.model) if hook is not None else None
+        return optimizer if optimizer is not None else super().create_optimizer()
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer) -> Any:
-        facade = self.facade
-        if "create_scheduler" in facade.overridden or facade.lr_scheduler is not None:
-            return facade.create_scheduler(num_training_steps, optimizer)
-        return super().create_scheduler(num_training_steps, optimizer)
+        hook = self.hooks.create_scheduler
+        scheduler = hook(num_training_steps, optimizer) if hook is not None else None
+        return scheduler if scheduler is not None else super().create_scheduler(num_training_steps, optimizer)
 
 
 class FacadeDataModule(HFDataModule):
-    """HFDataModule whose loaders come from the facade's ``get_*_dataloader`` overrides when there are any."""
+    """HFDataModule whose loaders come from the HF-style Trainer's ``get_*_dataloader`` overrides when there are any."""
 
-    def __init__(self, facade: Trainer, **kwargs: Any) -> None:
+    def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.facade = facade
+        self.hooks = hooks
 
     def attached_module(self) -> Any:
         """The trainer's module, also before ``train()`` (loaders asked for up front drop the same columns)."""
-        return super().attached_module() or self.facade._evaluation_module()
+        module = super().attached_module()
+        if module is None and self.hooks.columns_module is not None:
+            module = self.hooks.columns_module()
+        return module
 
     def base_train_dataloader(self) -> Any:
         return self.train_loader()
@@ -200,20 +240,21 @@ class FacadeDataModule(HFDataModule):
         return self._eval_loader(role)
 
     def train_dataloader(self) -> Any:
-        if "get_train_dataloader" in self.facade.overridden:
-            return self.wrap_train_loader(self.facade.get_train_dataloader())
+        if self.hooks.get_train_dataloader is not None:
+            return self.wrap_train_loader(self.hooks.get_train_dataloader())
         return super().train_dataloader()
 
     def val_dataloader(self) -> Any:
-        if "get_eval_dataloader" in self.facade.overridden:  # as transformers: once per eval set, by name
+        get = self.hooks.get_eval_dataloader
+        if get is not None:  # as transformers: once per eval set, by name
             if self.validation_sets is not None:
-                return {name: self.facade.get_eval_dataloader(name) for name in self.validation_sets}
-            return self.facade.get_eval_dataloader(self.raw_splits().get("validation"))
+                return {name: get(name) for name in self.validation_sets}
+            return get(self.raw_splits().get("validation"))
         return super().val_dataloader()
 
     def predict_dataloader(self) -> Any:
-        if "get_test_dataloader" in self.facade.overridden:
-            return self.facade.get_test_dataloader(self.raw_splits().get("predict"))
+        if self.hooks.get_test_dataloader is not None:
+            return self.hooks.get_test_dataloader(self.raw_splits().get("predict"))
         return super().predict_dataloader()
 
 

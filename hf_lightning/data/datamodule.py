@@ -128,7 +128,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
         # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
         self.save_hyperparameters(
-            ignore=["tokenizer", "collator", "facade", "num_labels"] + ([] if isinstance(dataset, str) else ["dataset"]))
+            ignore=["tokenizer", "collator", "hooks", "num_labels"] + ([] if isinstance(dataset, str) else ["dataset"]))
         self.dataset = dataset
         self.data_files = data_files
         self.dataset_config = dataset_config

@@ -142,8 +142,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
                 f"learning_rate={learning_rate} and max_grad_norm={max_grad_norm} must be >= 0 and "
                 f"label_smoothing_factor={label_smoothing_factor} in [0, 1)."
             )
-        # Objects are not hyper-parameters (a subclass's own arguments such as the HF-style Trainer are skipped too).
-        objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "facade", "teacher"]
+        # Objects are not hyper-parameters (a subclass's own objects, such as the HF-style Trainer's hooks, are skipped too).
+        objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "hooks", "teacher"]
         self.save_hyperparameters(ignore=objects + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
         self.task = task
         self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
