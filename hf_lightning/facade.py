@@ -146,6 +146,34 @@ class TrainerHooks:
     get_test_dataloader: Callable[[Any], Any] | None = None
     columns_module: Callable[[], Any] | None = None
 
+    @classmethod
+    def of(cls, trainer: Trainer) -> TrainerHooks:
+        """The hooks of an HF-style Trainer: its class's overrides (``trainer.overridden``, found once when it was
+        built), its given optimizer / scheduler (looked up when Lightning asks for them), its evaluation module."""
+        def overridden(name: str) -> Any:
+            return getattr(trainer, name) if name in trainer.overridden else None
+
+        def given_optimizer(model: Any) -> torch.optim.Optimizer | None:
+            if "create_optimizer" not in trainer.overridden and trainer.optimizer is None:
+                return None  # transformers' default, built by the module
+            trainer.model = model
+            return trainer.create_optimizer()
+
+        def given_scheduler(num_training_steps: int, optimizer: torch.optim.Optimizer) -> Any:
+            if "create_scheduler" not in trainer.overridden and trainer.lr_scheduler is None:
+                return None
+            return trainer.create_scheduler(num_training_steps, optimizer)
+
+        return cls(
+            compute_loss=overridden("compute_loss"),
+            compute_loss_takes_num_items=takes_keyword(trainer.compute_loss, "num_items_in_batch"),
+            prediction_step=overridden("prediction_step"), training_step=overridden("training_step"),
+            create_optimizer=given_optimizer, create_scheduler=given_scheduler,
+            get_train_dataloader=overridden("get_train_dataloader"),
+            get_eval_dataloader=overridden("get_eval_dataloader"),
+            get_test_dataloader=overridden("get_test_dataloader"), columns_module=trainer._evaluation_module,
+        )
+
 
 class FacadeModule(HFModule):
     """HFModule whose hooks call the HF-style Trainer's overrides (``compute_loss``, ``prediction_step``, ...)."""

@@ -39,7 +39,6 @@ from hf_lightning.facade import (
     FacadeDataModule,
     FacadeModule,
     TrainerHooks,
-    takes_keyword,
     build_loggers,
     reporting_callbacks,
 )
@@ -195,36 +194,8 @@ class Trainer(TrainerMethods):
         accepted = set(inspect.signature(HFModule.__init__).parameters)
         return {k: v for k, v in self.translated.module.items() if k in accepted}
 
-    def _hooks(self) -> TrainerHooks:
-        """The methods this Trainer's class overrode, as the callables its module and data module call."""
-        def overridden(name: str) -> Any:
-            return getattr(self, name) if name in self.overridden else None
-
-        return TrainerHooks(
-            compute_loss=overridden("compute_loss"),
-            compute_loss_takes_num_items=takes_keyword(self.compute_loss, "num_items_in_batch"),
-            prediction_step=overridden("prediction_step"), training_step=overridden("training_step"),
-            create_optimizer=self._given_optimizer, create_scheduler=self._given_scheduler,
-            get_train_dataloader=overridden("get_train_dataloader"),
-            get_eval_dataloader=overridden("get_eval_dataloader"),
-            get_test_dataloader=overridden("get_test_dataloader"), columns_module=self._evaluation_module,
-        )
-
-    def _given_optimizer(self, model: nn.Module) -> torch.optim.Optimizer | None:
-        """The optimizer of an overridden ``create_optimizer`` or of ``optimizers=`` (None: transformers' default)."""
-        if "create_optimizer" not in self.overridden and self.optimizer is None:
-            return None
-        self.model = model
-        return self.create_optimizer()
-
-    def _given_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer) -> Any:
-        """The schedule of an overridden ``create_scheduler`` or of ``optimizers=`` (None: transformers' default)."""
-        if "create_scheduler" not in self.overridden and self.lr_scheduler is None:
-            return None
-        return self.create_scheduler(num_training_steps, optimizer)
-
     def _build_module(self) -> FacadeModule:
-        module = self.module_class(self._hooks(), model=self.model, **self._module_kwargs())
+        module = self.module_class(TrainerHooks.of(self), model=self.model, **self._module_kwargs())
         module.compute_loss_func = self.compute_loss_func
         module.compute_metrics = self.compute_metrics
         module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics
@@ -245,7 +216,7 @@ class Trainer(TrainerMethods):
             dataset.update({f"validation/{name}": ds for name, ds in named.items()})
             kwargs["validation_split"] = {name: f"validation/{name}" for name in named}
         settings = {**self.translated.datamodule, "batch_size": self._train_batch_size, **kwargs}
-        return FacadeDataModule(self._hooks(), dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
+        return FacadeDataModule(TrainerHooks.of(self), dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
                                 tokenize=False, validation_size=0.0, test_size=0.0, **settings)
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
