@@ -278,12 +278,29 @@ class HFCheckpoint(Checkpoint):
         with_state = not settings.save_only_model and bool(trainer.optimizers)
         optimizer_state = strategy.optimizer_state(trainer.optimizers[0]) if with_state else None
         self._update_best(settings, state)
-        if with_state:
-            folder.save_rng_state(staging, trainer.global_rank, trainer.world_size)
-        strategy.barrier("hf_checkpoint_rng")
+        # A write that fails (a full disk, most often; torch.save reports it as a RuntimeError) is agreed on by the
+        # ranks: none publishes, the staging folder goes, the error says why and which checkpoint to resume from.
+        failure: folder.SaveFailure | None = None
+        try:
+            if with_state:
+                folder.save_rng_state(staging, trainer.global_rank, trainer.world_size)
+        except Exception as err:
+            failure = folder.SaveFailure.of(err, staging)
+        rng_saved = strategy.reduce_boolean_decision(failure is None, all=True)  # also the barrier after the RNG
+        if writer and rng_saved:
+            try:
+                self._write_folder(trainer, staging, weights, optimizer_state)
+                folder.publish(staging, final)
+            except Exception as err:
+                failure = folder.SaveFailure.of(err, staging)
+        if not strategy.reduce_boolean_decision(rng_saved and failure is None, all=True):
+            if writer:
+                folder.abandon(staging)  # frees the space; resume never sees a half-written checkpoint
+            error = folder.save_failed(final, failure)
+            if failure is not None:
+                raise error from failure.error
+            raise error
         if writer:
-            self._write_folder(trainer, staging, weights, optimizer_state)
-            folder.publish(staging, final)
             folder.rotate(settings.output_dir, settings.save_total_limit, state.best_model_checkpoint)
         strategy.barrier("hf_checkpoint_saved")
         self._saved_step = state.global_step

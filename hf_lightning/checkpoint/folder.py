@@ -14,6 +14,8 @@ writes it) is never loaded.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 import random
@@ -219,6 +221,56 @@ def save_training_args(args: TrainingArguments, folder: str) -> None:
     torch.save(args, os.path.join(folder, TRAINING_ARGS_NAME))
     with open(os.path.join(folder, TRAINING_ARGS_JSON), "w", encoding="utf-8") as f:
         f.write(args.to_json_string() + "\n")
+
+
+def abandon(staging: str) -> None:
+    """Removes a staging folder whose save failed (its space is freed; nothing half-written stays behind)."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+#: Below this many free bytes, a failed write counts as a full disk (torch.save reports ENOSPC as a RuntimeError).
+_NEARLY_FULL = 1 << 20
+
+
+@dataclasses.dataclass
+class SaveFailure:
+    """Why a checkpoint write failed on this process: the error, and whether the disk was full at that moment."""
+
+    error: BaseException
+    disk_full: bool
+
+    @classmethod
+    def of(cls, error: BaseException, folder: str) -> SaveFailure:
+        full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if not full:
+            try:
+                full = shutil.disk_usage(folder).free < _NEARLY_FULL
+            except OSError:
+                full = False
+        return cls(error, full)
+
+
+def save_failed(final_dir: str, failure: SaveFailure | None) -> OSError:
+    """The error for a checkpoint that could not be written: a full disk says so, and every error names the newest
+    complete checkpoint to resume from.
+
+    Args:
+        final_dir: The checkpoint folder that was being written.
+        failure: This process's failure, or None when another process failed.
+    """
+    output_dir = os.path.dirname(final_dir)
+    newest = _newest_complete(output_dir) if os.path.isdir(output_dir) else None
+    kept = (f"the earlier checkpoints are complete (newest: {newest}); resume from it with "
+            "resume_from_checkpoint=True" if newest else "no earlier checkpoint exists")
+    if failure is None:
+        cause, code = "another process failed to write its part (see its error)", errno.EIO
+    elif failure.disk_full:
+        cause, code = (f"the disk holding {output_dir} is full ({type(failure.error).__name__}: {failure.error}); "
+                       "free space or lower save_total_limit"), errno.ENOSPC
+    else:
+        cause, code = f"{type(failure.error).__name__}: {failure.error}", getattr(failure.error, "errno", errno.EIO)
+    return OSError(code, f"Saving {os.path.basename(final_dir)} failed: {cause}. Nothing of it was left in "
+                         f"{output_dir}; {kept}.")
 
 
 # --------------------------------------------------------------------------------------------------- reading
