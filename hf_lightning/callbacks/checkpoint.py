@@ -198,12 +198,23 @@ class HFCheckpoint(Checkpoint):
         plan = self._resume
         if plan is None or plan.point is None:
             return
-        # transformers continues with the step intervals stored in the checkpoint (they were loaded into the state).
+        # transformers' compare_trainer_and_checkpoint_args: one warning for the intervals and the per-device batch
+        # size that differ; the state keeps the checkpoint's values (transformers loads the whole state), while the
+        # run goes on with the new batch size and accumulation (the resume position used them).
+        state, lines = self.flow.state, []
         for name in ("logging_steps", "eval_steps", "save_steps"):
-            saved, current = getattr(plan.state, name), getattr(self.flow.state, name)
-            if saved != current:
-                log.warning(f"{name}: {current} (from args) != {saved} (from trainer_state.json); using {saved}.")
-                setattr(self.flow.state, name, saved)
+            saved, current = getattr(plan.state, name), getattr(state, name)
+            if saved is not None and current is not None and saved != current:
+                lines.append(f"\n\t{name}: {current} (from args) != {saved} (from trainer_state.json)")
+                setattr(state, name, saved)
+        saved_batch, batch = plan.state.train_batch_size, state.train_batch_size
+        if saved_batch is not None and batch is not None and saved_batch != batch:
+            lines.append(f"\n\tper_device_train_batch_size: {batch} (from args) != {saved_batch} "
+                         "(from trainer_state.json)")
+            state.train_batch_size = saved_batch
+        if lines:
+            log.warning("Warning: The following arguments do not match the ones in the `trainer_state.json` within "
+                        "the checkpoint directory: " + "".join(lines))
         # transformers restores the random streams after drawing the resumed epoch's first batches (mid-epoch) or
         # before creating the epoch's iterator (at an epoch start); the same moments here.
         if plan.point.batches:

@@ -154,6 +154,7 @@ class HFFlow(FlowRecords, Callback):
         self._validations = 0
         self._pending_tokens: torch.Tensor | int = 0
         self._initial_tokens = 0
+        self._batch_size: int | None = None
         self.last_eval_metrics: dict[str, float] = {}
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
         self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
@@ -216,7 +217,9 @@ class HFFlow(FlowRecords, Callback):
             updates = progress.updates_per_epoch(int(trainer.num_training_batches), trainer.accumulate_grad_batches)
             state.num_train_epochs = progress.epochs_for(max_steps, updates)
         state.compute_steps(self.args, max_steps)  # transformers' own: ratios of max_steps, None left at default
-        state.train_batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        # The per-device batch of this run (a resume then puts the checkpoint's back into the state, as transformers).
+        self._batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        state.train_batch_size = self._batch_size
         state.is_local_process_zero = trainer.local_rank == 0
         state.is_world_process_zero = trainer.is_global_zero
         state.stateful_callbacks = self.callback_states()  # as transformers' _init_training_state
@@ -375,7 +378,7 @@ class HFFlow(FlowRecords, Callback):
             self._total_loss += float(trainer.strategy.reduce(self._tr_loss, reduce_op="mean"))
         self.store_flos(trainer, pl_module)
         steps = self.state.global_step - self._initial_step
-        batch = (self.state.train_batch_size or 0) * trainer.accumulate_grad_batches * trainer.world_size
+        batch = (self._batch_size or 0) * trainer.accumulate_grad_batches * trainer.world_size
         metrics = speed_metrics("train", self._start_time, num_samples=steps * batch, num_steps=steps)
         metrics["total_flos"] = float(self.state.total_flos)
         metrics["train_loss"] = self._total_loss / max(steps, 1)

@@ -231,3 +231,28 @@ def test_ignore_data_skip_resume_matches(tmp_path: Path) -> None:
     assert_close(weights(hf.model), weights(module.model), rtol=1e-6)
     assert_close(trainer_state(tmp_path / "hf-resumed" / "checkpoint-10"),
                  trainer_state(tmp_path / "ours-resumed" / "checkpoint-10"))
+
+
+@pytest.mark.parametrize("changed", [
+    {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},  # the same effective batch
+    {"gradient_accumulation_steps": 1},
+    {"per_device_train_batch_size": 3},
+])
+def test_resume_with_another_batch_size_or_accumulation_matches(tmp_path: Path, changed: dict[str, int],
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint resumed with another per-device batch size or accumulation: transformers warns about the batch
+    size and places the run with the new arithmetic (epochs and batches already seen); hf_lightning does the same."""
+    cfg = {"save_steps": 3, "eval_steps": 3}
+    run_hf(make_args(tmp_path / "hf", **cfg))
+    for dst in ("hf-resumed", "ours-resumed"):
+        shutil.copytree(tmp_path / "hf" / "checkpoint-3", tmp_path / dst / "checkpoint-3")
+    hf = run_hf(make_args(tmp_path / "hf-resumed", **cfg, **changed), resume=True)
+    with caplog.at_level("WARNING", logger="transformers"):
+        module, flow = run_ours(make_args(tmp_path / "ours-resumed", **cfg, **changed), resume=True)
+    assert flow.state.global_step == hf.state.global_step
+    assert_close(weights(hf.model), weights(module.model), rtol=1e-6)
+    final = f"checkpoint-{hf.state.global_step}"
+    assert_close(trainer_state(tmp_path / "hf-resumed" / final), trainer_state(tmp_path / "ours-resumed" / final))
+    if "per_device_train_batch_size" in changed:
+        new = changed["per_device_train_batch_size"]
+        assert f"per_device_train_batch_size: {new} (from args) != 4 (from trainer_state.json)" in caplog.text
