@@ -355,8 +355,11 @@ def load_weights(folder: str) -> dict[str, torch.Tensor]:
 def load_rng_state(folder: str, rank: int, world_size: int) -> bool:
     """Restores the random generators saved by `save_rng_state` (or transformers.Trainer); False if absent."""
     path = os.path.join(folder, rng_file_name(rank, world_size))
-    if not os.path.isfile(path):
-        log.info(f"No {os.path.basename(path)} in {folder}: the random streams are not restored.")
+    if not os.path.isfile(path):  # a checkpoint written with another number of processes: transformers' messages
+        log.info(f"Didn't find an RNG file for process {rank}, if you are resuming a training that wasn't launched in "
+                 "a distributed fashion, reproducibility is not guaranteed." if world_size > 1 else
+                 "Didn't find an RNG file, if you are resuming a training that was launched in a distributed fashion, "
+                 "reproducibility is not guaranteed.")
         return False
     states = load_torch(path, map_location=None)
     random.setstate(states["python"])

@@ -87,4 +87,5 @@ def facade_single(tmp_path_factory) -> dict:
     """The same job in this process: 1 rank x batch 8 (the same global batch)."""
     from tests.distributed.facade_job import run
 
-    return run(str(tmp_path_factory.mktemp("facade_single")), 8)
+    out = tmp_path_factory.mktemp("facade_single")
+    return {**run(str(out), 8), "dir": str(out)}

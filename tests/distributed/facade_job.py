@@ -1,7 +1,7 @@
 """The HF-style door under torchrun: train, evaluate, predict, checkpoint and resume; rank 0 writes the results.
 
     python -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port P \
-        tests/distributed/facade_job.py OUT_DIR PER_DEVICE_BATCH [fsdp]
+        tests/distributed/facade_job.py OUT_DIR PER_DEVICE_BATCH [fsdp | resume CHECKPOINT]
 
 With ``fsdp`` a tiny BERT trains with ``TrainingArguments(fsdp="full_shard auto_wrap")`` (FSDP2) and is evaluated on
 7 samples (4 + 3 on two ranks: ranks run different numbers of batches).
@@ -123,6 +123,14 @@ def run(out_dir: str, per_device_batch: int) -> dict:
     return result
 
 
+def resume(out_dir: str, per_device_batch: int, checkpoint: str) -> dict:
+    """Resumes from a checkpoint another number of processes wrote (same global batch) and trains to the end."""
+    trainer = _trainer(_args(out_dir, per_device_batch))
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    return {"weights": _weights(trainer), "global_step": output.global_step,
+            "world_size": trainer.pl_trainer.world_size}
+
+
 def run_fsdp(out_dir: str, per_device_batch: int, fsdp: bool) -> dict:
     """Tiny BERT through the HF-style Trainer, with FSDP2 when ``fsdp``; checkpoint, evaluate and predict 7 samples."""
     import transformers
@@ -162,7 +170,10 @@ def _accuracy(pred) -> dict[str, float]:
 if __name__ == "__main__":
     out, batch = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(1)
-    data = run_fsdp(out, batch, True) if sys.argv[3:] == ["fsdp"] else run(out, batch)
+    if sys.argv[3:4] == ["resume"]:
+        data = resume(out, batch, sys.argv[4])
+    else:
+        data = run_fsdp(out, batch, True) if sys.argv[3:] == ["fsdp"] else run(out, batch)
     if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0:
         if "gather" in data:
             with open(os.path.join(out, "gather.pkl"), "wb") as f:

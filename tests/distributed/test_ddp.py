@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from tests.distributed.conftest import ROOT, free_port, job_env, run_job, torchrun
+from tests.distributed.conftest import HERE, ROOT, free_port, job_env, read_result, run_job, torchrun
 from tests.helpers.tiny import RegressionDataset
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
@@ -97,3 +97,23 @@ def test_cli_launched_by_lightning_itself_equals_one_process(tmp_path, recipe):
     assert max(float((ddp[k] - single[k]).abs().max()) for k in ddp) < 1e-5
     state = json.loads((two / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and [r["step"] for r in state["log_history"] if "loss" in r] == [1, 2, 3]
+
+
+def test_resume_with_another_number_of_processes(facade_ddp, facade_single, tmp_path):
+    """A checkpoint written by one process resumed by two (and the reverse), with the same global batch: as
+    transformers, the missing per-rank RNG files are skipped and the position is computed with the new layout; the
+    run ends with the weights of the uninterrupted one."""
+    one_to_two = tmp_path / "one_to_two"
+    checkpoint = f"{facade_single['dir']}/full/checkpoint-2"
+    run_job(torchrun(str(HERE / "facade_job.py"), str(one_to_two), "4", "resume", checkpoint), tmp_path / "job.log")
+    resumed = read_result(one_to_two)
+    assert resumed["world_size"] == 2 and resumed["global_step"] == facade_single["global_step"]
+    for name, value in facade_single["weights"].items():
+        assert resumed["weights"][name] == pytest.approx(value, abs=1e-5)
+
+    from tests.distributed.facade_job import resume
+
+    two_to_one = resume(str(tmp_path / "two_to_one"), 8, f"{facade_ddp['dir']}/full/checkpoint-2")
+    assert two_to_one["world_size"] == 1 and two_to_one["global_step"] == facade_ddp["global_step"]
+    for name, value in facade_ddp["weights"].items():
+        assert two_to_one["weights"][name] == pytest.approx(value, abs=1e-5)
