@@ -52,11 +52,6 @@ def _accelerator(value: Any, args: Any) -> str:
     return "cpu" if value else "auto"
 
 
-def _negate(value: Any, args: Any) -> bool:
-    """not value"""
-    return not value
-
-
 def _true_or_none(value: Any, args: Any) -> bool | None:
     """True when set, else None (Lightning leaves torch's flags alone)"""
     return True if value else None
@@ -161,7 +156,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "include_num_input_tokens_seen": Route(LOGGING, note="'all', 'non_padding' or 'no'"),
     "log_level": Route(LOGGING, note="transformers' log verbosity on the main process (Trainer messages included)"),
     "log_level_replica": Route(LOGGING, note="transformers' log verbosity on replicas (get_process_log_level)"),
-    "disable_tqdm": Route(TRAINER, "enable_progress_bar", convert=_negate),
+    "disable_tqdm": Route(FACADE, note="transformers' ProgressCallback bars, or its PrinterCallback when True (the "
+                                       "HF-style Trainer turns Lightning's bar off); in yaml: trainer.enable_progress_bar"),
     "report_to": Route(LOGGING, note="a list after transformers' normalisation ('none' -> [])"),
     "run_name": Route(LOGGING),
     "project": _no(_TRACKIO),

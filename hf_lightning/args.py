@@ -21,6 +21,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
 import transformers
+from transformers.training_args import TrainingArguments as HFTrainingArguments
+from transformers.training_args_seq2seq import Seq2SeqTrainingArguments as HFSeq2SeqTrainingArguments
 from typing_extensions import Self
 
 from hf_lightning._args_table import (
@@ -114,7 +116,7 @@ def _accepts_legacy_names(cls: type[_ArgsT]) -> type[_ArgsT]:
 
 @_accepts_legacy_names
 @dataclass
-class TrainingArguments(transformers.TrainingArguments):
+class TrainingArguments(HFTrainingArguments):
     """``transformers.TrainingArguments`` for the Lightning engine: same fields, defaults and validation.
 
     Every field has one entry in the translation table that names the component consuming it (see ``translate`` and
@@ -139,7 +141,7 @@ class TrainingArguments(transformers.TrainingArguments):
             self.logging_dir = os.path.expanduser(self.logging_dir)
 
     @classmethod
-    def from_hf(cls, args: transformers.TrainingArguments) -> Self:
+    def from_hf(cls, args: HFTrainingArguments) -> Self:
         """Copy every field of a ``transformers.TrainingArguments`` into this class (validated again).
 
         Args:
@@ -152,14 +154,14 @@ class TrainingArguments(transformers.TrainingArguments):
             TypeError: ``args`` is not a ``transformers.TrainingArguments``.
             ValueError: ``args`` has fields this class does not know.
         """
-        if not isinstance(args, transformers.TrainingArguments):
+        if not isinstance(args, HFTrainingArguments):
             raise TypeError(f"from_hf expects a transformers.TrainingArguments, got {type(args).__name__}.")
         known = {f.name for f in fields(cls) if f.init}
         values = {f.name: getattr(args, f.name) for f in fields(args) if f.init}
         unknown = sorted(set(values) - known)
         if unknown:
             hint = ("use hf_lightning.Seq2SeqTrainingArguments.from_hf" if
-                    isinstance(args, transformers.Seq2SeqTrainingArguments) else
+                    isinstance(args, HFSeq2SeqTrainingArguments) else
                     f"subclass hf_lightning.{cls.__name__} with these fields")
             raise ValueError(f"{type(args).__name__} has fields {unknown} that {cls.__name__} does not know; {hint}.")
         return cls(**copy.deepcopy(values))
@@ -167,7 +169,7 @@ class TrainingArguments(transformers.TrainingArguments):
 
 @_accepts_legacy_names
 @dataclass
-class Seq2SeqTrainingArguments(TrainingArguments, transformers.Seq2SeqTrainingArguments):
+class Seq2SeqTrainingArguments(TrainingArguments, HFSeq2SeqTrainingArguments):
     """``transformers.Seq2SeqTrainingArguments`` for the Lightning engine.
 
     Adds ``sortish_sampler``, ``predict_with_generate``, ``generation_max_length``, ``generation_num_beams`` and
@@ -176,7 +178,7 @@ class Seq2SeqTrainingArguments(TrainingArguments, transformers.Seq2SeqTrainingAr
 
 
 def ensure_args(
-    obj: TrainingArguments | transformers.TrainingArguments | None, output_dir: str = "tmp_trainer"
+    obj: TrainingArguments | HFTrainingArguments | None, output_dir: str = "tmp_trainer"
 ) -> TrainingArguments:
     """Normalise what a caller passed as ``args``.
 
@@ -195,9 +197,9 @@ def ensure_args(
         return TrainingArguments(output_dir=output_dir)
     if isinstance(obj, TrainingArguments):
         return obj
-    if isinstance(obj, transformers.Seq2SeqTrainingArguments):
+    if isinstance(obj, HFSeq2SeqTrainingArguments):
         return Seq2SeqTrainingArguments.from_hf(obj)
-    if isinstance(obj, transformers.TrainingArguments):
+    if isinstance(obj, HFTrainingArguments):
         return TrainingArguments.from_hf(obj)
     raise TypeError(
         f"args must be None, hf_lightning.TrainingArguments or transformers.TrainingArguments, got "
@@ -279,7 +281,7 @@ class TranslatedArgs:
 
 
 #: Route targets whose values become a typed settings object, and the class.
-SETTINGS_TARGETS: dict[str, type[FlowSettings] | type[CheckpointSettings]] = {
+SETTINGS_TARGETS: dict[str, type[FlowSettings | CheckpointSettings]] = {
     LOGGING: FlowSettings, CHECKPOINT: CheckpointSettings,
 }
 

@@ -24,7 +24,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback
+from transformers.trainer_pt_utils import LabelSmoother
 from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
 from transformers.utils import logging as hf_logging
 
@@ -108,6 +109,7 @@ class Trainer(TrainerMethods):
         if model is None:
             model = self.call_model_init()
         self.model = model
+        self.label_smoother = self._label_smoother(model)
         self.data_collator = data_collator
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.processing_class = processing_class
@@ -129,7 +131,7 @@ class Trainer(TrainerMethods):
         self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
                                   is_world_process_zero=self.is_world_process_zero())
         self.control = TrainerControl()
-        progress = [PrinterCallback] if self.args.disable_tqdm else []
+        progress = [PrinterCallback] if self.args.disable_tqdm else [ProgressCallback]  # transformers' bars
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *reporting_callbacks(self.args), *(callbacks or []), *progress], self.model,
             processing_class, self.optimizer, self.lr_scheduler)
@@ -189,10 +191,22 @@ class Trainer(TrainerMethods):
     #: The LightningModule class the facade trains (Seq2SeqTrainer uses the generating one).
     module_class: type[FacadeModule] = FacadeModule
 
+    def _label_smoother(self, model: Any) -> LabelSmoother | None:
+        """transformers' ``label_smoother``, off (with its warning, once) for a multi-label model."""
+        factor = self.args.label_smoothing_factor
+        if factor and getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
+            warnings.warn("Label smoothing is not compatible with multi-label classification. Disabling label "
+                          "smoothing for this training run.", UserWarning, stacklevel=3)
+            return None
+        return LabelSmoother(epsilon=factor) if factor else None
+
     def _module_kwargs(self) -> dict[str, Any]:
         # Seq2SeqTrainingArguments given to the plain Trainer: transformers ignores the generation fields, so do we.
         accepted = set(inspect.signature(HFModule.__init__).parameters)
-        return {k: v for k, v in self.translated.module.items() if k in accepted}
+        kwargs = {k: v for k, v in self.translated.module.items() if k in accepted}
+        if self.label_smoother is None:  # disabled at init (a multi-label model): not warned about again
+            kwargs["label_smoothing_factor"] = 0.0
+        return kwargs
 
     def _build_module(self) -> FacadeModule:
         module = self.module_class(TrainerHooks.of(self), model=self.model, **self._module_kwargs())
@@ -244,6 +258,7 @@ class Trainer(TrainerMethods):
         kwargs = dict(self.translated.trainer)
         kwargs.update(
             callbacks=callbacks, logger=build_loggers(self.args), enable_model_summary=False,
+            enable_progress_bar=False,  # transformers' ProgressCallback draws the bars (disable_tqdm: none)
             num_sanity_val_steps=0, use_distributed_sampler=False,
             enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         )
@@ -355,7 +370,7 @@ class Trainer(TrainerMethods):
         if cached is not None and cached[0] == key and cached[1] is dataset:
             return cached[2], cached[3]
         datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
-        trainer = self._lightning_trainer([], enable_progress_bar=False)
+        trainer = self._lightning_trainer([])
         self._eval_parts = (key, dataset, datamodule, trainer)
         return datamodule, trainer
 

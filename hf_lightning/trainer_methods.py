@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from transformers.trainer import Trainer as HFTrainer
 from transformers.trainer_pt_utils import (
     get_learning_rates,
     get_num_trainable_parameters,
@@ -95,6 +96,11 @@ class TrainerMethods:
                                                 lr_scheduler_kwargs=module.lr_scheduler_kwargs)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """transformers' ``get_decay_parameter_names``: the parameters weight decay applies to (not biases, not norm
+        layers), the split the default optimizer uses."""
+        return HFTrainer.get_decay_parameter_names(self, model)
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
         self.create_optimizer()

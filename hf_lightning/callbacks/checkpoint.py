@@ -295,14 +295,14 @@ class HFCheckpoint(Checkpoint):
         try:
             if with_state:
                 folder.save_rng_state(staging, trainer.global_rank, trainer.world_size)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - every failed write is agreed on, then re-raised
             failure = folder.SaveFailure.of(err, staging)
         rng_saved = strategy.reduce_boolean_decision(failure is None, all=True)  # also the barrier after the RNG
         if writer and rng_saved:
             try:
                 self._write_folder(trainer, staging, weights, optimizer_state)
                 folder.publish(staging, final)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - torch.save reports ENOSPC as RuntimeError
                 failure = folder.SaveFailure.of(err, staging)
         if not strategy.reduce_boolean_decision(rng_saved and failure is None, all=True):
             if writer:

@@ -80,7 +80,8 @@ class FlowRecords:
         """
         if self.log_override is not None:  # an overridden Trainer.log; its super().log() comes back to record_log
             self._log_trainer = trainer
-            self.log_override(logs, start_time)
+            # transformers passes start_time with the training records only (an override may take just `logs`)
+            self.log_override(logs, start_time) if start_time is not None else self.log_override(logs)
             return
         self.record_log(logs, trainer, start_time)
 

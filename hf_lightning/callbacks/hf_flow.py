@@ -40,12 +40,12 @@ from transformers.utils import logging as hf_logging
 from hf_lightning import lightning_internals as internals
 from hf_lightning import progress
 from hf_lightning.args import callback_arguments
+from hf_lightning.callbacks.contracts import CheckpointSaver
 from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
-from hf_lightning.optim import trainer_scheduler
-from hf_lightning.callbacks.contracts import CheckpointSaver
 from hf_lightning.modules.records import ReportsEvaluations
+from hf_lightning.optim import trainer_scheduler
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 

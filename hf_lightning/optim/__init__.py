@@ -17,12 +17,14 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
+from transformers.trainer import Trainer as HFTrainer
+from transformers.training_args import TrainingArguments as HFTrainingArguments
 
 #: A callable that builds an optimizer from parameter groups (what LightningCLI makes of ``class_path`` + init_args).
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 
 _HF_ARG_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments) if f.default is not dataclasses.MISSING
+    f.name: f.default for f in dataclasses.fields(HFTrainingArguments) if f.default is not dataclasses.MISSING
 }
 
 
@@ -45,7 +47,7 @@ class _ArgsView:
 def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """HF's two parameter groups: decayed weights, then biases and norm-layer weights at weight decay 0."""
     # Reuses transformers' rule (LayerNorm modules and bias/norm name patterns); it does not read `self`.
-    decay = set(transformers.Trainer.get_decay_parameter_names(None, model))
+    decay = set(HFTrainer.get_decay_parameter_names(None, model))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
         {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
@@ -98,7 +100,7 @@ def build_optimizer(
             optim_target_modules=optim_target_modules,
         )
         try:
-            optimizer_cls_and_kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(view, model)
+            optimizer_cls_and_kwargs = HFTrainer.get_optimizer_cls_and_kwargs(view, model)
         except ValueError as err:
             names = sorted(o.value for o in transformers.training_args.OptimizerNames)
             raise ValueError(f"optim='{optim}' is not a transformers optimizer ({err}). Known names: {names}.") from err

@@ -20,8 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import transformers
 from torch import nn
+from transformers.trainer import Trainer as HFTrainer
 
 from hf_lightning.modules.base import HFModule
 from hf_lightning.optim import OptimizerFactory, _ArgsView
@@ -114,7 +114,7 @@ def layerwise_lr_decay_groups(
         raise ValueError(f"learning_rate={learning_rate} and weight_decay={weight_decay} must be >= 0.")
     depths, num_layers = parameter_depths(model, layers_path)
     # transformers' own rule for which parameters decay (it does not read `self`), as in hf_lightning.optim.
-    decayed = set(transformers.Trainer.get_decay_parameter_names(None, model))
+    decayed = set(HFTrainer.get_decay_parameter_names(None, model))
     named = dict(model.named_parameters())
     groups = []
     for depth in range(num_layers + 1, -1, -1):
@@ -150,7 +150,7 @@ def optimizer_for_groups(
             raise ValueError("optim_target_modules (GaLore-style optimizers) builds its own parameter groups and cannot "
                              "be combined with layer-wise learning-rate decay; set one of the two.")
         # transformers' own optimizer factory, read through the same TrainingArguments view as build_optimizer.
-        optimizer_cls_and_kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(_ArgsView(**optim_config), model)
+        optimizer_cls_and_kwargs = HFTrainer.get_optimizer_cls_and_kwargs(_ArgsView(**optim_config), model)
     cls, kwargs = optimizer_cls_and_kwargs
     return cls(groups, **kwargs)
 

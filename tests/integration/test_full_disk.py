@@ -67,7 +67,7 @@ def _namespaces_work() -> bool:
     if shutil.which("unshare") is None or not sys.platform.startswith("linux"):
         return False
     probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /tmp"],
-                           capture_output=True, timeout=30)
+                           check=False, capture_output=True, timeout=30)
     return probe.returncode == 0
 
 
@@ -83,7 +83,7 @@ def test_full_disk_during_a_save_loses_nothing(tmp_path: Path) -> None:
              f"rc=$?; cp -a {mount}/out {kept}; exit $rc")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     run = subprocess.run(["unshare", "-rm", "sh", "-c", shell], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, check=False)
     out = run.stdout + run.stderr
     assert "DISK FULL 28" in out, out[-3000:]  # errno 28: ENOSPC, the file system really was full
     assert run.returncode != 0 and "FINISHED" not in out, out[-3000:]

@@ -335,8 +335,8 @@ def test_every_route_names_a_known_target() -> None:
 
 def test_trainer_routes_are_lightning_trainer_keywords() -> None:
     names = {r.name for f in HF_FIELDS for r in table.routes_for(f) if r.target == table.TRAINER}
-    assert names == {"default_root_dir", "max_steps", "accumulate_grad_batches", "precision", "enable_progress_bar",
-                     "deterministic", "accelerator"}
+    assert names == {"default_root_dir", "max_steps", "accumulate_grad_batches", "precision", "deterministic",
+                     "accelerator"}
     assert names <= set(inspect.signature(lightning.Trainer.__init__).parameters)
     lightning.Trainer(**translate(TrainingArguments(output_dir=str(Path("unused")))).trainer, logger=False)
 
@@ -422,8 +422,7 @@ def test_translate_defaults_routes_every_field() -> None:
     for section in sections.values():
         assert _plain_values(section)
     assert out.trainer == {"default_root_dir": "out", "max_steps": -1, "accumulate_grad_batches": 1,
-                           "precision": "32-true", "enable_progress_bar": not args.disable_tqdm,
-                           "deterministic": None, "accelerator": "auto"}
+                           "precision": "32-true", "deterministic": None, "accelerator": "auto"}
     assert out.module["optim"] == "adamw_torch_fused" and out.module["lr_scheduler_type"] == "linear"
     assert out.module["warmup_steps"] == 0 and out.module["gradient_checkpointing"] is False
     assert out.datamodule["batch_size"] == out.datamodule["eval_batch_size"] == 8
@@ -442,8 +441,7 @@ def test_translate_realistic_fine_tuning_config() -> None:
         train_sampling_strategy="group_by_length", max_steps=1000, include_num_input_tokens_seen=True)
     out = translate(args)
     assert out.trainer == {"default_root_dir": "ft", "max_steps": 1000, "accumulate_grad_batches": 4,
-                           "precision": "bf16-mixed", "enable_progress_bar": False, "deterministic": True,
-                           "accelerator": "cpu"}
+                           "precision": "bf16-mixed", "deterministic": True, "accelerator": "cpu"}
     assert {k: out.module[k] for k in ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps",
                                        "gradient_checkpointing")} == {
         "learning_rate": 2e-5, "weight_decay": 0.01, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
@@ -464,7 +462,7 @@ def test_translate_realistic_fine_tuning_config() -> None:
 @pytest.mark.parametrize("kwargs, key, expected", [
     ({"warmup_steps": 10.0}, "warmup_steps", 10), ({"warmup_steps": 0.25}, "warmup_steps", 0.25),
     ({"fp16": True}, "precision", "16-mixed"), ({"use_cpu": True}, "accelerator", "cpu"),
-    ({"disable_tqdm": False}, "enable_progress_bar", True), ({"full_determinism": False}, "deterministic", None)])
+    ({"full_determinism": False}, "deterministic", None)])
 def test_translate_conversions(kwargs: dict, key: str, expected: object) -> None:
     out = translate(TrainingArguments(**kwargs))
     got = out.module[key] if key in out.module else out.trainer[key]

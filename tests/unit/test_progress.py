@@ -17,7 +17,7 @@ def test_batches_per_epoch(samples: int, batch: int, drop_last: bool, expected: 
 
 def test_updates_epochs_and_positions() -> None:
     # transformers: num_update_steps_per_epoch = max(len_dataloader // GA + int(len % GA > 0), 1)
-    for batches in range(0, 12):
+    for batches in range(12):
         for ga in (1, 2, 3, 5):
             hf = max(batches // ga + int(batches % ga > 0), 1)
             assert progress.updates_per_epoch(batches, ga) == hf
