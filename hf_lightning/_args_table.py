@@ -214,7 +214,7 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "use_cpu": Route(TRAINER, "accelerator", convert=_accelerator),
     "accelerator_config": Route(STRATEGY, convert=_as_dict),
     "parallelism_config": Route(STRATEGY),
-    "dataloader_drop_last": Route(DATAMODULE, "drop_last"),
+    "dataloader_drop_last": Route(DATAMODULE, "drop_last", note="training and evaluation loaders, as transformers"),
     "dataloader_num_workers": Route(DATAMODULE, "num_workers"),
     "dataloader_pin_memory": Route(DATAMODULE, "pin_memory", "False when use_cpu, as transformers"),
     "dataloader_persistent_workers": Route(DATAMODULE, "persistent_workers"),

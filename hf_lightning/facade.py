@@ -133,6 +133,8 @@ class TrainerHooks:
         get_test_dataloader: ``(test_dataset) -> DataLoader``.
         columns_module: ``() -> HFModule``: the module whose forward decides which columns loaders keep, also before
             ``train()``.
+        optimizers_built: ``(optimizer, scheduler)``: told when Lightning has the run's optimizer and schedule, so
+            ``trainer.optimizer`` / ``trainer.lr_scheduler`` are the live ones during training, as in transformers.
     """
 
     compute_loss: Callable[..., Any] | None = None
@@ -145,6 +147,7 @@ class TrainerHooks:
     get_eval_dataloader: Callable[[Any], Any] | None = None
     get_test_dataloader: Callable[[Any], Any] | None = None
     columns_module: Callable[[], Any] | None = None
+    optimizers_built: Callable[[Any, Any], None] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -164,6 +167,11 @@ class TrainerHooks:
                 return None
             return trainer.create_scheduler(num_training_steps, optimizer)
 
+        def optimizers_built(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+            if trainer.lr_scheduler is None and scheduler is not None:
+                trainer._created_lr_scheduler = True  # its own: rebuilt by the next train()
+            trainer.optimizer, trainer.lr_scheduler = optimizer, scheduler
+
         return cls(
             compute_loss=overridden("compute_loss"),
             compute_loss_takes_num_items=takes_keyword(trainer.compute_loss, "num_items_in_batch"),
@@ -172,6 +180,7 @@ class TrainerHooks:
             get_train_dataloader=overridden("get_train_dataloader"),
             get_eval_dataloader=overridden("get_eval_dataloader"),
             get_test_dataloader=overridden("get_test_dataloader"), columns_module=trainer._evaluation_module,
+            optimizers_built=optimizers_built,
         )
 
 
@@ -235,6 +244,13 @@ class FacadeModule(HFModule):
         loss = self._normalise(inputs, window, batch_idx)
         self.defer_backward(loss)
         return loss.detach()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        config = super().configure_optimizers()
+        if self.hooks.optimizers_built is not None:
+            scheduler = self.metric_scheduler or config.get("lr_scheduler", {}).get("scheduler")
+            self.hooks.optimizers_built(config["optimizer"], scheduler)
+        return config
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         hook = self.hooks.create_optimizer

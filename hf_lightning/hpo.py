@@ -41,6 +41,8 @@ class _Reporter(TrainerCallback):
     def on_evaluate(self, args: Any, state: TrainerState, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:
         self.objective = self.compute_objective(dict(metrics or {}))
+        if len(self.trial.study.directions) > 1:
+            return  # optuna reports (and prunes) single-objective trials only, as transformers' reporting skips them
         self.trial.report(self.objective, state.global_step)
         if self.trial.should_prune():
             raise _optuna().TrialPruned(f"pruned at step {state.global_step} (objective {self.objective})")
@@ -51,7 +53,7 @@ def hyperparameter_search(
     compute_objective: Callable[[dict[str, float]], float] | None = None, n_trials: int = 20,
     direction: str | list[str] = "minimize", backend: str | None = None,
     hp_name: Callable[[Any], str] | None = None, **kwargs: Any,
-) -> BestRun:
+) -> BestRun | list[BestRun]:
     """transformers' ``Trainer.hyperparameter_search`` on the optuna backend (see `Trainer.hyperparameter_search`)."""
     if backend not in (None, "optuna"):
         raise ValueError(f"backend='{backend}' is not supported: hf_lightning searches with optuna (backend='optuna').")
@@ -78,12 +80,17 @@ def hyperparameter_search(
             return compute_objective(trainer.evaluate())
         return reporter.objective
 
-    timeout = kwargs.pop("timeout", None)
-    study = optuna.create_study(direction=direction, **kwargs)
+    # transformers' run_hp_search_optuna: a list of directions is a multi-objective study (one BestRun per Pareto
+    # trial); timeout, n_jobs, gc_after_trial and catch go to optimize, the rest to create_study.
+    run = {name: kwargs.pop(name) for name in ("timeout", "n_jobs", "gc_after_trial", "catch") if name in kwargs}
+    directions = direction if isinstance(direction, list) else None
+    study = optuna.create_study(direction=None if directions else direction, directions=directions, **kwargs)
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout)
+        study.optimize(objective, n_trials=n_trials, **run)
     finally:
         trainer.set_args(base_args)
+    if len(study.directions) > 1:
+        return [BestRun(str(best.number), best.values, best.params) for best in study.best_trials]
     best = study.best_trial
     return BestRun(str(best.number), best.value, best.params)
 

@@ -119,11 +119,23 @@ class TrainerMethods:
         """The training DataLoader of micro-batches (HF's sample order, collator and unused columns removed)."""
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
-        return self._run_datamodule().base_train_dataloader()
+        return self._with_total_batch_size(self._run_datamodule().base_train_dataloader(), self._train_batch_size)
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
         """The evaluation DataLoader of ``eval_dataset``: a data set, the name of one of a dict of eval sets, or None
-        (the trainer's ``eval_dataset``)."""
+        (the trainer's ``eval_dataset``). With ``dataloader_persistent_workers``, as transformers, the loader of each
+        name (``eval`` for any data set) is built once and returned again, so its workers stay alive."""
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval"
+        cache = self.__dict__.setdefault("_eval_dataloaders", {})
+        if self.args.dataloader_persistent_workers and key in cache:
+            return cache[key]
+        loader = self._with_total_batch_size(self._new_eval_dataloader(eval_dataset),
+                                             self.args.per_device_eval_batch_size)
+        if self.args.dataloader_persistent_workers:
+            cache[key] = loader
+        return loader
+
+    def _new_eval_dataloader(self, eval_dataset: Any) -> Any:
         if eval_dataset is None or isinstance(eval_dataset, str):
             datamodule = self._run_datamodule()
             if isinstance(eval_dataset, str):
@@ -138,7 +150,15 @@ class TrainerMethods:
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         """The DataLoader ``predict`` uses for ``test_dataset``."""
-        return self._build_datamodule({"test": test_dataset}).base_eval_dataloader("predict")
+        return self._with_total_batch_size(self._build_datamodule({"test": test_dataset}).base_eval_dataloader(
+            "predict"), self.args.per_device_eval_batch_size)
+
+    def _with_total_batch_size(self, loader: Any, per_device: int) -> Any:
+        """The loader with the ``total_batch_size`` that accelerate's prepared loaders of transformers carry (the
+        samples of one step over all processes); Lightning shards the loaders itself, so these are plain ones."""
+        if isinstance(loader, torch.utils.data.DataLoader):
+            loader.total_batch_size = per_device * self.accelerator.num_processes
+        return loader
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("evaluation_loop runs in Lightning's validation loop; override prediction_step.")

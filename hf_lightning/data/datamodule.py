@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from hf_lightning import progress
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
 from hf_lightning.data.collators import build_collator
 from hf_lightning.data.labels import LabelInference
@@ -52,7 +53,8 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         prefetch_factor: Batches prefetched per worker.
         multiprocessing_context: Start method of the workers (``spawn``, ``fork``, ``forkserver``; num_workers > 0).
         in_order: False lets workers hand over batches as they finish (faster with uneven batches; order not kept).
-        drop_last: Drop the last incomplete training batch.
+        drop_last: Drop the last incomplete batch, in training and in evaluation (transformers'
+            ``dataloader_drop_last``).
         seed: Seed of the per-epoch sample order (``seed + epoch``), as HF's ``seed``.
         data_seed: Replaces ``seed`` for the sample order, as HF's ``data_seed``.
         sampling_strategy: ``random`` (HF default), ``sequential``, or ``group_by_length`` (fewer pad tokens).
@@ -420,7 +422,10 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         if isinstance(ds, IterableDataset):
             return DataLoader(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
         world, rank = self._world()
-        sampler = ShardedSequentialSampler(len(ds), world, rank)
+        count = len(ds)
+        if self.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
+            count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world
+        sampler = ShardedSequentialSampler(count, world, rank)
         return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | dict[str, DataLoader] | list:

@@ -210,6 +210,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self._window_loss: torch.Tensor | None = None
         self._window_items: tuple[int, torch.Tensor] | None = None
         self._window_done = False
+        self._stepped: Any = None  # the optimizer that stepped, until the schedule has stepped too (then: no grads)
         self._flos_per_token: float | None = None
 
     @staticmethod
@@ -366,11 +367,21 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self.step_record.grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        """The step, then the gradients freed (``set_to_none``) as transformers' loop does right after it: Lightning
-        zeroes them only in the next window's closure, after its forward, so one set of gradients would stay alive
-        through that forward (its size in extra peak memory). Within a window they still accumulate."""
+        """The step, then, in transformers' order, the scheduler's step and the gradients freed (``set_to_none``):
+        right away without a per-step schedule, else in `lr_scheduler_step` (a schedule such as AdafactorSchedule
+        reads the gradients). Lightning would zero them only in the next window's closure, after its forward: one set
+        of gradients alive through that forward (its size in extra peak memory). Within a window they accumulate."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        optimizer.zero_grad(set_to_none=True)
+        if any(config.interval == "step" for config in self.trainer.lr_scheduler_configs):
+            self._stepped = optimizer
+        else:
+            optimizer.zero_grad(set_to_none=True)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        super().lr_scheduler_step(scheduler, metric)
+        if self._stepped is not None:
+            self._stepped.zero_grad(set_to_none=True)
+            self._stepped = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._window_done:
