@@ -47,8 +47,12 @@ class FacadeAccelerator:
             raise RuntimeError("accelerator.backward runs inside training_step, while hf_lightning trains.")
         module.defer_backward(loss)
 
-    def unwrap_model(self, model: Any, **kwargs: Any) -> Any:
-        return model  # the HF model is never wrapped: Lightning wraps the LightningModule that holds it
+    def unwrap_model(self, model: Any, keep_fp32_wrapper: bool = True, keep_torch_compile: bool = True) -> Any:
+        """accelerate's ``unwrap_model``: the model out of DataParallel / DDP / DeepSpeed / compile wrappers (the
+        trainer's own model is never wrapped: Lightning wraps the LightningModule that holds it)."""
+        from accelerate.utils import extract_model_from_parallel
+
+        return extract_model_from_parallel(model, keep_fp32_wrapper, keep_torch_compile)
 
     @property
     def num_processes(self) -> int:
