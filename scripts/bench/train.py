@@ -149,7 +149,7 @@ def hfl_trainer(spec: dict[str, Any]) -> dict[str, Any]:
             rec.step_begin()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            rec.step_end(self.trainer.module.step_loss)  # the window's loss, a device tensor (HFModule.step_loss)
+            rec.step_end(self.trainer.module.step_record.loss)  # the window's loss, a device tensor
 
     return _trainer_door(hf_lightning.Trainer, hf_lightning.TrainingArguments, spec, "hfl", rec, Timed())
 
@@ -161,7 +161,7 @@ QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": 
 
 def _lightning_timer(rec: Recorder, accumulate: int, from_module: bool) -> Any:
     """A Lightning callback timing steps from the batch hooks; the step loss comes from the module
-    (``HFModule.step_loss``) or from the micro-batch losses the plain module noted."""
+    (``HFModule.step_record.loss``) or from the micro-batch losses the plain module noted."""
     import lightning as L
 
     class LightningTimer(L.Callback):
@@ -172,7 +172,7 @@ def _lightning_timer(rec: Recorder, accumulate: int, from_module: bool) -> Any:
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             if (batch_idx + 1) % accumulate == 0:
                 if from_module:
-                    rec.step_end(pl_module.step_loss)
+                    rec.step_end(pl_module.step_record.loss)
                 else:
                     rec.step_end(divide=accumulate)
 
