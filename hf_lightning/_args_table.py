@@ -100,7 +100,8 @@ def _no(note: str) -> Route:
 _DDP = "a keyword of Lightning's DDPStrategy, built by hf_lightning.strategies"
 _HUB = "only read when pushing to the Hub (push_to_hub is unsupported); kept on the arguments"
 _SCRIPT = "for your script, as in transformers (Trainer itself does not read it)"
-_TRACKIO = "Trackio is not a logger here; choose another with report_to (e.g. 'tensorboard', 'wandb')"
+_TRACKIO = ("syncs Trackio to a Hugging Face Space or bucket (the Hub); report_to='trackio' logs locally, to "
+            "$TRACKIO_DIR")
 
 ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "output_dir": (
@@ -160,7 +161,7 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
                                        "HF-style Trainer turns Lightning's bar off); in yaml: trainer.enable_progress_bar"),
     "report_to": Route(LOGGING, note="a list after transformers' normalisation ('none' -> [])"),
     "run_name": Route(LOGGING),
-    "project": _no(_TRACKIO),
+    "project": Route(FACADE, note="the Trackio project of report_to='trackio' (transformers' TrackioCallback)"),
     "trackio_space_id": _no(_TRACKIO),
     "trackio_bucket_id": _no(_TRACKIO),
     "trackio_static_space_id": _no(_TRACKIO),

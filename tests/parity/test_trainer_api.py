@@ -3,6 +3,12 @@ what third-party callbacks read (``accelerator``, ``model_wrapped``)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -10,6 +16,8 @@ import transformers
 import hf_lightning
 from tests.helpers.tiny import RegressionDataset, RegressionModel
 from tests.parity.harness import max_rel_diff
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ARGS = dict(per_device_train_batch_size=8, num_train_epochs=2, learning_rate=0.1, weight_decay=0.01, report_to=[],
             use_cpu=True, save_strategy="no", disable_tqdm=True, logging_steps=1)
@@ -401,3 +409,47 @@ def test_a_tracker_that_is_not_installed_fails_at_construction_with_its_install_
             _trainer(lib, tmp_path, args={"report_to": [tracker]})
         messages[lib.__name__] = str(caught.value)
     assert messages["hf_lightning"] == messages["transformers"]
+
+
+TRACKIO_JOB = '''
+import json, os, sys
+os.environ["TRACKIO_DIR"] = sys.argv[1]  # read when trackio is imported
+import transformers
+import hf_lightning
+from trackio import Api
+from trackio.sqlite_storage import SQLiteStorage
+from tests.helpers.tiny import RegressionDataset, RegressionModel
+
+for lib in (transformers, hf_lightning):
+    transformers.set_seed(42)
+    args = lib.TrainingArguments(os.path.join(sys.argv[1], lib.__name__), report_to=["trackio"], project="regression",
+                                 run_name=lib.__name__, use_cpu=True, logging_steps=2, num_train_epochs=1,
+                                 learning_rate=0.1, disable_tqdm=True, eval_strategy="epoch")
+    lib.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset(),
+                eval_dataset=RegressionDataset(16, seed=1)).train()
+out = {}
+for run in Api().runs("regression"):
+    logs = SQLiteStorage.get_logs("regression", run.name)
+    out[run.name] = {"config": sorted(run.config or {}),
+                     "logs": [{k: v for k, v in r.items() if not k.endswith(("runtime", "per_second"))
+                               and k not in ("timestamp", "step")} for r in logs]}
+print("RESULT" + json.dumps(out))
+'''
+
+
+def test_report_to_trackio_records_what_transformers_records(tmp_path):
+    """report_to="trackio" logs to a local trackio store (no Space), read back with trackio's own API: the same
+    records (names, values, steps), the arguments as the run's config and the run name, as transformers.Trainer's."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-c", TRACKIO_JOB, str(tmp_path / "trackio")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = json.loads(proc.stdout.split("RESULT", 1)[1])
+    ours, hf = runs["hf_lightning"], runs["transformers"]
+    assert [sorted(r) for r in ours["logs"]] == [sorted(r) for r in hf["logs"]]
+    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/global_step"} <= {
+        k for r in ours["logs"] for k in r}
+    for mine, theirs in zip(ours["logs"], hf["logs"]):
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-6), key
+    assert set(ours["config"]) - {"logging_dir"} == set(hf["config"]) and "learning_rate" in ours["config"]

@@ -509,7 +509,7 @@ def test_translate_rejects_mirrored_fields_that_disagree() -> None:
 
 
 UNSUPPORTED_VALUES = {
-    "project": "mine", "trackio_space_id": "me/space", "trackio_bucket_id": "b", "trackio_static_space_id": False,
+    "trackio_space_id": "me/space", "trackio_bucket_id": "b", "trackio_static_space_id": False,
     "eval_use_gather_object": True, "push_to_hub": True, "sortish_sampler": True,
 }
 
