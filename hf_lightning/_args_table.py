@@ -172,8 +172,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "prediction_loss_only": Route(MODULE),
     "eval_on_start": Route(LOGGING),
     "eval_do_concat_batches": Route(MODULE),
-    "eval_use_gather_object": _no("return tensors from prediction_step; they are gathered across ranks with "
-                                  "Lightning's all_gather"),
+    "eval_use_gather_object": Route(MODULE, note="several processes: predictions gathered as Python objects "
+                                                 "(all_gather_object); one process: no effect, as transformers"),
     "eval_accumulation_steps": Route(MODULE),
     "include_for_metrics": Route(MODULE),
     "batch_eval_metrics": Route(MODULE),
@@ -247,7 +247,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
 }
 
 SEQ2SEQ_ROUTES: dict[str, Route | tuple[Route, ...]] = {
-    "sortish_sampler": _no("transformers 5.x ignores it as well; use train_sampling_strategy='group_by_length'"),
+    "sortish_sampler": Route(FACADE, note="accepted and ignored, as transformers 5.x ignores it (a length-grouped "
+                                          "order: train_sampling_strategy='group_by_length')"),
     "predict_with_generate": Route(MODULE, note="Seq2SeqModule: generate in evaluation / prediction"),
     "generation_max_length": Route(MODULE, note="Seq2SeqModule"),
     "generation_num_beams": Route(MODULE, note="Seq2SeqModule"),

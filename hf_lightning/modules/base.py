@@ -93,6 +93,8 @@ class HFModule(EvaluationMixin, L.LightningModule):
         preprocess_logits_for_metrics: ``fn(logits, labels) -> logits`` run per batch before accumulation.
         batch_eval_metrics: Call ``compute_metrics(eval_pred, compute_result=...)`` per batch instead of once.
         include_for_metrics: Extra fields in the EvalPrediction: ``inputs`` and/or ``loss``.
+        eval_use_gather_object: With several processes, gather the predictions, labels and inputs as Python objects
+            (``torch.distributed.all_gather_object``) instead of padded tensors; one process: no effect.
         label_names: The input keys holding labels (default ``labels``).
         prediction_loss_only: Evaluation computes the loss only.
         gradient_checkpointing: Call the model's ``gradient_checkpointing_enable``.
@@ -140,6 +142,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         preprocess_logits_for_metrics: Callable[..., Any] | str | None = None,
         batch_eval_metrics: bool = False,
         include_for_metrics: list[str] | None = None,
+        eval_use_gather_object: bool = False,
         label_names: list[str] | None = None,
         prediction_loss_only: bool = False,
         gradient_checkpointing: bool = False,
@@ -196,6 +199,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
                               batch_eval_metrics, include_for_metrics or [], prediction_loss_only, multi_label,
                               metric_threshold)
+        self.eval_use_gather_object = eval_use_gather_object
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
         self.compile_kwargs = (

@@ -99,6 +99,22 @@ def gather_across_ranks(module: Any, value: Any) -> Any:
     return tree_unflatten(gathered, spec)
 
 
+def gather_objects_across_ranks(value: Any) -> Any:
+    """``eval_use_gather_object``: every rank's value sent as a Python object (``all_gather_object``), then joined in
+    rank order with transformers' ``nested_concat`` (arrays along the first axis, trailing dimensions padded with
+    -100); ranks without data give none. Every rank must call it, in the same order.
+    """
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, value)
+    present = [part for part in parts if part is not None]
+    if not present:
+        return None
+    joined = present[0]
+    for part in present[1:]:
+        joined = nested_concat(joined, part, padding_index=-100)
+    return joined
+
+
 class _StageState:
     """Accumulators of one evaluation pass over one data set (one dataloader of the stage)."""
 
@@ -134,6 +150,7 @@ class EvaluationMixin:
         self.compute_metrics = import_callable(compute_metrics)
         self.preprocess_logits_for_metrics = import_callable(preprocess_logits)
         self.batch_eval_metrics = batch_eval_metrics
+        self.eval_use_gather_object = False  # HFModule sets it: gather with all_gather_object across processes
         self.include_for_metrics = include_for_metrics
         self.prediction_loss_only = prediction_loss_only
         self.metric_key_prefix: dict[str, str] = {"validate": "eval", "test": "test", "predict": "test"}
@@ -311,8 +328,10 @@ class EvaluationMixin:
             results.update({k: float(v) for k, v in metrics.compute().items()})  # torchmetrics syncs the ranks
             metrics.reset()
         if several and not self.batch_eval_metrics:
+            objects = self.eval_use_gather_object
             state.preds, state.labels, state.inputs, state.losses = (
-                gather_across_ranks(self, v) for v in (state.preds, state.labels, state.inputs, state.losses))
+                gather_objects_across_ranks(v) if objects else gather_across_ranks(self, v)
+                for v in (state.preds, state.labels, state.inputs, state.losses))
         results.update(self._hf_metrics(state))
         results = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in results.items()}
         steps = strategy.reduce(torch.tensor(float(state.num_steps), device=self.device), reduce_op="max") \

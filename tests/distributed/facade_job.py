@@ -89,8 +89,12 @@ def gather_checks(trainer) -> dict:
     """`gather_across_ranks` through the module and strategy the Trainer used (every rank must call it)."""
     from hf_lightning.modules.evaluation import gather_across_ranks
 
+    from hf_lightning.modules.evaluation import gather_objects_across_ranks
+
     rank = trainer.pl_trainer.global_rank
-    return {name: gather_across_ranks(trainer.module, value) for name, value in gather_inputs(rank).items()}
+    tensors = {name: gather_across_ranks(trainer.module, value) for name, value in gather_inputs(rank).items()}
+    objects = {name: gather_objects_across_ranks(value) for name, value in gather_inputs(rank).items()}
+    return {**tensors, "objects": objects}
 
 
 def run(out_dir: str, per_device_batch: int) -> dict:

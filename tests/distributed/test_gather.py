@@ -39,3 +39,15 @@ def test_ranks_without_data_add_nothing(gathered):
     np.testing.assert_array_equal(gathered["rank0_only"], [0, 1, 2])
     np.testing.assert_array_equal(gathered["rank1_only"], [10, 11])  # the layout comes from the rank that has data
     assert gathered["nobody"] is None
+
+
+def test_gathering_as_objects_gives_the_same_arrays(gathered):
+    """eval_use_gather_object: the same rows in rank order, padded alike, dtypes kept, through all_gather_object."""
+    objects = gathered["objects"]
+    for name in ("ragged", "mask", "rank0_only", "rank1_only"):
+        np.testing.assert_array_equal(objects[name], gathered[name])
+        assert objects[name].dtype == gathered[name].dtype, name
+    values, extra = objects["nested"]
+    np.testing.assert_array_equal(values, gathered["nested"][0])
+    np.testing.assert_array_equal(extra["ids"], gathered["nested"][1]["ids"])
+    assert objects["nobody"] is None

@@ -453,3 +453,24 @@ def test_report_to_trackio_records_what_transformers_records(tmp_path):
         for key, value in theirs.items():
             assert mine[key] == pytest.approx(value, rel=1e-6), key
     assert set(ours["config"]) - {"logging_dir"} == set(hf["config"]) and "learning_rate" in ours["config"]
+
+
+def test_eval_use_gather_object_on_one_process_is_transformers_no_op(tmp_path):
+    """eval_use_gather_object=True trains, evaluates and predicts as transformers.Trainer does with it (one process:
+    nothing to gather; the 2-process gather is tests/distributed/test_gather.py)."""
+    import numpy as np
+
+    outputs = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, args={"eval_use_gather_object": True, "eval_strategy": "epoch"},
+                           compute_metrics=lambda p: {"mean_prediction": float(np.mean(p.predictions))})
+        trainer.train()
+        prediction = trainer.predict(RegressionDataset(10, seed=3))
+        outputs[lib.__name__] = (trainer.evaluate(), prediction)
+    (ours, our_pred), (hf, hf_pred) = outputs["hf_lightning"], outputs["transformers"]
+    timing = ("_runtime", "_per_second")
+    assert {k for k in ours if not k.endswith(timing)} == {k for k in hf if not k.endswith(timing)}
+    for key in ("eval_loss", "eval_mean_prediction"):
+        assert ours[key] == pytest.approx(hf[key], rel=1e-6)
+    np.testing.assert_allclose(our_pred.predictions, hf_pred.predictions, rtol=1e-6)
+    np.testing.assert_array_equal(our_pred.label_ids, hf_pred.label_ids)
