@@ -73,3 +73,13 @@ def set_up_training_data(trainer: L.Trainer) -> None:
     """Builds the training data loader now, as the fit loop does at its start (a resume needs the batch count
     before that)."""
     trainer.fit_loop.setup_data()
+
+
+def restart_training_iterator(trainer: L.Trainer) -> None:
+    """Creates the training iterator again. ``fit_loop.setup_data`` creates it, and for a loader without a length (an
+    iterable data set) its fetcher draws the first batch ahead right away; Lightning has no public hook between the
+    loader's creation and that draw, so a resume that tells the loader to skip the trained batches makes the
+    iterator again afterwards (the batch read ahead is dropped, nothing else was consumed)."""
+    fetcher = trainer.fit_loop._data_fetcher
+    if fetcher is not None:
+        iter(fetcher)

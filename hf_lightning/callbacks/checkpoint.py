@@ -49,6 +49,7 @@ class _Resume:
     point: resuming.ResumePoint | None = None
     weights_loaded: bool = False
     rng_pending: bool = False
+    skipped: bool = False
 
 
 class HFCheckpoint(Checkpoint):
@@ -190,12 +191,18 @@ class HFCheckpoint(Checkpoint):
                                            trainer.accumulate_grad_batches, self.settings.ignore_data_skip)
         if plan.point.global_step > 0:
             resuming.restore_loops(trainer, plan.point)
+        if plan.point.batches:
+            # The loader skips what was trained now, before Lightning draws the first batch (it reads an iterable
+            # data set ahead, before on_train_start).
+            resuming.skip_seen_batches(trainer, plan.point.batches)
+            internals.restart_training_iterator(trainer)
+            plan.skipped = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._watch_sigterm(trainer)
-        if internals.restarted_mid_epoch(trainer):  # an HF folder or a Lightning .ckpt saved inside an epoch
-            resuming.skip_seen_batches(trainer, internals.batches_done_in_epoch(trainer))
         plan = self._resume
+        if internals.restarted_mid_epoch(trainer) and not (plan is not None and plan.skipped):
+            resuming.skip_seen_batches(trainer, internals.batches_done_in_epoch(trainer))  # a Lightning .ckpt
         if plan is None or plan.point is None:
             return
         # transformers' compare_trainer_and_checkpoint_args: one warning for the intervals and the per-device batch

@@ -126,3 +126,26 @@ def test_streaming_files_train_without_loading_them(tmp_path):
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
     assert {"eval_loss", "eval_accuracy"} <= set(cli.model.eval_results)
     assert cli.model.model.config.num_labels == 2
+
+
+def test_a_stream_resumes_at_its_position(tmp_path):
+    """``streaming: true`` with checkpoints: resuming from checkpoint-3 skips the batches of the stream already
+    trained (transformers' rule for an iterable data set: one endless epoch, the seen batches skipped) and ends with
+    the weights of the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    rows = [{"text": f"the {WORDS[i % len(WORDS)]} was {'great' if i % 2 else 'awful'} {i}", "label": i % 2}
+            for i in range(80)]
+    files = {"train": write_rows(tmp_path / "train.jsonl", rows[:64]),
+             "validation": write_rows(tmp_path / "validation.jsonl", rows[64:])}
+    stream = ("--data.init_args.streaming", "true", "--data.init_args.num_labels", "2", "--trainer.max_steps", "6",
+              "--trainer.enable_checkpointing", "true", "--trainer.callbacks+=hf_lightning.callbacks.HFCheckpoint",
+              "--trainer.callbacks.save_steps=3")
+    full = fit(tmp_path / "full", files, *stream, "--trainer.callbacks.output_dir", str(tmp_path / "full" / "ckpt"))
+    assert full.trainer.global_step == 6
+    resumed = fit(tmp_path / "resumed", files, *stream, "--trainer.callbacks.output_dir", str(tmp_path / "resumed"),
+                  "--trainer.callbacks.resume_from_checkpoint", str(tmp_path / "full" / "ckpt" / "checkpoint-3"))
+    assert resumed.trainer.global_step == 6
+    want, got = load_file(tmp_path / "full" / "export" / "model.safetensors"), \
+        load_file(tmp_path / "resumed" / "export" / "model.safetensors")
+    assert max(float((want[k] - got[k]).abs().max()) for k in want) < 1e-6

@@ -32,6 +32,7 @@ def test_the_epoch_loop_pieces_used_for_transformers_evaluation_points(trainer):
 def test_the_fit_loop_pieces_used_for_exact_resume(trainer):
     assert internals.restarted_mid_epoch(trainer) is False and internals.batches_done_in_epoch(trainer) == 0
     assert callable(trainer.fit_loop.setup_data), "batch count before the loop starts (set_up_training_data)"
+    assert hasattr(trainer.fit_loop, "_data_fetcher"), "the iterator made again after a skip (restart_training_iterator)"
     state = internals.fit_loop_state(trainer)
     # the keys hf_lightning.checkpoint.resume.lightning_loop_state fills in
     for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress",
