@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import random
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel
@@ -25,24 +23,10 @@ from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.loading import apply_liger, load_model, uncompiled
+from hf_lightning.modules.probe import loss_scales_with_num_items
 from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler, steps_on_metric
-
-
-def _random_streams() -> tuple[Any, ...]:
-    """The states of Python's, NumPy's and torch's (CPU and CUDA) random generators."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return random.getstate(), np.random.get_state(), torch.random.get_rng_state(), cuda
-
-
-def _restore_random_streams(streams: tuple[Any, ...]) -> None:
-    python, numpy, cpu, cuda = streams
-    random.setstate(python)
-    np.random.set_state(numpy)
-    torch.random.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state_all(cuda)
 
 
 class HFModule(EvaluationMixin, L.LightningModule):
@@ -282,30 +266,9 @@ class HFModule(EvaluationMixin, L.LightningModule):
 
     # ----------------------------------------------------------------------------------------------- training
     def _probe_scaled_for_ga(self, inputs: dict[str, Any]) -> bool:
-        """Whether `compute_loss` divides by ``num_items_in_batch`` (its value halves when the count doubles).
-
-        The two probing forwards leave no trace: the model's buffers (a forward may update or replace them) and the
-        random streams are put back, so training sees the model and randomness it would have seen without them.
-        """
-        was_training = self.model.training
-        buffers = dict(self.model.named_buffers())
-        saved = {name: buffer.detach().clone() for name, buffer in buffers.items()}
-        streams = _random_streams()
-        self.model.eval()  # no dropout: two identical forwards
-        try:
-            with torch.no_grad():
-                one = self.compute_loss(self.model, dict(inputs), num_items_in_batch=torch.tensor(1.0, device=self.device))
-                two = self.compute_loss(self.model, dict(inputs), num_items_in_batch=torch.tensor(2.0, device=self.device))
-        finally:
-            self.model.train(was_training)
-            with torch.no_grad():
-                for name, buffer in buffers.items():
-                    owner_name, _, leaf = name.rpartition(".")
-                    self.model.get_submodule(owner_name)._buffers[leaf] = buffer  # the object the forward replaced
-                    buffer.copy_(saved[name])  # the values it changed in place
-            _restore_random_streams(streams)
-        one, two = float(one), float(two)
-        return math.isfinite(one) and abs(one) > 0 and math.isclose(one, 2 * two, rel_tol=1e-3)
+        """Whether `compute_loss` divides by ``num_items_in_batch``; its two forwards leave no trace
+        (`hf_lightning.modules.probe`)."""
+        return loss_scales_with_num_items(self, inputs)
 
     def _window_num_items(self, window: WindowInfo, batch_idx: int) -> torch.Tensor:
         """The window's label count, summed over ranks once per window (HF ``average_tokens_across_devices``)."""

@@ -131,3 +131,30 @@ def test_liger_kernels_are_refused_before_training_where_they_cannot_run(tmp_pat
     monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
     with pytest.raises(ImportError, match=r"pip install 'hf_lightning\[liger\]'"):
         HFModule(model=dict(TINY_BERT), num_labels=2, use_liger_kernel=True)
+
+
+class _Recording(torch.nn.Module):
+    """A forward with side effects: it records the inputs it saw in a buffer and draws random numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.register_buffer("seen", torch.empty(0))
+
+    def forward(self, input_x, labels=None, **kwargs):
+        self.seen = torch.cat([self.seen, input_x[:, 0]])  # replaces the buffer object
+        noise = torch.rand(())  # consumes the random stream
+        logits = self.linear(input_x) + 0 * noise
+        return (torch.nn.functional.cross_entropy(logits, labels), logits)
+
+
+def test_the_probe_leaves_no_trace():
+    """The loss-scaling probe's two forwards: buffers, the training mode and the random streams as they were."""
+    module = HFModule(model=_Recording())
+    module.model.train()
+    inputs = {"input_x": torch.randn(3, 4), "labels": torch.tensor([0, 1, 0])}
+    before = torch.random.get_rng_state()
+    assert module._probe_scaled_for_ga(inputs) is False  # a mean loss: it ignores num_items_in_batch
+    assert module.model.seen.numel() == 0 and dict(module.model.named_buffers())["seen"].numel() == 0
+    assert module.model.training
+    assert torch.equal(torch.random.get_rng_state(), before)

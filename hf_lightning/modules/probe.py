@@ -1,0 +1,67 @@
+"""Whether a module's ``compute_loss`` normalises by ``num_items_in_batch``, found out on one batch, leaving no trace.
+
+transformers decides it from the model's ``forward`` signature (any ``**kwargs``); hf_lightning evaluates the loss
+twice in eval mode with two counts instead (docs/parity.md, "Deliberate differences" 1). The two forwards must not
+change what training then sees: `untouched` puts the model's buffers (a forward may update or replace them) and the
+random streams back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _random_streams() -> tuple[Any, ...]:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) random generators."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(), torch.random.get_rng_state(), cuda
+
+
+def _restore_random_streams(streams: tuple[Any, ...]) -> None:
+    python, numpy, cpu, cuda = streams
+    random.setstate(python)
+    np.random.set_state(numpy)
+    torch.random.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Runs the block in eval mode without gradients, then restores the model's mode, buffers and the random streams."""
+    was_training = model.training
+    buffers = dict(model.named_buffers())
+    saved = {name: buffer.detach().clone() for name, buffer in buffers.items()}
+    streams = _random_streams()
+    model.eval()  # no dropout: identical forwards
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for name, buffer in buffers.items():
+                owner_name, _, leaf = name.rpartition(".")
+                model.get_submodule(owner_name)._buffers[leaf] = buffer  # the object a forward may have replaced
+                buffer.copy_(saved[name])  # the values it may have changed in place
+        _restore_random_streams(streams)
+
+
+def loss_scales_with_num_items(module: Any, inputs: dict[str, Any]) -> bool:
+    """Whether ``module.compute_loss`` divides by ``num_items_in_batch`` (its value halves when the count doubles)."""
+    with untouched(module.model):
+        one = module.compute_loss(module.model, dict(inputs), num_items_in_batch=torch.tensor(1.0, device=module.device))
+        two = module.compute_loss(module.model, dict(inputs), num_items_in_batch=torch.tensor(2.0, device=module.device))
+    one, two = float(one), float(two)
+    return math.isfinite(one) and abs(one) > 0 and math.isclose(one, 2 * two, rel_tol=1e-3)
+
+
+__all__ = ["loss_scales_with_num_items", "untouched"]
