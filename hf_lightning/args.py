@@ -280,12 +280,6 @@ class TranslatedArgs:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Route targets whose values become a typed settings object, and the class.
-SETTINGS_TARGETS: dict[str, type[FlowSettings | CheckpointSettings]] = {
-    LOGGING: FlowSettings, CHECKPOINT: CheckpointSettings,
-}
-
-
 def _is_default(args: TrainingArguments, name: str, value: Any) -> bool:
     """Whether a field holds its declared default (an empty list counts for transformers' ``debug=""``).
 

@@ -19,7 +19,7 @@ from transformers.trainer_utils import TrainerMemoryTracker, speed_metrics
 from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
 
-from hf_lightning.modules.records import step_record
+from hf_lightning.modules.records import StepRecord
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
@@ -62,6 +62,7 @@ class FlowRecords:
     checkpoint_settings: CheckpointSettings
     best: BestMetric
     state: Any
+    _record: StepRecord | None  # the module's per-step record (HFFlow looks it up once per fit)
     log_override: Any
     _log_trainer: L.Trainer | None
     _tr_loss: torch.Tensor | None
@@ -105,7 +106,7 @@ class FlowRecords:
         self.event("on_log", logs=logs)
 
     def _add_step_loss(self, pl_module: L.LightningModule) -> None:
-        record = step_record(pl_module)
+        record = self._record
         step_loss = record.loss if record is not None else None
         if step_loss is None:
             return
@@ -123,7 +124,7 @@ class FlowRecords:
         total = float(trainer.strategy.reduce(tr_loss, reduce_op="mean"))
         self._tr_loss = torch.zeros_like(tr_loss)
         logs = {"loss": total / (self.state.global_step - self._last_logged)}
-        record = step_record(pl_module)
+        record = self._record
         if record is not None and record.grad_norm is not None:
             logs["grad_norm"] = float(record.grad_norm)
         if record is not None and record.learning_rate is not None:
@@ -135,7 +136,7 @@ class FlowRecords:
 
     def store_flos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """HF's ``store_flos``: moves the module's flos count (summed over ranks) into ``state.total_flos``."""
-        record = step_record(pl_module)
+        record = self._record
         current = record.take_flos() if record is not None else 0.0
         if trainer.world_size > 1:
             current = float(trainer.strategy.reduce(torch.tensor(current, device=pl_module.device), reduce_op="sum"))

@@ -44,7 +44,7 @@ from hf_lightning.callbacks.contracts import CheckpointSaver
 from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
-from hf_lightning.modules.records import ReportsEvaluations
+from hf_lightning.modules.records import ReportsEvaluations, StepRecord, step_record
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
@@ -155,6 +155,7 @@ class HFFlow(FlowRecords, Callback):
         self._pending_tokens: torch.Tensor | int = 0
         self._initial_tokens = 0
         self._batch_size: int | None = None
+        self._record: StepRecord | None = None
         self.last_eval_metrics: dict[str, float] = {}
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
         self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
@@ -219,6 +220,7 @@ class HFFlow(FlowRecords, Callback):
         state.compute_steps(self.args, max_steps)  # transformers' own: ratios of max_steps, None left at default
         # The per-device batch of this run (a resume then puts the checkpoint's back into the state, as transformers).
         self._batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        self._record = step_record(pl_module)  # looked up once per fit, read at every step
         state.train_batch_size = self._batch_size
         state.is_local_process_zero = trainer.local_rank == 0
         state.is_world_process_zero = trainer.is_global_zero

@@ -182,8 +182,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         multi_label = getattr(getattr(self.model, "config", None), "problem_type", None) == "multi_label_classification"
         self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
                               batch_eval_metrics, include_for_metrics or [], prediction_loss_only, multi_label,
-                              metric_threshold)
-        self.eval_use_gather_object = eval_use_gather_object
+                              metric_threshold, eval_use_gather_object)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
         self.compile_kwargs = (

@@ -141,7 +141,7 @@ class EvaluationMixin:
     def _init_evaluation(
         self, metrics: list[str] | None, num_labels: int | None, compute_metrics: Any, preprocess_logits: Any,
         batch_eval_metrics: bool, include_for_metrics: list[str], prediction_loss_only: bool,
-        multi_label: bool = False, threshold: float = 0.5,
+        multi_label: bool = False, threshold: float = 0.5, use_gather_object: bool = False,
     ) -> None:
         self.metric_names = list(metrics or [])
         collection = build_metrics(self.metric_names, num_labels, multi_label, threshold)
@@ -150,7 +150,7 @@ class EvaluationMixin:
         self.compute_metrics = import_callable(compute_metrics)
         self.preprocess_logits_for_metrics = import_callable(preprocess_logits)
         self.batch_eval_metrics = batch_eval_metrics
-        self.eval_use_gather_object = False  # HFModule sets it: gather with all_gather_object across processes
+        self.eval_use_gather_object = use_gather_object  # gather with all_gather_object across processes
         self.include_for_metrics = include_for_metrics
         self.prediction_loss_only = prediction_loss_only
         self.metric_key_prefix: dict[str, str] = {"validate": "eval", "test": "test", "predict": "test"}
