@@ -15,6 +15,7 @@ import transformers
 
 import hf_lightning
 from tests.helpers.tiny import RegressionDataset, RegressionModel
+from tests.helpers.wandb_run import read_offline_run
 from tests.parity.harness import max_rel_diff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -450,6 +451,53 @@ def test_report_to_trackio_records_what_transformers_records(tmp_path):
     assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/global_step"} <= {
         k for r in ours["logs"] for k in r}
     for mine, theirs in zip(ours["logs"], hf["logs"]):
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-6), key
+    assert set(ours["config"]) - {"logging_dir"} == set(hf["config"]) and "learning_rate" in ours["config"]
+
+
+WANDB_JOB = '''
+import json, os, sys
+os.environ.update(WANDB_MODE="offline", WANDB_DIR=sys.argv[1], WANDB_SILENT="true", WANDB_PROJECT="regression")
+import transformers
+import wandb
+import hf_lightning
+from tests.helpers.tiny import RegressionDataset, RegressionModel
+
+folders = {}
+for lib in (transformers, hf_lightning):
+    transformers.set_seed(42)
+    args = lib.TrainingArguments(os.path.join(sys.argv[1], lib.__name__), report_to=["wandb"], run_name=lib.__name__,
+                                 use_cpu=True, logging_steps=2, num_train_epochs=1, learning_rate=0.1,
+                                 disable_tqdm=True, eval_strategy="epoch")
+    lib.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset(),
+                eval_dataset=RegressionDataset(16, seed=1)).train()
+    folders[lib.__name__] = os.path.dirname(wandb.run.dir)
+    wandb.finish()
+print("RESULT" + json.dumps(folders))
+'''
+
+
+def test_report_to_wandb_records_what_transformers_records(tmp_path):
+    """report_to="wandb" in offline mode, read back from each run's folder (its transaction log, parsed with wandb's
+    own record schema): the same history rows (names, values, steps), the arguments as the run's config and the run
+    name, as transformers.Trainer's run."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-c", WANDB_JOB, str(tmp_path / "wandb")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = {}  # read once the process has ended: wandb's service has closed every run's log by then
+    for lib, folder in json.loads(proc.stdout.split("RESULT", 1)[1]).items():
+        run = read_offline_run(folder)
+        runs[lib] = {"name": run["name"], "config": sorted(run["config"]),
+                     "history": [{k: v for k, v in row.items() if not k.startswith("_")
+                                  and not k.endswith(("runtime", "per_second"))} for row in run["history"]]}
+    ours, hf = runs["hf_lightning"], runs["transformers"]
+    assert (ours["name"], hf["name"]) == ("hf_lightning", "transformers")
+    assert [sorted(row) for row in ours["history"]] == [sorted(row) for row in hf["history"]]
+    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/global_step"} <= {
+        key for row in ours["history"] for key in row}
+    for mine, theirs in zip(ours["history"], hf["history"]):
         for key, value in theirs.items():
             assert mine[key] == pytest.approx(value, rel=1e-6), key
     assert set(ours["config"]) - {"logging_dir"} == set(hf["config"]) and "learning_rate" in ours["config"]
