@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import datasets
 import lightning as L
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -16,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from hf_lightning import progress
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
 from hf_lightning.data.collators import build_collator
-from hf_lightning.data.labels import LabelInference
+from hf_lightning.data.labels import LabelInference, arrow_column, distinct
 from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
 from hf_lightning.data.samplers import SeededLengthGroupedSampler, ShardedSequentialSampler
 
@@ -70,7 +71,9 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         test_size: Fraction held out for test when only a train split exists (seeded, fixed).
         max_train_samples: Keep only the first N training examples.
         max_eval_samples: Keep only the first N examples of each evaluation split.
-        preprocessing_num_workers: Processes for ``datasets.map``.
+        preprocessing_num_workers: Processes for ``datasets.map`` (tokenisation); its result is cached by ``datasets``,
+            so a second run of the same command re-uses it.
+        dataset_num_proc: The same under TRL's name (``SFTConfig.dataset_num_proc``); give one of the two.
         streaming: Read the files (or hub data set) as a stream (``datasets``' iterable data set): nothing is loaded
             or cached up front, examples are tokenised as they are read, in file order; training needs
             ``trainer.max_steps`` (transformers' rule for a data set without a length), labels must be ids or floats
@@ -118,6 +121,7 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         preprocessing_num_workers: int | None = None,
+        dataset_num_proc: int | None = None,
         streaming: bool = False,
         tokenize: bool = True,
     ) -> None:
@@ -171,7 +175,10 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         self.test_size = test_size
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
-        self.preprocessing_num_workers = preprocessing_num_workers
+        if dataset_num_proc is not None and preprocessing_num_workers not in (None, dataset_num_proc):
+            raise ValueError(f"data.dataset_num_proc={dataset_num_proc} and data.preprocessing_num_workers="
+                             f"{preprocessing_num_workers} disagree: they are one setting, give only one of them.")
+        self.preprocessing_num_workers = preprocessing_num_workers or dataset_num_proc
         self.streaming = streaming
         self.tokenize = tokenize
         self._raw: dict[str, Any] | None = None
@@ -259,9 +266,8 @@ class HFDataModule(LabelInference, L.LightningDataModule):
         label_ids = {name: i for i, name in enumerate(names)} if names else None
         multi_hot = self._multi_label_encoder(label_ids)
         if label_ids and split != "train" and self.label_column in columns:  # the train split made the names
-            values = ds[self.label_column]
-            present = {v for row in values for v in row} if multi_hot is not None else set(values)
-            unseen = sorted(present - set(label_ids))
+            values = arrow_column(ds, self.label_column)
+            unseen = sorted(set(distinct(pc.list_flatten(values) if multi_hot is not None else values)) - set(label_ids))
             if unseen:
                 raise ValueError(
                     f"The {split} split has label values {unseen[:10]} that the train split does not have (its labels: "

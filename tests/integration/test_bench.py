@@ -97,3 +97,22 @@ def test_ratios_are_taken_within_a_round():
                 and t["figure"] == "cpu_step_ms")
     assert step["ratio"] == pytest.approx(1.2) and step["min"] == pytest.approx(1.2) and not step["met"]
     assert "hfl_door" in SAME_ORDER
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_data_scale_quick_run_reuses_the_tokenisation_cache(tmp_path):
+    """scripts/bench_data.py --quick: two sizes, each run twice in fresh processes; the first run writes the Arrow
+    and tokenisation caches, the second (same command) writes none and spends less time tokenising."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_data.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["rows"] for r in results] == [2_000, 20_000]
+    for r in results:
+        first, second = r["first"], r["second"]
+        assert first["new_cache_files"] >= 2 and second["new_cache_files"] == 0, r
+        assert second["tokenize_s"] < first["tokenize_s"], r
+        assert all(run["startup_s"] > 0 and run["rss_mb"] > 0 for run in (first, second))
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("\n| 2") == 2 and "start-up s (2nd)" in table
