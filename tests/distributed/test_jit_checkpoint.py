@@ -14,6 +14,9 @@ import torch
 from hf_lightning.checkpoint import folder
 from tests.distributed.conftest import HERE, JOB_TIMEOUT, ROOT, job_env, torchrun
 
+# Each case starts its own training processes (a full run, a signalled run, a resumed run; torchrun for -ddp).
+pytestmark = pytest.mark.distributed
+
 SCRIPT = str(HERE / "jit_job.py")
 
 
@@ -33,7 +36,6 @@ def _job(door: str, out: Path, mode: str, ddp: bool) -> str:
     return _run(cmd, out.parent / f"{out.name}-{mode}.log")
 
 
-@pytest.mark.distributed
 @pytest.mark.parametrize("door, ddp", [("facade", False), ("lightning", False), ("facade", True)],
                          ids=["facade", "lightning-door", "facade-ddp"])
 def test_sigterm_mid_window_checkpoints_exits_cleanly_and_resumes_exactly(tmp_path, door, ddp):

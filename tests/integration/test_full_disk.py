@@ -10,16 +10,15 @@ from what was on that disk must end with the weights of an uninterrupted run.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from hf_lightning import Trainer, TrainingArguments
 from hf_lightning.checkpoint import folder
+from tests.helpers.run_if import run_if
 from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,16 +62,7 @@ ARGS = dict(per_device_train_batch_size=4, num_train_epochs=1, learning_rate=0.0
             report_to=[], use_cpu=True, disable_tqdm=True, seed=7)
 
 
-def _namespaces_work() -> bool:
-    if shutil.which("unshare") is None or not sys.platform.startswith("linux"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /tmp"],
-                           check=False, capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _namespaces_work(), reason="needs Linux user + mount namespaces (unshare -rm) to mount a "
-                                                    "tmpfs without touching the host")
+@run_if(namespaces=True)
 def test_full_disk_during_a_save_loses_nothing(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     script.write_text(JOB.replace("{ARGS}", repr(ARGS)))

@@ -163,6 +163,7 @@ def test_token_classification_learns_entities(tmp_path):
     assert after["eval_accuracy"] > before["eval_accuracy"]
 
 
+@pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_ner_recipe_runs_through_cli(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_BERT), "--model.init_args.tokenizer", "minilm",
              "--model.init_args.learning_rate", "3e-3", "--data.init_args.max_train_samples", "320",
@@ -230,6 +231,7 @@ def test_lm_blocks_and_item_count_match_hf(tmp_path, tokenizer, model, task, hf_
         assert 0 < window.num_items < 0.3 * 2 * 4 * 32  # ~15% of the tokens are masked
 
 
+@pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_causal_lm_recipe_learns(tmp_path):
     short = ["--data.init_args.max_train_samples", "800", "--data.init_args.max_eval_samples", "200",
              "--data.init_args.block_size", "32"]
@@ -240,6 +242,7 @@ def test_causal_lm_recipe_learns(tmp_path):
     assert after["eval_perplexity"] < 0.2 * before["eval_perplexity"]
 
 
+@pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_mlm_recipe_learns(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_BERT), "--model.init_args.tokenizer", "minilm",
              "--model.init_args.learning_rate", "1e-2", "--data.init_args.max_train_samples", "800",
@@ -280,6 +283,7 @@ def test_seq2seq_prediction_step_matches_seq2seq_trainer(tmp_path):
     assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[2], theirs[2])
 
 
+@pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_bert2bert_recipe_warm_starts_an_encoder_decoder_that_learns_and_exports(tmp_path):
     """configs/summarization_bert2bert.yaml with tiny BERT sides from config: an EncoderDecoderModel whose config and
     generation_config carry the [CLS] / [SEP] / [PAD] ids, trained through the CLI (loss drops, generation is scored)
@@ -304,6 +308,7 @@ def test_bert2bert_recipe_warm_starts_an_encoder_decoder_that_learns_and_exports
     assert reloaded.generation_config.decoder_start_token_id == 101
 
 
+@pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_summarization_recipe_learns(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_T5 | {"d_model": 64, "d_kv": 16, "d_ff": 128}),
              "--model.init_args.learning_rate", "3e-2", "--model.init_args.generation_max_length", "24",

@@ -1,47 +1,41 @@
-"""Unit tests for hf_lightning.args: transformers.TrainingArguments runs side by side as the reference."""
+"""Unit tests for hf_lightning.args: transformers.TrainingArguments runs side by side as the reference.
+
+The table itself is tested in test_args_table.py, the callbacks' settings types in test_settings.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 import warnings
 from enum import Enum
 from pathlib import Path
 
-import lightning
 import pytest
 import torch
 import transformers
 from torch import nn
 from transformers.debug_utils import DebugOption
 
-import hf_lightning
 from hf_lightning import _args_table as table
 from hf_lightning.args import (
     Seq2SeqTrainingArguments,
     TrainingArguments,
     TranslatedArgs,
-    callback_arguments,
     ensure_args,
     legacy_table_markdown,
     migration_table_markdown,
     translate,
 )
-from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(1)
+from hf_lightning.settings import BestMetric, CheckpointSettings
+from tests.unit.args_helpers import (
+    HF_FIELDS,
+    SEQ2SEQ_FIELDS,
+    UNSUPPORTED_VALUES,
+    _run_in_tmp,  # noqa: F401 - autouse: each test in its own working folder
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "migration.md"
-HF_FIELDS = [f.name for f in dataclasses.fields(transformers.TrainingArguments)]
-SEQ2SEQ_FIELDS = [f.name for f in dataclasses.fields(transformers.Seq2SeqTrainingArguments) if f.name not in HF_FIELDS]
-
-
-@pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # transformers.Trainer creates output folders relative to the working directory
 
 
 def _declared_default(cls: type, name: str) -> object:
@@ -201,13 +195,6 @@ def test_legacy_name_warns_and_maps(legacy: dict, expected: dict, new_name: str)
         assert args.accelerator_config.split_batches is True
 
 
-def test_xpu_backend_maps_to_ddp_backend() -> None:
-    # Not built here: any ddp_backend makes transformers start a process group while building.
-    assert table.LEGACY["xpu_backend"].apply("gloo", {}) == {"ddp_backend": "gloo"}
-    with pytest.raises(ValueError, match="ddp_backend"):
-        table.LEGACY["xpu_backend"].apply("gloo", {"ddp_backend": "nccl"})
-
-
 def test_warmup_ratio_gives_transformers_warmup_count() -> None:
     with pytest.warns(FutureWarning, match="warmup_steps"):
         args = TrainingArguments(warmup_ratio=0.1)
@@ -259,15 +246,6 @@ def test_legacy_none_means_not_set() -> None:
     assert args.per_device_train_batch_size == 8 and args.eval_strategy == "no"
 
 
-def test_legacy_names_are_really_gone_from_transformers() -> None:
-    for name in table.LEGACY:
-        if name == "logging_dir":
-            assert name not in HF_FIELDS
-            continue
-        with pytest.raises(TypeError, match=name):
-            transformers.TrainingArguments(**{name: 1})
-
-
 # ------------------------------------------------------------------------------------------------ from_hf / ensure_args
 def test_from_hf_round_trip_copies_every_field() -> None:
     hf = transformers.TrainingArguments(
@@ -312,95 +290,6 @@ def test_ensure_args_accepts_none_ours_and_transformers() -> None:
     assert type(converted) is TrainingArguments and (converted.output_dir, converted.seed) == ("y", 5)
     with pytest.raises(TypeError, match="hf_lightning.TrainingArguments"):
         ensure_args({"output_dir": "z"})  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------------------------ the table
-def test_table_covers_every_field_of_installed_transformers_exactly() -> None:
-    assert set(table.ROUTES) == set(HF_FIELDS), "transformers changed TrainingArguments: update _args_table.ROUTES"
-    assert list(table.ROUTES) == HF_FIELDS  # same order, so the doc table reads like transformers' docs
-    assert set(table.SEQ2SEQ_ROUTES) == set(SEQ2SEQ_FIELDS)
-    ours_only = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)} - set(HF_FIELDS) - set(SEQ2SEQ_FIELDS)
-    assert set(table.EXTRA_ROUTES) == ours_only == {"logging_dir"}
-    assert not set(table.LEGACY) & (set(HF_FIELDS) | set(SEQ2SEQ_FIELDS))
-
-
-def test_every_route_names_a_known_target() -> None:
-    targets = {table.MODULE, table.DATAMODULE, table.TRAINER, table.STRATEGY, table.FACADE, table.UNSUPPORTED,
-               table.CHECKPOINT, table.LOGGING}
-    for name in [*HF_FIELDS, *SEQ2SEQ_FIELDS, "logging_dir"]:
-        for route in table.routes_for(name):
-            assert route.target in targets, name
-            assert route.target != table.UNSUPPORTED or route.note, f"{name}: unsupported needs the alternative"
-
-
-def test_trainer_routes_are_lightning_trainer_keywords() -> None:
-    names = {r.name for f in HF_FIELDS for r in table.routes_for(f) if r.target == table.TRAINER}
-    assert names == {"default_root_dir", "max_steps", "accumulate_grad_batches", "precision", "deterministic",
-                     "accelerator"}
-    assert names <= set(inspect.signature(lightning.Trainer.__init__).parameters)
-    lightning.Trainer(**translate(TrainingArguments(output_dir=str(Path("unused")))).trainer, logger=False)
-
-
-def _contract(cls: type, target: str, field_names: list[str]) -> None:
-    """The component accepts every keyword that translate() sends it."""
-    params = set(inspect.signature(cls.__init__).parameters)
-    wanted = {r.name or f for f in field_names for r in table.routes_for(f) if r.target == target}
-    assert not wanted - params, f"{cls.__name__} lacks keywords {sorted(wanted - params)} that translate() sends it"
-
-
-def test_contract_hfmodule_accepts_module_routes() -> None:
-    _contract(hf_lightning.HFModule, table.MODULE, HF_FIELDS)
-
-
-def test_contract_seq2seq_module_accepts_seq2seq_routes() -> None:
-    from hf_lightning.modules.seq2seq import Seq2SeqModule
-
-    _contract(Seq2SeqModule, table.MODULE, SEQ2SEQ_FIELDS)
-
-
-def test_contract_hfdatamodule_accepts_datamodule_routes() -> None:
-    _contract(hf_lightning.HFDataModule, table.DATAMODULE, HF_FIELDS)
-
-
-@pytest.mark.parametrize("name", ["HFCheckpoint", "HFFlow"])
-def test_contract_callbacks_accept_their_routes(name: str) -> None:
-    _contract(getattr(hf_lightning.callbacks, name), f"callback:{name}", [*HF_FIELDS, "logging_dir"])
-
-
-@pytest.mark.parametrize(("target", "settings_type", "component"), [
-    (table.LOGGING, FlowSettings, "HFFlow"), (table.CHECKPOINT, CheckpointSettings, "HFCheckpoint")])
-def test_settings_types_are_the_table(target: str, settings_type: type, component: str) -> None:
-    """The table is what the code uses: a callback's settings type has exactly the fields routed to it, and the
-    callback takes each as a keyword (for yaml) with transformers' default."""
-    routed = {r.name or f for f in [*HF_FIELDS, "logging_dir"] for r in table.routes_for(f) if r.target == target}
-    assert {f.name for f in dataclasses.fields(settings_type)} == routed
-    hf_defaults = {f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments)}
-    for f in dataclasses.fields(settings_type):
-        if f.name in hf_defaults and f.name not in ("output_dir", "report_to"):
-            assert f.default == hf_defaults[f.name], f.name
-    params = inspect.signature(getattr(hf_lightning.callbacks, component).__init__).parameters
-    assert routed <= set(params) and "settings" in params
-
-
-def test_components_take_the_translation_and_never_build_arguments(tmp_path: Path) -> None:
-    """The HF-style Trainer hands each callback its translated settings and its own arguments, unchanged: what
-    transformers' callbacks see is the user's object, and the callbacks read only their settings."""
-    args = TrainingArguments(output_dir=str(tmp_path), save_steps=7, logging_steps=3, report_to="none")
-    out = translate(args)
-    flow = hf_lightning.callbacks.HFFlow(settings=out.flow, args=args)
-    checkpoint = hf_lightning.callbacks.HFCheckpoint(settings=out.checkpoint)
-    assert flow.args is args and flow.settings.logging_steps == 3 and checkpoint.settings.save_steps == 7
-    # The Lightning door: the arguments are built from the two settings, and transformers validates the combination.
-    built = callback_arguments(FlowSettings(eval_strategy="steps", eval_steps=5),
-                               CheckpointSettings(save_steps=10, load_best_model_at_end=True))
-    assert (built.save_steps, built.eval_steps, built.metric_for_best_model, built.greater_is_better) == \
-        (10, 5, "loss", False)
-    with pytest.raises(ValueError, match="round multiple of the evaluation steps"):
-        callback_arguments(FlowSettings(eval_strategy="steps", eval_steps=4),
-                           CheckpointSettings(save_steps=10, load_best_model_at_end=True))
-    with pytest.raises(ValueError, match="set it in one place"):
-        BestMetric.resolve(FlowSettings(metric_for_best_model="loss"), CheckpointSettings(metric_for_best_model="f1"))
-    assert BestMetric.resolve(FlowSettings(), CheckpointSettings(metric_for_best_model="f1")) == BestMetric("f1", True)
 
 
 # ------------------------------------------------------------------------------------------------ translate
@@ -506,17 +395,6 @@ def test_translate_rejects_mirrored_fields_that_disagree() -> None:
     args.gradient_checkpointing = True  # changed after building: transformers reads activation_checkpointing
     with pytest.raises(ValueError, match="activation_checkpointing.*gradient_checkpointing"):
         translate(args)
-
-
-UNSUPPORTED_VALUES = {  # only what needs the Hugging Face Hub
-    "trackio_space_id": "me/space", "trackio_bucket_id": "b", "trackio_static_space_id": False, "push_to_hub": True,
-}
-
-
-def test_unsupported_value_table_is_complete() -> None:
-    unsupported = {name for name in [*HF_FIELDS, *SEQ2SEQ_FIELDS] for r in table.routes_for(name)
-                   if r.target == table.UNSUPPORTED}
-    assert unsupported == set(UNSUPPORTED_VALUES)
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED_VALUES))

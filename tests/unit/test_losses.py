@@ -328,42 +328,6 @@ def test_uncertainty_weights_train_inside_lightning_and_reach_the_checkpoint(tmp
     torch.testing.assert_close(saved, module.loss.log_vars.detach())
 
 
-def test_hfmodule_trains_a_learned_weighting_held_outside_the_model(tmp_path) -> None:
-    """An HFModule subclass combining two losses with UncertaintyWeightedLoss: its log_vars reach the optimizer (one
-    extra group, no weight decay), move during fit, and are in the Lightning checkpoint; the model's groups stay HF's."""
-    import lightning as L
-
-    from hf_lightning import HFDataModule, HFModule
-    from tests.helpers.tiny import RegressionDataset, RegressionModel
-
-    class TwoLosses(HFModule):
-        def __init__(self, **kwargs) -> None:
-            super().__init__(**kwargs)
-            self.weighting = UncertaintyWeightedLoss(["mse", "l1"])
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            outputs = model(input_x=inputs["input_x"])
-            pred = outputs[0]
-            loss = self.weighting({"mse": F.mse_loss(pred, inputs["labels"]), "l1": F.l1_loss(pred, inputs["labels"])})
-            return (loss, outputs) if return_outputs else loss
-
-    torch.manual_seed(0)
-    module = TwoLosses(model=RegressionModel(), learning_rate=0.05, weight_decay=0.1, optim="adamw_torch")
-    data = HFDataModule(dataset={"train": RegressionDataset()}, batch_size=8, collator="default", validation_size=0,
-                        test_size=0)
-    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-                        limit_val_batches=0, default_root_dir=tmp_path)
-    trainer.fit(module, data)
-    groups = trainer.optimizers[0].param_groups
-    assert len(groups) == 3 and groups[2]["params"] == [module.weighting.log_vars]
-    assert groups[2]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 0.1
-    assert not torch.equal(module.weighting.log_vars.detach(), torch.zeros(2))
-    trainer.save_checkpoint(tmp_path / "last.ckpt")
-    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]["weighting.log_vars"]
-    torch.testing.assert_close(saved, module.weighting.log_vars.detach())
-
-
 # ---------------------------------------------------------------- validation and registry
 @pytest.mark.parametrize(
     ("cls", "kwargs", "field"),

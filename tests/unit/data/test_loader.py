@@ -1,38 +1,13 @@
-"""Data path: packaged assets, seeded splits, HF sample order, rank sharding, accumulation windows, errors."""
+"""The train loader (hf_lightning/data/loader.py): HF sample order, rank sharding, accumulation windows."""
 
 from __future__ import annotations
 
-import datasets
-import pytest
 import torch
 import transformers
 from torch.utils.data import DataLoader
 
-from hf_lightning.data import HFDataModule, MissingAssetError, load_builtin
-from hf_lightning.data.builtin import Asset
 from hf_lightning.data.loader import WINDOW_KEY, HFBatchSampler, HFRandomSampler, TrainLoader, split_window
 from tests.helpers.tiny import RegressionDataset, RegressionModel
-
-
-def test_builtin_splits_are_fixed_and_disjoint():
-    first, second = load_builtin("movie_reviews"), load_builtin("movie_reviews")
-    assert {k: len(v) for k, v in first.items()} == {"train": 8482, "validation": 1060, "test": 1061}
-    assert first["validation"]["text"][:5] == second["validation"]["text"][:5]
-    assert not set(first["test"]["text"]) & set(first["train"]["text"])
-    assert set(first["train"]["label"]) == {0, 1}
-
-
-def test_sms_spam_and_ner_assets_load():
-    sms = load_builtin("sms_spam")
-    assert sum(len(v) for v in sms.values()) == 4522  # 4,837 messages, 315 repeated texts dropped
-    ner = load_builtin("wnut16")
-    names = ner["train"].features["ner_tags"].feature.names
-    assert names[0] == "O" and "B-person" in names
-
-
-def test_missing_asset_names_the_install_command():
-    with pytest.raises(MissingAssetError, match="install_assets.sh"):
-        Asset("no-such-package-xyz", "1.0", "x.txt").locate()
 
 
 def test_hf_random_sampler_matches_transformers_trainer_order(tmp_path):
@@ -83,29 +58,3 @@ def test_window_tag_is_removed_before_the_model_sees_the_batch():
     batch = {"labels": torch.tensor([1]), WINDOW_KEY: "x"}
     inputs, window = split_window(batch)
     assert WINDOW_KEY not in inputs and window == "x"
-
-
-def test_datamodule_tokenises_pads_dynamically_and_renames_labels():
-    dm = HFDataModule(dataset="movie_reviews", tokenizer="minilm", max_length=32, batch_size=4, max_train_samples=16)
-    dm.setup("fit")
-    batch, window = split_window(next(iter(dm.train_dataloader())))
-    assert {"input_ids", "attention_mask", "labels"} <= set(batch)
-    assert batch["input_ids"].shape[1] <= 32 and window.size == 1
-    lengths = batch["attention_mask"].sum(1)
-    assert int(lengths.max()) == batch["input_ids"].shape[1]  # padded to the longest in the batch only
-    assert dm.num_labels == 2 and dm.id2label is None
-
-
-def test_datamodule_errors_list_the_columns():
-    ds = datasets.Dataset.from_dict({"sentence": ["a b", "c d"], "label": [0, 1]})
-    dm = HFDataModule(dataset=ds, tokenizer="minilm", text_column="text", validation_size=0, test_size=0)
-    with pytest.raises(ValueError, match=r"text_column='text'.*Columns: \['sentence', 'label'\]"):
-        dm.setup("fit")
-
-
-def test_string_labels_are_mapped_to_ids():
-    ds = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": ["pos", "neg", "pos"]})
-    dm = HFDataModule(dataset=ds, tokenizer="minilm", validation_size=0, test_size=0)
-    assert dm.id2label == {0: "neg", 1: "pos"} and dm.num_labels == 2
-    dm.setup("fit")
-    assert dm.split("train")["labels"] == [1, 0, 1]

@@ -1,0 +1,34 @@
+"""HFFlow (hf_lightning/callbacks/hf_flow.py): a clear error for evaluation without data, and transformers callbacks
+on a plain Lightning Trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from lightning.pytorch.callbacks import TQDMProgressBar
+from transformers import TrainerCallback, TrainingArguments
+
+from hf_lightning.callbacks.hf_flow import HFFlow, wrap_trainer_callbacks
+from tests.unit.callbacks.helpers import fit
+
+
+def test_eval_strategy_without_validation_data_is_a_clear_error() -> None:
+    flow = HFFlow(eval_strategy="steps", eval_steps=2)
+    with pytest.raises(ValueError, match="eval_strategy='steps' .* needs an evaluation set"):
+        fit([], flow=flow, max_steps=4, limit_val_batches=0)
+
+
+def test_wrap_trainer_callbacks_for_a_plain_lightning_trainer() -> None:
+    seen: list[str] = []
+
+    class Tutorial(TrainerCallback):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            seen.append(f"epoch {state.epoch:.0f} step {state.global_step}")
+
+    flow = wrap_trainer_callbacks([Tutorial()], TrainingArguments("unused", logging_steps=3, report_to=[]))
+    fit([], flow=flow, max_steps=16)
+    assert seen == ["epoch 1 step 8", "epoch 2 step 16"]
+    assert [r["step"] for r in flow.state.log_history] == [3, 6, 9, 12, 15, 16]
+    with pytest.raises(TypeError, match="TrainerCallback"):
+        wrap_trainer_callbacks([TQDMProgressBar()])

@@ -1,0 +1,56 @@
+"""Unit tests for hf_lightning.settings: the callbacks' settings types are the table's routes, and the components take
+the translated settings (the best metric resolved from both)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+import transformers
+
+import hf_lightning
+from hf_lightning import _args_table as table
+from hf_lightning.args import TrainingArguments, callback_arguments, translate
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
+from tests.unit.args_helpers import (
+    HF_FIELDS,
+    _run_in_tmp,  # noqa: F401 - autouse: each test in its own working folder
+)
+
+
+@pytest.mark.parametrize(("target", "settings_type", "component"), [
+    (table.LOGGING, FlowSettings, "HFFlow"), (table.CHECKPOINT, CheckpointSettings, "HFCheckpoint")])
+def test_settings_types_are_the_table(target: str, settings_type: type, component: str) -> None:
+    """The table is what the code uses: a callback's settings type has exactly the fields routed to it, and the
+    callback takes each as a keyword (for yaml) with transformers' default."""
+    routed = {r.name or f for f in [*HF_FIELDS, "logging_dir"] for r in table.routes_for(f) if r.target == target}
+    assert {f.name for f in dataclasses.fields(settings_type)} == routed
+    hf_defaults = {f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments)}
+    for f in dataclasses.fields(settings_type):
+        if f.name in hf_defaults and f.name not in ("output_dir", "report_to"):
+            assert f.default == hf_defaults[f.name], f.name
+    params = inspect.signature(getattr(hf_lightning.callbacks, component).__init__).parameters
+    assert routed <= set(params) and "settings" in params
+
+
+def test_components_take_the_translation_and_never_build_arguments(tmp_path: Path) -> None:
+    """The HF-style Trainer hands each callback its translated settings and its own arguments, unchanged: what
+    transformers' callbacks see is the user's object, and the callbacks read only their settings."""
+    args = TrainingArguments(output_dir=str(tmp_path), save_steps=7, logging_steps=3, report_to="none")
+    out = translate(args)
+    flow = hf_lightning.callbacks.HFFlow(settings=out.flow, args=args)
+    checkpoint = hf_lightning.callbacks.HFCheckpoint(settings=out.checkpoint)
+    assert flow.args is args and flow.settings.logging_steps == 3 and checkpoint.settings.save_steps == 7
+    # The Lightning door: the arguments are built from the two settings, and transformers validates the combination.
+    built = callback_arguments(FlowSettings(eval_strategy="steps", eval_steps=5),
+                               CheckpointSettings(save_steps=10, load_best_model_at_end=True))
+    assert (built.save_steps, built.eval_steps, built.metric_for_best_model, built.greater_is_better) == \
+        (10, 5, "loss", False)
+    with pytest.raises(ValueError, match="round multiple of the evaluation steps"):
+        callback_arguments(FlowSettings(eval_strategy="steps", eval_steps=4),
+                           CheckpointSettings(save_steps=10, load_best_model_at_end=True))
+    with pytest.raises(ValueError, match="set it in one place"):
+        BestMetric.resolve(FlowSettings(metric_for_best_model="loss"), CheckpointSettings(metric_for_best_model="f1"))
+    assert BestMetric.resolve(FlowSettings(), CheckpointSettings(metric_for_best_model="f1")) == BestMetric("f1", True)
