@@ -257,6 +257,7 @@ SEQ2SEQ_ROUTES: dict[str, Route | tuple[Route, ...]] = {
 
 EXTRA_ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "logging_dir": Route(LOGGING, convert=_logging_dir, note="TensorBoard directory; not a transformers 5.x field"),
+    "torch_compile_scope": Route(MODULE, note="'blocks': regional compilation of the repeated blocks; not a transformers field"),
 }
 
 

@@ -126,12 +126,20 @@ class TrainingArguments(HFTrainingArguments):
     Args:
         logging_dir: TensorBoard log directory (transformers 5.x dropped this field for the
             ``TENSORBOARD_LOGGING_DIR`` environment variable, which is still read when this is None).
+        torch_compile_scope: With ``torch_compile``: ``model`` (the whole model, as transformers) or ``blocks``
+            (regional compilation of the repeated blocks; hf_lightning's own field, see docs/fast.md).
         **kwargs: Every ``transformers.TrainingArguments`` field.
     """
 
     logging_dir: str | None = field(
         default=None,
         metadata={"help": "TensorBoard log directory; defaults to $TENSORBOARD_LOGGING_DIR, else output_dir/runs/..."},
+    )
+    torch_compile_scope: str = field(
+        default="model",
+        metadata={"help": "With torch_compile: 'model' compiles the whole model (transformers' way); 'blocks' compiles "
+                          "each repeated encoder / decoder block once (regional compilation: compile time does not "
+                          "grow with depth)."},
     )
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
-from hf_lightning.modules.loading import apply_liger, load_model, uncompiled
+from hf_lightning.modules.loading import apply_liger, compile_blocks, has_compiled_regions, load_model, uncompiled
 from hf_lightning.modules.probe import loss_scales_with_num_items
 from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
@@ -86,6 +86,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
         torch_compile: Compile the model with ``torch.compile`` before training.
         torch_compile_backend: Backend of ``torch.compile`` (default inductor).
         torch_compile_mode: Mode of ``torch.compile`` (default, reduce-overhead, max-autotune).
+        torch_compile_scope: What is compiled: ``model`` (the whole model, as transformers.Trainer does) or ``blocks``
+            (regional compilation: each repeated encoder / decoder block is compiled in place and the compiled code is
+            re-used by every block of the stack, so compile time does not grow with depth; the glue around them runs
+            eagerly). Parameter names do not change either way.
         neftune_noise_alpha: NEFTune noise on the input embeddings during training (transformers' hook).
         eval_do_concat_batches: Concatenate predictions across batches (False keeps a list of per-batch arrays).
         eval_accumulation_steps: Accepted for compatibility: predictions are always moved to the host per batch.
@@ -134,6 +138,7 @@ class HFModule(EvaluationMixin, L.LightningModule):
         torch_compile: bool = False,
         torch_compile_backend: str | None = None,
         torch_compile_mode: str | None = None,
+        torch_compile_scope: Literal["model", "blocks"] = "model",
         neftune_noise_alpha: float | None = None,
         eval_do_concat_batches: bool = True,
         eval_accumulation_steps: int | None = None,
@@ -189,6 +194,10 @@ class HFModule(EvaluationMixin, L.LightningModule):
             {k: v for k, v in {"backend": torch_compile_backend, "mode": torch_compile_mode}.items() if v}
             if torch_compile or torch_compile_backend or torch_compile_mode else None
         )
+        if torch_compile_scope not in ("model", "blocks"):
+            raise ValueError(f"torch_compile_scope='{torch_compile_scope}': use 'model' (the whole model) or 'blocks' "
+                             "(each repeated encoder / decoder block, compiled once).")
+        self.compile_scope = torch_compile_scope
         self.neftune_noise_alpha = neftune_noise_alpha
         self.eval_do_concat_batches = eval_do_concat_batches
         self._neftune_handle: Any = None
@@ -368,7 +377,11 @@ class HFModule(EvaluationMixin, L.LightningModule):
         return [] if find_flow(self.trainer) is not None else [HFFlow()]
 
     def configure_model(self) -> None:
-        if self.compile_kwargs is not None and uncompiled(self.model) is self.model:
+        if self.compile_kwargs is None or uncompiled(self.model) is not self.model or has_compiled_regions(self.model):
+            return
+        if self.compile_scope == "blocks":
+            compile_blocks(self.model, self.compile_kwargs)
+        else:
             self.model = torch.compile(self.model, **self.compile_kwargs)
 
     def on_train_start(self) -> None:

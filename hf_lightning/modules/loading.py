@@ -48,6 +48,22 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+def compile_blocks(model: nn.Module, compile_kwargs: dict[str, Any]) -> None:
+    """Regional compilation, in place: every block of a repeated stack (a ``ModuleList`` of one class, such as
+    BERT's layers or Llama's decoder layers) gets ``module.compile()``, and TorchDynamo re-uses the first block's
+    code for the others; modules outside such stacks are compiled one by one. accelerate's in-place variant is used
+    (``compile_regions_deepspeed``: it calls ``nn.Module.compile``, which keeps the module tree, so parameter names,
+    checkpoints and exports are those of the uncompiled model)."""
+    from accelerate.utils import compile_regions_deepspeed
+
+    compile_regions_deepspeed(model, **compile_kwargs)
+
+
+def has_compiled_regions(model: nn.Module) -> bool:
+    """Whether `compile_blocks` (or a user's ``module.compile()``) already compiled parts of ``model`` in place."""
+    return any(getattr(module, "_compiled_call_impl", None) is not None for module in model.modules())
+
+
 def apply_liger(model: nn.Module, config: dict[str, Any] | None) -> None:
     """Patches ``model`` with Liger's kernels through transformers' ``apply_liger_kernel`` (as ``use_liger_kernel``
     does in transformers.Trainer), after checking that they can run here."""

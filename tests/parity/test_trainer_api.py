@@ -3,6 +3,7 @@ what third-party callbacks read (``accelerator``, ``model_wrapped``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,6 +17,10 @@ import transformers
 import hf_lightning
 from tests.helpers.tiny import RegressionDataset, RegressionModel
 from tests.helpers.wandb_run import read_offline_run
+
+#: hf_lightning.TrainingArguments' own fields (logging_dir, torch_compile_scope): the trackers record them too
+OWN_FIELDS = {f.name for f in dataclasses.fields(hf_lightning.TrainingArguments)} - {
+    f.name for f in dataclasses.fields(transformers.TrainingArguments)}
 from tests.parity.harness import max_rel_diff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -399,7 +404,7 @@ def test_report_to_mlflow_records_what_transformers_records(tmp_path, monkeypatc
     for key in hf[1]:
         assert max_rel_diff([v for _, v in ours[1][key]], [v for _, v in hf[1][key]]) < 1e-6, key
     assert {k: [s for s, _ in h] for k, h in ours[1].items()} == {k: [s for s, _ in h] for k, h in hf[1].items()}
-    assert ours[2] - {"logging_dir"} == hf[2] and "learning_rate" in ours[2]  # logging_dir: hf_lightning's own field
+    assert ours[2] - OWN_FIELDS == hf[2] and "learning_rate" in ours[2]  # OWN_FIELDS: hf_lightning's own fields
 
 
 @pytest.mark.parametrize("tracker", ["comet_ml", "neptune", "clearml"])
@@ -453,7 +458,7 @@ def test_report_to_trackio_records_what_transformers_records(tmp_path):
     for mine, theirs in zip(ours["logs"], hf["logs"]):
         for key, value in theirs.items():
             assert mine[key] == pytest.approx(value, rel=1e-6), key
-    assert set(ours["config"]) - {"logging_dir"} == set(hf["config"]) and "learning_rate" in ours["config"]
+    assert set(ours["config"]) - OWN_FIELDS == set(hf["config"]) and "learning_rate" in ours["config"]
 
 
 WANDB_JOB = '''
@@ -500,7 +505,7 @@ def test_report_to_wandb_records_what_transformers_records(tmp_path):
     for mine, theirs in zip(ours["history"], hf["history"]):
         for key, value in theirs.items():
             assert mine[key] == pytest.approx(value, rel=1e-6), key
-    assert set(ours["config"]) - {"logging_dir"} == set(hf["config"]) and "learning_rate" in ours["config"]
+    assert set(ours["config"]) - OWN_FIELDS == set(hf["config"]) and "learning_rate" in ours["config"]
 
 
 def test_eval_use_gather_object_on_one_process_is_transformers_no_op(tmp_path):

@@ -16,6 +16,9 @@ torch.set_num_threads(1)
 
 HF_FIELDS = [f.name for f in dataclasses.fields(transformers.TrainingArguments)]
 SEQ2SEQ_FIELDS = [f.name for f in dataclasses.fields(transformers.Seq2SeqTrainingArguments) if f.name not in HF_FIELDS]
+#: hf_lightning's own TrainingArguments fields (after transformers' ones, in this order) and their defaults
+OWN_DEFAULTS = {"logging_dir": None, "torch_compile_scope": "model"}
+OWN_FIELDS = list(OWN_DEFAULTS)
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,8 @@ from hf_lightning.args import (
 from hf_lightning.settings import BestMetric, CheckpointSettings
 from tests.unit.args_helpers import (
     HF_FIELDS,
+    OWN_DEFAULTS,
+    OWN_FIELDS,
     SEQ2SEQ_FIELDS,
     UNSUPPORTED_VALUES,
     _run_in_tmp,  # noqa: F401 - autouse: each test in its own working folder
@@ -62,13 +64,13 @@ def test_is_a_transformers_training_arguments() -> None:
                                           (Seq2SeqTrainingArguments, transformers.Seq2SeqTrainingArguments)])
 def test_defaults_equal_transformers_for_every_field(ours: type, theirs: type) -> None:
     names = [f.name for f in dataclasses.fields(theirs)]
-    assert [f.name for f in dataclasses.fields(ours)] == [*names, "logging_dir"]
+    assert [f.name for f in dataclasses.fields(ours)] == [*names, *OWN_FIELDS]
     for name in names:
         assert _declared_default(ours, name) == _declared_default(theirs, name), name
     a, b = ours(), theirs()
     for name in names:
         assert getattr(a, name) == getattr(b, name), name
-    assert a.to_dict() == {**b.to_dict(), "logging_dir": None}
+    assert a.to_dict() == {**b.to_dict(), **OWN_DEFAULTS}
     assert a.output_dir == "trainer_output"
 
 
@@ -111,7 +113,7 @@ def test_normalisation_matches_transformers() -> None:
     kwargs = {"eval_strategy": "steps", "logging_steps": 7, "load_best_model_at_end": True, "save_steps": 14,
               "report_to": "none", "torch_compile_mode": "default", "use_cpu": True, "debug": "underflow_overflow"}
     ours, theirs = TrainingArguments(**kwargs), transformers.TrainingArguments(**kwargs)
-    assert ours.to_dict() == {**theirs.to_dict(), "logging_dir": None}
+    assert ours.to_dict() == {**theirs.to_dict(), **OWN_DEFAULTS}
     assert (ours.eval_steps, ours.metric_for_best_model, ours.greater_is_better) == (7, "loss", False)
     assert ours.torch_compile and ours.torch_compile_backend == "inductor" and ours.dataloader_pin_memory is False
 
@@ -257,7 +259,7 @@ def test_from_hf_round_trip_copies_every_field() -> None:
     assert type(ours) is TrainingArguments
     for name in HF_FIELDS:
         assert getattr(ours, name) == getattr(hf, name), name
-    assert ours.to_dict() == {**hf.to_dict(), "logging_dir": None}
+    assert ours.to_dict() == {**hf.to_dict(), **OWN_DEFAULTS}
     ours.lr_scheduler_kwargs["num_cycles"] = 2.0
     assert hf.lr_scheduler_kwargs == {"num_cycles": 0.5}
 
@@ -270,7 +272,7 @@ def test_seq2seq_from_hf_and_ensure_args() -> None:
     assert type(ours) is Seq2SeqTrainingArguments
     for name in SEQ2SEQ_FIELDS:
         assert getattr(ours, name) == getattr(hf, name), name
-    assert ours.to_dict() == {**hf.to_dict(), "logging_dir": None}
+    assert ours.to_dict() == {**hf.to_dict(), **OWN_DEFAULTS}
     with pytest.raises(ValueError, match="Seq2SeqTrainingArguments.from_hf"):
         TrainingArguments.from_hf(hf)
 
@@ -304,7 +306,7 @@ def test_translate_defaults_routes_every_field() -> None:
     assert isinstance(out, TranslatedArgs)
     sections = {table.MODULE: out.module, table.DATAMODULE: out.datamodule, table.TRAINER: out.trainer,
                 table.LOGGING: out.flow.as_dict(), table.CHECKPOINT: out.checkpoint.as_dict()}
-    for name in HF_FIELDS + ["logging_dir"]:
+    for name in HF_FIELDS + OWN_FIELDS:
         for route in table.routes_for(name):
             if route.target in sections:
                 assert (route.name or name) in sections[route.target], name
@@ -427,7 +429,7 @@ def _between(text: str, begin: str, end: str) -> str:
 
 def test_migration_table_has_a_row_per_route() -> None:
     rows = migration_table_markdown().splitlines()[2:]
-    expected = sum(len(table.routes_for(n)) for n in [*HF_FIELDS, *SEQ2SEQ_FIELDS, "logging_dir"])
+    expected = sum(len(table.routes_for(n)) for n in [*HF_FIELDS, *SEQ2SEQ_FIELDS, *OWN_FIELDS])
     assert len(rows) == expected
     assert all(row.count(" | ") == 3 for row in rows)
     assert "| `fp16` | `lightning.Trainer` | `precision`: " in migration_table_markdown()

@@ -16,6 +16,7 @@ from hf_lightning import _args_table as table
 from hf_lightning.args import Seq2SeqTrainingArguments, TrainingArguments, translate
 from tests.unit.args_helpers import (
     HF_FIELDS,
+    OWN_FIELDS,
     SEQ2SEQ_FIELDS,
     UNSUPPORTED_VALUES,
     _run_in_tmp,  # noqa: F401 - autouse: each test in its own working folder
@@ -28,14 +29,14 @@ def test_table_covers_every_field_of_installed_transformers_exactly() -> None:
     assert list(table.ROUTES) == HF_FIELDS  # same order, so the doc table reads like transformers' docs
     assert set(table.SEQ2SEQ_ROUTES) == set(SEQ2SEQ_FIELDS)
     ours_only = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)} - set(HF_FIELDS) - set(SEQ2SEQ_FIELDS)
-    assert set(table.EXTRA_ROUTES) == ours_only == {"logging_dir"}
+    assert set(table.EXTRA_ROUTES) == ours_only == set(OWN_FIELDS)
     assert not set(table.LEGACY) & (set(HF_FIELDS) | set(SEQ2SEQ_FIELDS))
 
 
 def test_every_route_names_a_known_target() -> None:
     targets = {table.MODULE, table.DATAMODULE, table.TRAINER, table.STRATEGY, table.FACADE, table.UNSUPPORTED,
                table.CHECKPOINT, table.LOGGING}
-    for name in [*HF_FIELDS, *SEQ2SEQ_FIELDS, "logging_dir"]:
+    for name in [*HF_FIELDS, *SEQ2SEQ_FIELDS, *OWN_FIELDS]:
         for route in table.routes_for(name):
             assert route.target in targets, name
             assert route.target != table.UNSUPPORTED or route.note, f"{name}: unsupported needs the alternative"
@@ -78,7 +79,7 @@ def test_contract_hfdatamodule_accepts_datamodule_routes() -> None:
 
 @pytest.mark.parametrize("name", ["HFCheckpoint", "HFFlow"])
 def test_contract_callbacks_accept_their_routes(name: str) -> None:
-    _contract(getattr(hf_lightning.callbacks, name), f"callback:{name}", [*HF_FIELDS, "logging_dir"])
+    _contract(getattr(hf_lightning.callbacks, name), f"callback:{name}", [*HF_FIELDS, *OWN_FIELDS])
 
 
 # ------------------------------------------------------------------------------------------------ legacy names

@@ -16,6 +16,7 @@ from hf_lightning.args import TrainingArguments, callback_arguments, translate
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 from tests.unit.args_helpers import (
     HF_FIELDS,
+    OWN_FIELDS,
     _run_in_tmp,  # noqa: F401 - autouse: each test in its own working folder
 )
 
@@ -25,7 +26,7 @@ from tests.unit.args_helpers import (
 def test_settings_types_are_the_table(target: str, settings_type: type, component: str) -> None:
     """The table is what the code uses: a callback's settings type has exactly the fields routed to it, and the
     callback takes each as a keyword (for yaml) with transformers' default."""
-    routed = {r.name or f for f in [*HF_FIELDS, "logging_dir"] for r in table.routes_for(f) if r.target == target}
+    routed = {r.name or f for f in [*HF_FIELDS, *OWN_FIELDS] for r in table.routes_for(f) if r.target == target}
     assert {f.name for f in dataclasses.fields(settings_type)} == routed
     hf_defaults = {f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments)}
     for f in dataclasses.fields(settings_type):
