@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
@@ -44,6 +45,16 @@ class HFLightningCLI(LightningCLI):
             help="Where fit saves the trained model and tokenizer with save_pretrained "
                  "(default: <trainer.log_dir>/hf_model; 'none' to skip).",
         )
+        parser.add_argument(
+            "--float32_matmul_precision", type=Literal["highest", "high", "medium"] | None, default=None,
+            help="torch.set_float32_matmul_precision before anything is built: 'high' runs fp32 matmuls on TF32 "
+                 "tensor cores (Ampere and newer GPUs), as transformers' tf32=True.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("float32_matmul_precision"):
+            torch.set_float32_matmul_precision(config["float32_matmul_precision"])
 
     def export_path(self) -> str | None:
         """The folder the trained model is exported to after ``fit``."""

@@ -31,8 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "data.md"
 BEGIN, END = "<!-- bench_data:begin (written by scripts/bench_data.py --update-docs) -->", "<!-- bench_data:end -->"
-WORDS = ("good bad film plot actor scene story boring great slow funny music long dull brilliant moving cast script "
-         "ending director camera dialogue character drama comedy thriller script visual score pace twist").split()
+WORDS = ["good", "bad", "film", "plot", "actor", "scene", "story", "boring", "great", "slow", "funny", "music", "long", "dull", "brilliant", "moving", "cast", "script", "ending", "director", "camera", "dialogue", "character", "drama", "comedy", "thriller", "script", "visual", "score", "pace", "twist"]
 LABELS = ("neg", "neutral", "pos")
 
 
@@ -120,12 +119,12 @@ def run_size(rows: int, steps: int, num_proc: int | None, log_dir: Path) -> dict
 def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     base = results[0]
     lines = [
-        f"Measured {meta['date']} on {meta['machine']} (torch {meta['torch']}, datasets {meta['datasets']}, "
+        (f"Measured {meta['date']} on {meta['machine']} (torch {meta['torch']}, datasets {meta['datasets']}, "
         f"{meta['steps']} training steps, preprocessing_num_workers={meta['num_proc']}). First run: empty cache; "
-        "second run: the same command again.",
+        "second run: the same command again."),
         "",
-        "| rows | CSV MB | load s | tokenise s | rows/s tokenised | start-up s (1st) | start-up s (2nd) | "
-        "2nd / 1st | new cache files (2nd) | peak RSS MB (1st) | peak RSS MB (2nd) | tokenise s per row vs smallest |",
+        ("| rows | CSV MB | load s | tokenise s | rows/s tokenised | start-up s (1st) | start-up s (2nd) | "
+        "2nd / 1st | new cache files (2nd) | peak RSS MB (1st) | peak RSS MB (2nd) | tokenise s per row vs smallest |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     per_row = base["first"]["tokenize_s"] / base["rows"]
@@ -161,8 +160,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return _child(args.child)
-    import datasets
     import platform
+
+    import datasets
     import torch
 
     rows = args.rows or ([2_000, 20_000] if args.quick else [10_000, 100_000, 1_000_000])

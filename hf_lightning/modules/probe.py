@@ -3,7 +3,7 @@
 transformers decides it from the model's ``forward`` signature (any ``**kwargs``); hf_lightning evaluates the loss
 twice in eval mode with two counts instead (docs/parity.md, "Deliberate differences" 1). The two forwards must not
 change what training then sees: `untouched` puts the model's buffers (a forward may update or replace them) and the
-random streams back.
+random streams back; a compiled model runs them eagerly (no extra compilation).
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ def untouched(model: nn.Module) -> Iterator[None]:
 
 
 def loss_scales_with_num_items(module: Any, inputs: dict[str, Any]) -> bool:
-    """Whether ``module.compute_loss`` divides by ``num_items_in_batch`` (its value halves when the count doubles)."""
-    with untouched(module.model):
+    """Whether ``module.compute_loss`` divides by ``num_items_in_batch`` (its value halves when the count doubles).
+
+    A compiled model runs these two forwards eagerly: compiling an eval-mode, no-grad graph here (TorchDynamo guards
+    on both) would add a whole compilation to the first step that training never uses."""
+    with untouched(module.model), torch.compiler.set_stance("force_eager"):
         one = module.compute_loss(module.model, dict(inputs), num_items_in_batch=torch.tensor(1.0, device=module.device))
         two = module.compute_loss(module.model, dict(inputs), num_items_in_batch=torch.tensor(2.0, device=module.device))
     one, two = float(one), float(two)

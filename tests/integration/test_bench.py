@@ -116,3 +116,27 @@ def test_data_scale_quick_run_reuses_the_tokenisation_cache(tmp_path):
         assert all(run["startup_s"] > 0 and run["rss_mb"] > 0 for run in (first, second))
     table = (tmp_path / "results.md").read_text()
     assert table.count("\n| 2") == 2 and "start-up s (2nd)" in table
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_gpu_benchmark_quick_mode_runs_every_variant_with_the_same_losses(tmp_path):
+    """scripts/bench_gpu.py --quick (CPU, tiny Llama, fp32, compile with the eager backend): the raw loop, both
+    Trainers at their defaults and with the speed options, and regional compilation all train, are timed, and log the
+    same losses at the same steps (same data, order, optimizer and schedule)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--quick", "--cases", "llama-300m",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["cases"]["llama-300m"]["variants"]
+    assert list(runs) == ["raw", "hf_default", "hf_fast", "hfl_default", "hfl_fast", "hfl_fast_blocks"]
+    reference = runs["raw"]["losses"]
+    assert [step for step, _ in reference] == [2, 4, 6, 8]
+    for variant, run in runs.items():
+        assert run["samples_per_s"] > 0 and run["tokens_per_s"] == pytest.approx(run["samples_per_s"] * 64)
+        assert [step for step, _ in run["losses"]] == [step for step, _ in reference], variant
+        for (_, ours), (_, raw) in zip(run["losses"], reference):
+            assert ours == pytest.approx(raw, rel=1e-3), variant
+    assert results["cases"]["llama-300m"]["flops"] > 0
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("\n| hfl_") == 3 and "| raw |" in table

@@ -58,6 +58,18 @@ def test_validate_and_predict(tmp_path):
     assert output.predictions.shape == (32, 2)
 
 
+
+def test_float32_matmul_precision_is_set_before_anything_is_built(tmp_path, monkeypatch):
+    """--float32_matmul_precision high: TF32 matmuls (transformers' tf32=True) for the whole run, set before the
+    model is built; a value torch does not know fails before training with the choices."""
+    seen = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", seen.append)
+    cli = _run(tmp_path, "validate", "--float32_matmul_precision", "high")
+    assert seen == ["high"] and cli.model.eval_results["eval_loss"] > 0
+    with pytest.raises(SystemExit):
+        _run(tmp_path, "validate", "--float32_matmul_precision", "tf32")
+    assert seen == ["high"]
+
 def test_env_var_overrides(tmp_path):
     """Environment variables override defaults (a --config file and flags override them in turn)."""
     env = {**os.environ, "HFL_FIT__TRAINER__LOG_EVERY_N_STEPS": "7"}

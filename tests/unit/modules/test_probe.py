@@ -53,3 +53,21 @@ def test_the_probe_leaves_no_trace():
     assert module.model.seen.numel() == 0 and dict(module.model.named_buffers())["seen"].numel() == 0
     assert module.model.training
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_the_probe_does_not_compile_a_compiled_model():
+    """The probe's eval-mode, no-grad forwards run eagerly on a compiled model (whole or by blocks): TorchDynamo
+    captures nothing, so the first step compiles only the training graph."""
+    import torch._dynamo.utils as dynamo_utils
+
+    for scope in ("model", "blocks"):
+        module = HFModule(model=TINY_GPT2, task="causal-lm", torch_compile=True, torch_compile_backend="eager",
+                          torch_compile_scope=scope)
+        module.configure_model()
+        torch._dynamo.reset()
+        dynamo_utils.counters.clear()
+        assert module._probe_scaled_for_ga(_batch(64, [5, 3])) is True
+        assert dynamo_utils.counters["stats"]["unique_graphs"] == 0, scope
+        module.model.train()
+        module.model(**_batch(64, [4, 4]))  # the training forward is compiled
+        assert dynamo_utils.counters["stats"]["unique_graphs"] > 0, scope
