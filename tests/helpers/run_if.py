@@ -99,8 +99,8 @@ def run_if(*, cuda: bool = False, min_cuda_gpus: int = 0, bf16_cuda: bool = Fals
                        "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or a container "
                        "started without a seccomp profile that blocks unshare)")
     if module is not None and not _module_found(module):
-        missing.append(f"needs the Python module `{module}`, not installed here: `bash scripts/install.sh --dev` "
-                       "installs every package the tests use")
+        missing.append(f"needs the Python module `{module}`, not installed here: pip install it (`bash "
+                       "scripts/install.sh --dev` installs the test dependencies that install on any machine)")
     reason = "; ".join(missing) or "has everything it needs here"
     marks = RunIfMarks([pytest.mark.skipif(bool(missing), reason=reason)])
     if needs_gpu:
