@@ -4,7 +4,7 @@
 validation error is transformers' own. On top of it:
 
 * older names (``evaluation_strategy``, ``warmup_ratio``, ``no_cuda``...) are accepted with a ``FutureWarning`` that
-  names the replacement, or rejected when their value would change results (table: ``_args_table.LEGACY``);
+  names the replacement, or rejected when their value would change results (table: ``_args_legacy.LEGACY``);
 * ``translate(args)`` says where every field goes (table: ``_args_table.ROUTES``).
 """
 
@@ -25,12 +25,12 @@ from transformers.training_args import TrainingArguments as HFTrainingArguments
 from transformers.training_args_seq2seq import Seq2SeqTrainingArguments as HFSeq2SeqTrainingArguments
 from typing_extensions import Self
 
+from hf_lightning._args_legacy import LEGACY
 from hf_lightning._args_table import (
     CHECKPOINT,
     DATAMODULE,
     EXTRA_ROUTES,
     FACADE,
-    LEGACY,
     LOGGING,
     MODULE,
     ROUTES,
@@ -42,7 +42,7 @@ from hf_lightning._args_table import (
     _plain,
     routes_for,
 )
-from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings, warn_if_error_metric_maximised
 
 __all__ = [
     "Route",
@@ -121,7 +121,7 @@ class TrainingArguments(HFTrainingArguments):
 
     Every field has one entry in the translation table that names the component consuming it (see ``translate`` and
     ``docs/migration.md``); a field that cannot be honoured makes ``translate`` raise, naming the alternative. Legacy
-    names removed in transformers 5.x are accepted with a ``FutureWarning`` (see ``_args_table.LEGACY``).
+    names removed in transformers 5.x are accepted with a ``FutureWarning`` (see ``_args_legacy.LEGACY``).
 
     Args:
         logging_dir: TensorBoard log directory (transformers 5.x dropped this field for the
@@ -143,6 +143,7 @@ class TrainingArguments(HFTrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        warn_if_error_metric_maximised(self.metric_for_best_model, self.greater_is_better)
         with _one_process_view():
             super().__post_init__()
         if self.logging_dir is not None:

@@ -15,6 +15,7 @@ Lightning door, once per fit.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -91,6 +92,22 @@ class CheckpointSettings(_FromArgs):
         return self.save_strategy in ("steps", "epoch", "best")
 
 
+#: Metric-name endings where lower is better, beyond transformers' own rule (only a name ending in ``loss`` is
+#: minimised when ``greater_is_better`` is unset). The report's "best" uses the same list.
+LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "perplexity", "ppl", "wer", "cer", "error")
+
+
+def warn_if_error_metric_maximised(metric: str | None, greater_is_better: bool | None) -> None:
+    """transformers' default direction maximises every metric whose name does not end in ``loss``: for an error
+    metric (``eval_mse``, ``wer``...) that keeps the worst model as "best". Kept for parity, said out loud."""
+    if metric is None or greater_is_better is not None or metric.endswith("loss") \
+            or not metric.lower().endswith(LOWER_IS_BETTER):
+        return
+    warnings.warn(f"metric_for_best_model={metric!r} with greater_is_better unset: transformers' rule treats the "
+                  "largest value as best (only names ending in 'loss' are minimised), so the best checkpoint is the one "
+                  "with the largest error. Set greater_is_better=False if lower is better.", UserWarning, stacklevel=3)
+
+
 @dataclass(frozen=True)
 class BestMetric:
     """The metric that defines the best model, resolved once from `FlowSettings` and `CheckpointSettings`.
@@ -127,8 +144,9 @@ class BestMetric:
         if metric is None and checkpoint.load_best_model_at_end:
             metric = "loss"  # transformers' TrainingArguments.__post_init__
         if greater is None:
+            warn_if_error_metric_maximised(metric, greater)
             greater = metric is not None and not metric.endswith("loss")
         return cls(metric, bool(greater))
 
 
-__all__ = ["BestMetric", "CheckpointSettings", "FlowSettings"]
+__all__ = ["LOWER_IS_BETTER", "BestMetric", "CheckpointSettings", "FlowSettings", "warn_if_error_metric_maximised"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,22 @@ def test_components_take_the_translation_and_never_build_arguments(tmp_path: Pat
     with pytest.raises(ValueError, match="set it in one place"):
         BestMetric.resolve(FlowSettings(metric_for_best_model="loss"), CheckpointSettings(metric_for_best_model="f1"))
     assert BestMetric.resolve(FlowSettings(), CheckpointSettings(metric_for_best_model="f1")) == BestMetric("f1", True)
+
+
+@pytest.mark.parametrize("metric", ["mse", "eval_rmse", "wer", "perplexity"])
+def test_an_error_metric_left_to_transformers_direction_is_warned_about_in_both_doors(metric):
+    """transformers maximises any metric not ending in 'loss' when greater_is_better is unset: kept (the direction
+    equals transformers'), with a warning that names the fix; no warning once the direction is given."""
+    with pytest.warns(UserWarning, match=r"greater_is_better=False"):
+        ours = TrainingArguments("out", metric_for_best_model=metric, use_cpu=True)
+    theirs = transformers.TrainingArguments("out", metric_for_best_model=metric, use_cpu=True)
+    assert ours.greater_is_better is theirs.greater_is_better is True
+    with pytest.warns(UserWarning, match=r"greater_is_better=False"):
+        best = BestMetric.resolve(FlowSettings(metric_for_best_model=metric), CheckpointSettings())
+    assert best.greater_is_better is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainingArguments("out", metric_for_best_model=metric, greater_is_better=False, use_cpu=True)
+        BestMetric.resolve(FlowSettings(metric_for_best_model=metric, greater_is_better=False), CheckpointSettings())
+        TrainingArguments("out", metric_for_best_model="accuracy", use_cpu=True)
+        TrainingArguments("out", metric_for_best_model="eval_loss", use_cpu=True)
