@@ -37,11 +37,11 @@ def _exact(pred: transformers.EvalPrediction) -> dict[str, float]:
     return {"first_token": float((preds[:, 1] == labels[:, 0]).mean())}
 
 
-def _run(trainer_cls, args_cls, tmp_path):
+def _run(trainer_cls, args_cls, tmp_path, **extra):
     args = args_cls(str(tmp_path), per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-2,
                     report_to=[], use_cpu=True, save_strategy="no", logging_steps=2, disable_tqdm=True,
                     eval_strategy="epoch", predict_with_generate=True, generation_max_length=6,
-                    per_device_eval_batch_size=4)
+                    per_device_eval_batch_size=4, **extra)
     transformers.set_seed(args.seed)
     trainer = trainer_cls(model=transformers.T5ForConditionalGeneration(T5), args=args, train_dataset=_data(16, 0),
                           eval_dataset=_data(6, 1), data_collator=_collate, compute_metrics=_exact)
@@ -79,3 +79,17 @@ def test_seq2seq_trainer_matches_transformers(tmp_path):
     assert metrics["eval_loss"] == np.float64(np.average(losses, weights=sizes)).item() or \
         abs(metrics["eval_loss"] - np.average(losses, weights=sizes)) < 1e-6
     assert abs(hf_metrics["eval_loss"] - np.mean(losses)) < 1e-6
+
+
+def test_a_compiled_model_trains_evaluates_and_generates_as_transformers(tmp_path):
+    """torch_compile=True (TorchDynamo with the eager backend: the capture, without code generation) in both
+    Seq2SeqTrainers: the same weights, evaluation metrics and generated ids; the model handed back is uncompiled."""
+    compiled = {"torch_compile": True, "torch_compile_backend": "eager"}
+    hf, hf_metrics, hf_preds = _run(transformers.Seq2SeqTrainer, transformers.Seq2SeqTrainingArguments, tmp_path / "a",
+                                    **compiled)
+    ours, metrics, preds = _run(hf_lightning.Seq2SeqTrainer, hf_lightning.Seq2SeqTrainingArguments, tmp_path / "b",
+                                **compiled)
+    assert not hasattr(ours.model, "_orig_mod")
+    assert max_rel_diff(ours.model.state_dict(), hf.model.state_dict()) < 1e-5
+    assert metrics["eval_first_token"] == hf_metrics["eval_first_token"]
+    np.testing.assert_array_equal(preds.predictions, hf_preds.predictions)
