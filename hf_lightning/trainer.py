@@ -5,6 +5,8 @@
 Methods a subclass overrides (``compute_loss``, ``prediction_step``, ``training_step``, ``create_optimizer``,
 ``create_scheduler``, ``get_train_dataloader``, ``get_eval_dataloader``, ``log``...) are called back from the module and
 data module, so Trainer code written for ``transformers.Trainer`` runs after changing its import line.
+``evaluate`` / ``predict`` are its `TrainerEvaluation` mixin (``trainer_evaluation.py``), the other transformers
+methods its `TrainerMethods` mixin (``trainer_methods.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback
 from transformers.trainer_pt_utils import LabelSmoother
-from transformers.trainer_utils import PredictionOutput, TrainOutput, enable_full_determinism, set_seed
+from transformers.trainer_utils import TrainOutput, enable_full_determinism, set_seed
 from transformers.utils import logging as hf_logging
 
 from hf_lightning import progress
@@ -46,6 +48,7 @@ from hf_lightning.facade import (
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
+from hf_lightning.trainer_evaluation import TrainerEvaluation
 from hf_lightning.trainer_methods import TrainerMethods
 
 log = hf_logging.get_logger("transformers.trainer")
@@ -54,7 +57,7 @@ _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer"
           "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop", "log")
 
 
-class Trainer(TrainerMethods):
+class Trainer(TrainerEvaluation, TrainerMethods):
     """``transformers.Trainer``'s interface, run by Lightning.
 
     Args:
@@ -355,64 +358,6 @@ class Trainer(TrainerMethods):
     def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:
         # HFCheckpoint also resumes and loads the best model at the end, so it is there even with save_strategy "no".
         return [flow, HFCheckpoint(settings=self.translated.checkpoint, resume_from_checkpoint=resume)]
-
-    # ----------------------------------------------------------------------------------------------- evaluate
-    def _evaluation_module(self) -> FacadeModule:
-        if self.module is None or self.module.model is not self.model:
-            self.module = self._build_module()
-        return self.module
-
-    def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule) -> tuple[Any, L.Trainer]:
-        """The data module and Lightning Trainer of an evaluation, kept between calls on the same data set, module
-        and arguments (building them costs more than evaluating a small data set)."""
-        key = (stage, id(dataset), id(module), id(self.args), id(self.data_collator), id(self.processing_class))
-        cached = getattr(self, "_eval_parts", None)
-        if cached is not None and cached[0] == key and cached[1] is dataset:
-            return cached[2], cached[3]
-        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
-        trainer = self._lightning_trainer([])
-        self._eval_parts = (key, dataset, datamodule, trainer)
-        return datamodule, trainer
-
-    def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
-        if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
-            self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
-        module = self._evaluation_module()
-        module.ignore_keys = ignore_keys
-        module.metric_key_prefix[stage] = prefix
-        datamodule, trainer = self._evaluation_parts(dataset, stage, module)
-        if stage == "validate":
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-            return module.eval_record.metrics
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
-        return module.prediction_output
-
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval") -> dict[str, float]:
-        """HF's ``evaluate``: metrics with the prefix and speed metrics; logged and passed to ``on_evaluate``."""
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if isinstance(dataset, dict):
-            metrics: dict[str, float] = {}
-            for name, ds in dataset.items():
-                metrics.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
-            return metrics
-        if dataset is None:
-            raise ValueError("Trainer: evaluation requires an eval_dataset.")
-        self._memory_tracker.start_stage("eval")
-        metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate")
-        self.log(metrics)  # as in transformers, log() adds "epoch" to the returned dict too
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
-        self._memory_tracker.stop_stage("eval", metrics)  # after the log, as transformers (returned metrics only)
-        return metrics
-
-    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
-                metric_key_prefix: str = "test") -> PredictionOutput:
-        """HF's ``predict``: predictions (ragged ones padded with -100), label_ids and metrics."""
-        self._memory_tracker.start_stage("test")
-        output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
-        self._memory_tracker.stop_stage("test", output.metrics)
-        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
-        return output
 
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

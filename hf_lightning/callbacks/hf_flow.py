@@ -18,6 +18,8 @@ Saving is delegated to a trainer callback with ``save_hf_checkpoint(trainer, pl_
 end of training (best model, pruning) to its ``finish_hf_training(trainer, pl_module)``, run before on_train_end.
 A resume inside an epoch (Lightning skips on_train_epoch_start then) fires on_epoch_begin from on_train_start.
 Difference: Lightning clips gradients after ``on_before_optimizer_step``, so on_pre_optimizer_step sees them unclipped.
+Two mixins hold parts of it: `FlowRecords` (``flow_records.py``: log records, losses, flos, best metric) and
+`FlowEvaluation` (``flow_evaluation.py``: ``_evaluate`` and the validation hooks).
 """
 
 from __future__ import annotations
@@ -41,15 +43,16 @@ from hf_lightning import lightning_internals as internals
 from hf_lightning import progress
 from hf_lightning.args import callback_arguments
 from hf_lightning.callbacks.contracts import CheckpointSaver
+from hf_lightning.callbacks.flow_evaluation import FlowEvaluation
 from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
-from hf_lightning.modules.records import ReportsEvaluations, StepRecord, step_record
+from hf_lightning.modules.records import StepRecord, step_record
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 
-class HFFlow(FlowRecords, Callback):
+class HFFlow(FlowRecords, FlowEvaluation, Callback):
     """Runs HF's training-loop flow (state, control, logging, evaluation schedule, TrainerCallbacks) on Lightning.
 
     Args:
@@ -251,16 +254,6 @@ class HFFlow(FlowRecords, Callback):
         self._optimizer_event_fired = True
         self.event("on_optimizer_step")
 
-    def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
-        """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
-        before = self._validations
-        internals.validate_now(trainer)
-        if self._validations == before:
-            strategy = self.settings.eval_strategy
-            raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
-                             "ran no validation batch: give the data module a validation split, or eval_strategy='no'.")
-        return self.last_eval_metrics
-
     # ----------------------------------------------------------------------------------------------- steps
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         batches = trainer.num_training_batches
@@ -345,34 +338,6 @@ class HFFlow(FlowRecords, Callback):
             if saver is not None:
                 saver.save_hf_checkpoint(trainer, pl_module)
                 self.event("on_save")
-
-    # ----------------------------------------------------------------------------------------------- evaluation
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
-        if trainer.state.fn == "fit":
-            self.event("on_prediction_step")
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.handler.eval_dataloader = trainer.val_dataloaders
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn != "fit" or trainer.sanity_checking:
-            return
-        metrics: dict[str, float] = {}
-        # As HF's `evaluate`: per evaluation set (one, or each of a dict of sets) a log record and on_evaluate; the
-        # metrics passed on gain `epoch`; the best metric is then chosen from all sets' metrics together.
-        sets = pl_module.eval_record.per_set if isinstance(pl_module, ReportsEvaluations) else [{}]
-        for set_metrics in sets:
-            self.write_log(set_metrics, trainer)
-            self.event("on_evaluate", metrics=set_metrics)
-            metrics.update(set_metrics)
-        self.last_eval_metrics = metrics
-        self._validations += 1
-        if not self.control_validation:  # Lightning's schedule: track the best here (else `_log_evaluate_save` does)
-            self._step_metric_scheduler(pl_module, metrics)
-            is_new_best = self.determine_best_metric(metrics)
-            if self.checkpoint_settings.save_strategy == "best":
-                self.control.should_save = is_new_best
 
     # ----------------------------------------------------------------------------------------------- end
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,4 +1,7 @@
-"""HFDataModule: datasets loading, tokenisation, HF sample order and collation behind a LightningDataModule."""
+"""HFDataModule: datasets loading, tokenisation, HF sample order and collation behind a LightningDataModule.
+
+Its DataLoaders are built by the `DataLoaders` mixin (`hf_lightning/data/dataloaders.py`).
+"""
 
 from __future__ import annotations
 
@@ -11,21 +14,18 @@ import datasets
 import lightning as L
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
+from torch.utils.data import IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from hf_lightning import progress
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
-from hf_lightning.data.collators import build_collator
+from hf_lightning.data.dataloaders import DataLoaders
 from hf_lightning.data.labels import LabelInference, arrow_column, distinct
-from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
-from hf_lightning.data.samplers import SeededLengthGroupedSampler, ShardedSequentialSampler
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 _STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 
-class HFDataModule(LabelInference, L.LightningDataModule):
+class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
     """Loads, tokenises and batches a data set the way ``transformers.Trainer`` would.
 
     Args:
@@ -368,88 +368,6 @@ class HFDataModule(LabelInference, L.LightningDataModule):
                 f"or validation_size / test_size."
             )
         return self._splits[role]
-
-    # ----------------------------------------------------------------------------------------------- loaders
-    @property
-    def collate_fn(self) -> Callable[..., Any]:
-        if self._collate is None:
-            kwargs = dict(self.collator_kwargs)
-            if self.collator in (None, "padding") and self.pad_to_multiple_of:
-                kwargs.setdefault("pad_to_multiple_of", self.pad_to_multiple_of)
-            self._collate = build_collator(self.collator, self.resolve_tokenizer(), **kwargs)
-        return self._collate
-
-    def _world(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 1, 0
-        return self.trainer.world_size, self.trainer.global_rank
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"collate_fn": self.collate_fn, "num_workers": self.num_workers,
-                                  "pin_memory": self.pin_memory and torch.cuda.is_available()}
-        if self.num_workers > 0:
-            kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor,
-                          multiprocessing_context=self.multiprocessing_context, in_order=self.in_order)
-        return kwargs
-
-    def train_sampler(self, ds: Any) -> Sampler[int]:
-        """The epoch order: HF's seeded random permutation, sequential, or length-grouped."""
-        seed = self.data_seed if self.data_seed is not None else self.seed
-        if self.sampling_strategy == "sequential":
-            return SequentialSampler(ds)
-        if self.sampling_strategy == "group_by_length":
-            lengths = ds[self.length_column_name] if self.length_column_name in ds.column_names else None
-            return SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed)
-        return HFRandomSampler(len(ds), seed)
-
-    def train_loader(self) -> DataLoader:
-        """The per-rank micro-batch DataLoader (HF order; ranks shard one permutation)."""
-        ds = self.split("train")
-        world, rank = self._world()
-        if isinstance(ds, datasets.IterableDataset) and world > 1:  # each rank takes every world-th example
-            ds = datasets.distributed.split_dataset_by_node(ds, rank=rank, world_size=world)
-        if isinstance(ds, IterableDataset):
-            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.drop_last, **self._loader_kwargs())
-        batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.drop_last, world, rank)
-        return DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
-
-    def wrap_train_loader(self, loader: Any) -> TrainLoader:
-        """Groups a loader's batches into accumulation windows tagged with their label counts."""
-        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-        module = self.attached_module()
-        shift = bool(getattr(module, "loss_shifts_labels", False))
-        return TrainLoader(loader, accumulate, lambda b: count_label_items(b, shift_labels=shift))
-
-    def train_dataloader(self) -> Any:
-        return self.wrap_train_loader(self.train_loader())
-
-    def _eval_loader(self, role: str) -> DataLoader:
-        ds = self.split(role)
-        if isinstance(ds, IterableDataset):
-            return DataLoader(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
-        world, rank = self._world()
-        count = len(ds)
-        if self.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
-            count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world
-        sampler = ShardedSequentialSampler(count, world, rank)
-        return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader | dict[str, DataLoader] | list:
-        """The validation loader, or ``{name: loader}`` for several sets (Lightning runs them in turn; the module
-        names each set's metrics from the keys)."""
-        roles = self.validation_roles()
-        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
-        if fitting and not any(role in self.raw_splits() for role in roles):
-            return []  # no validation split: fit runs without evaluation (validate() still raises clearly)
-        if self.validation_sets is None:
-            return self._eval_loader("validation")
-        return {name: self._eval_loader(role) for name, role in zip(self.validation_sets, roles)}
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
 
 
 def _columns(ds: Any) -> list[str]:

@@ -3,12 +3,14 @@
 The hot path, top to bottom: Lightning calls `training_step` for each micro-batch -> `compute_loss` (HF signature) ->
 the loss is normalised as HF does under gradient accumulation (`_normalise`) -> Lightning's backward -> at the end of
 the window `configure_gradient_clipping` records the pre-clip norm and clips -> optimizer step -> the scheduler steps.
+Mixins hold the rest: the optimizer, its schedule and the step hooks (`OptimizationMixin`,
+``modules/optimization.py``), evaluation (`EvaluationMixin`, ``modules/evaluation.py``) and ``save_pretrained``
+(`ExportMixin`, ``modules/export.py``).
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -16,20 +18,22 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import LabelSmoother
 
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.modules.evaluation import EvaluationMixin
+from hf_lightning.modules.export import ExportMixin
 from hf_lightning.modules.loading import apply_liger, compile_blocks, has_compiled_regions, load_model, uncompiled
+from hf_lightning.modules.optimization import OptimizationMixin
 from hf_lightning.modules.probe import loss_scales_with_num_items
 from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
-from hf_lightning.optim import OptimizerFactory, build_optimizer, build_scheduler, steps_on_metric
+from hf_lightning.optim import OptimizerFactory
 
 
-class HFModule(EvaluationMixin, L.LightningModule):
+class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModule):
     """Fine-tunes a transformers model (or any ``nn.Module`` returning a loss) with HF Trainer semantics.
 
     Args:
@@ -327,37 +331,6 @@ class HFModule(EvaluationMixin, L.LightningModule):
             self.step_record.loss = self._window_loss
             self._window_done = True
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.step_record.learning_rate = optimizer.param_groups[0]["lr"]  # this step's lr (before the scheduler)
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Records the pre-clip total norm (HF's ``grad_norm``) and clips to ``max_grad_norm`` when it is > 0."""
-        if gradient_clip_val:
-            raise ValueError("Set model.max_grad_norm instead of trainer.gradient_clip_val (it also logs grad_norm).")
-        from hf_lightning.strategies import clip_grad_norm
-
-        self.step_record.grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)
-
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        """The step, then, in transformers' order, the scheduler's step and the gradients freed (``set_to_none``):
-        right away without a per-step schedule, else in `lr_scheduler_step` (a schedule such as AdafactorSchedule
-        reads the gradients). Lightning would zero them only in the next window's closure, after its forward: one set
-        of gradients alive through that forward (its size in extra peak memory). Within a window they accumulate."""
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if any(config.interval == "step" for config in self.trainer.lr_scheduler_configs):
-            self._stepped = optimizer
-        else:
-            optimizer.zero_grad(set_to_none=True)
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
-        super().lr_scheduler_step(scheduler, metric)
-        if self._stepped is not None:
-            self._stepped.zero_grad(set_to_none=True)
-            self._stepped = None
-
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._window_done:
             self._window_done = False
@@ -397,78 +370,6 @@ class HFModule(EvaluationMixin, L.LightningModule):
 
             deactivate_neftune(self.model, self._neftune_handle)
             self._neftune_handle = None
-
-    # ----------------------------------------------------------------------------------------------- optimizer
-    def create_optimizer(self) -> torch.optim.Optimizer:
-        """HF's optimizer (decay / no-decay groups); override for other parameter groups."""
-        return build_optimizer(self.model, **self.optim_config, optimizer_factory=self.optimizer_factory,
-                               optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
-
-    def add_parameters_outside_model(self, optimizer: torch.optim.Optimizer) -> None:
-        """Trainable parameters of this module that ``create_optimizer`` left out (those outside ``model``: a learned
-        loss weighting such as `hf_lightning.losses.UncertaintyWeightedLoss` given as ``loss`` or set on a subclass)
-        train too, in one more group without weight decay."""
-        seen = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        in_model = {id(p) for p in self.model.parameters()}  # the model's own parameters stay as create_optimizer chose
-        extra = [p for p in self.parameters() if p.requires_grad and id(p) not in seen and id(p) not in in_model]
-        if extra:
-            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
-
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer) -> Any:
-        """``transformers.get_scheduler`` with HF's warmup rule."""
-        return build_scheduler(optimizer, lr_scheduler_type=self.lr_scheduler_type,
-                               num_training_steps=num_training_steps, warmup_steps=self.warmup_steps,
-                               lr_scheduler_kwargs=self.lr_scheduler_kwargs)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.create_optimizer()
-        self.add_parameters_outside_model(optimizer)
-        steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(steps):
-            raise ValueError("The training length is unknown (an iterable data set): set trainer.max_steps.")
-        scheduler = self.create_scheduler(int(steps), optimizer)
-        # reduce_lr_on_plateau / greedy step on the evaluation metric: HFFlow steps them after each evaluation
-        self.metric_scheduler = scheduler if steps_on_metric(scheduler) else None
-        if self.metric_scheduler is not None:
-            return {"optimizer": optimizer}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
-
-    # ----------------------------------------------------------------------------------------------- export
-    def export_state(self) -> tuple[bool, dict[str, torch.Tensor] | None]:
-        """``(writes, weights)`` for an export: with several processes the strategy gathers the full weights of
-        ``model`` (a collective where parameters are sharded: FSDP, DeepSpeed ZeRO-3) and only rank zero writes them.
-        One process: ``(True, None)``, the model's own weights."""
-        trainer = self._trainer
-        if trainer is None or trainer.world_size <= 1:
-            return True, None
-        weights = trainer.strategy.lightning_module_state_dict()
-        if not trainer.is_global_zero:
-            return False, None
-        prefix = "model." if uncompiled(self.model) is self.model else "model._orig_mod."  # torch.compile's wrapper
-        return True, {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-
-    def save_pretrained(self, path: str, safe_serialization: bool = True) -> None:
-        """Writes the model (and tokenizer) in HF format, loadable with ``AutoModelFor...from_pretrained``.
-
-        With several processes, call it on every rank (the CLI and ``Trainer.save_model`` do): the weights are
-        gathered across ranks and rank zero writes them.
-        """
-        writes, weights = self.export_state()
-        if not writes:
-            return
-        model = uncompiled(self.model)  # torch.compile's wrapper: save the model itself
-        if isinstance(model, PreTrainedModel):
-            model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
-        else:
-            import os
-
-            from safetensors.torch import save_file
-
-            os.makedirs(path, exist_ok=True)
-            weights = model.state_dict() if weights is None else weights
-            save_file({k: v.contiguous() for k, v in weights.items()}, f"{path}/model.safetensors")
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(path)
 
 
 TaskName = Literal["sequence-classification", "token-classification", "causal-lm", "masked-lm", "seq2seq-lm",

@@ -1,0 +1,66 @@
+"""HFFlow's side of evaluation during training: running Lightning's validation loop where HF evaluates
+(``_evaluate``), and, as a validation ends, what transformers' ``evaluate`` does with its metrics: one log record and
+``on_evaluate`` per evaluation set, the best metric tracked and a metric-stepped schedule stepped (when Lightning's own
+schedule decides when to validate). A mixin of `HFFlow`, which owns the state these methods read and write
+(``settings``, ``control``, ``handler``, ``control_validation``) and, through `FlowRecords`, ``write_log``,
+``determine_best_metric`` and ``_step_metric_scheduler``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from hf_lightning import lightning_internals as internals
+from hf_lightning.modules.records import ReportsEvaluations
+from hf_lightning.settings import CheckpointSettings, FlowSettings
+
+
+class FlowEvaluation:
+    """The validation hooks of `HFFlow` and its ``_evaluate``."""
+
+    settings: FlowSettings
+    checkpoint_settings: CheckpointSettings
+    control: Any
+    handler: Any
+    control_validation: bool
+    last_eval_metrics: dict[str, float]
+    _validations: int
+
+    def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
+        """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
+        before = self._validations
+        internals.validate_now(trainer)
+        if self._validations == before:
+            strategy = self.settings.eval_strategy
+            raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "
+                             "ran no validation batch: give the data module a validation split, or eval_strategy='no'.")
+        return self.last_eval_metrics
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.state.fn == "fit":
+            self.event("on_prediction_step")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.handler.eval_dataloader = trainer.val_dataloaders
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        metrics: dict[str, float] = {}
+        # As HF's `evaluate`: per evaluation set (one, or each of a dict of sets) a log record and on_evaluate; the
+        # metrics passed on gain `epoch`; the best metric is then chosen from all sets' metrics together.
+        sets = pl_module.eval_record.per_set if isinstance(pl_module, ReportsEvaluations) else [{}]
+        for set_metrics in sets:
+            self.write_log(set_metrics, trainer)
+            self.event("on_evaluate", metrics=set_metrics)
+            metrics.update(set_metrics)
+        self.last_eval_metrics = metrics
+        self._validations += 1
+        if not self.control_validation:  # Lightning's schedule: track the best here (else `_log_evaluate_save` does)
+            self._step_metric_scheduler(pl_module, metrics)
+            is_new_best = self.determine_best_metric(metrics)
+            if self.checkpoint_settings.save_strategy == "best":
+                self.control.should_save = is_new_best

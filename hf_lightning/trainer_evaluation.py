@@ -1,0 +1,87 @@
+"""``evaluate`` and ``predict`` of the HF-style `Trainer`: each runs Lightning's validate / predict loop over the
+module the Trainer trains (built on demand before any ``train()``), with HF's metric prefix, ``on_evaluate`` /
+``on_predict``, the logged record and the memory metrics of the stage. The data module and Lightning Trainer of an
+evaluation are kept between calls on the same data set. A mixin of `Trainer`, which provides ``_build_module``,
+``_build_datamodule``, ``_lightning_trainer``, ``log`` and the state these methods read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from transformers.trainer_utils import PredictionOutput
+
+from hf_lightning.facade import FacadeModule
+
+
+class TrainerEvaluation:
+    """transformers.Trainer's ``evaluate`` / ``predict``; mixed into `hf_lightning.Trainer`."""
+
+    model: Any
+    module: FacadeModule | None
+    args: Any
+    eval_dataset: Any
+    data_collator: Any
+    processing_class: Any
+    callback_handler: Any
+    state: Any
+    control: Any
+
+    def _evaluation_module(self) -> FacadeModule:
+        if self.module is None or self.module.model is not self.model:
+            self.module = self._build_module()
+        return self.module
+
+    def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule) -> tuple[Any, L.Trainer]:
+        """The data module and Lightning Trainer of an evaluation, kept between calls on the same data set, module
+        and arguments (building them costs more than evaluating a small data set)."""
+        key = (stage, id(dataset), id(module), id(self.args), id(self.data_collator), id(self.processing_class))
+        cached = getattr(self, "_eval_parts", None)
+        if cached is not None and cached[0] == key and cached[1] is dataset:
+            return cached[2], cached[3]
+        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
+        trainer = self._lightning_trainer([])
+        self._eval_parts = (key, dataset, datamodule, trainer)
+        return datamodule, trainer
+
+    def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
+        if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
+            self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
+        module = self._evaluation_module()
+        module.ignore_keys = ignore_keys
+        module.metric_key_prefix[stage] = prefix
+        datamodule, trainer = self._evaluation_parts(dataset, stage, module)
+        if stage == "validate":
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+            return module.eval_record.metrics
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        return module.prediction_output
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """HF's ``evaluate``: metrics with the prefix and speed metrics; logged and passed to ``on_evaluate``."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, dict):
+            metrics: dict[str, float] = {}
+            for name, ds in dataset.items():
+                metrics.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        if dataset is None:
+            raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        self._memory_tracker.start_stage("eval")
+        metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate")
+        self.log(metrics)  # as in transformers, log() adds "epoch" to the returned dict too
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        self._memory_tracker.stop_stage("eval", metrics)  # after the log, as transformers (returned metrics only)
+        return metrics
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
+                metric_key_prefix: str = "test") -> PredictionOutput:
+        """HF's ``predict``: predictions (ragged ones padded with -100), label_ids and metrics."""
+        self._memory_tracker.start_stage("test")
+        output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
+        self._memory_tracker.stop_stage("test", output.metrics)
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        return output
