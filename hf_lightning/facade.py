@@ -193,6 +193,8 @@ class FacadeModule(HFModule):
 
     base_compute_loss = HFModule.compute_loss
     base_prediction_step = EvaluationMixin.prediction_step
+    #: the HF-style Trainer logs its evaluations itself (``Trainer.log``: log_history, on_log, HF's tags)
+    logs_eval_to_lightning = False
 
     def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -310,7 +312,7 @@ class FacadeDataModule(HFDataModule):
 REPORTERS = {
     # HF's TensorBoardCallback default folder: output_dir/runs/<date>_<host>; HFFlow writes HF's tags there.
     "tensorboard": lambda args: TensorBoardLogger(save_dir=os.path.join(args.output_dir, default_logdir()), name="",
-                                                  version=""),
+                                                  version="", default_hp_metric=False),
     "csv": lambda args: CSVLogger(save_dir=args.output_dir, name="logs"),
 }
 

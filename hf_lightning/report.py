@@ -30,10 +30,11 @@ from hf_lightning.report_data import (
     load_run,
     load_trainer_state,
 )
+from hf_lightning.settings import LOWER_IS_BETTER
 
-# Metric-name endings where lower is better. transformers' own default is `greater_is_better = not
-# name.endswith("loss")`; common error metrics are added so that "best" means the same thing a reader expects.
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "perplexity", "ppl", "wer", "cer", "error")
+# "Best" of a curve: lower for names ending in one of LOWER_IS_BETTER (the list behind the warning that an error
+# metric left to transformers' direction is maximised, hf_lightning/settings.py), higher otherwise. The best
+# checkpoint shown is the run's own (trainer_state.json), chosen by its greater_is_better.
 
 
 @dataclass

@@ -34,7 +34,7 @@ from transformers.utils import logging as hf_logging
 from hf_lightning import progress
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
-from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level
+from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level, write_to_loggers
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.facade import (
@@ -257,10 +257,18 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         updates = progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
         return progress.total_updates(args.num_train_epochs, updates), math.ceil(args.num_train_epochs)
 
+    def _report_loggers(self) -> list[Any] | bool:
+        """The Lightning loggers of ``report_to``, built once per arguments object: training and every later
+        ``evaluate()`` write to the same run folder, as transformers' reporting callbacks do."""
+        kept = self.__dict__.get("_built_loggers")
+        if kept is None or kept[0] is not self.args:
+            kept = self.__dict__["_built_loggers"] = (self.args, build_loggers(self.args))
+        return kept[1]
+
     def _lightning_trainer(self, callbacks: list[Any], **overrides: Any) -> L.Trainer:
         kwargs = dict(self.translated.trainer)
         kwargs.update(
-            callbacks=callbacks, logger=build_loggers(self.args), enable_model_summary=False,
+            callbacks=callbacks, logger=self._report_loggers(), enable_model_summary=False,
             enable_progress_bar=False,  # transformers' ProgressCallback draws the bars (disable_tqdm: none)
             num_sanity_val_steps=0, use_distributed_sampler=False,
             enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
@@ -369,3 +377,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             logs["epoch"] = self.state.epoch
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+        loggers = self._report_loggers()
+        if loggers and self.is_world_process_zero():  # evaluate() after training: eval/loss, ... as transformers
+            write_to_loggers(loggers, logs, self.state.global_step)
+            for logger in loggers:
+                logger.save()

@@ -15,6 +15,9 @@ from transformers.trainer_utils import PredictionOutput
 
 from hf_lightning.facade import FacadeModule
 
+#: How many (data set, stage) evaluation set-ups a Trainer keeps.
+_EVAL_PARTS_KEPT = 8
+
 
 class TrainerEvaluation:
     """transformers.Trainer's ``evaluate`` / ``predict``; mixed into `hf_lightning.Trainer`."""
@@ -35,15 +38,20 @@ class TrainerEvaluation:
         return self.module
 
     def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule) -> tuple[Any, L.Trainer]:
-        """The data module and Lightning Trainer of an evaluation, kept between calls on the same data set, module
-        and arguments (building them costs more than evaluating a small data set)."""
+        """The data module and Lightning Trainer of an evaluation, kept between calls on the same data set, stage,
+        module and arguments (building them costs more than evaluating a small data set: a Lightning Trainer scans
+        the installed packages' entry points), one per data set and stage, so that alternating ``evaluate()`` and
+        ``predict()`` calls, or a dict of eval sets, re-use theirs too (the `_EVAL_PARTS_KEPT` latest)."""
         key = (stage, id(dataset), id(module), id(self.args), id(self.data_collator), id(self.processing_class))
-        cached = getattr(self, "_eval_parts", None)
-        if cached is not None and cached[0] == key and cached[1] is dataset:
-            return cached[2], cached[3]
+        kept: dict[tuple[Any, ...], tuple[Any, Any, L.Trainer]] = self.__dict__.setdefault("_eval_parts", {})
+        if key in kept and kept[key][0] is dataset:
+            kept[key] = kept.pop(key)  # most recently used last
+            return kept[key][1], kept[key][2]
         datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
         trainer = self._lightning_trainer([])
-        self._eval_parts = (key, dataset, datamodule, trainer)
+        kept[key] = (dataset, datamodule, trainer)
+        while len(kept) > _EVAL_PARTS_KEPT:
+            kept.pop(next(iter(kept)))
         return datamodule, trainer
 
     def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:

@@ -32,6 +32,14 @@ def process_log_level(args: Any, main: bool) -> int:
     return hf_logging.get_verbosity() if level == -1 else level
 
 
+
+def write_to_loggers(loggers: list[Any], logs: dict[str, Any], step: int) -> None:
+    """One log record to Lightning loggers with the tags of HF's TensorBoard integration (``train/loss``,
+    ``eval/loss``, ...: transformers' ``rewrite_logs``); numbers only, as transformers' TensorBoard callback."""
+    scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
+    for logger in loggers:
+        logger.log_metrics(scalars, step=step)
+
 class MemoryTracker(TrainerMemoryTracker):
     """transformers' memory metrics (``skip_memory_metrics=False``: ``<stage>_mem_cpu_alloc_delta``, ...).
 
@@ -99,10 +107,7 @@ class FlowRecords:
                 logs.update(speed_metrics("train", start_time, num_tokens=tokens))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         if trainer is not None and trainer.is_global_zero:
-            # The tags of HF's TensorBoard integration: train/loss, eval/loss, ... (transformers' rewrite_logs).
-            scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
-            for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=self.state.global_step)
+            write_to_loggers(trainer.loggers, logs, self.state.global_step)
         self.event("on_log", logs=logs)
 
     def _add_step_loss(self, pl_module: L.LightningModule) -> None:

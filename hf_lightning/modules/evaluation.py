@@ -138,6 +138,9 @@ class _StageState:
 class EvaluationMixin:
     """validation / test / predict steps of `HFModule` on top of `prediction_step`."""
 
+    #: whether evaluation metrics are logged through Lightning (``self.log_dict``) at the end of a validation
+    logs_eval_to_lightning = True
+
     def _init_evaluation(
         self, metrics: list[str] | None, num_labels: int | None, compute_metrics: Any, preprocess_logits: Any,
         batch_eval_metrics: bool, include_for_metrics: list[str], prediction_loss_only: bool,
@@ -409,7 +412,8 @@ class EvaluationMixin:
         # Inside fit: for Lightning callbacks (monitor="eval_loss"), HFFlow writes the HF-style eval/* logger records.
         # A standalone validate() logs them itself, so its result table and return value hold the metrics.
         # The keys already name their set: no "/dataloader_idx_<n>" suffix.
-        self.log_dict(self.eval_record.metrics, logger=self.trainer.state.fn != "fit", add_dataloader_idx=False)
+        if self.logs_eval_to_lightning:
+            self.log_dict(self.eval_record.metrics, logger=self.trainer.state.fn != "fit", add_dataloader_idx=False)
 
     def on_test_epoch_end(self) -> None:
         self.eval_record = EvalRecord(self._finish_sets())

@@ -120,3 +120,49 @@ def test_accepts_a_transformers_training_arguments(tmp_path):
                                              save_strategy="no", per_device_train_batch_size=8)
     out = Trainer(model=RegressionModel(), args=hf_args, train_dataset=RegressionDataset()).train()
     assert out.global_step == 2 and out.training_loss > 0
+
+
+def test_alternating_evaluate_and_predict_build_one_lightning_trainer_per_data_set_and_stage(tmp_path, monkeypatch):
+    """evaluate() and predict() called in turn (and a dict of eval sets) re-use their evaluation set-up: a Lightning
+    Trainer is built once per data set and stage, not per call; the results stay those of fresh set-ups."""
+    evaluation, other = RegressionDataset(16, seed=1), RegressionDataset(12, seed=2)
+    trainer = Trainer(model=RegressionModel(), args=_args(tmp_path), eval_dataset={"a": evaluation, "b": other})
+    built = []
+    original = Trainer._lightning_trainer
+    monkeypatch.setattr(Trainer, "_lightning_trainer", lambda self, *a, **k: built.append(1) or original(self, *a, **k))
+    first = trainer.evaluate(), trainer.predict(evaluation).predictions
+    for _ in range(3):
+        again = trainer.evaluate(), trainer.predict(evaluation).predictions
+    assert len(built) == 3  # eval set a, eval set b, predict on a
+    assert {k: v for k, v in again[0].items() if "runtime" not in k and "per_second" not in k} == {
+        k: v for k, v in first[0].items() if "runtime" not in k and "per_second" not in k}
+    assert (again[1] == first[1]).all() and set(first[0]) >= {"eval_a_loss", "eval_b_loss"}
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    (run,) = {os.path.dirname(e) for e in glob.glob(str(folder / "runs" / "**" / "events.out.tfevents.*"),
+                                                    recursive=True)}  # one run folder for training and evaluations
+    acc = EventAccumulator(run)
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_holds_what_transformers_writes_for_training_and_later_evaluations(tmp_path):
+    """report_to="tensorboard", train() then evaluate() twice: the same tags (eval/loss, train/epoch, ... with HF's
+    names, no Lightning extras), as many points each, at the same steps, in one run folder, as transformers."""
+    runs = {}
+    for lib in (transformers, __import__("hf_lightning")):
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), max_steps=4, report_to=["tensorboard"],
+                                     use_cpu=True, save_strategy="no", logging_steps=2, disable_tqdm=True)
+        trainer = lib.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset(),
+                              eval_dataset=RegressionDataset(16, seed=1))
+        trainer.train()
+        trainer.evaluate()
+        trainer.evaluate()
+        runs[lib.__name__] = _tensorboard_scalars(tmp_path / lib.__name__)
+    ours, theirs = runs["hf_lightning"], runs["transformers"]
+    assert sorted(ours) == sorted(theirs) and "eval/loss" in ours
+    for tag, points in theirs.items():
+        assert [step for step, _ in ours[tag]] == [step for step, _ in points], tag
+        if "runtime" not in tag and "per_second" not in tag and "flos" not in tag:
+            assert [v for _, v in ours[tag]] == pytest.approx([v for _, v in points], rel=1e-5), tag
