@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_flatten, tree_unflatten
 from transformers import EvalPrediction
 from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_numpify
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
 
 from hf_lightning.metrics import build_metrics, metric_inputs
+from hf_lightning.modules.gather import gather_across_ranks, gather_objects_across_ranks
 from hf_lightning.modules.records import EvalRecord
 
 
@@ -49,70 +49,6 @@ def _batch_size(inputs: dict[str, Any]) -> int:
         if torch.is_tensor(value) and value.dim() > 0:
             return value.shape[0]
     return 1
-
-
-def _pad_value(dtype: np.dtype) -> Any:
-    """-100, transformers' padding index, where the dtype can hold it."""
-    return -100 if np.issubdtype(dtype, np.signedinteger) or np.issubdtype(dtype, np.floating) else 0
-
-
-def _gather_leaf(module: Any, local: np.ndarray | None, dtype: np.dtype, ndim: int) -> np.ndarray:
-    """One array from every rank: padded to the largest shape, gathered, cut to each rank's rows, concatenated."""
-    device = module.device
-    if local is None:
-        local = np.zeros((0,) * ndim, dtype=dtype)
-    shapes = module.all_gather(torch.tensor(local.shape, dtype=torch.int64, device=device)).reshape(-1, ndim)
-    target = tuple(int(n) for n in shapes.max(dim=0).values)
-    padded = np.full(target, _pad_value(dtype), dtype=dtype)
-    padded[tuple(slice(0, n) for n in local.shape)] = local
-    tensor = torch.from_numpy(padded.view(np.uint8) if dtype == np.bool_ else padded)  # gloo has no bool
-    gathered = module.all_gather(tensor.to(device)).cpu().numpy()
-    rows = [gathered[rank, : int(shapes[rank, 0])] for rank in range(gathered.shape[0])]
-    out = np.concatenate(rows)
-    return out.view(np.bool_) if dtype == np.bool_ else out
-
-
-def gather_across_ranks(module: Any, value: Any) -> Any:
-    """Concatenates each rank's (nested) arrays along the first axis in rank order; ranks without data give none.
-
-    Arrays are padded to the largest shape with -100 before the collective (as transformers pads across processes), and
-    each rank's rows are cut back to its own count afterwards, so nothing is duplicated. Ragged trailing dimensions
-    stay padded with -100, as ``nested_concat`` leaves them. Every rank must call it, in the same order.
-
-    Args:
-        module: The LightningModule (its ``all_gather`` and the strategy's ``broadcast`` carry the data).
-        value: None, an array or a nested tuple / list / dict of arrays.
-
-    Returns:
-        The same structure with every rank's rows, or None when no rank has data.
-    """
-    strategy = module.trainer.strategy
-    holders = module.all_gather(torch.tensor(int(value is not None), device=module.device)).reshape(-1)
-    if not bool(holders.any()):
-        return None
-    leaves, spec = tree_flatten(value) if value is not None else ([], None)
-    leaves = [np.atleast_1d(np.asarray(leaf)) for leaf in leaves]
-    layout = (spec, [(leaf.dtype, leaf.ndim) for leaf in leaves]) if value is not None else None
-    spec, kinds = strategy.broadcast(layout, src=int(holders.nonzero()[0]))
-    gathered = [_gather_leaf(module, leaves[i] if leaves else None, dtype, ndim)
-                for i, (dtype, ndim) in enumerate(kinds)]
-    return tree_unflatten(gathered, spec)
-
-
-def gather_objects_across_ranks(value: Any) -> Any:
-    """``eval_use_gather_object``: every rank's value sent as a Python object (``all_gather_object``), then joined in
-    rank order with transformers' ``nested_concat`` (arrays along the first axis, trailing dimensions padded with
-    -100); ranks without data give none. Every rank must call it, in the same order.
-    """
-    parts: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(parts, value)
-    present = [part for part in parts if part is not None]
-    if not present:
-        return None
-    joined = present[0]
-    for part in present[1:]:
-        joined = nested_concat(joined, part, padding_index=-100)
-    return joined
 
 
 class _StageState:

@@ -87,7 +87,7 @@ def gather_inputs(rank: int) -> dict:
 
 def gather_checks(trainer) -> dict:
     """`gather_across_ranks` through the module and strategy the Trainer used (every rank must call it)."""
-    from hf_lightning.modules.evaluation import gather_across_ranks, gather_objects_across_ranks
+    from hf_lightning.modules.gather import gather_across_ranks, gather_objects_across_ranks
 
     rank = trainer.pl_trainer.global_rank
     tensors = {name: gather_across_ranks(trainer.module, value) for name, value in gather_inputs(rank).items()}
