@@ -96,7 +96,8 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
             eagerly). Parameter names do not change either way.
         neftune_noise_alpha: NEFTune noise on the input embeddings during training (transformers' hook).
         eval_do_concat_batches: Concatenate predictions across batches (False keeps a list of per-batch arrays).
-        eval_accumulation_steps: Accepted for compatibility: predictions are always moved to the host per batch.
+        eval_accumulation_steps: Move the collected predictions to the host every N evaluation batches (bounded device
+            memory); None keeps them on the device until the end of the pass, as transformers does.
     """
 
     def __init__(
@@ -204,6 +205,7 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.compile_scope = torch_compile_scope
         self.neftune_noise_alpha = neftune_noise_alpha
         self.eval_do_concat_batches = eval_do_concat_batches
+        self.eval_accumulation_steps = eval_accumulation_steps
         self._neftune_handle: Any = None
         #: Per-step values the logging callbacks read (tensors stay on the device: no per-step sync).
         self.step_record = StepRecord()

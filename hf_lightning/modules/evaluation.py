@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import EvalPrediction
-from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_numpify
+from transformers.trainer_pt_utils import EvalLoopContainer, nested_detach
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
 
 from hf_lightning.metrics import build_metrics, metric_inputs
@@ -54,12 +53,16 @@ def _batch_size(inputs: dict[str, Any]) -> int:
 class _StageState:
     """Accumulators of one evaluation pass over one data set (one dataloader of the stage)."""
 
-    def __init__(self, dataloader_idx: int = 0) -> None:
+    def __init__(self, dataloader_idx: int = 0, concat: bool = True) -> None:
         self.dataloader_idx = dataloader_idx
         self.loss_sum: torch.Tensor | None = None
         self.num_samples = 0
         self.num_steps = 0
-        self.preds: Any = None
+        # transformers' containers: batches concatenated on the device (or kept as a list without
+        # eval_do_concat_batches), moved to the host every eval_accumulation_steps and at the end
+        self.outputs = {name: EvalLoopContainer(concat, padding_index=-100)
+                        for name in ("preds", "labels", "inputs", "losses")}
+        self.preds: Any = None  # the host arrays, once the pass is over (`to_host`)
         self.labels: Any = None
         self.inputs: Any = None
         self.losses: Any = None
@@ -69,6 +72,11 @@ class _StageState:
         # after its last batch so that every rank runs as many (`extra_forwards` of them, after `batches` batches).
         self.batches = 0
         self.extra_forwards = 0
+
+    def to_host(self) -> None:
+        """The pass is over: every collected output as host (numpy) arrays."""
+        for name, container in self.outputs.items():
+            setattr(self, name, container.get_arrays())
 
 
 class EvaluationMixin:
@@ -143,7 +151,7 @@ class EvaluationMixin:
 
     def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
         if self._stage is None:
-            self._stage = _StageState(dataloader_idx)
+            self._stage = _StageState(dataloader_idx, self.eval_do_concat_batches)
         if dataloader_idx != self._stage.dataloader_idx:  # Lightning moved on to the next evaluation set
             self._advance_to(dataloader_idx)
         state, stage = self._stage, self._stage_name()
@@ -184,17 +192,18 @@ class EvaluationMixin:
                 EvalPrediction(logits, labels, **extra), compute_result=state.num_steps == self._num_eval_batches())
             if self._stage_name() != "predict":  # predict() still returns every prediction, as transformers
                 return
-        state.preds = nested_concat(state.preds, nested_numpify(logits), -100) if state.preds is not None \
-            else nested_numpify(logits)
+        # On the device, as transformers' evaluation loop: no host copy (and no wait for the device) per batch
+        outputs = state.outputs
+        outputs["preds"].add(logits)
         if labels is not None:
-            labels = nested_numpify(labels)
-            state.labels = nested_concat(state.labels, labels, -100) if state.labels is not None else labels
+            outputs["labels"].add(labels)
         if "inputs" in self.include_for_metrics:
-            ids = nested_numpify(inputs.get(getattr(self.model, "main_input_name", "input_ids")))
-            state.inputs = ids if state.inputs is None else nested_concat(state.inputs, ids, -100)
+            outputs["inputs"].add(inputs.get(getattr(self.model, "main_input_name", "input_ids")))
         if "loss" in self.include_for_metrics and loss is not None:
-            rep = np.repeat(loss.float().cpu().numpy()[None], size)
-            state.losses = rep if state.losses is None else np.concatenate([state.losses, rep])
+            outputs["losses"].add(loss.float().repeat(size))
+        if self.eval_accumulation_steps is not None and state.num_steps % self.eval_accumulation_steps == 0:
+            for container in outputs.values():  # transformers' eval_accumulation_steps: bounded device memory
+                container.to_cpu_and_numpy()
 
     def _extra_fields(self, inputs: dict[str, Any], loss: Any, size: int) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -266,7 +275,11 @@ class EvaluationMixin:
         if metrics is not None and strategy.reduce_boolean_decision(state.metric_updates > 0, all=False):
             results.update({k: float(v) for k, v in metrics.compute().items()})  # torchmetrics syncs the ranks
             metrics.reset()
+        state.to_host()
         if several and not self.batch_eval_metrics:
+            if not self.eval_do_concat_batches:
+                raise ValueError("eval_do_concat_batches=False keeps per-batch arrays, which cannot be joined across "
+                                 f"{self.trainer.world_size} processes here: leave it True with several processes.")
             objects = self.eval_use_gather_object
             state.preds, state.labels, state.inputs, state.losses = (
                 gather_objects_across_ranks(v) if objects else gather_across_ranks(self, v)
@@ -311,7 +324,7 @@ class EvaluationMixin:
             )
         if dataloader_idx == 0:
             self._finished_sets = []
-        self._stage = state = _StageState(dataloader_idx)
+        self._stage = state = _StageState(dataloader_idx, self.eval_do_concat_batches)
         from hf_lightning.strategies import forward_is_collective
 
         if self.trainer.world_size > 1 and forward_is_collective(self.trainer.strategy):

@@ -527,3 +527,29 @@ def test_eval_use_gather_object_on_one_process_is_transformers_no_op(tmp_path):
         assert ours[key] == pytest.approx(hf[key], rel=1e-6)
     np.testing.assert_allclose(our_pred.predictions, hf_pred.predictions, rtol=1e-6)
     np.testing.assert_array_equal(our_pred.label_ids, hf_pred.label_ids)
+
+
+@pytest.mark.parametrize("args", [{"eval_do_concat_batches": False}, {"eval_accumulation_steps": 2},
+                                  {"eval_do_concat_batches": False, "eval_accumulation_steps": 1}])
+def test_eval_collection_options_give_transformers_outputs(tmp_path, args):
+    """eval_do_concat_batches=False (a list of per-batch arrays) and eval_accumulation_steps (moved to the host every
+    N batches) give transformers' predictions, labels and metrics from predict() and evaluate()."""
+    import numpy as np
+
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        calls = []
+        trainer = _trainer(lib, tmp_path, args={**args, "per_device_eval_batch_size": 4},
+                           compute_metrics=lambda p: calls.append(p) or {"n": float(len(p.predictions))})
+        prediction = trainer.predict(RegressionDataset(10, seed=3))
+        metrics = trainer.evaluate()
+        seen[lib.__name__] = (prediction, metrics, calls)
+    (ours, our_metrics, our_calls), (hf, hf_metrics, hf_calls) = seen["hf_lightning"], seen["transformers"]
+    concat = args.get("eval_do_concat_batches", True)
+    for got, want in ((ours.predictions, hf.predictions), (ours.label_ids, hf.label_ids)):
+        assert isinstance(got, np.ndarray) == isinstance(want, np.ndarray) == concat
+        for a, b in zip(got if not concat else [got], want if not concat else [want]):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert len(got) == len(want) == (10 if concat else 3)
+    assert our_metrics["eval_n"] == hf_metrics["eval_n"] == (16 if concat else 4)
+    assert our_metrics["eval_loss"] == pytest.approx(hf_metrics["eval_loss"], rel=1e-6)
