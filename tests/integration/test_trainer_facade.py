@@ -144,7 +144,8 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
                                                     recursive=True)}  # one run folder for training and evaluations
     acc = EventAccumulator(run)
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    # sorted: the run folder may hold several event files (a writer reopened after training), read in file order
+    return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]}
 
 
 def test_tensorboard_holds_what_transformers_writes_for_training_and_later_evaluations(tmp_path):
