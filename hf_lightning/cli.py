@@ -51,15 +51,18 @@ class HFLightningCLI(LightningCLI):
                  "tensor cores (Ampere and newer GPUs), as transformers' tf32=True.",
         )
 
+    def _own_config(self) -> Any:
+        """The parsed config of the running subcommand (where this CLI's own options are)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("float32_matmul_precision"):
-            torch.set_float32_matmul_precision(config["float32_matmul_precision"])
+        precision = self._own_config().get("float32_matmul_precision")
+        if precision:
+            torch.set_float32_matmul_precision(precision)
 
     def export_path(self) -> str | None:
         """The folder the trained model is exported to after ``fit``."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        chosen = config.get("export_dir")
+        chosen = self._own_config().get("export_dir")
         if chosen is not None and str(chosen).lower() == "none":
             return None
         return chosen or os.path.join(self.trainer.log_dir or self.trainer.default_root_dir, "hf_model")

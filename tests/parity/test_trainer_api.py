@@ -417,6 +417,27 @@ def test_a_tracker_that_is_not_installed_fails_at_construction_with_its_install_
     assert messages["hf_lightning"] == messages["transformers"]
 
 
+def _tracker_job(job: str, folder: Path) -> dict:
+    """Runs a tracker job (both Trainers, one process of its own) and returns what it printed after RESULT."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-c", job, str(folder)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+def _assert_same_records(ours: list[dict], theirs: list[dict], our_config, their_config) -> None:
+    """The same records key for key and value for value, HF's tags among them, and the arguments as config (ours
+    adds only hf_lightning's own fields)."""
+    assert [sorted(r) for r in ours] == [sorted(r) for r in theirs]
+    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/global_step"} <= {
+        k for r in ours for k in r}
+    for mine, record in zip(ours, theirs):
+        for key, value in record.items():
+            assert mine[key] == pytest.approx(value, rel=1e-6), key
+    assert set(our_config) - OWN_FIELDS == set(their_config) and "learning_rate" in our_config
+
+
 TRACKIO_JOB = '''
 import json, os, sys
 os.environ["TRACKIO_DIR"] = sys.argv[1]  # read when trackio is imported
@@ -446,20 +467,9 @@ print("RESULT" + json.dumps(out))
 def test_report_to_trackio_records_what_transformers_records(tmp_path):
     """report_to="trackio" logs to a local trackio store (no Space), read back with trackio's own API: the same
     records (names, values, steps), the arguments as the run's config and the run name, as transformers.Trainer's."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-c", TRACKIO_JOB, str(tmp_path / "trackio")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = json.loads(proc.stdout.split("RESULT", 1)[1])
+    runs = _tracker_job(TRACKIO_JOB, tmp_path / "trackio")
     ours, hf = runs["hf_lightning"], runs["transformers"]
-    assert [sorted(r) for r in ours["logs"]] == [sorted(r) for r in hf["logs"]]
-    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/global_step"} <= {
-        k for r in ours["logs"] for k in r}
-    for mine, theirs in zip(ours["logs"], hf["logs"]):
-        for key, value in theirs.items():
-            assert mine[key] == pytest.approx(value, rel=1e-6), key
-    assert set(ours["config"]) - OWN_FIELDS == set(hf["config"]) and "learning_rate" in ours["config"]
-
+    _assert_same_records(ours["logs"], hf["logs"], ours["config"], hf["config"])
 
 WANDB_JOB = '''
 import json, os, sys
@@ -487,26 +497,15 @@ def test_report_to_wandb_records_what_transformers_records(tmp_path):
     """report_to="wandb" in offline mode, read back from each run's folder (its transaction log, parsed with wandb's
     own record schema): the same history rows (names, values, steps), the arguments as the run's config and the run
     name, as transformers.Trainer's run."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-c", WANDB_JOB, str(tmp_path / "wandb")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {}  # read once the process has ended: wandb's service has closed every run's log by then
-    for lib, folder in json.loads(proc.stdout.split("RESULT", 1)[1]).items():
+    for lib, folder in _tracker_job(WANDB_JOB, tmp_path / "wandb").items():
         run = read_offline_run(folder)
         runs[lib] = {"name": run["name"], "config": sorted(run["config"]),
                      "history": [{k: v for k, v in row.items() if not k.startswith("_")
                                   and not k.endswith(("runtime", "per_second"))} for row in run["history"]]}
     ours, hf = runs["hf_lightning"], runs["transformers"]
     assert (ours["name"], hf["name"]) == ("hf_lightning", "transformers")
-    assert [sorted(row) for row in ours["history"]] == [sorted(row) for row in hf["history"]]
-    assert {"train/loss", "train/grad_norm", "train/learning_rate", "eval/loss", "train/global_step"} <= {
-        key for row in ours["history"] for key in row}
-    for mine, theirs in zip(ours["history"], hf["history"]):
-        for key, value in theirs.items():
-            assert mine[key] == pytest.approx(value, rel=1e-6), key
-    assert set(ours["config"]) - OWN_FIELDS == set(hf["config"]) and "learning_rate" in ours["config"]
-
+    _assert_same_records(ours["history"], hf["history"], ours["config"], hf["config"])
 
 def test_eval_use_gather_object_on_one_process_is_transformers_no_op(tmp_path):
     """eval_use_gather_object=True trains, evaluates and predicts as transformers.Trainer does with it (one process:
@@ -538,13 +537,12 @@ def test_eval_collection_options_give_transformers_outputs(tmp_path, args):
 
     seen = {}
     for lib in (transformers, hf_lightning):
-        calls = []
         trainer = _trainer(lib, tmp_path, args={**args, "per_device_eval_batch_size": 4},
-                           compute_metrics=lambda p: calls.append(p) or {"n": float(len(p.predictions))})
+                           compute_metrics=lambda p: {"n": float(len(p.predictions))})
         prediction = trainer.predict(RegressionDataset(10, seed=3))
         metrics = trainer.evaluate()
-        seen[lib.__name__] = (prediction, metrics, calls)
-    (ours, our_metrics, our_calls), (hf, hf_metrics, hf_calls) = seen["hf_lightning"], seen["transformers"]
+        seen[lib.__name__] = (prediction, metrics)
+    (ours, our_metrics), (hf, hf_metrics) = seen["hf_lightning"], seen["transformers"]
     concat = args.get("eval_do_concat_batches", True)
     for got, want in ((ours.predictions, hf.predictions), (ours.label_ids, hf.label_ids)):
         assert isinstance(got, np.ndarray) == isinstance(want, np.ndarray) == concat
