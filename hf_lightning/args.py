@@ -303,15 +303,19 @@ def _is_default(args: TrainingArguments, name: str, value: Any) -> bool:
 
 def _put(sections: dict[str, dict[str, Any]], route: Route, field_name: str, value: Any,
          writers: dict[tuple[str, str], str]) -> None:
-    """Write one converted value; two fields writing the same destination must agree."""
+    """Write one converted value (a dotted name, ``optimization.learning_rate``, into a nested group); two fields
+    writing the same destination must agree."""
     section, key = sections.setdefault(route.target, {}), route.name or field_name
+    *groups, leaf = key.split(".")
+    for group in groups:
+        section = section.setdefault(group, {})
     first = writers.setdefault((route.target, key), field_name)
-    if first != field_name and section[key] != value:
+    if first != field_name and section[leaf] != value:
         raise ValueError(
-            f"`{first}` and `{field_name}` disagree ({section[key]!r} vs {value!r}) but both set {route.target} "
+            f"`{first}` and `{field_name}` disagree ({section[leaf]!r} vs {value!r}) but both set {route.target} "
             f"`{key}`; give them the same value (set `{first}`, transformers mirrors the other when building)."
         )
-    section[key] = value
+    section[leaf] = value
 
 
 def translate(args: TrainingArguments | transformers.TrainingArguments) -> TranslatedArgs:

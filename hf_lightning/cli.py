@@ -1,24 +1,33 @@
 """``python -m hf_lightning``: LightningCLI over HFModule + HFDataModule, plus the ``report`` command.
 
 Configs are stackable (``--config a.yaml --config b.yaml``), any field can be overridden with a dotted flag
-(``--trainer.max_steps 20``, ``--model.learning_rate 3e-5``, ``--data.batch_size 16``) or an environment variable
-(``HFL_FIT__TRAINER__MAX_STEPS=20``; prefix ``HFL``, then the subcommand, fields joined by ``__``).
+(``--trainer.max_steps 20``, ``--model.optimization.learning_rate 3e-5``, ``--data.batch_size 16``) or an environment
+variable (``HFL_FIT__TRAINER__MAX_STEPS=20``; prefix ``HFL``, then the subcommand, fields joined by ``__``).
+
+Configs written before HFModule grouped its settings (``model.init_args.learning_rate`` where it is now
+``model.init_args.optimization.learning_rate``) keep working: `upgrade_flat_keys` moves such keys, in config files and
+flags, into their group before parsing, and warns with the new names.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
+import yaml
+from jsonargparse import get_loader
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
 from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.records import eval_metrics
+from hf_lightning.settings import GROUP_OF, upgrade_module_config
 
 ENV_PREFIX = "HFL"
 
@@ -113,6 +122,63 @@ class HFLightningCLI(LightningCLI):
         self.save_results(self.results_dir(), "test", eval_metrics(self.model))
 
 
+_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+_FLAT_FLAG = re.compile(r"--model\.(?:init_args\.)?(\w+)(=.*)?$")
+
+
+def _upgrade_config(config: Any) -> list[str]:
+    """Moves flat model keys of one parsed config (``model:`` at the top or under a subcommand) into their groups."""
+    moved: list[str] = []
+    if not isinstance(config, dict):
+        return moved
+    for scope in [config] + [config[c] for c in _SUBCOMMANDS if isinstance(config.get(c), dict)]:
+        model = scope.get("model")
+        if isinstance(model, dict):
+            init_args = model.get("init_args") if isinstance(model.get("init_args"), dict) else model
+            moved += upgrade_module_config(init_args)
+    return moved
+
+
+def upgrade_flat_keys(words: list[str]) -> list[str]:
+    """The command line with flat HFModule keys of earlier releases moved into their groups.
+
+    ``--model.learning_rate 3e-5`` / ``--model.init_args.learning_rate=3e-5`` become
+    ``--model.init_args.optimization.learning_rate``; a ``--config`` file holding such keys is passed on as its
+    upgraded text (the file itself is not touched). Each move is named in one ``FutureWarning``.
+    """
+    out, moved, i = [], [], 0
+    while i < len(words):
+        word = words[i]
+        flag = _FLAT_FLAG.match(word)
+        if flag and flag.group(1) in GROUP_OF:
+            name = flag.group(1)
+            out.append(f"--model.init_args.{GROUP_OF[name]}.{name}{flag.group(2) or ''}")
+            moved.append(name)
+        elif word in ("--config", "-c") and i + 1 < len(words) or word.startswith("--config="):
+            path = word.split("=", 1)[1] if "=" in word else words[i + 1]
+            config = None
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as fh:
+                    try:
+                        config = get_loader("yaml")(fh.read())
+                    except Exception:  # noqa: BLE001 - jsonargparse reports a broken file, with its own message
+                        config = None
+            found = _upgrade_config(config)
+            moved += found
+            upgraded = yaml.safe_dump(config, sort_keys=False) if found else path
+            out += ["--config", upgraded]
+            i += 0 if "=" in word else 1
+        else:
+            out.append(word)
+        i += 1
+    if moved:
+        warnings.warn("HFModule groups these settings now: " + "; ".join(
+            f"model.init_args.{k} -> model.init_args.{GROUP_OF[k]}.{k}" for k in dict.fromkeys(moved))
+            + ". The flat keys still work but will be removed in a future release: update the config.",
+            FutureWarning, stacklevel=2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of ``python -m hf_lightning`` and ``hf-lightning``."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -124,13 +190,17 @@ def main(argv: list[str] | None = None) -> Any:
         from hf_lightning.hpo import main as hpo_main
 
         return hpo_main(words[1:])
-    return HFLightningCLI(
-        HFModule,
-        HFDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX},
-        save_config_kwargs={"overwrite": True},
-        args=argv,  # None: LightningCLI reads sys.argv itself
-    )
+    upgraded = upgrade_flat_keys(words)
+    with warnings.catch_warnings():
+        # Lightning warns when args are given while sys.argv has words: they are sys.argv's, upgraded.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return HFLightningCLI(
+            HFModule,
+            HFDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX},
+            save_config_kwargs={"overwrite": True},
+            args=upgraded if argv is not None or upgraded != words else None,
+        )

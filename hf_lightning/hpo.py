@@ -111,7 +111,7 @@ def _suggest(trial: Any, name: str, spec: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> BestRun:
-    """``python -m hf_lightning hpo --config X.yaml --param model.init_args.learning_rate=log:1e-5:1e-3 ...``."""
+    """``python -m hf_lightning hpo --config X.yaml --param model.optimization.learning_rate=log:1e-5:1e-3 ...``."""
     parser = argparse.ArgumentParser(prog="python -m hf_lightning hpo", description=__doc__)
     parser.add_argument("--config", action="append", required=True, help="fit config(s), as for `fit`")
     parser.add_argument("--param", action="append", required=True, help="DOTTED.FIELD=float|log|int:LOW:HIGH or choice:A,B")

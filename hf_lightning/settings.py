@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from typing_extensions import Self
 
 
+@dataclass(frozen=True)
 class _FromArgs:
-    """``from_args`` / ``replace`` for the frozen settings dataclasses below."""
+    """``from_args`` / ``replace`` for the frozen settings dataclasses below (a dataclass itself, without fields, so
+    jsonargparse treats its subclasses as plain nested groups: ``--model.optimization.learning_rate``)."""
 
     @classmethod
     def from_args(cls, args: Any) -> Self:
@@ -149,4 +151,196 @@ class BestMetric:
         return cls(metric, bool(greater))
 
 
-__all__ = ["LOWER_IS_BETTER", "BestMetric", "CheckpointSettings", "FlowSettings", "warn_if_error_metric_maximised"]
+# ------------------------------------------------------------------------------------ HFModule's grouped settings
+@dataclass(frozen=True)
+class OptimizerSettings(_FromArgs):
+    """Optimizer and schedule (``model.init_args.optimization`` in yaml; transformers' defaults).
+
+    Args:
+        learning_rate: Peak learning rate (HF ``learning_rate``).
+        weight_decay: Weight decay of all weights but biases and norm layers.
+        adam_beta1: Adam beta1.
+        adam_beta2: Adam beta2.
+        adam_epsilon: Adam epsilon.
+        optim: transformers optimizer name (``adamw_torch_fused``, ``adamw_torch``, ``adafactor``, ``sgd``...).
+        optim_args: Extra optimizer arguments ``"k=v,k=v"``.
+        optim_target_modules: Target modules of GaLore-style optimizers.
+        lr_scheduler_type: A ``transformers.SchedulerType`` (linear, cosine, constant_with_warmup, ...).
+        lr_scheduler_kwargs: Extra scheduler arguments (e.g. ``num_cycles``).
+        warmup_steps: Warmup steps (>= 1) or ratio of the total steps (< 1).
+        max_grad_norm: Gradient clipping norm; 0 disables clipping (the norm is still logged).
+    """
+
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    optim: str = "adamw_torch_fused"
+    optim_args: str | None = None
+    optim_target_modules: Any = None
+    lr_scheduler_type: str = "linear"
+    lr_scheduler_kwargs: dict[str, Any] | None = None
+    warmup_steps: float = 0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.learning_rate < 0 or self.max_grad_norm < 0 or self.warmup_steps < 0:
+            raise ValueError(f"optimization: learning_rate={self.learning_rate}, max_grad_norm={self.max_grad_norm} "
+                             f"and warmup_steps={self.warmup_steps} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings(_FromArgs):
+    """How evaluation collects and scores outputs (``model.init_args.evaluation`` in yaml; transformers' defaults).
+
+    Args:
+        prediction_loss_only: Evaluation computes the loss only.
+        batch_eval_metrics: Call ``compute_metrics(eval_pred, compute_result=...)`` per batch instead of once.
+        include_for_metrics: Extra fields in the EvalPrediction: ``inputs`` and/or ``loss``.
+        eval_use_gather_object: With several processes, gather the predictions, labels and inputs as Python objects
+            (``torch.distributed.all_gather_object``) instead of padded tensors; one process: no effect.
+        eval_do_concat_batches: Concatenate predictions across batches (False keeps a list of per-batch arrays).
+        eval_accumulation_steps: Move the collected predictions to the host every N evaluation batches (bounded device
+            memory); None keeps them on the device until the end of the pass, as transformers does.
+        metric_threshold: Probability above which a label counts as predicted by multi-label metrics (hf_lightning's
+            own; not a transformers field).
+    """
+
+    prediction_loss_only: bool = False
+    batch_eval_metrics: bool = False
+    include_for_metrics: list[str] = dataclasses.field(default_factory=list)
+    eval_use_gather_object: bool = False
+    eval_do_concat_batches: bool = True
+    eval_accumulation_steps: int | None = None
+    metric_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class CompileSettings(_FromArgs):
+    """``torch.compile`` of the model before training (``model.init_args.compilation`` in yaml).
+
+    Args:
+        torch_compile: Compile the model with ``torch.compile`` before training.
+        torch_compile_backend: Backend of ``torch.compile`` (default inductor); setting it turns compilation on.
+        torch_compile_mode: Mode of ``torch.compile`` (default, reduce-overhead, max-autotune); setting it turns
+            compilation on.
+        torch_compile_scope: What is compiled: ``model`` (the whole model, as transformers.Trainer does) or ``blocks``
+            (regional compilation: each repeated encoder / decoder block is compiled in place and the compiled code is
+            re-used by every block of the stack, so compile time does not grow with depth; the glue around them runs
+            eagerly). Parameter names do not change either way.
+    """
+
+    torch_compile: bool = False
+    torch_compile_backend: str | None = None
+    torch_compile_mode: str | None = None
+    torch_compile_scope: Literal["model", "blocks"] = "model"
+
+    def __post_init__(self) -> None:
+        if self.torch_compile_scope not in ("model", "blocks"):
+            raise ValueError(f"compilation.torch_compile_scope='{self.torch_compile_scope}': use 'model' (the whole "
+                             "model) or 'blocks' (each repeated encoder / decoder block, compiled once).")
+
+    @property
+    def enabled(self) -> bool:
+        """transformers' rule: a backend or mode turns compilation on too."""
+        return bool(self.torch_compile or self.torch_compile_backend or self.torch_compile_mode)
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        """``torch.compile``'s keyword arguments, or None when compilation is off."""
+        if not self.enabled:
+            return None
+        return {k: v for k, v in {"backend": self.torch_compile_backend, "mode": self.torch_compile_mode}.items() if v}
+
+
+#: HFModule's keyword for each group, and the group's type.
+MODULE_GROUPS: dict[str, type[_FromArgs]] = {
+    "optimization": OptimizerSettings, "evaluation": EvaluationSettings, "compilation": CompileSettings,
+}
+#: Each grouped field's group: ``learning_rate`` -> ``optimization`` (the flat keywords of earlier releases).
+GROUP_OF: dict[str, str] = {f.name: group for group, cls in MODULE_GROUPS.items() for f in fields(cls)}
+
+
+def as_group(group: str, value: Any) -> Any:
+    """One group's settings from what a caller gave: None (the defaults), a dict (e.g. from a checkpoint's
+    hyper-parameters or the HF-style Trainer's translation) or the settings object itself.
+
+    Raises:
+        TypeError: A dict key that is not a field of the group (the message lists the fields).
+    """
+    cls = MODULE_GROUPS[group]
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise TypeError(f"{group}: unknown key(s) {unknown}; {cls.__name__} has {sorted(names)}.")
+        return cls(**value)
+    raise TypeError(f"{group} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}.")
+
+
+def moved_key_message(name: str, prefix: str = "") -> str:
+    """What a flat keyword of earlier releases is called now."""
+    return f"{prefix}{name} is now {prefix}{GROUP_OF[name]}.{name}"
+
+
+def regroup(groups: dict[str, Any], flat: dict[str, Any], owner: str) -> dict[str, Any]:
+    """The module's groups as settings objects, with flat keywords of earlier releases moved into them.
+
+    Args:
+        groups: ``{"optimization": ..., "evaluation": ..., "compilation": ...}`` as given (see `as_group`).
+        flat: Keywords outside the signature: grouped field names (moved, with a ``FutureWarning`` naming the new key)
+            or anything else (a ``TypeError``, as Python gives for an unknown keyword).
+        owner: The class name, for the messages.
+
+    Raises:
+        TypeError: An unknown keyword, or a field given both flat and inside its group.
+    """
+    unknown = sorted(set(flat) - set(GROUP_OF))
+    if unknown:
+        raise TypeError(f"{owner}.__init__() got unexpected keyword argument(s) {unknown}.")
+    resolved = {name: as_group(name, groups.get(name)) for name in MODULE_GROUPS}
+    if flat:
+        warnings.warn(f"{owner}: flat settings are grouped now ({'; '.join(moved_key_message(k) for k in flat)}); "
+                      "the flat keywords still work but will be removed in a future release.", FutureWarning,
+                      stacklevel=3)
+    for group in MODULE_GROUPS:
+        mine = {k: v for k, v in flat.items() if GROUP_OF[k] == group}
+        given = groups.get(group)
+        given = given if isinstance(given, dict) else {}
+        both = sorted(k for k in set(given) & set(mine) if given[k] != mine[k])
+        if both:
+            raise TypeError(f"{owner}: {both} given both flat and in {group}, with different values; give them once, "
+                            f"in {group}.")
+        if mine:
+            resolved[group] = resolved[group].replace(**mine)
+    return resolved
+
+
+def upgrade_module_config(init_args: dict[str, Any]) -> list[str]:
+    """Moves flat grouped keys of a model's yaml ``init_args`` into their groups, in place (old configs keep parsing).
+
+    Returns:
+        The moved keys (empty when the config is already grouped).
+    """
+    moved = [k for k in init_args if k in GROUP_OF]
+    for name in moved:
+        group = init_args.setdefault(GROUP_OF[name], {})
+        if not isinstance(group, dict):
+            raise TypeError(f"model: {name} is given flat but {GROUP_OF[name]} is not a mapping; move {name} into "
+                            f"{GROUP_OF[name]}.")
+        if name in group:
+            raise ValueError(f"model: {name} given both flat and in {GROUP_OF[name]}; keep {GROUP_OF[name]}.{name}.")
+        group[name] = init_args.pop(name)
+    return moved
+
+
+__all__ = [
+    "GROUP_OF", "LOWER_IS_BETTER", "MODULE_GROUPS", "BestMetric", "CheckpointSettings", "CompileSettings",
+    "EvaluationSettings", "FlowSettings", "OptimizerSettings", "as_group", "regroup", "upgrade_module_config",
+    "warn_if_error_metric_maximised",
+]

@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.profilers import SimpleProfiler
 from transformers import TrainingArguments
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.grad_monitor import GradientMonitor
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.callbacks.throughput import HFThroughputMonitor
@@ -82,7 +82,7 @@ def run_variant(make: Callable[[], list[L.Callback]], data: HFDataModule, steps:
     in the hooks of the variant's last callback (the one measured)."""
     L.seed_everything(42, verbose=False)
     module = HFModule(model="minilm", task="sequence-classification", num_labels=data.num_labels,
-                      learning_rate=1e-4, metrics=[])
+                      optimization=OptimizerSettings(learning_rate=1e-4), metrics=[])
     timer, callbacks, profiler = StepTimer(), make(), SimpleProfiler(dirpath=root, filename="profile")
     trainer = L.Trainer(max_steps=steps, callbacks=[*callbacks, timer], logger=TensorBoardLogger(root, name="overhead"),
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

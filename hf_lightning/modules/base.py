@@ -31,6 +31,7 @@ from hf_lightning.modules.probe import loss_scales_with_num_items
 from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory
+from hf_lightning.settings import GROUP_OF, CompileSettings, EvaluationSettings, OptimizerSettings, regroup
 
 
 class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModule):
@@ -47,7 +48,6 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         problem_type: The model config's ``problem_type`` (linked from the data by the CLI):
             ``multi_label_classification`` (several labels per example: BCE with logits, multi-label metrics),
             ``single_label_classification``, ``regression``; None lets transformers infer it.
-        metric_threshold: Probability above which a label counts as predicted by multi-label metrics.
         use_liger_kernel: Patch the model with Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear
             cross-entropy...) before training, with transformers' own ``apply_liger_kernel``; CUDA only (the
             ``liger`` extra: ``pip install 'hf_lightning[liger]'``).
@@ -55,20 +55,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         tokenizer: Tokenizer path or name; defaults to the model's folder (None for a config dict or instance).
         model_kwargs: Extra ``from_pretrained`` / ``from_config`` keyword arguments (e.g. ``attn_implementation``).
         from_config: Build a randomly initialised model from the folder's config instead of loading its weights.
-        learning_rate: Peak learning rate (HF ``learning_rate``).
-        weight_decay: Weight decay of all weights but biases and norm layers.
-        adam_beta1: Adam beta1.
-        adam_beta2: Adam beta2.
-        adam_epsilon: Adam epsilon.
-        optim: transformers optimizer name (``adamw_torch_fused``, ``adamw_torch``, ``adafactor``, ``sgd``...).
-        optim_args: Extra optimizer arguments ``"k=v,k=v"``.
-        optim_target_modules: Target modules of GaLore-style optimizers.
-        optimizer: Any optimizer class (``class_path`` + ``init_args`` in yaml) replacing ``optim``; it receives HF's
-            parameter groups.
-        lr_scheduler_type: A ``transformers.SchedulerType`` (linear, cosine, constant_with_warmup, ...).
-        lr_scheduler_kwargs: Extra scheduler arguments (e.g. ``num_cycles``).
-        warmup_steps: Warmup steps (>= 1) or ratio of the total steps (< 1).
-        max_grad_norm: Gradient clipping norm; 0 disables clipping (the norm is still logged).
+        optimization: The optimizer and its schedule (`OptimizerSettings`: ``learning_rate``, ``weight_decay``,
+            ``adam_beta1`` / ``adam_beta2`` / ``adam_epsilon``, ``optim``, ``optim_args``, ``optim_target_modules``,
+            ``lr_scheduler_type``, ``lr_scheduler_kwargs``, ``warmup_steps``, ``max_grad_norm``); a dict works too.
+        optimizer: Any optimizer class (``class_path`` + ``init_args`` in yaml) replacing ``optimization.optim``; it
+            receives HF's parameter groups.
         label_smoothing_factor: Label smoothing epsilon (``transformers.trainer_pt_utils.LabelSmoother``).
         loss: A loss module ``loss(logits, labels, num_items_in_batch=None)`` replacing the model's own loss
             (e.g. ``hf_lightning.losses.FocalLoss``).
@@ -79,25 +70,17 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         metrics: torchmetrics names computed on the device during evaluation (``accuracy``, ``f1``...).
         compute_metrics: An HF-style ``compute_metrics(EvalPrediction) -> dict`` (or its import path).
         preprocess_logits_for_metrics: ``fn(logits, labels) -> logits`` run per batch before accumulation.
-        batch_eval_metrics: Call ``compute_metrics(eval_pred, compute_result=...)`` per batch instead of once.
-        include_for_metrics: Extra fields in the EvalPrediction: ``inputs`` and/or ``loss``.
-        eval_use_gather_object: With several processes, gather the predictions, labels and inputs as Python objects
-            (``torch.distributed.all_gather_object``) instead of padded tensors; one process: no effect.
         label_names: The input keys holding labels (default ``labels``).
-        prediction_loss_only: Evaluation computes the loss only.
+        evaluation: How evaluation collects and scores outputs (`EvaluationSettings`: ``prediction_loss_only``,
+            ``batch_eval_metrics``, ``include_for_metrics``, ``eval_use_gather_object``, ``eval_do_concat_batches``,
+            ``eval_accumulation_steps``, ``metric_threshold``); a dict works too.
         gradient_checkpointing: Call the model's ``gradient_checkpointing_enable``.
         gradient_checkpointing_kwargs: Its keyword arguments.
-        torch_compile: Compile the model with ``torch.compile`` before training.
-        torch_compile_backend: Backend of ``torch.compile`` (default inductor).
-        torch_compile_mode: Mode of ``torch.compile`` (default, reduce-overhead, max-autotune).
-        torch_compile_scope: What is compiled: ``model`` (the whole model, as transformers.Trainer does) or ``blocks``
-            (regional compilation: each repeated encoder / decoder block is compiled in place and the compiled code is
-            re-used by every block of the stack, so compile time does not grow with depth; the glue around them runs
-            eagerly). Parameter names do not change either way.
+        compilation: ``torch.compile`` before training (`CompileSettings`: ``torch_compile``,
+            ``torch_compile_backend``, ``torch_compile_mode``, ``torch_compile_scope``); a dict works too.
         neftune_noise_alpha: NEFTune noise on the input embeddings during training (transformers' hook).
-        eval_do_concat_batches: Concatenate predictions across batches (False keeps a list of per-batch arrays).
-        eval_accumulation_steps: Move the collected predictions to the host every N evaluation batches (bounded device
-            memory); None keeps them on the device until the end of the pass, as transformers does.
+        **flat: The flat keywords of earlier releases (``learning_rate=...``, ``torch_compile=...``): moved into
+            their group with a ``FutureWarning`` naming the new key.
     """
 
     def __init__(
@@ -107,25 +90,13 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         num_labels: int | None = None,
         id2label: dict[int, str] | None = None,
         problem_type: str | None = None,
-        metric_threshold: float = 0.5,
         use_liger_kernel: bool = False,
         liger_kernel_config: dict[str, Any] | None = None,
         tokenizer: str | Any | None = None,
         model_kwargs: dict[str, Any] | None = None,
         from_config: bool = False,
-        learning_rate: float = 5e-5,
-        weight_decay: float = 0.0,
-        adam_beta1: float = 0.9,
-        adam_beta2: float = 0.999,
-        adam_epsilon: float = 1e-8,
-        optim: str = "adamw_torch_fused",
-        optim_args: str | None = None,
-        optim_target_modules: Any = None,
+        optimization: OptimizerSettings = OptimizerSettings(),  # noqa: B008 (frozen: one shared default is safe)
         optimizer: OptimizerFactory | None = None,
-        lr_scheduler_type: str = "linear",
-        lr_scheduler_kwargs: dict[str, Any] | None = None,
-        warmup_steps: float = 0,
-        max_grad_norm: float = 1.0,
         label_smoothing_factor: float = 0.0,
         loss: nn.Module | None = None,
         loss_is_scaled_for_ga: bool | None = None,
@@ -133,32 +104,30 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         metrics: list[str] | None = None,
         compute_metrics: Callable[..., dict[str, float]] | str | None = None,
         preprocess_logits_for_metrics: Callable[..., Any] | str | None = None,
-        batch_eval_metrics: bool = False,
-        include_for_metrics: list[str] | None = None,
-        eval_use_gather_object: bool = False,
+        evaluation: EvaluationSettings = EvaluationSettings(),  # noqa: B008
         label_names: list[str] | None = None,
-        prediction_loss_only: bool = False,
         gradient_checkpointing: bool = False,
         gradient_checkpointing_kwargs: dict[str, Any] | None = None,
-        torch_compile: bool = False,
-        torch_compile_backend: str | None = None,
-        torch_compile_mode: str | None = None,
-        torch_compile_scope: Literal["model", "blocks"] = "model",
+        compilation: CompileSettings = CompileSettings(),  # noqa: B008
         neftune_noise_alpha: float | None = None,
-        eval_do_concat_batches: bool = True,
-        eval_accumulation_steps: int | None = None,
+        **flat: Any,
     ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"model.task='{task}' is unknown. Choose one of {sorted(TASKS)}.")
-        if learning_rate < 0 or max_grad_norm < 0 or not 0 <= label_smoothing_factor < 1:
-            raise ValueError(
-                f"learning_rate={learning_rate} and max_grad_norm={max_grad_norm} must be >= 0 and "
-                f"label_smoothing_factor={label_smoothing_factor} in [0, 1)."
-            )
-        # Objects are not hyper-parameters (a subclass's own objects, such as the HF-style Trainer's hooks, are skipped too).
+        if not 0 <= label_smoothing_factor < 1:
+            raise ValueError(f"label_smoothing_factor={label_smoothing_factor} must be in [0, 1).")
+        groups = regroup({"optimization": optimization, "evaluation": evaluation, "compilation": compilation},
+                         flat, type(self).__name__)
+        self.optimization, self.evaluation, self.compilation = (
+            groups["optimization"], groups["evaluation"], groups["compilation"])
+        # Objects are not hyper-parameters (a subclass's own objects, such as the HF-style Trainer's hooks, are skipped
+        # too); flat keywords of earlier releases are not either: the groups hold them, saved as plain dicts (readable
+        # hparams.yaml, flattened by the loggers; `as_group` turns them back when a checkpoint is loaded).
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "hooks", "teacher"]
-        self.save_hyperparameters(ignore=objects + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
+        self.save_hyperparameters(ignore=objects + list(GROUP_OF)
+                                  + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
+        self.save_hyperparameters({**self.hparams, **{name: group.as_dict() for name, group in groups.items()}})
         self.task = task
         self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
                                 problem_type)
@@ -166,18 +135,19 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         if use_liger_kernel:
             apply_liger(self.model, liger_kernel_config)
         self.tokenizer = self._load_tokenizer(model, tokenizer)
+        opt = self.optimization
         self.optim_config = dict(
-            optim=optim, learning_rate=learning_rate, weight_decay=weight_decay, adam_beta1=adam_beta1,
-            adam_beta2=adam_beta2, adam_epsilon=adam_epsilon, optim_args=optim_args,
-            optim_target_modules=optim_target_modules,
+            optim=opt.optim, learning_rate=opt.learning_rate, weight_decay=opt.weight_decay, adam_beta1=opt.adam_beta1,
+            adam_beta2=opt.adam_beta2, adam_epsilon=opt.adam_epsilon, optim_args=opt.optim_args,
+            optim_target_modules=opt.optim_target_modules,
         )
         self.optimizer_factory = optimizer
         self.optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None
-        self.lr_scheduler_type = lr_scheduler_type
-        self.lr_scheduler_kwargs = lr_scheduler_kwargs
-        self.warmup_steps = warmup_steps
+        self.lr_scheduler_type = opt.lr_scheduler_type
+        self.lr_scheduler_kwargs = opt.lr_scheduler_kwargs
+        self.warmup_steps = opt.warmup_steps
         self.metric_scheduler: Any = None  # a schedule stepped on the eval metric (reduce_lr_on_plateau, greedy)
-        self.max_grad_norm = max_grad_norm
+        self.max_grad_norm = opt.max_grad_norm
         if label_smoothing_factor and getattr(self.model.config, "problem_type", None) == "multi_label_classification":
             warnings.warn("Label smoothing is not compatible with multi-label classification. Disabling label "
                           "smoothing for this training run.", UserWarning, stacklevel=2)  # transformers' warning
@@ -190,22 +160,17 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.label_names = label_names or ["labels"]
         self.loss_shifts_labels = loss_shifts_labels(self.model, task)
         multi_label = getattr(getattr(self.model, "config", None), "problem_type", None) == "multi_label_classification"
+        ev = self.evaluation
         self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
-                              batch_eval_metrics, include_for_metrics or [], prediction_loss_only, multi_label,
-                              metric_threshold, eval_use_gather_object)
+                              ev.batch_eval_metrics, list(ev.include_for_metrics or []), ev.prediction_loss_only,
+                              multi_label, ev.metric_threshold, ev.eval_use_gather_object)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-        self.compile_kwargs = (
-            {k: v for k, v in {"backend": torch_compile_backend, "mode": torch_compile_mode}.items() if v}
-            if torch_compile or torch_compile_backend or torch_compile_mode else None
-        )
-        if torch_compile_scope not in ("model", "blocks"):
-            raise ValueError(f"torch_compile_scope='{torch_compile_scope}': use 'model' (the whole model) or 'blocks' "
-                             "(each repeated encoder / decoder block, compiled once).")
-        self.compile_scope = torch_compile_scope
+        self.compile_kwargs = self.compilation.kwargs
+        self.compile_scope = self.compilation.torch_compile_scope
         self.neftune_noise_alpha = neftune_noise_alpha
-        self.eval_do_concat_batches = eval_do_concat_batches
-        self.eval_accumulation_steps = eval_accumulation_steps
+        self.eval_do_concat_batches = ev.eval_do_concat_batches
+        self.eval_accumulation_steps = ev.eval_accumulation_steps
         self._neftune_handle: Any = None
         #: Per-step values the logging callbacks read (tensors stay on the device: no per-step sync).
         self.step_record = StepRecord()

@@ -62,7 +62,8 @@ class OptimizationMixin:
     ) -> None:
         """Records the pre-clip total norm (HF's ``grad_norm``) and clips to ``max_grad_norm`` when it is > 0."""
         if gradient_clip_val:
-            raise ValueError("Set model.max_grad_norm instead of trainer.gradient_clip_val (it also logs grad_norm).")
+            raise ValueError("Set model.optimization.max_grad_norm instead of trainer.gradient_clip_val (it also logs "
+                             "grad_norm).")
         from hf_lightning.strategies import clip_grad_norm
 
         self.step_record.grad_norm = clip_grad_norm(self, optimizer, self.max_grad_norm)

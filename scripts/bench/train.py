@@ -221,14 +221,15 @@ def hfl_door(spec: dict[str, Any]) -> dict[str, Any]:
     (seed_everything, then the classes; the data module loads and tokenises the packaged data itself)."""
     import lightning as L
 
-    from hf_lightning import HFDataModule, HFModule
+    from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 
     tokenizer = common.load_tokenizer()
     collator, rec = CountingCollator(tokenizer), Recorder()
     L.seed_everything(spec["seed"], verbose=False)
     evaluating = bool(spec.get("eval_samples"))
-    module = HFModule(**common.door_model_args(spec["model"]), tokenizer=tokenizer, learning_rate=spec["lr"],
-                      weight_decay=spec["weight_decay"], max_grad_norm=1.0, warmup_steps=0,
+    module = HFModule(**common.door_model_args(spec["model"]), tokenizer=tokenizer,
+                      optimization=OptimizerSettings(learning_rate=spec["lr"], weight_decay=spec["weight_decay"],
+                                                     max_grad_norm=1.0, warmup_steps=0),
                       metrics=["accuracy"] if evaluating else None)
     # Without an evaluation in the workload, the validation split is cut to 64 examples: HFFlow's stop at max_steps
     # makes Lightning validate once at the end of fit (see docs/benchmarks.md), which would otherwise cost the whole

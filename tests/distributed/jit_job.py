@@ -16,7 +16,7 @@ import torch
 import transformers
 
 import hf_lightning
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.hf_flow import HFFlow
 from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
@@ -46,7 +46,7 @@ def main(door: str, out: str, mode: str) -> None:
         trainer.train(resume_from_checkpoint=resume)
         rank, step = int(os.environ.get("RANK", "0")), trainer.state.global_step
     else:
-        module = HFModule(model=model, learning_rate=args.learning_rate)
+        module = HFModule(model=model, optimization=OptimizerSettings(learning_rate=args.learning_rate))
         data = HFDataModule(dataset={"train": RegressionDataset()}, batch_size=4, collator="default",
                             validation_size=0, test_size=0)
         flow = HFFlow(args=args, callbacks=callbacks)

@@ -41,14 +41,14 @@ def _parts(mode: str, batch: int):
     import lightning as L
     from transformers import BertConfig, BertForSequenceClassification
 
-    from hf_lightning import HFDataModule, HFModule
+    from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 
     L.seed_everything(0)
     if mode == "fsdp2":
         model, data, lr = BertForSequenceClassification(BertConfig(**BERT)), _bert_data(), 1e-3
     else:
         model, data, lr = RegressionModel(), RegressionDataset(64), 0.1
-    module = HFModule(model=model, learning_rate=lr, max_grad_norm=1.0)
+    module = HFModule(model=model, optimization=OptimizerSettings(learning_rate=lr, max_grad_norm=1.0))
     datamodule = HFDataModule(dataset={"train": data}, batch_size=batch, validation_size=0.0, test_size=0.0,
                               collator="default", tokenize=False)
     return module, datamodule

@@ -19,7 +19,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from hf_lightning import HFDataModule, HFFlow, HFModule
+from hf_lightning import HFDataModule, HFFlow, HFModule, OptimizerSettings
 from hf_lightning.cli import main
 from hf_lightning.modules.adversarial import AdversarialModule
 from hf_lightning.modules.distillation import DistillationModule
@@ -95,7 +95,7 @@ def test_distillation_moves_student_toward_frozen_teacher_and_never_saves_it(tmp
         teacher.classifier.bias.copy_(torch.tensor([1.0, -1.0]))  # soft term can pull the student there
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module = DistillationModule(teacher=teacher, model=tiny_bert(0), num_labels=2, alpha=1.0, temperature=2.0,
-                                learning_rate=1e-2)
+                                optimization=OptimizerSettings(learning_rate=1e-2))
     datamodule = data()
     inputs = all_inputs(datamodule)
     kl_start = soft_kl(module, inputs)
@@ -157,7 +157,8 @@ def step_logs(flow: HFFlow) -> list[tuple[float, float, float]]:
 
 
 def test_fgm_with_epsilon_zero_equals_hfmodule_update_for_update():
-    settings = {"num_labels": 2, "learning_rate": 1e-3, "warmup_steps": 1, "max_grad_norm": 0.05}
+    settings = {"num_labels": 2,
+                "optimization": OptimizerSettings(learning_rate=1e-3, warmup_steps=1, max_grad_norm=0.05)}
     L.seed_everything(0)
     plain = HFModule(model=dict(TINY_BERT), **settings)
     plain_fit, plain_flow, _ = fgm_run(plain, accumulate=2)
@@ -179,7 +180,7 @@ def test_fgm_perturbs_restores_and_learns():
     L.seed_everything(0)
     # epsilon is an L2 norm over the whole embedding matrix; this model's rows are ~0.1 long, so 0.1 is a real push
     module = AdversarialModule(model=dict(TINY_BERT), num_labels=2, epsilon=0.1, gradient_accumulation_steps=2,
-                               learning_rate=1e-2, metrics=["accuracy"])
+                               optimization=OptimizerSettings(learning_rate=1e-2), metrics=["accuracy"])
     datamodule = data(n=64, batch_size=8)
     before = eval_loss(module, datamodule)
     flow, probe = HFFlow(logging_steps=4), StepProbe()
@@ -225,8 +226,9 @@ def test_layerwise_lr_decay_groups_exact_values():
 
 
 def test_llrd_module_builds_transformers_optimizer_and_keeps_ratios_under_the_schedule():
-    module = LLRDModule(model=dict(TINY_BERT), num_labels=2, layer_decay=0.5, learning_rate=4e-3, optim="adamw_torch",
-                        adam_beta2=0.98, weight_decay=0.1, lr_scheduler_type="cosine", warmup_steps=2)
+    module = LLRDModule(model=dict(TINY_BERT), num_labels=2, layer_decay=0.5, optimization=OptimizerSettings(
+        learning_rate=4e-3, optim="adamw_torch", adam_beta2=0.98, weight_decay=0.1, lr_scheduler_type="cosine",
+        warmup_steps=2))
     optimizer = module.create_optimizer()
     assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["betas"] == (0.9, 0.98)
     assert [g["lr"] for g in optimizer.param_groups[::2]] == [4e-3, 2e-3, 1e-3, 5e-4]
@@ -249,7 +251,8 @@ def test_lora_trains_only_adapters_and_saved_adapter_reloads(tmp_path):
 
     base = tiny_bert(0)
     pristine = copy.deepcopy(base)
-    module = LoraModule(model=base, num_labels=2, lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=1e-2)
+    module = LoraModule(model=base, num_labels=2, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                        optimization=OptimizerSettings(learning_rate=1e-2))
     with redirect_stdout(io.StringIO()) as printed:
         module.model.print_trainable_parameters()
     assert module.trainable_report == printed.getvalue().strip()  # peft's own line

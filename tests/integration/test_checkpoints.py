@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.precision import MixedPrecision
 from transformers import TrainingArguments, set_seed
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.early_stopping import HFEarlyStopping
 from hf_lightning.callbacks.hf_flow import HFFlow
@@ -39,7 +39,8 @@ def fit(args: TrainingArguments, checkpoint: HFCheckpoint | None = None, extra: 
         data: Any = None, ckpt_path: str | None = None, plugins: Any = None) -> tuple[HFModule, HFFlow, L.Trainer]:
     """lightning.Trainer + HFModule + HFDataModule + HFFlow(args) + HFCheckpoint on the regression task."""
     set_seed(args.seed)
-    module = HFModule(model=model() if model else StrictRegressionModel(), learning_rate=args.learning_rate)
+    module = HFModule(model=model() if model else StrictRegressionModel(),
+                      optimization=OptimizerSettings(learning_rate=args.learning_rate))
     data = data or HFDataModule(dataset={"train": TRAIN, "validation": EVAL}, eval_batch_size=8, collator="default",
                                 batch_size=args.per_device_train_batch_size, validation_size=0, test_size=0)
     flow = HFFlow(args=args)

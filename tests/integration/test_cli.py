@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+import yaml
 
 from hf_lightning.cli import main
 
@@ -27,7 +29,8 @@ def _run(tmp_path: Path, *args: str):
 
 def test_fit_logs_exports_and_reloads(tmp_path, capsys):
     export = tmp_path / "model"
-    cli = _run(tmp_path, "fit", "--export_dir", str(export), "--trainer.max_steps", "3", "--model.init_args.learning_rate", "3e-3")
+    cli = _run(tmp_path, "fit", "--export_dir", str(export), "--trainer.max_steps", "3",
+               "--model.optimization.learning_rate", "3e-3")
     assert cli.trainer.global_step == 3  # the dotted override won over the yaml's 4
     assert cli.model.optim_config["learning_rate"] == 3e-3
     assert cli.model.model.config.num_labels == 2  # linked from the data
@@ -97,6 +100,37 @@ def test_unknown_key_fails_before_training(capsys):
     assert "learnin_rate" in capsys.readouterr().err
 
 
+def test_configs_with_the_flat_model_keys_of_earlier_releases_still_parse(tmp_path, capsys):
+    """A config written before HFModule grouped its settings (``model.init_args.learning_rate``) and flat flags parse
+    to exactly the grouped config, with a FutureWarning naming each new key; the old file is not rewritten."""
+    grouped = yaml.safe_load(Path(TINY).read_text())
+    grouped["model"]["init_args"]["compilation"] = {"torch_compile_scope": "blocks"}
+    flat = copy.deepcopy(grouped)
+    init_args = flat["model"]["init_args"]
+    for group in ("optimization", "compilation"):
+        init_args.update(init_args.pop(group))
+    new, old = tmp_path / "new.yaml", tmp_path / "old.yaml"
+    new.write_text(yaml.safe_dump(grouped))
+    old.write_text(yaml.safe_dump(flat))
+    before = old.read_text()
+
+    def printed(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *args, "--print_config"])
+        assert exit_info.value.code == 0
+        return capsys.readouterr().out
+
+    with pytest.warns(FutureWarning, match=r"model\.init_args\.learning_rate -> model\.init_args\.optimization\."
+                                           r"learning_rate.*torch_compile_scope -> model\.init_args\.compilation"):
+        from_old = printed("--config", str(old), "--model.adam_beta2", "0.98")
+    from_new = printed("--config", str(new), "--model.optimization.adam_beta2", "0.98")
+    assert from_old == from_new
+    model = yaml.safe_load(from_new)["model"]["init_args"]
+    assert model["optimization"]["learning_rate"] == 1e-3 and model["optimization"]["adam_beta2"] == 0.98
+    assert model["compilation"]["torch_compile_scope"] == "blocks" and "learning_rate" not in model
+    assert old.read_text() == before
+
+
 def test_label_outside_num_labels_is_caught_before_training(tmp_path):
     train, val = tmp_path / "train.csv", tmp_path / "val.csv"
     train.write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(12)))
@@ -109,7 +143,8 @@ def test_label_outside_num_labels_is_caught_before_training(tmp_path):
 
 def test_any_torch_optimizer_by_class_path(tmp_path):
     extra = tmp_path / "sgd.yaml"
-    extra.write_text("model:\n  init_args:\n    weight_decay: 0.1\n    optimizer:\n      class_path: torch.optim.SGD\n"
+    extra.write_text("model:\n  init_args:\n    optimization: {weight_decay: 0.1}\n"
+                     "    optimizer:\n      class_path: torch.optim.SGD\n"
                      "      init_args: {lr: 0.05, momentum: 0.9}\n")
     cli = _run(tmp_path, "fit", "--config", str(extra), "--trainer.max_steps", "2", "--export_dir", "none")
     optimizer = cli.trainer.optimizers[0]

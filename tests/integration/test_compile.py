@@ -41,8 +41,9 @@ class CompileCounter(L.Callback):
 def test_compiled_quickstart_has_no_graph_breaks_or_per_step_recompilation(tmp_path):
     counter = json.dumps({"class_path": "tests.integration.test_compile.CompileCounter"})
     cli = cli_for(tmp_path, "fit", "quickstart.yaml", "--model.init_args.model", TINY,
-                  "--model.init_args.tokenizer", "minilm", "--model.init_args.torch_compile", "true",
-                  "--model.init_args.torch_compile_backend", "eager", "--data.init_args.max_train_samples", "96",
+                  "--model.init_args.tokenizer", "minilm", "--model.init_args.compilation.torch_compile", "true",
+                  "--model.init_args.compilation.torch_compile_backend", "eager",
+                  "--data.init_args.max_train_samples", "96",
                   "--data.init_args.max_eval_samples", "32", "--trainer.max_steps", "8",
                   "--trainer.callbacks+", counter)
     seen = next(cb for cb in cli.trainer.callbacks if isinstance(cb, CompileCounter)).seen
@@ -71,8 +72,9 @@ def test_compiling_the_blocks_compiles_one_block_for_any_depth_and_trains_the_sa
     """torch_compile_scope=blocks (regional compilation): no graph break; a 4-layer stack compiles no more graphs than
     a 2-layer one (the first block's code is re-used by the others); the weights after 8 steps equal the uncompiled
     run's; the export has the uncompiled model's keys and loads with from_pretrained."""
-    blocks = ("--model.init_args.torch_compile", "true", "--model.init_args.torch_compile_backend", "eager",
-              "--model.init_args.torch_compile_scope", "blocks")
+    blocks = ("--model.init_args.compilation.torch_compile", "true",
+              "--model.init_args.compilation.torch_compile_backend", "eager",
+              "--model.init_args.compilation.torch_compile_scope", "blocks")
     eager, _ = _fit_tiny(tmp_path / "eager", 2)
     two, seen_two = _fit_tiny(tmp_path / "two", 2, *blocks)
     _, seen_four = _fit_tiny(tmp_path / "four", 4, *blocks)

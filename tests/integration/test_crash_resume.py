@@ -37,7 +37,7 @@ import lightning as L
 from safetensors.torch import save_file
 from transformers import TrainingArguments, set_seed
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import folder
@@ -74,7 +74,7 @@ def train(output_dir, resume=False, pause_step=None, pause_save=None):
                              num_train_epochs=2, learning_rate=0.05, logging_steps=1, save_steps=3,
                              save_total_limit=3, report_to=[], use_cpu=True, disable_tqdm=True)
     set_seed(args.seed)
-    module = HFModule(model=StrictRegressionModel(), learning_rate=args.learning_rate)
+    module = HFModule(model=StrictRegressionModel(), optimization=OptimizerSettings(learning_rate=args.learning_rate))
     data = HFDataModule(dataset={"train": RegressionDataset(length=64)}, batch_size=2, collator="default",
                         validation_size=0, test_size=0)
     callbacks = [HFFlow(args=args), HFCheckpoint(resume_from_checkpoint=resume or None)]

@@ -38,8 +38,8 @@ def test_hpo_command_line(tmp_path, capsys):
     from hf_lightning.cli import main
 
     best = main(["hpo", "--config", str(ROOT / "tests/assets/tiny_cli.yaml"), "--n-trials", "2",
-                 "--param", "model.init_args.learning_rate=log:1e-4:1e-2", "--metric", "eval_loss",
+                 "--param", "model.init_args.optimization.learning_rate=log:1e-4:1e-2", "--metric", "eval_loss",
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
                  "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"])
-    assert 1e-4 <= best.hyperparameters["model.init_args.learning_rate"] <= 1e-2
+    assert 1e-4 <= best.hyperparameters["model.init_args.optimization.learning_rate"] <= 1e-2
     assert "best trial" in capsys.readouterr().out

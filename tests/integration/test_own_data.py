@@ -87,7 +87,7 @@ def test_regression_recipe_predicts_the_score(tmp_path):
     tiny = json.dumps({"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
                        "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128})
     shrink = ["--model.init_args.model", tiny, "--model.init_args.tokenizer", "minilm",
-              "--model.init_args.learning_rate", "3e-3", "--data.init_args.max_train_samples", "512",
+              "--model.init_args.optimization.learning_rate", "3e-3", "--data.init_args.max_train_samples", "512",
               "--data.init_args.max_eval_samples", "128", "--trainer.max_steps", "48"]
     before = dict(cli_for(tmp_path, "validate", "regression_movie_reviews.yaml", *shrink).model.eval_results)
     cli = cli_for(tmp_path, "fit", "regression_movie_reviews.yaml", *shrink)

@@ -24,6 +24,7 @@ from hf_lightning.data.tasks import LanguageModelingDataModule, Seq2SeqDataModul
 from hf_lightning.modules.language_modeling import LanguageModelingModule
 from hf_lightning.modules.seq2seq import Seq2SeqModule
 from hf_lightning.modules.token_classification import SeqevalMetric, TokenClassificationModule
+from hf_lightning.settings import OptimizerSettings
 from tests.helpers.tiny import TINY_BERT
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -150,7 +151,8 @@ def test_token_classification_learns_entities(tmp_path):
                                        tokenizer="minilm", batch_size=16, eval_batch_size=64)
     assert dm.id2label == {0: "B-person", 1: "B-place", 2: "I-place", 3: "O"}  # sorted, as run_ner
     module = TokenClassificationModule(model=TINY_BERT, tokenizer="minilm", num_labels=dm.num_labels,
-                                       id2label=dm.id2label, learning_rate=5e-3, entity_level_metrics=True)
+                                       id2label=dm.id2label, optimization=OptimizerSettings(learning_rate=5e-3),
+                                       entity_level_metrics=True)
     trainer = L.Trainer(max_steps=48, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
                         default_root_dir=tmp_path)
@@ -166,7 +168,7 @@ def test_token_classification_learns_entities(tmp_path):
 @pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_ner_recipe_runs_through_cli(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_BERT), "--model.init_args.tokenizer", "minilm",
-             "--model.init_args.learning_rate", "3e-3", "--data.init_args.max_train_samples", "320",
+             "--model.init_args.optimization.learning_rate", "3e-3", "--data.init_args.max_train_samples", "320",
              "--data.init_args.max_eval_samples", "64", "--data.init_args.max_length", "48"]
     before = run_cli(tmp_path, "validate", "ner_wnut16.yaml", *short)
     after = run_cli(tmp_path, "fit", "ner_wnut16.yaml", *short, "--trainer.max_steps", "20",
@@ -245,7 +247,7 @@ def test_causal_lm_recipe_learns(tmp_path):
 @pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_mlm_recipe_learns(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_BERT), "--model.init_args.tokenizer", "minilm",
-             "--model.init_args.learning_rate", "1e-2", "--data.init_args.max_train_samples", "800",
+             "--model.init_args.optimization.learning_rate", "1e-2", "--data.init_args.max_train_samples", "800",
              "--data.init_args.max_eval_samples", "200", "--data.init_args.block_size", "32"]
     before = run_cli(tmp_path, "validate", "mlm_movie_reviews.yaml", *short)
     after = run_cli(tmp_path, "fit", "mlm_movie_reviews.yaml", *short, "--trainer.max_steps", "30",
@@ -290,7 +292,7 @@ def test_bert2bert_recipe_warm_starts_an_encoder_decoder_that_learns_and_exports
     and exported in a folder EncoderDecoderModel.from_pretrained loads."""
     spec = {"encoder": TINY_BERT, "decoder": TINY_BERT, "decoder_start_token_id": 101, "eos_token_id": 102,
             "pad_token_id": 0}
-    short = ["--model.init_args.model", json.dumps(spec), "--model.init_args.learning_rate", "3e-3",
+    short = ["--model.init_args.model", json.dumps(spec), "--model.init_args.optimization.learning_rate", "3e-3",
              "--model.init_args.generation_max_length", "16", "--data.init_args.max_source_length", "64",
              "--data.init_args.max_target_length", "16", "--data.init_args.max_eval_samples", "10",
              "--data.init_args.batch_size", "10"]
@@ -311,7 +313,7 @@ def test_bert2bert_recipe_warm_starts_an_encoder_decoder_that_learns_and_exports
 @pytest.mark.slow  # a shipped recipe through the CLI: validate, then fit
 def test_summarization_recipe_learns(tmp_path):
     short = ["--model.init_args.model", json.dumps(TINY_T5 | {"d_model": 64, "d_kv": 16, "d_ff": 128}),
-             "--model.init_args.learning_rate", "3e-2", "--model.init_args.generation_max_length", "24",
+             "--model.init_args.optimization.learning_rate", "3e-2", "--model.init_args.generation_max_length", "24",
              "--data.init_args.max_source_length", "96", "--data.init_args.max_target_length", "24",
              "--data.init_args.max_eval_samples", "25", "--data.init_args.batch_size", "10"]
     before = run_cli(tmp_path, "validate", "summarization_aclsum.yaml", *short)

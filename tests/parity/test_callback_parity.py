@@ -26,7 +26,7 @@ from transformers import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.hf_flow import HFFlow
 from tests.helpers.tiny import RegressionDataset, RegressionModel
 
@@ -132,7 +132,8 @@ def run_pair(tmp_path: Any, cfg: dict[str, Any], n: int = 64, extra: tuple = (),
     set_seed(42)
     args = _args(str(tmp_path / "hfl"), cfg)
     hfl_rec = Recorder()
-    module = HFModule(model=StrictRegression(), learning_rate=args.learning_rate, tokenizer=processing_class)
+    module = HFModule(model=StrictRegression(), optimization=OptimizerSettings(learning_rate=args.learning_rate),
+                      tokenizer=processing_class)
     data = HFDataModule(dataset={"train": train, "validation": evaluation}, batch_size=args.per_device_train_batch_size,
                         eval_batch_size=16, collator="default", validation_size=0, test_size=0)
     flow = HFFlow(args=args, callbacks=[hfl_rec, *[factory() for factory in extra]], control_validation=True)
@@ -231,7 +232,7 @@ def test_save_steps_events(tmp_path: Any) -> None:
     set_seed(42)
     args = _args(str(tmp_path / "hfl"), cfg)
     hfl_rec = Recorder()
-    module = HFModule(model=StrictRegression(), learning_rate=args.learning_rate)
+    module = HFModule(model=StrictRegression(), optimization=OptimizerSettings(learning_rate=args.learning_rate))
     data = HFDataModule(dataset={"train": train, "validation": evaluation}, batch_size=8, eval_batch_size=16,
                         collator="default", validation_size=0, test_size=0)
     flow = HFFlow(args=args, callbacks=[hfl_rec], control_validation=True)

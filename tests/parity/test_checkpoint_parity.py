@@ -28,7 +28,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.early_stopping import HFEarlyStopping
 from hf_lightning.callbacks.hf_flow import HFFlow
@@ -68,7 +68,7 @@ def run_hf(args: TrainingArguments, callbacks: tuple = (), resume: str | bool | 
 def run_ours(args: TrainingArguments, callbacks: tuple = (), resume: str | bool | None = None,
              extra: tuple = ()) -> tuple[HFModule, HFFlow]:
     set_seed(args.seed)
-    module = HFModule(model=StrictRegressionModel(), learning_rate=args.learning_rate)
+    module = HFModule(model=StrictRegressionModel(), optimization=OptimizerSettings(learning_rate=args.learning_rate))
     data = HFDataModule(dataset={"train": TRAIN, "validation": EVAL}, batch_size=args.per_device_train_batch_size,
                         eval_batch_size=args.per_device_eval_batch_size, collator="default", validation_size=0,
                         test_size=0)

@@ -126,7 +126,8 @@ def test_same_weights_through_the_lightning_door(tmp_path):
     hf = run(transformers.Trainer, _gpt2, data, tmp_path / "hf", per_device_train_batch_size=2,
              gradient_accumulation_steps=2, **LM)
     transformers.set_seed(42)
-    module = hf_lightning.HFModule(model=_gpt2(), task="causal-lm", learning_rate=3e-3)
+    module = hf_lightning.HFModule(model=_gpt2(), task="causal-lm",
+                                   optimization=hf_lightning.OptimizerSettings(learning_rate=3e-3))
     dm = hf_lightning.HFDataModule(dataset=data, collator=_pad_lm, batch_size=2, validation_size=0, test_size=0,
                                    tokenize=False)
     flow = hf_lightning.HFFlow(logging_steps=1)

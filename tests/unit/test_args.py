@@ -27,7 +27,13 @@ from hf_lightning.args import (
     migration_table_markdown,
     translate,
 )
-from hf_lightning.settings import BestMetric, CheckpointSettings
+from hf_lightning.settings import (
+    BestMetric,
+    CheckpointSettings,
+    CompileSettings,
+    EvaluationSettings,
+    OptimizerSettings,
+)
 from tests.unit.args_helpers import (
     HF_FIELDS,
     OWN_DEFAULTS,
@@ -309,13 +315,20 @@ def test_translate_defaults_routes_every_field() -> None:
     for name in HF_FIELDS + OWN_FIELDS:
         for route in table.routes_for(name):
             if route.target in sections:
-                assert (route.name or name) in sections[route.target], name
+                *groups, leaf = (route.name or name).split(".")
+                section = sections[route.target]
+                for group in groups:
+                    section = section[group]
+                assert leaf in section, name
     for section in sections.values():
         assert _plain_values(section)
     assert out.trainer == {"default_root_dir": "out", "max_steps": -1, "accumulate_grad_batches": 1,
                            "precision": "32-true", "deterministic": None, "accelerator": "auto"}
-    assert out.module["optim"] == "adamw_torch_fused" and out.module["lr_scheduler_type"] == "linear"
-    assert out.module["warmup_steps"] == 0 and out.module["gradient_checkpointing"] is False
+    assert out.module["optimization"] == OptimizerSettings().as_dict()  # transformers' defaults are the group's
+    assert out.module["evaluation"] == {k: v for k, v in EvaluationSettings().as_dict().items()
+                                        if k != "metric_threshold"}  # not a TrainingArguments field
+    assert out.module["compilation"] == CompileSettings().as_dict()
+    assert out.module["gradient_checkpointing"] is False
     assert out.datamodule["batch_size"] == out.datamodule["eval_batch_size"] == 8
     assert out.datamodule["sampling_strategy"] == "random" and out.datamodule["seed"] == 42
     assert out.checkpoint.output_dir == "out" and out.checkpoint == CheckpointSettings(output_dir="out")
@@ -333,10 +346,10 @@ def test_translate_realistic_fine_tuning_config() -> None:
     out = translate(args)
     assert out.trainer == {"default_root_dir": "ft", "max_steps": 1000, "accumulate_grad_batches": 4,
                            "precision": "bf16-mixed", "deterministic": True, "accelerator": "cpu"}
-    assert {k: out.module[k] for k in ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps",
-                                       "gradient_checkpointing")} == {
-        "learning_rate": 2e-5, "weight_decay": 0.01, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
-        "gradient_checkpointing": True}
+    optimization = out.module["optimization"]
+    assert {k: optimization[k] for k in ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps")} == {
+        "learning_rate": 2e-5, "weight_decay": 0.01, "lr_scheduler_type": "cosine", "warmup_steps": 0.1}
+    assert out.module["gradient_checkpointing"] is True
     assert {k: out.datamodule[k] for k in ("batch_size", "eval_batch_size", "num_workers", "seed", "data_seed",
                                            "sampling_strategy", "pin_memory")} == {
         "batch_size": 16, "eval_batch_size": 32, "num_workers": 2, "seed": 1, "data_seed": 2,
@@ -351,12 +364,14 @@ def test_translate_realistic_fine_tuning_config() -> None:
 
 
 @pytest.mark.parametrize("kwargs, key, expected", [
-    ({"warmup_steps": 10.0}, "warmup_steps", 10), ({"warmup_steps": 0.25}, "warmup_steps", 0.25),
+    ({"warmup_steps": 10.0}, "optimization.warmup_steps", 10),
+    ({"warmup_steps": 0.25}, "optimization.warmup_steps", 0.25),
     ({"fp16": True}, "precision", "16-mixed"), ({"use_cpu": True}, "accelerator", "cpu"),
     ({"full_determinism": False}, "deterministic", None)])
 def test_translate_conversions(kwargs: dict, key: str, expected: object) -> None:
     out = translate(TrainingArguments(**kwargs))
-    got = out.module[key] if key in out.module else out.trainer[key]
+    group, _, leaf = key.rpartition(".")
+    got = out.module[group][leaf] if group else out.trainer[key]
     assert got == expected and type(got) is type(expected)
 
 
@@ -387,8 +402,8 @@ def test_translate_seq2seq_transformers_args_and_subclass_fields() -> None:
 def test_translate_returns_copies() -> None:
     args = TrainingArguments(include_for_metrics=["inputs"], lr_scheduler_kwargs={"num_cycles": 1})
     out = translate(args)
-    out.module["include_for_metrics"].append("loss")
-    out.module["lr_scheduler_kwargs"]["num_cycles"] = 3
+    out.module["evaluation"]["include_for_metrics"].append("loss")
+    out.module["optimization"]["lr_scheduler_kwargs"]["num_cycles"] = 3
     assert args.include_for_metrics == ["inputs"] and args.lr_scheduler_kwargs == {"num_cycles": 1}
 
 

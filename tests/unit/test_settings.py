@@ -1,5 +1,6 @@
-"""Unit tests for hf_lightning.settings: the callbacks' settings types are the table's routes, and the components take
-the translated settings (the best metric resolved from both)."""
+"""Unit tests for hf_lightning.settings: the callbacks' and HFModule's settings types are the table's routes, the
+components take the translated settings (the best metric resolved from both), and flat model keys of earlier releases
+move into their groups."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import transformers
 import hf_lightning
 from hf_lightning import _args_table as table
 from hf_lightning.args import TrainingArguments, callback_arguments, translate
-from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
+from hf_lightning.settings import (
+    GROUP_OF,
+    MODULE_GROUPS,
+    BestMetric,
+    CheckpointSettings,
+    FlowSettings,
+    upgrade_module_config,
+)
 from tests.unit.args_helpers import (
     HF_FIELDS,
     OWN_FIELDS,
@@ -75,3 +83,30 @@ def test_an_error_metric_left_to_transformers_direction_is_warned_about_in_both_
         BestMetric.resolve(FlowSettings(metric_for_best_model=metric, greater_is_better=False), CheckpointSettings())
         TrainingArguments("out", metric_for_best_model="accuracy", use_cpu=True)
         TrainingArguments("out", metric_for_best_model="eval_loss", use_cpu=True)
+
+
+@pytest.mark.parametrize("group", sorted(MODULE_GROUPS))
+def test_module_groups_are_the_table(group: str) -> None:
+    """HFModule's grouped settings hold exactly the fields the table routes to ``<group>.<field>`` (plus
+    hf_lightning's own ``metric_threshold``), with transformers' defaults, and HFModule takes the group keyword."""
+    settings_type = MODULE_GROUPS[group]
+    routed = {r.name.split(".", 1)[1] for f in [*HF_FIELDS, *OWN_FIELDS] for r in table.routes_for(f)
+              if r.target == table.MODULE and r.name.startswith(f"{group}.")}
+    own = {"metric_threshold"} if group == "evaluation" else set()
+    assert {f.name for f in dataclasses.fields(settings_type)} == routed | own
+    theirs = translate(transformers.TrainingArguments("out", use_cpu=True)).module[group]
+    assert {k: v for k, v in settings_type().as_dict().items() if k not in own} == theirs
+    assert inspect.signature(hf_lightning.HFModule.__init__).parameters[group].default == settings_type()
+    assert all(GROUP_OF[name] == group for name in routed | own)
+
+
+def test_flat_model_keys_of_a_config_move_into_their_groups() -> None:
+    init_args = {"model": "minilm", "learning_rate": 1e-4, "torch_compile": True, "evaluation": {"metric_threshold": 0.4},
+                 "eval_accumulation_steps": 2}
+    assert upgrade_module_config(init_args) == ["learning_rate", "torch_compile", "eval_accumulation_steps"]
+    assert init_args == {"model": "minilm", "optimization": {"learning_rate": 1e-4},
+                         "compilation": {"torch_compile": True},
+                         "evaluation": {"metric_threshold": 0.4, "eval_accumulation_steps": 2}}
+    assert upgrade_module_config(init_args) == []  # already grouped
+    with pytest.raises(ValueError, match=r"keep optimization.learning_rate"):
+        upgrade_module_config({"learning_rate": 1e-4, "optimization": {"learning_rate": 1e-3}})

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import Logger
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.hf_flow import HFFlow
 from tests.helpers.tiny import RegressionDataset, RegressionModel
 
@@ -38,7 +38,8 @@ def fit(callbacks: list[Any], model: torch.nn.Module | None = None, max_steps: i
         **trainer_kwargs: Any) -> tuple[L.Trainer, L.LightningModule, HFFlow]:
     """A short HFModule run on HF's regression data with the given callbacks."""
     torch.manual_seed(0)
-    module = module or HFModule(model=model or RegressionModel(), learning_rate=0.1, optim="adamw_torch")
+    module = module or HFModule(model=model or RegressionModel(),
+                                optimization=OptimizerSettings(learning_rate=0.1, optim="adamw_torch"))
     data = HFDataModule(dataset={"train": RegressionDataset(), "validation": RegressionDataset(length=16, seed=1)},
                         batch_size=8, eval_batch_size=16, collator="default", validation_size=0, test_size=0)
     flow = flow or HFFlow(logging_steps=2)

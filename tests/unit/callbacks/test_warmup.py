@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from hf_lightning import HFDataModule, HFModule
+from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.callbacks.warmup import Warmup, warmup_factor
 from tests.helpers.tiny import RegressionDataset, RegressionModel
@@ -72,13 +72,13 @@ def test_warmup_resumes_exactly(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize("builtin", [{"warmup_steps": 2}, {"lr_scheduler_type": "constant_with_warmup"}])
 def test_warmup_refuses_to_warm_twice(builtin: dict[str, Any]) -> None:
-    module = HFModule(model=RegressionModel(), learning_rate=0.1, **builtin)
+    module = HFModule(model=RegressionModel(), optimization=OptimizerSettings(learning_rate=0.1, **builtin))
     with pytest.raises(ValueError, match="would warm up a second time"):
         fit([Warmup(warmup_steps=2)], module=module, max_steps=2)
 
 
 def test_warmup_with_a_cli_optimizer_on_hfmodule() -> None:
-    module = HFModule(model=RegressionModel(), warmup_steps=3)
+    module = HFModule(model=RegressionModel(), optimization=OptimizerSettings(warmup_steps=3))
     optimizer = torch.optim.SGD(module.parameters(), lr=0.2)
     module.configure_optimizers = lambda: optimizer  # what LightningCLI --optimizer does (on the instance)
     _trainer, module, flow = fit([Warmup(warmup_steps=4)], module=module, max_steps=6)

@@ -1,15 +1,18 @@
 """HFModule (hf_lightning/modules/base.py): names checked before training, HF's label smoothing, save_pretrained, the
-progress bar, and parameters outside the model that train too."""
+progress bar, parameters outside the model that train too, and the grouped settings (flat keywords still accepted)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+import yaml
 from lightning.pytorch.callbacks.progress import ProgressBar
 
-from hf_lightning import HFModule
+from hf_lightning import CompileSettings, HFModule, OptimizerSettings
 from hf_lightning.losses import UncertaintyWeightedLoss
 from tests.helpers.tiny import TINY_BERT
 from tests.unit.callbacks.helpers import fit
@@ -20,7 +23,7 @@ def test_unknown_names_fail_before_training():
     with pytest.raises(ValueError, match="task='nope'"):
         HFModule(model=TINY_BERT, task="nope")
     with pytest.raises(ValueError, match="optim='nope'"):
-        _bert(optim="nope").create_optimizer()
+        _bert(optimization=OptimizerSettings(optim="nope")).create_optimizer()
     with pytest.raises(ValueError, match="Unknown metric"):
         _bert(metrics=["acuracy"])
 
@@ -72,7 +75,8 @@ def test_hfmodule_trains_a_learned_weighting_held_outside_the_model(tmp_path) ->
             return (loss, outputs) if return_outputs else loss
 
     torch.manual_seed(0)
-    module = TwoLosses(model=RegressionModel(), learning_rate=0.05, weight_decay=0.1, optim="adamw_torch")
+    module = TwoLosses(model=RegressionModel(),
+                       optimization=OptimizerSettings(learning_rate=0.05, weight_decay=0.1, optim="adamw_torch"))
     data = HFDataModule(dataset={"train": RegressionDataset()}, batch_size=8, collator="default", validation_size=0,
                         test_size=0)
     trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -86,3 +90,55 @@ def test_hfmodule_trains_a_learned_weighting_held_outside_the_model(tmp_path) ->
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]["weighting.log_vars"]
     torch.testing.assert_close(saved, module.weighting.log_vars.detach())
+
+
+def test_grouped_settings_and_the_flat_keywords_of_earlier_releases(tmp_path):
+    """HFModule groups its optimizer / evaluation / compile settings; the flat keywords still build the same module,
+    with a FutureWarning naming each new key; mistakes are TypeErrors that name the key."""
+    grouped = _bert(optimization=OptimizerSettings(learning_rate=3e-4, warmup_steps=2),
+                    evaluation={"eval_accumulation_steps": 2}, compilation=CompileSettings(torch_compile_scope="blocks"))
+    with pytest.warns(FutureWarning, match=r"learning_rate is now optimization\.learning_rate.*"
+                                           r"eval_accumulation_steps is now evaluation\.eval_accumulation_steps"):
+        flat = _bert(learning_rate=3e-4, warmup_steps=2, eval_accumulation_steps=2, torch_compile_scope="blocks")
+    assert dict(flat.hparams) == dict(grouped.hparams)
+    assert flat.hparams["optimization"] == {**OptimizerSettings().as_dict(), "learning_rate": 3e-4, "warmup_steps": 2}
+    assert "learning_rate" not in flat.hparams  # the groups hold the flat keywords
+    for module in (flat, grouped):
+        assert module.optim_config["learning_rate"] == 3e-4 and module.warmup_steps == 2
+        assert module.eval_accumulation_steps == 2 and module.compile_scope == "blocks"
+    with pytest.raises(TypeError, match=r"\['learning_rate'\] given both flat and in optimization"):
+        _bert(learning_rate=1e-3, optimization={"learning_rate": 1e-4})
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['learnin_rate'\]"):
+        _bert(learnin_rate=1e-3)
+    with pytest.raises(TypeError, match=r"optimization: unknown key\(s\) \['learnin_rate'\]"):
+        _bert(optimization={"learnin_rate": 1e-3})
+    with pytest.raises(ValueError, match=r"compilation.torch_compile_scope='all'"):
+        CompileSettings(torch_compile_scope="all")
+
+
+def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_path):
+    """load_from_checkpoint rebuilds the groups from the checkpoint's hyper-parameters (plain dicts, also in the
+    logger's hparams.yaml); a checkpoint written with flat hyper-parameters by an earlier release loads too."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from tests.helpers.tiny import RegressionModel
+
+    module = HFModule(model=RegressionModel(), optimization=OptimizerSettings(learning_rate=0.05, warmup_steps=1),
+                      compilation=CompileSettings(torch_compile_scope="blocks"))
+    trainer, _, _ = fit([], module=module, max_steps=2, logger=CSVLogger(tmp_path))
+    path = tmp_path / "grouped.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = HFModule.load_from_checkpoint(path, model=RegressionModel())
+    assert loaded.optimization == module.optimization and loaded.compile_scope == "blocks"
+    hparams = yaml.safe_load((Path(trainer.logger.log_dir) / "hparams.yaml").read_text())
+    assert hparams["optimization"]["learning_rate"] == 0.05 and hparams["compilation"]["torch_compile_scope"] == "blocks"
+
+    checkpoint = torch.load(path, weights_only=False)
+    hyper = checkpoint["hyper_parameters"]
+    for group in ("optimization", "evaluation", "compilation"):
+        hyper.update(hyper.pop(group))  # as an earlier release saved them
+    torch.save(checkpoint, tmp_path / "flat.ckpt")
+    with pytest.warns(FutureWarning, match=r"learning_rate is now optimization\.learning_rate"):
+        old = HFModule.load_from_checkpoint(tmp_path / "flat.ckpt", model=RegressionModel())
+    assert old.optimization == module.optimization and old.compile_scope == "blocks"
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), loaded.state_dict().values(), strict=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_lightning import HFModule
+from hf_lightning import CompileSettings, HFModule
 from tests.unit.modules.helpers import _bert
 
 TINY_GPT2 = {"model_type": "gpt2", "vocab_size": 64, "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 32}
@@ -61,8 +61,8 @@ def test_the_probe_does_not_compile_a_compiled_model():
     import torch._dynamo.utils as dynamo_utils
 
     for scope in ("model", "blocks"):
-        module = HFModule(model=TINY_GPT2, task="causal-lm", torch_compile=True, torch_compile_backend="eager",
-                          torch_compile_scope=scope)
+        module = HFModule(model=TINY_GPT2, task="causal-lm", compilation=CompileSettings(
+            torch_compile=True, torch_compile_backend="eager", torch_compile_scope=scope))
         module.configure_model()
         torch._dynamo.reset()
         dynamo_utils.counters.clear()

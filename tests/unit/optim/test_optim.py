@@ -7,11 +7,12 @@ import torch
 import transformers
 
 from hf_lightning.optim import build_scheduler, resolve_warmup_steps
+from hf_lightning.settings import OptimizerSettings
 from tests.unit.modules.helpers import _bert
 
 
 def test_optimizer_groups_equal_transformers_trainer(tmp_path):
-    module = _bert(weight_decay=0.1, learning_rate=3e-4)
+    module = _bert(optimization=OptimizerSettings(weight_decay=0.1, learning_rate=3e-4))
     ours = module.create_optimizer()
     args = transformers.TrainingArguments(tmp_path, weight_decay=0.1, learning_rate=3e-4, report_to=[], use_cpu=True)
     theirs = transformers.Trainer(model=module.model, args=args).create_optimizer()
