@@ -5,12 +5,14 @@ Configs are stackable (``--config a.yaml --config b.yaml``), any field can be ov
 variable (``HFL_FIT__TRAINER__MAX_STEPS=20``; prefix ``HFL``, then the subcommand, fields joined by ``__``).
 
 Configs written before HFModule grouped its settings (``model.init_args.learning_rate`` where it is now
-``model.init_args.optimization.learning_rate``) keep working: `upgrade_flat_keys` moves such keys, in config files and
-flags, into their group before parsing, and warns with the new names.
+``model.init_args.optimization.learning_rate``) keep working: such keys are moved into their group as jsonargparse
+loads each config file or yaml value (`load_upgraded`) and in flags (`upgrade_flat_keys`), with a warning naming the
+new keys.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -20,7 +22,7 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from jsonargparse import get_loader
+from jsonargparse import get_loader, set_loader
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
@@ -124,58 +126,93 @@ class HFLightningCLI(LightningCLI):
 
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
 _FLAT_FLAG = re.compile(r"--model\.(?:init_args\.)?(\w+)(=.*)?$")
+_YAML_LOAD = get_loader("yaml")
+#: jsonargparse's yaml loading, plus the move of flat HFModule keys into their groups (`load_upgraded`).
+PARSER_MODE = "hf_lightning_yaml"
 
 
-def _upgrade_config(config: Any) -> list[str]:
-    """Moves flat model keys of one parsed config (``model:`` at the top or under a subcommand) into their groups."""
+def _warn_moved(moved: list[str]) -> None:
+    warnings.warn("HFModule groups these settings now: " + "; ".join(
+        f"model.init_args.{k} -> model.init_args.{GROUP_OF[k]}.{k}" for k in dict.fromkeys(moved))
+        + ". The flat keys still work but will be removed in a future release: update the config.",
+        FutureWarning, stacklevel=3)
+
+
+def _is_module_class(class_path: Any) -> bool:
+    """Whether a ``class_path`` names HFModule or a subclass (a short name is looked up among the loaded subclasses)."""
+    if not isinstance(class_path, str):
+        return False
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name:
+        pending, seen = [HFModule], []
+        while pending:
+            cls = pending.pop()
+            seen.append(cls)
+            pending += cls.__subclasses__()
+        return any(cls.__name__ == name for cls in seen)
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and issubclass(found, HFModule)
+
+
+def _model_init_args(model: Any) -> dict[str, Any] | None:
+    """The init arguments of a ``model:`` value: its ``init_args``, or the mapping itself when it names no class."""
+    if not isinstance(model, dict):
+        return None
+    if isinstance(model.get("init_args"), dict):
+        return model["init_args"]
+    return None if "class_path" in model else model
+
+
+def upgrade_loaded(value: Any) -> list[str]:
+    """Moves flat HFModule keys of earlier releases into their groups, in place, in one loaded yaml value: a whole
+    config (``model:`` at the top or under a subcommand) or a model spec (``class_path`` of an HFModule class).
+
+    Returns:
+        The moved keys.
+    """
+    if not isinstance(value, dict):
+        return []
     moved: list[str] = []
-    if not isinstance(config, dict):
-        return moved
-    for scope in [config] + [config[c] for c in _SUBCOMMANDS if isinstance(config.get(c), dict)]:
-        model = scope.get("model")
-        if isinstance(model, dict):
-            init_args = model.get("init_args") if isinstance(model.get("init_args"), dict) else model
+    if _is_module_class(value.get("class_path")) and isinstance(value.get("init_args"), dict):
+        moved += upgrade_module_config(value["init_args"])
+    for scope in [value] + [value[c] for c in _SUBCOMMANDS if isinstance(value.get(c), dict)]:
+        init_args = _model_init_args(scope.get("model"))
+        if init_args is not None:
             moved += upgrade_module_config(init_args)
     return moved
 
 
-def upgrade_flat_keys(words: list[str]) -> list[str]:
-    """The command line with flat HFModule keys of earlier releases moved into their groups.
+def load_upgraded(text: str) -> Any:
+    """The loader of `PARSER_MODE`: jsonargparse's yaml loader, then `upgrade_loaded` (config files, nested files and
+    yaml strings alike, each where jsonargparse reads it, so relative paths keep their folder)."""
+    value = _YAML_LOAD(text)
+    moved = upgrade_loaded(value)
+    if moved:
+        _warn_moved(moved)
+    return value
 
+
+set_loader(PARSER_MODE, load_upgraded, exceptions=(yaml.YAMLError,))
+
+
+def upgrade_flat_keys(words: list[str]) -> list[str]:
+    """The command line with flat HFModule flags of earlier releases moved into their groups:
     ``--model.learning_rate 3e-5`` / ``--model.init_args.learning_rate=3e-5`` become
-    ``--model.init_args.optimization.learning_rate``; a ``--config`` file holding such keys is passed on as its
-    upgraded text (the file itself is not touched). Each move is named in one ``FutureWarning``.
-    """
-    out, moved, i = [], [], 0
-    while i < len(words):
-        word = words[i]
+    ``--model.init_args.optimization.learning_rate`` (files and yaml values are upgraded by `load_upgraded`)."""
+    out, moved = [], []
+    for word in words:
         flag = _FLAT_FLAG.match(word)
         if flag and flag.group(1) in GROUP_OF:
             name = flag.group(1)
             out.append(f"--model.init_args.{GROUP_OF[name]}.{name}{flag.group(2) or ''}")
             moved.append(name)
-        elif word in ("--config", "-c") and i + 1 < len(words) or word.startswith("--config="):
-            path = word.split("=", 1)[1] if "=" in word else words[i + 1]
-            config = None
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as fh:
-                    try:
-                        config = get_loader("yaml")(fh.read())
-                    except Exception:  # noqa: BLE001 - jsonargparse reports a broken file, with its own message
-                        config = None
-            found = _upgrade_config(config)
-            moved += found
-            upgraded = yaml.safe_dump(config, sort_keys=False) if found else path
-            out += ["--config", upgraded]
-            i += 0 if "=" in word else 1
         else:
             out.append(word)
-        i += 1
     if moved:
-        warnings.warn("HFModule groups these settings now: " + "; ".join(
-            f"model.init_args.{k} -> model.init_args.{GROUP_OF[k]}.{k}" for k in dict.fromkeys(moved))
-            + ". The flat keys still work but will be removed in a future release: update the config.",
-            FutureWarning, stacklevel=2)
+        _warn_moved(moved)
     return out
 
 
@@ -191,16 +228,15 @@ def main(argv: list[str] | None = None) -> Any:
 
         return hpo_main(words[1:])
     upgraded = upgrade_flat_keys(words)
-    with warnings.catch_warnings():
-        # Lightning warns when args are given while sys.argv has words: they are sys.argv's, upgraded.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return HFLightningCLI(
-            HFModule,
-            HFDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            trainer_defaults=TRAINER_DEFAULTS,
-            parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX},
-            save_config_kwargs={"overwrite": True},
-            args=upgraded if argv is not None or upgraded != words else None,
-        )
+    if argv is None and upgraded != words:
+        sys.argv[1:] = upgraded  # LightningCLI reads sys.argv itself (given both, it warns)
+    return HFLightningCLI(
+        HFModule,
+        HFDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX, "parser_mode": PARSER_MODE},
+        save_config_kwargs={"overwrite": True},
+        args=None if argv is None else upgraded,
+    )

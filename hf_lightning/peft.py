@@ -112,7 +112,7 @@ class LoraModule(HFModule):
             the model type.
         lora_modules_to_save: Extra modules trained in full and saved with the adapter.
         lora_bias: Which biases train: ``none``, ``all`` or ``lora_only``.
-        **kwargs: `HFModule` arguments (``model``, ``task``, ``learning_rate``...). LoRA usually wants a higher
+        **kwargs: `HFModule` arguments (``model``, ``task``, ``optimization``...). LoRA usually wants a higher
             learning rate than full fine-tuning (1e-4 to 1e-3).
     """
 

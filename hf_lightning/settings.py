@@ -14,7 +14,10 @@ Lightning door, once per fit.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
+import sys
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -273,7 +276,7 @@ def as_group(group: str, value: Any) -> Any:
     if value is None:
         return cls()
     if isinstance(value, cls):
-        return value
+        return copy.deepcopy(value)  # a module's own (the signature's default is one shared object)
     if isinstance(value, dict):
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - names)
@@ -307,18 +310,37 @@ def regroup(groups: dict[str, Any], flat: dict[str, Any], owner: str) -> dict[st
     if flat:
         warnings.warn(f"{owner}: flat settings are grouped now ({'; '.join(moved_key_message(k) for k in flat)}); "
                       "the flat keywords still work but will be removed in a future release.", FutureWarning,
-                      stacklevel=3)
-    for group in MODULE_GROUPS:
+                      stacklevel=_caller_stacklevel())
+    for group, settings_type in MODULE_GROUPS.items():
         mine = {k: v for k, v in flat.items() if GROUP_OF[k] == group}
         given = groups.get(group)
-        given = given if isinstance(given, dict) else {}
-        both = sorted(k for k in set(given) & set(mine) if given[k] != mine[k])
+        # A value the caller set in the group (a dict key, or a field of a settings object that differs from the
+        # default) and a different flat value for it: ambiguous.
+        if isinstance(given, dict):
+            chosen = given
+        elif isinstance(given, settings_type):
+            default = settings_type()
+            chosen = {k: v for k, v in given.as_dict().items() if v != getattr(default, k)}
+        else:
+            chosen = {}
+        both = sorted(k for k in set(chosen) & set(mine) if chosen[k] != mine[k])
         if both:
             raise TypeError(f"{owner}: {both} given both flat and in {group}, with different values; give them once, "
                             f"in {group}.")
         if mine:
             resolved[group] = resolved[group].replace(**mine)
     return resolved
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside hf_lightning, Lightning and jsonargparse (the user's call), so a
+    warning points at the user's line (and is shown once per line of theirs)."""
+    skipped = tuple(os.path.dirname(m.__file__) for m in (sys.modules["hf_lightning"], sys.modules.get("lightning"),
+                                                          sys.modules.get("jsonargparse")) if m is not None)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skipped):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def upgrade_module_config(init_args: dict[str, Any]) -> list[str]:

@@ -70,8 +70,9 @@ class Warmup(Callback):
         if stage == "fit" and own_schedule and (builtin > 0 or "warmup" in schedule):
             raise ValueError(
                 f"The Warmup callback would warm up a second time: the model's HF schedule already does "
-                f"(model.warmup_steps={builtin}, model.lr_scheduler_type='{schedule}'). Remove the Warmup callback, "
-                "or set model.warmup_steps: 0 and a schedule without warmup (e.g. model.lr_scheduler_type: linear)."
+                f"(model.optimization.warmup_steps={builtin}, model.optimization.lr_scheduler_type='{schedule}'). "
+                "Remove the Warmup callback, or set model.optimization.warmup_steps: 0 and a schedule without warmup "
+                "(e.g. model.optimization.lr_scheduler_type: linear)."
             )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -44,7 +44,7 @@ class AdversarialModule(HFModule):
             without it, exactly as `HFModule`. 1.0 is the usual value for BERT-sized models.
         gradient_accumulation_steps: Micro-batches per optimizer step (HF's ``gradient_accumulation_steps``), used
             instead of ``trainer.accumulate_grad_batches``, which Lightning's manual optimisation does not allow.
-        **kwargs: `HFModule` arguments (``model``, ``learning_rate``, ``max_grad_norm``...).
+        **kwargs: `HFModule` arguments (``model``, ``optimization``, ``metrics``...).
     """
 
     def __init__(self, epsilon: float = 1.0, gradient_accumulation_steps: int = 1, **kwargs: Any) -> None:

@@ -47,7 +47,7 @@ class DistillationModule(HFModule):
         temperature: Softening temperature T > 0; the soft term is scaled by ``T^2`` (Hinton et al. 2015).
         teacher_model_kwargs: Extra ``from_pretrained`` keyword arguments of the teacher (``torch_dtype``,
             ``attn_implementation``...).
-        **kwargs: `HFModule` arguments of the student (``model``, ``task``, ``learning_rate``...).
+        **kwargs: `HFModule` arguments of the student (``model``, ``task``, ``optimization``...).
 
     The evaluation loss is the same mixed loss (``prediction_step`` calls ``compute_loss``, as transformers.Trainer).
     """

@@ -29,7 +29,7 @@ class LanguageModelingModule(HFModule):
 
     Args:
         task: ``causal-lm`` (next-token prediction) or ``masked-lm`` (BERT-style masked tokens).
-        **kwargs: `HFModule` arguments (``model``, ``tokenizer``, ``learning_rate``...).
+        **kwargs: `HFModule` arguments (``model``, ``tokenizer``, ``optimization``...).
     """
 
     def __init__(self, task: Literal["causal-lm", "masked-lm"] = "causal-lm", **kwargs: Any) -> None:

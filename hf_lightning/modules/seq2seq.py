@@ -52,7 +52,7 @@ class Seq2SeqModule(HFModule):
             (e.g. ``{decoder_start_token_id: 101, eos_token_id: 102, pad_token_id: 0}``).
         gen_kwargs: Extra ``generate`` arguments (``max_new_tokens``, ``no_repeat_ngram_size``, ``length_penalty``...).
         rouge: Compute ROUGE and ``gen_len`` on generated predictions (needs the tokenizer to decode).
-        **kwargs: `HFModule` arguments (``model``, ``tokenizer``, ``learning_rate``, ``label_smoothing_factor``...).
+        **kwargs: `HFModule` arguments (``model``, ``tokenizer``, ``optimization``, ``label_smoothing_factor``...).
     """
 
     def __init__(

@@ -110,7 +110,7 @@ class TokenClassificationModule(HFModule):
             ``return_entity_level_metrics``.
         seqeval_scheme: None for seqeval's default (lenient, CoNLL-eval) rules, or a strict scheme: ``IOB2``,
             ``IOBES``, ``BILOU``...
-        **kwargs: `HFModule` arguments (``model``, ``learning_rate``, ``num_labels``, ``id2label``...).
+        **kwargs: `HFModule` arguments (``model``, ``optimization``, ``num_labels``, ``id2label``...).
     """
 
     def __init__(

@@ -165,7 +165,7 @@ class LLRDModule(HFModule):
         layer_decay: Learning-rate factor per layer below the head, in (0, 1] (0.8 to 0.95 are common).
         layers_path: Dotted name of the transformer-layer list (e.g. ``bert.encoder.layer``); found automatically
             (the largest list of identical blocks) when None.
-        **kwargs: `HFModule` arguments (``model``, ``learning_rate``, ``weight_decay``, ``optim``...).
+        **kwargs: `HFModule` arguments (``model``, ``optimization`` with ``learning_rate``, ``weight_decay``, ``optim``...).
     """
 
     def __init__(self, layer_decay: float = 0.8, layers_path: str | None = None, **kwargs: Any) -> None:

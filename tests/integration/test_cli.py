@@ -101,8 +101,9 @@ def test_unknown_key_fails_before_training(capsys):
 
 
 def test_configs_with_the_flat_model_keys_of_earlier_releases_still_parse(tmp_path, capsys):
-    """A config written before HFModule grouped its settings (``model.init_args.learning_rate``) and flat flags parse
-    to exactly the grouped config, with a FutureWarning naming each new key; the old file is not rewritten."""
+    """A config written before HFModule grouped its settings (``model.init_args.learning_rate``), a model file given to
+    ``--model`` or named (relatively) by another config, a yaml string and flat flags parse to exactly the grouped
+    config, with a FutureWarning naming each new key; the old files are not rewritten."""
     grouped = yaml.safe_load(Path(TINY).read_text())
     grouped["model"]["init_args"]["compilation"] = {"torch_compile_scope": "blocks"}
     flat = copy.deepcopy(grouped)
@@ -123,8 +124,19 @@ def test_configs_with_the_flat_model_keys_of_earlier_releases_still_parse(tmp_pa
     with pytest.warns(FutureWarning, match=r"model\.init_args\.learning_rate -> model\.init_args\.optimization\."
                                            r"learning_rate.*torch_compile_scope -> model\.init_args\.compilation"):
         from_old = printed("--config", str(old), "--model.adam_beta2", "0.98")
+    (tmp_path / "sub").mkdir()
+    model_file = tmp_path / "sub" / "model.yaml"  # a model-only file, given to --model or named by another config
+    model_file.write_text(yaml.safe_dump(flat["model"]))
+    with pytest.warns(FutureWarning, match=r"model\.init_args\.learning_rate -> "):
+        from_model_file = printed("--config", str(new), f"--model={model_file}", "--model.init_args.adam_beta2=0.98")
+    outer = tmp_path / "sub" / "outer.yaml"
+    outer.write_text(yaml.safe_dump({**flat, "model": "model.yaml"}))  # relative to outer.yaml's folder
+    with pytest.warns(FutureWarning, match=r"model\.init_args\.learning_rate -> "):
+        from_nested_file = printed("--config", str(outer), "--model.adam_beta2", "0.98")
+    with pytest.warns(FutureWarning, match=r"model\.init_args\.adam_beta2 -> "):
+        from_yaml_text = printed("--config", str(new), "--config", "{model: {init_args: {adam_beta2: 0.98}}}")
     from_new = printed("--config", str(new), "--model.optimization.adam_beta2", "0.98")
-    assert from_old == from_new
+    assert from_old == from_new == from_model_file == from_nested_file == from_yaml_text
     model = yaml.safe_load(from_new)["model"]["init_args"]
     assert model["optimization"]["learning_rate"] == 1e-3 and model["optimization"]["adam_beta2"] == 0.98
     assert model["compilation"]["torch_compile_scope"] == "blocks" and "learning_rate" not in model

@@ -108,6 +108,14 @@ def test_grouped_settings_and_the_flat_keywords_of_earlier_releases(tmp_path):
         assert module.eval_accumulation_steps == 2 and module.compile_scope == "blocks"
     with pytest.raises(TypeError, match=r"\['learning_rate'\] given both flat and in optimization"):
         _bert(learning_rate=1e-3, optimization={"learning_rate": 1e-4})
+    with pytest.raises(TypeError, match=r"\['learning_rate'\] given both flat and in optimization"):
+        _bert(learning_rate=1e-3, optimization=OptimizerSettings(learning_rate=1e-4))
+    with pytest.warns(FutureWarning) as caught:
+        merged = WithOwnArgument(model=TINY_BERT, num_labels=3, optimization=OptimizerSettings(weight_decay=0.1),
+                                 learning_rate=2e-5)
+    assert merged.optim_config["learning_rate"] == 2e-5 and merged.optim_config["weight_decay"] == 0.1
+    moved = [w for w in caught if w.category is FutureWarning and "flat settings" in str(w.message)]
+    assert [w.filename for w in moved] == [__file__]  # it points at the caller's line, not at the subclass's super()
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['learnin_rate'\]"):
         _bert(learnin_rate=1e-3)
     with pytest.raises(TypeError, match=r"optimization: unknown key\(s\) \['learnin_rate'\]"):
@@ -116,19 +124,29 @@ def test_grouped_settings_and_the_flat_keywords_of_earlier_releases(tmp_path):
         CompileSettings(torch_compile_scope="all")
 
 
-def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_path):
+class WithOwnArgument(HFModule):
+    """A subclass that forwards ``**kwargs``, as the task modules do."""
+
+    def __init__(self, own: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.own = own
+
+
+@pytest.mark.parametrize("cls", [HFModule, WithOwnArgument])
+def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_path, cls):
     """load_from_checkpoint rebuilds the groups from the checkpoint's hyper-parameters (plain dicts, also in the
-    logger's hparams.yaml); a checkpoint written with flat hyper-parameters by an earlier release loads too."""
+    logger's hparams.yaml); a checkpoint written with flat hyper-parameters by an earlier release loads too, for
+    HFModule and for a subclass that forwards its keywords."""
     from lightning.pytorch.loggers import CSVLogger
 
     from tests.helpers.tiny import RegressionModel
 
-    module = HFModule(model=RegressionModel(), optimization=OptimizerSettings(learning_rate=0.05, warmup_steps=1),
-                      compilation=CompileSettings(torch_compile_scope="blocks"))
+    module = cls(model=RegressionModel(), optimization=OptimizerSettings(learning_rate=0.05, warmup_steps=1),
+                 compilation=CompileSettings(torch_compile_scope="blocks"))
     trainer, _, _ = fit([], module=module, max_steps=2, logger=CSVLogger(tmp_path))
     path = tmp_path / "grouped.ckpt"
     trainer.save_checkpoint(path)
-    loaded = HFModule.load_from_checkpoint(path, model=RegressionModel())
+    loaded = cls.load_from_checkpoint(path, model=RegressionModel())
     assert loaded.optimization == module.optimization and loaded.compile_scope == "blocks"
     hparams = yaml.safe_load((Path(trainer.logger.log_dir) / "hparams.yaml").read_text())
     assert hparams["optimization"]["learning_rate"] == 0.05 and hparams["compilation"]["torch_compile_scope"] == "blocks"
@@ -136,9 +154,10 @@ def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_pat
     checkpoint = torch.load(path, weights_only=False)
     hyper = checkpoint["hyper_parameters"]
     for group in ("optimization", "evaluation", "compilation"):
-        hyper.update(hyper.pop(group))  # as an earlier release saved them
+        hyper.update(hyper.pop(group))  # as an earlier release saved them (all init arguments, by name)
+    checkpoint["hparams_name"] = "kwargs"
     torch.save(checkpoint, tmp_path / "flat.ckpt")
     with pytest.warns(FutureWarning, match=r"learning_rate is now optimization\.learning_rate"):
-        old = HFModule.load_from_checkpoint(tmp_path / "flat.ckpt", model=RegressionModel())
+        old = cls.load_from_checkpoint(tmp_path / "flat.ckpt", model=RegressionModel())
     assert old.optimization == module.optimization and old.compile_scope == "blocks"
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), loaded.state_dict().values(), strict=True))
