@@ -4,10 +4,10 @@ Configs are stackable (``--config a.yaml --config b.yaml``), any field can be ov
 (``--trainer.max_steps 20``, ``--model.optimization.learning_rate 3e-5``, ``--data.batch_size 16``) or an environment
 variable (``HFL_FIT__TRAINER__MAX_STEPS=20``; prefix ``HFL``, then the subcommand, fields joined by ``__``).
 
-Configs written before HFModule grouped its settings (``model.init_args.learning_rate`` where it is now
-``model.init_args.optimization.learning_rate``) keep working: such keys are moved into their group as jsonargparse
-loads each config file or yaml value (`load_upgraded`) and in flags (`upgrade_flat_keys`), with a warning naming the
-new keys.
+Configs written before HFModule and HFDataModule grouped their settings (``model.init_args.learning_rate`` where it is
+now ``model.init_args.optimization.learning_rate``, ``data.init_args.num_workers`` now ``data.init_args.loader.
+num_workers``) keep working: such keys are moved into their group as jsonargparse loads each config file or yaml value
+(`load_upgraded`) and in flags (`upgrade_flat_keys`), with a warning naming the new keys.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
 from hf_lightning.data.datamodule import HFDataModule
+from hf_lightning.groups import DATA, MODEL, Grouping
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.records import eval_metrics
-from hf_lightning.settings import GROUP_OF, upgrade_module_config
 
 ENV_PREFIX = "HFL"
 
@@ -125,26 +125,27 @@ class HFLightningCLI(LightningCLI):
 
 
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
-_FLAT_FLAG = re.compile(r"--model\.(?:init_args\.)?(\w+)(=.*)?$")
+_FLAT_FLAG = re.compile(r"--(model|data)\.(?:init_args\.)?(\w+)(=.*)?$")
 _YAML_LOAD = get_loader("yaml")
-#: jsonargparse's yaml loading, plus the move of flat HFModule keys into their groups (`load_upgraded`).
+#: jsonargparse's yaml loading, plus the move of flat keys into their groups (`load_upgraded`).
 PARSER_MODE = "hf_lightning_yaml"
+_GROUPINGS = {"model": (MODEL, HFModule), "data": (DATA, HFDataModule)}
 
 
-def _warn_moved(moved: list[str]) -> None:
-    warnings.warn("HFModule groups these settings now: " + "; ".join(
-        f"model.init_args.{k} -> model.init_args.{GROUP_OF[k]}.{k}" for k in dict.fromkeys(moved))
+def _warn_moved(moved: list[tuple[Grouping, str]]) -> None:
+    warnings.warn("HFModule / HFDataModule group these settings now: " + "; ".join(
+        f"{g.component}.init_args.{k} -> {g.component}.init_args.{g.new_key(k)}" for g, k in dict.fromkeys(moved))
         + ". The flat keys still work but will be removed in a future release: update the config.",
         FutureWarning, stacklevel=3)
 
 
-def _is_module_class(class_path: Any) -> bool:
-    """Whether a ``class_path`` names HFModule or a subclass (a short name is looked up among the loaded subclasses)."""
+def _is_subclass_path(class_path: Any, base: type) -> bool:
+    """Whether a ``class_path`` names ``base`` or a subclass (a short name is looked up among its loaded subclasses)."""
     if not isinstance(class_path, str):
         return False
     module_name, _, name = class_path.rpartition(".")
     if not module_name:
-        pending, seen = [HFModule], []
+        pending, seen = [base], []
         while pending:
             cls = pending.pop()
             seen.append(cls)
@@ -154,34 +155,38 @@ def _is_module_class(class_path: Any) -> bool:
         found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
         return False
-    return isinstance(found, type) and issubclass(found, HFModule)
+    return isinstance(found, type) and issubclass(found, base)
 
 
-def _model_init_args(model: Any) -> dict[str, Any] | None:
-    """The init arguments of a ``model:`` value: its ``init_args``, or the mapping itself when it names no class."""
-    if not isinstance(model, dict):
+def _init_args(spec: Any) -> dict[str, Any] | None:
+    """The init arguments of a ``model:`` / ``data:`` value: its ``init_args``, or the mapping itself when it names no
+    class."""
+    if not isinstance(spec, dict):
         return None
-    if isinstance(model.get("init_args"), dict):
-        return model["init_args"]
-    return None if "class_path" in model else model
+    if isinstance(spec.get("init_args"), dict):
+        return spec["init_args"]
+    return None if "class_path" in spec else spec
 
 
-def upgrade_loaded(value: Any) -> list[str]:
-    """Moves flat HFModule keys of earlier releases into their groups, in place, in one loaded yaml value: a whole
-    config (``model:`` at the top or under a subcommand) or a model spec (``class_path`` of an HFModule class).
+def upgrade_loaded(value: Any) -> list[tuple[Grouping, str]]:
+    """Moves flat HFModule / HFDataModule keys of earlier releases into their groups, in place, in one loaded yaml
+    value: a whole config (``model:`` / ``data:`` at the top or under a subcommand) or one class spec (a
+    ``class_path`` of an HFModule or HFDataModule class).
 
     Returns:
-        The moved keys.
+        The moved keys, with their grouping.
     """
     if not isinstance(value, dict):
         return []
-    moved: list[str] = []
-    if _is_module_class(value.get("class_path")) and isinstance(value.get("init_args"), dict):
-        moved += upgrade_module_config(value["init_args"])
+    moved: list[tuple[Grouping, str]] = []
+    for grouping, base in _GROUPINGS.values():
+        if _is_subclass_path(value.get("class_path"), base) and isinstance(value.get("init_args"), dict):
+            moved += [(grouping, k) for k in grouping.upgrade_config(value["init_args"])]
     for scope in [value] + [value[c] for c in _SUBCOMMANDS if isinstance(value.get(c), dict)]:
-        init_args = _model_init_args(scope.get("model"))
-        if init_args is not None:
-            moved += upgrade_module_config(init_args)
+        for key, (grouping, _) in _GROUPINGS.items():
+            init_args = _init_args(scope.get(key))
+            if init_args is not None:
+                moved += [(grouping, k) for k in grouping.upgrade_config(init_args)]
     return moved
 
 
@@ -199,16 +204,18 @@ set_loader(PARSER_MODE, load_upgraded, exceptions=(yaml.YAMLError,))
 
 
 def upgrade_flat_keys(words: list[str]) -> list[str]:
-    """The command line with flat HFModule flags of earlier releases moved into their groups:
-    ``--model.learning_rate 3e-5`` / ``--model.init_args.learning_rate=3e-5`` become
-    ``--model.init_args.optimization.learning_rate`` (files and yaml values are upgraded by `load_upgraded`)."""
+    """The command line with flat flags of earlier releases moved into their groups: ``--model.learning_rate 3e-5`` /
+    ``--model.init_args.learning_rate=3e-5`` become ``--model.init_args.optimization.learning_rate``,
+    ``--data.num_workers 2`` becomes ``--data.init_args.loader.num_workers`` (files and yaml values are upgraded by
+    `load_upgraded`)."""
     out, moved = [], []
     for word in words:
         flag = _FLAT_FLAG.match(word)
-        if flag and flag.group(1) in GROUP_OF:
-            name = flag.group(1)
-            out.append(f"--model.init_args.{GROUP_OF[name]}.{name}{flag.group(2) or ''}")
-            moved.append(name)
+        grouping = _GROUPINGS[flag.group(1)][0] if flag else None
+        if grouping is not None and flag.group(2) in grouping.group_of:
+            name = flag.group(2)
+            out.append(f"--{grouping.component}.init_args.{grouping.new_key(name)}{flag.group(3) or ''}")
+            moved.append((grouping, name))
         else:
             out.append(word)
     if moved:

@@ -14,10 +14,7 @@ Lightning door, once per fit.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
-import sys
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -257,112 +254,35 @@ class CompileSettings(_FromArgs):
         return {k: v for k, v in {"backend": self.torch_compile_backend, "mode": self.torch_compile_mode}.items() if v}
 
 
-#: HFModule's keyword for each group, and the group's type.
-MODULE_GROUPS: dict[str, type[_FromArgs]] = {
-    "optimization": OptimizerSettings, "evaluation": EvaluationSettings, "compilation": CompileSettings,
-}
-#: Each grouped field's group: ``learning_rate`` -> ``optimization`` (the flat keywords of earlier releases).
-GROUP_OF: dict[str, str] = {f.name: group for group, cls in MODULE_GROUPS.items() for f in fields(cls)}
-
-
-def as_group(group: str, value: Any) -> Any:
-    """One group's settings from what a caller gave: None (the defaults), a dict (e.g. from a checkpoint's
-    hyper-parameters or the HF-style Trainer's translation) or the settings object itself.
-
-    Raises:
-        TypeError: A dict key that is not a field of the group (the message lists the fields).
-    """
-    cls = MODULE_GROUPS[group]
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return copy.deepcopy(value)  # a module's own (the signature's default is one shared object)
-    if isinstance(value, dict):
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise TypeError(f"{group}: unknown key(s) {unknown}; {cls.__name__} has {sorted(names)}.")
-        return cls(**value)
-    raise TypeError(f"{group} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}.")
-
-
-def moved_key_message(name: str, prefix: str = "") -> str:
-    """What a flat keyword of earlier releases is called now."""
-    return f"{prefix}{name} is now {prefix}{GROUP_OF[name]}.{name}"
-
-
-def regroup(groups: dict[str, Any], flat: dict[str, Any], owner: str) -> dict[str, Any]:
-    """The module's groups as settings objects, with flat keywords of earlier releases moved into them.
+@dataclass(frozen=True)
+class LoaderSettings(_FromArgs):
+    """The DataLoaders' worker and batching options (``data.init_args.loader`` in yaml; transformers' ``dataloader_*``
+    fields, named as ``torch.utils.data.DataLoader``'s arguments).
 
     Args:
-        groups: ``{"optimization": ..., "evaluation": ..., "compilation": ...}`` as given (see `as_group`).
-        flat: Keywords outside the signature: grouped field names (moved, with a ``FutureWarning`` naming the new key)
-            or anything else (a ``TypeError``, as Python gives for an unknown keyword).
-        owner: The class name, for the messages.
-
-    Raises:
-        TypeError: An unknown keyword, or a field given both flat and inside its group.
+        num_workers: DataLoader worker processes (``dataloader_num_workers``).
+        pin_memory: Pin host memory, only used when CUDA is available (``dataloader_pin_memory``).
+        persistent_workers: Keep workers alive between epochs (``dataloader_persistent_workers``).
+        prefetch_factor: Batches prefetched per worker (``dataloader_prefetch_factor``).
+        multiprocessing_context: Start method of the workers (``spawn``, ``fork``, ``forkserver``; num_workers > 0).
+        in_order: False lets workers hand over batches as they finish (faster with uneven batches; order not kept).
+        drop_last: Drop the last incomplete batch, in training and in evaluation (``dataloader_drop_last``).
     """
-    unknown = sorted(set(flat) - set(GROUP_OF))
-    if unknown:
-        raise TypeError(f"{owner}.__init__() got unexpected keyword argument(s) {unknown}.")
-    resolved = {name: as_group(name, groups.get(name)) for name in MODULE_GROUPS}
-    if flat:
-        warnings.warn(f"{owner}: flat settings are grouped now ({'; '.join(moved_key_message(k) for k in flat)}); "
-                      "the flat keywords still work but will be removed in a future release.", FutureWarning,
-                      stacklevel=_caller_stacklevel())
-    for group, settings_type in MODULE_GROUPS.items():
-        mine = {k: v for k, v in flat.items() if GROUP_OF[k] == group}
-        given = groups.get(group)
-        # A value the caller set in the group (a dict key, or a field of a settings object that differs from the
-        # default) and a different flat value for it: ambiguous.
-        if isinstance(given, dict):
-            chosen = given
-        elif isinstance(given, settings_type):
-            default = settings_type()
-            chosen = {k: v for k, v in given.as_dict().items() if v != getattr(default, k)}
-        else:
-            chosen = {}
-        both = sorted(k for k in set(chosen) & set(mine) if chosen[k] != mine[k])
-        if both:
-            raise TypeError(f"{owner}: {both} given both flat and in {group}, with different values; give them once, "
-                            f"in {group}.")
-        if mine:
-            resolved[group] = resolved[group].replace(**mine)
-    return resolved
 
+    num_workers: int = 0
+    pin_memory: bool = True
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    multiprocessing_context: str | None = None
+    in_order: bool = True
+    drop_last: bool = False
 
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside hf_lightning, Lightning and jsonargparse (the user's call), so a
-    warning points at the user's line (and is shown once per line of theirs)."""
-    skipped = tuple(os.path.dirname(m.__file__) for m in (sys.modules["hf_lightning"], sys.modules.get("lightning"),
-                                                          sys.modules.get("jsonargparse")) if m is not None)
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(skipped):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def upgrade_module_config(init_args: dict[str, Any]) -> list[str]:
-    """Moves flat grouped keys of a model's yaml ``init_args`` into their groups, in place (old configs keep parsing).
-
-    Returns:
-        The moved keys (empty when the config is already grouped).
-    """
-    moved = [k for k in init_args if k in GROUP_OF]
-    for name in moved:
-        group = init_args.setdefault(GROUP_OF[name], {})
-        if not isinstance(group, dict):
-            raise TypeError(f"model: {name} is given flat but {GROUP_OF[name]} is not a mapping; move {name} into "
-                            f"{GROUP_OF[name]}.")
-        if name in group:
-            raise ValueError(f"model: {name} given both flat and in {GROUP_OF[name]}; keep {GROUP_OF[name]}.{name}.")
-        group[name] = init_args.pop(name)
-    return moved
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"loader.num_workers={self.num_workers} must be >= 0.")
 
 
 __all__ = [
-    "GROUP_OF", "LOWER_IS_BETTER", "MODULE_GROUPS", "BestMetric", "CheckpointSettings", "CompileSettings",
-    "EvaluationSettings", "FlowSettings", "OptimizerSettings", "as_group", "regroup", "upgrade_module_config",
-    "warn_if_error_metric_maximised",
+    "LOWER_IS_BETTER", "BestMetric", "CheckpointSettings", "CompileSettings", "EvaluationSettings", "FlowSettings",
+    "LoaderSettings", "OptimizerSettings", "warn_if_error_metric_maximised",
 ]

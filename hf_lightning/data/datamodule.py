@@ -20,6 +20,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
 from hf_lightning.data.dataloaders import DataLoaders
 from hf_lightning.data.labels import LabelInference, arrow_column, distinct
+from hf_lightning.groups import DATA
+from hf_lightning.settings import LoaderSettings
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 _STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
@@ -48,14 +50,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         collator_kwargs: Keyword arguments of the collator.
         batch_size: Per-device training batch size (``per_device_train_batch_size``).
         eval_batch_size: Per-device evaluation batch size (defaults to ``batch_size``).
-        num_workers: DataLoader worker processes.
-        pin_memory: Pin host memory (only used when CUDA is available).
-        persistent_workers: Keep workers alive between epochs.
-        prefetch_factor: Batches prefetched per worker.
-        multiprocessing_context: Start method of the workers (``spawn``, ``fork``, ``forkserver``; num_workers > 0).
-        in_order: False lets workers hand over batches as they finish (faster with uneven batches; order not kept).
-        drop_last: Drop the last incomplete batch, in training and in evaluation (transformers'
-            ``dataloader_drop_last``).
+        loader: The DataLoaders' worker and batching options (`LoaderSettings`: ``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``prefetch_factor``, ``multiprocessing_context``, ``in_order``, ``drop_last``); a
+            dict works too.
         seed: Seed of the per-epoch sample order (``seed + epoch``), as HF's ``seed``.
         data_seed: Replaces ``seed`` for the sample order, as HF's ``data_seed``.
         sampling_strategy: ``random`` (HF default), ``sequential``, or ``group_by_length`` (fewer pad tokens).
@@ -81,6 +78,8 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             the stream up to where the checkpoint stopped.
         tokenize: Tokenise text columns in `preprocess`; False when the data already holds model inputs (the HF-style
             Trainer's data sets, as transformers.Trainer never tokenises).
+        **flat: The flat keywords of earlier releases (``num_workers=...``, ``drop_last=...``): moved into ``loader``
+            with a ``FutureWarning`` naming the new key.
     """
 
     def __init__(
@@ -100,13 +99,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         collator_kwargs: dict[str, Any] | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = True,
-        persistent_workers: bool = False,
-        prefetch_factor: int | None = None,
-        multiprocessing_context: str | None = None,
-        in_order: bool = True,
-        drop_last: bool = False,
+        loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen, and copied per data module)
         seed: int = 42,
         data_seed: int | None = None,
         sampling_strategy: Literal["random", "sequential", "group_by_length"] = "random",
@@ -124,6 +117,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         dataset_num_proc: int | None = None,
         streaming: bool = False,
         tokenize: bool = True,
+        **flat: Any,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -132,9 +126,13 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             raise ValueError(f"padding='{padding}' must be 'longest' (dynamic) or 'max_length'.")
         if sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
-        # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
+        self.loader = DATA.regroup({"loader": loader}, flat, type(self).__name__)["loader"]
+        # The tokenizer is the module's by default: logging it here would clash with the module's hparams. Flat
+        # keywords of earlier releases are in `loader`, saved as a plain dict.
         self.save_hyperparameters(
-            ignore=["tokenizer", "collator", "hooks", "num_labels"] + ([] if isinstance(dataset, str) else ["dataset"]))
+            ignore=["tokenizer", "collator", "hooks", "num_labels", *DATA.group_of]
+            + ([] if isinstance(dataset, str) else ["dataset"]))
+        self.save_hyperparameters({**self.hparams, "loader": self.loader.as_dict()})
         self.dataset = dataset
         self.data_files = data_files
         self.dataset_config = dataset_config
@@ -152,13 +150,13 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         self.collator_kwargs = dict(collator_kwargs or {})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
-        self.prefetch_factor = prefetch_factor
-        self.multiprocessing_context = multiprocessing_context
-        self.in_order = in_order
-        self.drop_last = drop_last
+        self.num_workers = self.loader.num_workers
+        self.pin_memory = self.loader.pin_memory
+        self.persistent_workers = self.loader.persistent_workers
+        self.prefetch_factor = self.loader.prefetch_factor
+        self.multiprocessing_context = self.loader.multiprocessing_context
+        self.in_order = self.loader.in_order
+        self.drop_last = self.loader.drop_last
         self.seed = seed
         self.data_seed = data_seed
         self.sampling_strategy = sampling_strategy

@@ -23,6 +23,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
+from hf_lightning.groups import MODEL
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.export import ExportMixin
 from hf_lightning.modules.loading import apply_liger, compile_blocks, has_compiled_regions, load_model, uncompiled
@@ -31,7 +32,7 @@ from hf_lightning.modules.probe import loss_scales_with_num_items
 from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory
-from hf_lightning.settings import GROUP_OF, CompileSettings, EvaluationSettings, OptimizerSettings, regroup
+from hf_lightning.settings import CompileSettings, EvaluationSettings, OptimizerSettings
 
 
 class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModule):
@@ -117,15 +118,15 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
             raise ValueError(f"model.task='{task}' is unknown. Choose one of {sorted(TASKS)}.")
         if not 0 <= label_smoothing_factor < 1:
             raise ValueError(f"label_smoothing_factor={label_smoothing_factor} must be in [0, 1).")
-        groups = regroup({"optimization": optimization, "evaluation": evaluation, "compilation": compilation},
-                         flat, type(self).__name__)
+        groups = MODEL.regroup({"optimization": optimization, "evaluation": evaluation, "compilation": compilation},
+                               flat, type(self).__name__)
         self.optimization, self.evaluation, self.compilation = (
             groups["optimization"], groups["evaluation"], groups["compilation"])
         # Objects are not hyper-parameters (a subclass's own objects, such as the HF-style Trainer's hooks, are skipped
         # too); flat keywords of earlier releases are not either: the groups hold them, saved as plain dicts (readable
         # hparams.yaml, flattened by the loggers; `as_group` turns them back when a checkpoint is loaded).
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "hooks", "teacher"]
-        self.save_hyperparameters(ignore=objects + list(GROUP_OF)
+        self.save_hyperparameters(ignore=objects + list(MODEL.group_of)
                                   + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
         self.save_hyperparameters({**self.hparams, **{name: group.as_dict() for name, group in groups.items()}})
         self.task = task

@@ -100,16 +100,19 @@ def test_unknown_key_fails_before_training(capsys):
     assert "learnin_rate" in capsys.readouterr().err
 
 
-def test_configs_with_the_flat_model_keys_of_earlier_releases_still_parse(tmp_path, capsys):
-    """A config written before HFModule grouped its settings (``model.init_args.learning_rate``), a model file given to
-    ``--model`` or named (relatively) by another config, a yaml string and flat flags parse to exactly the grouped
-    config, with a FutureWarning naming each new key; the old files are not rewritten."""
+def test_configs_with_the_flat_keys_of_earlier_releases_still_parse(tmp_path, capsys):
+    """A config written before HFModule and HFDataModule grouped their settings (``model.init_args.learning_rate``,
+    ``data.init_args.drop_last``), a model file given to ``--model`` or named (relatively) by another config, a yaml
+    string and flat flags parse to exactly the grouped config, with a FutureWarning naming each new key; the old files
+    are not rewritten."""
     grouped = yaml.safe_load(Path(TINY).read_text())
     grouped["model"]["init_args"]["compilation"] = {"torch_compile_scope": "blocks"}
+    grouped["data"]["init_args"]["loader"] = {"drop_last": True}
     flat = copy.deepcopy(grouped)
     init_args = flat["model"]["init_args"]
     for group in ("optimization", "compilation"):
         init_args.update(init_args.pop(group))
+    flat["data"]["init_args"].update(flat["data"]["init_args"].pop("loader"))
     new, old = tmp_path / "new.yaml", tmp_path / "old.yaml"
     new.write_text(yaml.safe_dump(grouped))
     old.write_text(yaml.safe_dump(flat))
@@ -122,7 +125,8 @@ def test_configs_with_the_flat_model_keys_of_earlier_releases_still_parse(tmp_pa
         return capsys.readouterr().out
 
     with pytest.warns(FutureWarning, match=r"model\.init_args\.learning_rate -> model\.init_args\.optimization\."
-                                           r"learning_rate.*torch_compile_scope -> model\.init_args\.compilation"):
+                                           r"learning_rate.*torch_compile_scope -> model\.init_args\.compilation.*"
+                                           r"data\.init_args\.drop_last -> data\.init_args\.loader\.drop_last"):
         from_old = printed("--config", str(old), "--model.adam_beta2", "0.98")
     (tmp_path / "sub").mkdir()
     model_file = tmp_path / "sub" / "model.yaml"  # a model-only file, given to --model or named by another config
@@ -140,6 +144,10 @@ def test_configs_with_the_flat_model_keys_of_earlier_releases_still_parse(tmp_pa
     model = yaml.safe_load(from_new)["model"]["init_args"]
     assert model["optimization"]["learning_rate"] == 1e-3 and model["optimization"]["adam_beta2"] == 0.98
     assert model["compilation"]["torch_compile_scope"] == "blocks" and "learning_rate" not in model
+    data = yaml.safe_load(from_new)["data"]["init_args"]
+    assert data["loader"]["drop_last"] is True and "drop_last" not in data
+    with pytest.warns(FutureWarning, match=r"data\.init_args\.num_workers -> data\.init_args\.loader\.num_workers"):
+        assert "num_workers: 0" in printed("--config", str(new), "--data.num_workers", "0")
     assert old.read_text() == before
 
 

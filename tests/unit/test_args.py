@@ -32,6 +32,7 @@ from hf_lightning.settings import (
     CheckpointSettings,
     CompileSettings,
     EvaluationSettings,
+    LoaderSettings,
     OptimizerSettings,
 )
 from tests.unit.args_helpers import (
@@ -350,10 +351,10 @@ def test_translate_realistic_fine_tuning_config() -> None:
     assert {k: optimization[k] for k in ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps")} == {
         "learning_rate": 2e-5, "weight_decay": 0.01, "lr_scheduler_type": "cosine", "warmup_steps": 0.1}
     assert out.module["gradient_checkpointing"] is True
-    assert {k: out.datamodule[k] for k in ("batch_size", "eval_batch_size", "num_workers", "seed", "data_seed",
-                                           "sampling_strategy", "pin_memory")} == {
-        "batch_size": 16, "eval_batch_size": 32, "num_workers": 2, "seed": 1, "data_seed": 2,
-        "sampling_strategy": "group_by_length", "pin_memory": False}
+    assert {k: out.datamodule[k] for k in ("batch_size", "eval_batch_size", "seed", "data_seed",
+                                           "sampling_strategy")} == {
+        "batch_size": 16, "eval_batch_size": 32, "seed": 1, "data_seed": 2, "sampling_strategy": "group_by_length"}
+    assert out.datamodule["loader"] == {**LoaderSettings().as_dict(), "num_workers": 2, "pin_memory": False}
     ckpt, log = out.checkpoint, out.flow
     assert (ckpt.save_strategy, ckpt.save_steps, ckpt.save_total_limit) == ("steps", 100, 2)
     assert (ckpt.load_best_model_at_end, ckpt.metric_for_best_model, ckpt.greater_is_better) == (

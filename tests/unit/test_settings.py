@@ -15,14 +15,8 @@ import transformers
 import hf_lightning
 from hf_lightning import _args_table as table
 from hf_lightning.args import TrainingArguments, callback_arguments, translate
-from hf_lightning.settings import (
-    GROUP_OF,
-    MODULE_GROUPS,
-    BestMetric,
-    CheckpointSettings,
-    FlowSettings,
-    upgrade_module_config,
-)
+from hf_lightning.groups import DATA, MODEL
+from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 from tests.unit.args_helpers import (
     HF_FIELDS,
     OWN_FIELDS,
@@ -85,28 +79,34 @@ def test_an_error_metric_left_to_transformers_direction_is_warned_about_in_both_
         TrainingArguments("out", metric_for_best_model="eval_loss", use_cpu=True)
 
 
-@pytest.mark.parametrize("group", sorted(MODULE_GROUPS))
-def test_module_groups_are_the_table(group: str) -> None:
-    """HFModule's grouped settings hold exactly the fields the table routes to ``<group>.<field>`` (plus
-    hf_lightning's own ``metric_threshold``), with transformers' defaults, and HFModule takes the group keyword."""
-    settings_type = MODULE_GROUPS[group]
+@pytest.mark.parametrize(("grouping", "component", "group"), [
+    *[(MODEL, hf_lightning.HFModule, g) for g in MODEL.groups], *[(DATA, hf_lightning.HFDataModule, g) for g in DATA.groups]])
+def test_component_groups_are_the_table(grouping, component, group: str) -> None:
+    """HFModule's and HFDataModule's grouped settings hold exactly the fields the table routes to ``<group>.<field>``
+    (plus hf_lightning's own ``metric_threshold``), with transformers' defaults, and the component takes the group."""
+    settings_type = grouping.groups[group]
+    target = table.MODULE if grouping is MODEL else table.DATAMODULE
     routed = {r.name.split(".", 1)[1] for f in [*HF_FIELDS, *OWN_FIELDS] for r in table.routes_for(f)
-              if r.target == table.MODULE and r.name.startswith(f"{group}.")}
+              if r.target == target and r.name.startswith(f"{group}.")}
     own = {"metric_threshold"} if group == "evaluation" else set()
     assert {f.name for f in dataclasses.fields(settings_type)} == routed | own
-    theirs = translate(transformers.TrainingArguments("out", use_cpu=True)).module[group]
+    translated = translate(transformers.TrainingArguments("out"))
+    theirs = (translated.module if grouping is MODEL else translated.datamodule)[group]
     assert {k: v for k, v in settings_type().as_dict().items() if k not in own} == theirs
-    assert inspect.signature(hf_lightning.HFModule.__init__).parameters[group].default == settings_type()
-    assert all(GROUP_OF[name] == group for name in routed | own)
+    assert inspect.signature(component.__init__).parameters[group].default == settings_type()
+    assert all(grouping.group_of[name] == group for name in routed | own)
 
 
-def test_flat_model_keys_of_a_config_move_into_their_groups() -> None:
+def test_flat_keys_of_a_config_move_into_their_groups() -> None:
     init_args = {"model": "minilm", "learning_rate": 1e-4, "torch_compile": True, "evaluation": {"metric_threshold": 0.4},
                  "eval_accumulation_steps": 2}
-    assert upgrade_module_config(init_args) == ["learning_rate", "torch_compile", "eval_accumulation_steps"]
+    assert MODEL.upgrade_config(init_args) == ["learning_rate", "torch_compile", "eval_accumulation_steps"]
     assert init_args == {"model": "minilm", "optimization": {"learning_rate": 1e-4},
                          "compilation": {"torch_compile": True},
                          "evaluation": {"metric_threshold": 0.4, "eval_accumulation_steps": 2}}
-    assert upgrade_module_config(init_args) == []  # already grouped
-    with pytest.raises(ValueError, match=r"keep optimization.learning_rate"):
-        upgrade_module_config({"learning_rate": 1e-4, "optimization": {"learning_rate": 1e-3}})
+    assert MODEL.upgrade_config(init_args) == []  # already grouped
+    with pytest.raises(ValueError, match=r"keep model\.init_args\.optimization\.learning_rate only"):
+        MODEL.upgrade_config({"learning_rate": 1e-4, "optimization": {"learning_rate": 1e-3}})
+    data = {"dataset": "movie_reviews", "num_workers": 2, "batch_size": 8}
+    assert DATA.upgrade_config(data) == ["num_workers"]
+    assert data == {"dataset": "movie_reviews", "batch_size": 8, "loader": {"num_workers": 2}}

@@ -1,4 +1,5 @@
-"""HFDataModule (hf_lightning/data/datamodule.py): tokenising, dynamic padding, column errors, several processes."""
+"""HFDataModule (hf_lightning/data/datamodule.py): tokenising, dynamic padding, column errors, several processes,
+the grouped loader settings (flat keywords still accepted)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from hf_lightning.data import HFDataModule
 from hf_lightning.data.loader import split_window
+from hf_lightning.settings import LoaderSettings
 
 
 def test_datamodule_tokenises_pads_dynamically_and_renames_labels():
@@ -42,3 +44,23 @@ def test_tokenising_in_several_processes_gives_the_same_data_under_either_name()
     assert splits["preprocessing_num_workers"] == splits["one"] == splits["dataset_num_proc"]
     with pytest.raises(ValueError, match="dataset_num_proc=2 and data.preprocessing_num_workers=4 disagree"):
         HFDataModule(dataset=ds, preprocessing_num_workers=4, dataset_num_proc=2)
+
+
+def test_loader_settings_and_the_flat_keywords_of_earlier_releases():
+    """The DataLoader options are one group (``loader``); the flat keywords build the same data module, with a
+    FutureWarning naming the new key, and the loaders follow the group (drop_last: 10 examples -> 2 full batches)."""
+    ds = datasets.Dataset.from_dict({"text": [f"example {i}" for i in range(10)], "label": [i % 2 for i in range(10)]})
+    common = dict(dataset=ds, tokenizer="minilm", batch_size=4, validation_size=0, test_size=0)
+    with pytest.warns(FutureWarning, match=r"drop_last is now loader\.drop_last"):
+        flat = HFDataModule(**common, drop_last=True, num_workers=0)
+    grouped = HFDataModule(**common, loader=LoaderSettings(drop_last=True))
+    assert dict(flat.hparams)["loader"] == dict(grouped.hparams)["loader"] == {**LoaderSettings().as_dict(),
+                                                                               "drop_last": True}
+    assert "drop_last" not in flat.hparams
+    for dm in (flat, grouped):
+        dm.setup("fit")
+        assert [len(split_window(b)[0]["labels"]) for b in dm.train_dataloader()] == [4, 4]
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['num_worker'\]"):
+        HFDataModule(**common, num_worker=2)
+    with pytest.raises(ValueError, match=r"loader\.num_workers=-1"):
+        LoaderSettings(num_workers=-1)
