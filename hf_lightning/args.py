@@ -10,13 +10,11 @@ validation error is transformers' own. On top of it:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -43,6 +41,7 @@ from hf_lightning._args_table import (
     routes_for,
 )
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings, warn_if_error_metric_maximised
+from hf_lightning.shared_state import accelerate_state_kept, one_process_view
 
 __all__ = [
     "Route",
@@ -81,25 +80,6 @@ def _resolve_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
         )
         given.update(updates)
     return given
-
-
-@contextlib.contextmanager
-def _one_process_view() -> Iterator[None]:
-    """Hides the variables of Lightning's own launcher while ``TrainingArguments`` sets up its device.
-
-    ``Trainer(devices=2)`` without torchrun starts each process with ``LOCAL_RANK`` and ``WORLD_SIZE`` but no ``RANK``
-    and joins the process group itself, later. ``TrainingArguments.__post_init__`` would build accelerate's
-    multi-process state from those variables (and fail with "RANK expected", or change the thread count); in such a
-    process Lightning owns the ranks, so the arguments describe one process. torchrun and srun are left alone.
-    """
-    hidden = {}
-    if "LOCAL_RANK" in os.environ and "RANK" not in os.environ:
-        hidden = {name: os.environ.pop(name) for name in ("LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
-                  if name in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(hidden)
 
 
 def _accepts_legacy_names(cls: type[_ArgsT]) -> type[_ArgsT]:
@@ -144,7 +124,7 @@ class TrainingArguments(HFTrainingArguments):
 
     def __post_init__(self) -> None:
         warn_if_error_metric_maximised(self.metric_for_best_model, self.greater_is_better)
-        with _one_process_view():
+        with one_process_view(), accelerate_state_kept():
             super().__post_init__()
         if self.logging_dir is not None:
             self.logging_dir = os.path.expanduser(self.logging_dir)
@@ -303,8 +283,7 @@ def _is_default(args: TrainingArguments, name: str, value: Any) -> bool:
 
 def _put(sections: dict[str, dict[str, Any]], route: Route, field_name: str, value: Any,
          writers: dict[tuple[str, str], str]) -> None:
-    """Write one converted value (a dotted name, ``optimization.learning_rate``, into a nested group); two fields
-    writing the same destination must agree."""
+    """Write one converted value (``group.field``: into the group); two fields writing one destination must agree."""
     section, key = sections.setdefault(route.target, {}), route.name or field_name
     *groups, leaf = key.split(".")
     for group in groups:

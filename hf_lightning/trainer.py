@@ -48,6 +48,7 @@ from hf_lightning.facade import (
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
+from hf_lightning.shared_state import ensure_accelerate_state
 from hf_lightning.trainer_evaluation import TrainerEvaluation
 from hf_lightning.trainer_methods import TrainerMethods
 
@@ -101,6 +102,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self.pl_trainer: L.Trainer | None = None
         self.args = ensure_args(args)
         self.translated = translate(self.args)  # raises on fields that cannot be honoured, before any training
+        ensure_accelerate_state(self.args)  # a transformers.Trainer in the same process keeps working
         main = self.is_local_process_zero() if self.args.log_on_each_node else self.is_world_process_zero()
         hf_logging.set_verbosity(process_log_level(self.args, main))  # as transformers: log_level(_replica)
         self._memory_tracker = MemoryTracker(self.args.skip_memory_metrics)

@@ -551,3 +551,26 @@ def test_eval_collection_options_give_transformers_outputs(tmp_path, args):
         assert len(got) == len(want) == (10 if concat else 3)
     assert our_metrics["eval_n"] == hf_metrics["eval_n"] == (16 if concat else 4)
     assert our_metrics["eval_loss"] == pytest.approx(hf_metrics["eval_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("args_library", [hf_lightning, transformers], ids=["hf_lightning_args", "transformers_args"])
+def test_a_transformers_trainer_built_first_keeps_working_beside_ours(tmp_path, args_library):
+    """A transformers.Trainer built first, then hf_lightning.Trainer (arguments from either library), both in one
+    process: building TrainingArguments clears accelerate's global state, which transformers.Trainer re-creates and
+    so must hf_lightning; both then evaluate and train, to the same numbers."""
+    def args(lib, name):
+        return lib.TrainingArguments(str(tmp_path / name), use_cpu=True, report_to=[], per_device_train_batch_size=8,
+                                     max_steps=4, learning_rate=0.1, save_strategy="no", disable_tqdm=True)
+
+    torch.manual_seed(0)
+    theirs = transformers.Trainer(model=RegressionModel(), args=args(transformers, "hf"),
+                                  train_dataset=RegressionDataset(), eval_dataset=RegressionDataset(length=16, seed=1))
+    torch.manual_seed(0)
+    ours = hf_lightning.Trainer(model=RegressionModel(), args=args(args_library, "ours"),
+                                train_dataset=RegressionDataset(), eval_dataset=RegressionDataset(length=16, seed=1))
+    before = theirs.evaluate()["eval_loss"], ours.evaluate()["eval_loss"]
+    theirs.train()
+    ours.train()
+    after = theirs.evaluate()["eval_loss"], ours.evaluate()["eval_loss"]
+    assert before[0] == pytest.approx(before[1], rel=1e-6) and after[0] == pytest.approx(after[1], rel=1e-6)
+    assert after[0] < before[0]
