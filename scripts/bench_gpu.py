@@ -390,16 +390,17 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         for name in args.cases:
             case = (QUICK if args.quick else CASES)[name]
-            runs = {"case": asdict(case), "flops": flops_per_step(case), "variants": {}}
+            runs = results["cases"][name] = {"case": asdict(case), "flops": flops_per_step(case), "variants": {}}
             for variant in args.variants:
                 started = time.time()
                 runs["variants"][variant] = spawn(case, variant, args.quick, args.out)
                 status = "failed" if "error" in runs["variants"][variant] else "ok"
                 print(f"[{name}] {variant:<16} {status} {time.time() - started:6.1f}s", flush=True)
-            results["cases"][name] = runs
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+                # after every run: a time limit that stops the benchmark keeps what it measured (--from-results)
+                (args.out / "results.json").write_text(json.dumps(results, indent=1))
         plot(results, args.out / "loss_curves.png")
     markdown = render(results)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(markdown + "\n")
     print(markdown)
     if args.update_docs:
