@@ -11,6 +11,7 @@ yaml keys (``hf_lightning/cli.py`` calls it for every config jsonargparse loads)
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import sys
 import warnings
@@ -108,6 +109,17 @@ class Grouping:
                 resolved[group] = resolved[group].replace(**mine)
         return resolved
 
+    def save_hyperparameters(self, component: Any, groups: dict[str, Any], ignore: list[str]) -> None:
+        """``component.save_hyperparameters()`` from the ``__init__`` calling this: every init argument but ``ignore``
+        and the flat keywords of earlier releases, with each group as a plain dict (a readable hparams.yaml, flattened
+        by the loggers; `as_group` turns it back when a checkpoint is loaded)."""
+        frame = inspect.currentframe().f_back  # the component's __init__, where Lightning reads the arguments
+        try:
+            component.save_hyperparameters(ignore=[*ignore, *self.group_of], frame=frame)
+        finally:
+            del frame
+        component.save_hyperparameters({**component.hparams, **{name: g.as_dict() for name, g in groups.items()}})
+
     def upgrade_config(self, init_args: dict[str, Any]) -> list[str]:
         """Moves flat grouped keys of a yaml ``init_args`` into their groups, in place (old configs keep parsing).
 
@@ -127,8 +139,14 @@ class Grouping:
         return moved
 
 
+def group_field(group: str, name: str) -> property:
+    """A read-only attribute that is one field of a group (``max_grad_norm`` -> ``self.optimization.max_grad_norm``):
+    the groups are the only copy of the settings."""
+    return property(lambda self: getattr(getattr(self, group), name), doc=f"``{group}.{name}``")
+
+
 MODEL = Grouping("model", {"optimization": OptimizerSettings, "evaluation": EvaluationSettings,
                            "compilation": CompileSettings})
 DATA = Grouping("data", {"loader": LoaderSettings})
 
-__all__ = ["DATA", "MODEL", "Grouping"]
+__all__ = ["DATA", "MODEL", "Grouping", "group_field"]

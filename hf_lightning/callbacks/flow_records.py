@@ -32,13 +32,13 @@ def process_log_level(args: Any, main: bool) -> int:
     return hf_logging.get_verbosity() if level == -1 else level
 
 
-
 def write_to_loggers(loggers: list[Any], logs: dict[str, Any], step: int) -> None:
     """One log record to Lightning loggers with the tags of HF's TensorBoard integration (``train/loss``,
     ``eval/loss``, ...: transformers' ``rewrite_logs``); numbers only, as transformers' TensorBoard callback."""
     scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
     for logger in loggers:
         logger.log_metrics(scalars, step=step)
+
 
 class MemoryTracker(TrainerMemoryTracker):
     """transformers' memory metrics (``skip_memory_metrics=False``: ``<stage>_mem_cpu_alloc_delta``, ...).

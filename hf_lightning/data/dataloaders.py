@@ -1,7 +1,7 @@
 """The DataLoaders of `HFDataModule`: collation, HF's per-epoch sample order sharded over ranks, accumulation windows
 for training, and contiguous per-rank blocks for evaluation. A mixin of `HFDataModule`, which provides ``split``,
-``raw_splits``, ``validation_roles``, ``attached_module``, ``resolve_tokenizer`` and the loader settings
-(``batch_size``, ``num_workers``, ``sampling_strategy``...).
+``raw_splits``, ``validation_roles``, ``attached_module``, ``resolve_tokenizer``, the batch and order settings
+(``batch_size``, ``sampling_strategy``...) and ``loader`` (`LoaderSettings`: workers, pinning, ``drop_last``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ class DataLoaders:
         return self.trainer.world_size, self.trainer.global_rank
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"collate_fn": self.collate_fn, "num_workers": self.num_workers,
-                                  "pin_memory": self.pin_memory and torch.cuda.is_available()}
-        if self.num_workers > 0:
-            kwargs.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor,
-                          multiprocessing_context=self.multiprocessing_context, in_order=self.in_order)
+        loader = self.loader
+        kwargs: dict[str, Any] = {"collate_fn": self.collate_fn, "num_workers": loader.num_workers,
+                                  "pin_memory": loader.pin_memory and torch.cuda.is_available()}
+        if loader.num_workers > 0:
+            kwargs.update(persistent_workers=loader.persistent_workers, prefetch_factor=loader.prefetch_factor,
+                          multiprocessing_context=loader.multiprocessing_context, in_order=loader.in_order)
         return kwargs
 
     def train_sampler(self, ds: Any) -> Sampler[int]:
@@ -62,8 +63,8 @@ class DataLoaders:
         if isinstance(ds, datasets.IterableDataset) and world > 1:  # each rank takes every world-th example
             ds = datasets.distributed.split_dataset_by_node(ds, rank=rank, world_size=world)
         if isinstance(ds, IterableDataset):
-            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.drop_last, **self._loader_kwargs())
-        batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.drop_last, world, rank)
+            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.loader.drop_last, **self._loader_kwargs())
+        batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.loader.drop_last, world, rank)
         return DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
 
     def wrap_train_loader(self, loader: Any) -> TrainLoader:
@@ -82,7 +83,7 @@ class DataLoaders:
             return DataLoader(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
         world, rank = self._world()
         count = len(ds)
-        if self.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
+        if self.loader.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
             count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world
         sampler = ShardedSequentialSampler(count, world, rank)
         return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())

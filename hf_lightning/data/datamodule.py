@@ -127,12 +127,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         if sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
         self.loader = DATA.regroup({"loader": loader}, flat, type(self).__name__)["loader"]
-        # The tokenizer is the module's by default: logging it here would clash with the module's hparams. Flat
-        # keywords of earlier releases are in `loader`, saved as a plain dict.
-        self.save_hyperparameters(
-            ignore=["tokenizer", "collator", "hooks", "num_labels", *DATA.group_of]
-            + ([] if isinstance(dataset, str) else ["dataset"]))
-        self.save_hyperparameters({**self.hparams, "loader": self.loader.as_dict()})
+        # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
+        DATA.save_hyperparameters(self, {"loader": self.loader}, ["tokenizer", "collator", "hooks", "num_labels"]
+                                  + ([] if isinstance(dataset, str) else ["dataset"]))
         self.dataset = dataset
         self.data_files = data_files
         self.dataset_config = dataset_config
@@ -150,13 +147,6 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         self.collator_kwargs = dict(collator_kwargs or {})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = self.loader.num_workers
-        self.pin_memory = self.loader.pin_memory
-        self.persistent_workers = self.loader.persistent_workers
-        self.prefetch_factor = self.loader.prefetch_factor
-        self.multiprocessing_context = self.loader.multiprocessing_context
-        self.in_order = self.loader.in_order
-        self.drop_last = self.loader.drop_last
         self.seed = seed
         self.data_seed = data_seed
         self.sampling_strategy = sampling_strategy

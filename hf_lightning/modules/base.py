@@ -23,7 +23,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
-from hf_lightning.groups import MODEL
+from hf_lightning.groups import MODEL, group_field
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.export import ExportMixin
 from hf_lightning.modules.loading import apply_liger, compile_blocks, has_compiled_regions, load_model, uncompiled
@@ -33,6 +33,10 @@ from hf_lightning.modules.records import StepRecord
 from hf_lightning.modules.tasks import TASKS, is_causal_lm, loss_shifts_labels
 from hf_lightning.optim import OptimizerFactory
 from hf_lightning.settings import CompileSettings, EvaluationSettings, OptimizerSettings
+
+#: The fields of `OptimizerSettings` that configure the optimizer itself (the rest configure its schedule and clipping).
+_OPTIMIZER_FIELDS = ("optim", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "optim_args",
+                     "optim_target_modules")
 
 
 class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModule):
@@ -123,12 +127,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.optimization, self.evaluation, self.compilation = (
             groups["optimization"], groups["evaluation"], groups["compilation"])
         # Objects are not hyper-parameters (a subclass's own objects, such as the HF-style Trainer's hooks, are skipped
-        # too); flat keywords of earlier releases are not either: the groups hold them, saved as plain dicts (readable
-        # hparams.yaml, flattened by the loggers; `as_group` turns them back when a checkpoint is loaded).
+        # too); nor are the flat keywords of earlier releases: the groups hold them.
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "hooks", "teacher"]
-        self.save_hyperparameters(ignore=objects + list(MODEL.group_of)
-                                  + (["model", "tokenizer"] if isinstance(model, nn.Module) else []))
-        self.save_hyperparameters({**self.hparams, **{name: group.as_dict() for name, group in groups.items()}})
+        if isinstance(model, nn.Module):
+            objects += ["model", "tokenizer"]
+        MODEL.save_hyperparameters(self, groups, objects)
         self.task = task
         self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
                                 problem_type)
@@ -136,19 +139,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         if use_liger_kernel:
             apply_liger(self.model, liger_kernel_config)
         self.tokenizer = self._load_tokenizer(model, tokenizer)
-        opt = self.optimization
-        self.optim_config = dict(
-            optim=opt.optim, learning_rate=opt.learning_rate, weight_decay=opt.weight_decay, adam_beta1=opt.adam_beta1,
-            adam_beta2=opt.adam_beta2, adam_epsilon=opt.adam_epsilon, optim_args=opt.optim_args,
-            optim_target_modules=opt.optim_target_modules,
-        )
         self.optimizer_factory = optimizer
         self.optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None
-        self.lr_scheduler_type = opt.lr_scheduler_type
-        self.lr_scheduler_kwargs = opt.lr_scheduler_kwargs
-        self.warmup_steps = opt.warmup_steps
         self.metric_scheduler: Any = None  # a schedule stepped on the eval metric (reduce_lr_on_plateau, greedy)
-        self.max_grad_norm = opt.max_grad_norm
         if label_smoothing_factor and getattr(self.model.config, "problem_type", None) == "multi_label_classification":
             warnings.warn("Label smoothing is not compatible with multi-label classification. Disabling label "
                           "smoothing for this training run.", UserWarning, stacklevel=2)  # transformers' warning
@@ -167,11 +160,7 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
                               multi_label, ev.metric_threshold, ev.eval_use_gather_object)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-        self.compile_kwargs = self.compilation.kwargs
-        self.compile_scope = self.compilation.torch_compile_scope
         self.neftune_noise_alpha = neftune_noise_alpha
-        self.eval_do_concat_batches = ev.eval_do_concat_batches
-        self.eval_accumulation_steps = ev.eval_accumulation_steps
         self._neftune_handle: Any = None
         #: Per-step values the logging callbacks read (tensors stay on the device: no per-step sync).
         self.step_record = StepRecord()
@@ -180,6 +169,26 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self._window_done = False
         self._stepped: Any = None  # the optimizer that stepped, until the schedule has stepped too (then: no grads)
         self._flos_per_token: float | None = None
+
+    # The settings as the mixins and the HF-style Trainer read them; the groups are their only copy.
+    lr_scheduler_type = group_field("optimization", "lr_scheduler_type")
+    lr_scheduler_kwargs = group_field("optimization", "lr_scheduler_kwargs")
+    warmup_steps = group_field("optimization", "warmup_steps")
+    max_grad_norm = group_field("optimization", "max_grad_norm")
+    compile_scope = group_field("compilation", "torch_compile_scope")
+    eval_do_concat_batches = group_field("evaluation", "eval_do_concat_batches")
+    eval_accumulation_steps = group_field("evaluation", "eval_accumulation_steps")
+
+    @property
+    def optim_config(self) -> dict[str, Any]:
+        """The optimizer fields of ``optimization`` (``optim``, ``learning_rate``, Adam's...), as `build_optimizer` and
+        transformers' ``get_optimizer_cls_and_kwargs`` take them."""
+        return {k: v for k, v in self.optimization.as_dict().items() if k in _OPTIMIZER_FIELDS}
+
+    @property
+    def compile_kwargs(self) -> dict[str, Any] | None:
+        """``torch.compile``'s keyword arguments, or None when compilation is off."""
+        return self.compilation.kwargs
 
     @staticmethod
     def _load_tokenizer(model: Any, tokenizer: Any) -> Any:
