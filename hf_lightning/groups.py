@@ -109,16 +109,19 @@ class Grouping:
                 resolved[group] = resolved[group].replace(**mine)
         return resolved
 
-    def save_hyperparameters(self, component: Any, groups: dict[str, Any], ignore: list[str]) -> None:
+    def save_hyperparameters(self, component: Any, groups: dict[str, Any], ignore: list[str],
+                             replaced: dict[str, Any] | None = None) -> None:
         """``component.save_hyperparameters()`` from the ``__init__`` calling this: every init argument but ``ignore``
         and the flat keywords of earlier releases, with each group as a plain dict (a readable hparams.yaml, flattened
-        by the loggers; `as_group` turns it back when a checkpoint is loaded)."""
+        by the loggers; `as_group` turns it back when a checkpoint is loaded), and ``replaced`` values recorded
+        instead of the arguments of those names."""
         frame = inspect.currentframe().f_back  # the component's __init__, where Lightning reads the arguments
         try:
-            component.save_hyperparameters(ignore=[*ignore, *self.group_of], frame=frame)
+            component.save_hyperparameters(ignore=[*ignore, *(replaced or {}), *self.group_of], frame=frame)
         finally:
             del frame
-        component.save_hyperparameters({**component.hparams, **{name: g.as_dict() for name, g in groups.items()}})
+        component.save_hyperparameters({**component.hparams, **(replaced or {}),
+                                        **{name: g.as_dict() for name, g in groups.items()}})
 
     def upgrade_config(self, init_args: dict[str, Any]) -> list[str]:
         """Moves flat grouped keys of a yaml ``init_args`` into their groups, in place (old configs keep parsing).

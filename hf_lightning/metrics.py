@@ -83,12 +83,52 @@ def build_metrics(names: list[str] | None, num_labels: int | None, multi_label: 
 
 
 def metric_inputs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flattens (logits, labels) into (predictions, targets) for the collection, dropping -100 positions."""
+    """One batch's (predictions, targets) for the collection, flattened, -100 positions still in (`drop_ignored`
+    removes them). Nothing here waits for the device: predictions are ``argmax`` / casts, computed where they are."""
     if logits.shape[-1] == 1 and labels.dtype.is_floating_point:  # regression
         return logits.reshape(-1).float(), labels.reshape(-1).float()
     if labels.shape == logits.shape and labels.dtype.is_floating_point:  # multi-label: multi-hot targets
         return logits.float(), labels.long()
-    preds = logits.argmax(-1).reshape(-1)
-    target = labels.reshape(-1)
+    return logits.argmax(-1).reshape(-1), labels.reshape(-1)
+
+
+def drop_ignored(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drops the positions labelled -100 from single-label classification inputs (a boolean index: the one place the
+    host waits for the device, once per `MetricBuffer` flush)."""
+    if preds.dtype.is_floating_point:  # regression and multi-label inputs: nothing to drop
+        return preds, target
     keep = target != -100
     return preds[keep], target[keep]
+
+
+class MetricBuffer:
+    """Feeds a `MetricCollection` in blocks of batches instead of batch by batch.
+
+    Each torchmetrics update checks its inputs (``torch.unique``: the host waits for the device) and runs a few
+    small kernels; for a small model that costs as much as the forward. The buffer keeps each batch's predictions
+    and targets on their device (argmax indices, not logits) and updates the collection once ``max_elements``
+    predictions are waiting, and at the end of the pass (`flush`). The sums the metrics keep are the same either way.
+    """
+
+    def __init__(self, metrics: torchmetrics.MetricCollection, max_elements: int = 1 << 20) -> None:
+        self.metrics = metrics
+        self.max_elements = max_elements
+        self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._elements = 0
+        self.batches = 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        preds, target = metric_inputs(logits, labels)
+        self._waiting.append((preds, target))
+        self._elements += preds.numel()
+        self.batches += 1
+        if self._elements >= self.max_elements:
+            self.flush()
+
+    def flush(self) -> None:
+        """Updates the collection with everything waiting."""
+        if not self._waiting:
+            return
+        preds, target = (torch.cat(parts) for parts in zip(*self._waiting))
+        self._waiting, self._elements = [], 0
+        self.metrics.update(*drop_ignored(preds, target))

@@ -26,7 +26,14 @@ from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.groups import MODEL, group_field
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.export import ExportMixin
-from hf_lightning.modules.loading import apply_liger, compile_blocks, has_compiled_regions, load_model, uncompiled
+from hf_lightning.modules.loading import (
+    apply_liger,
+    compile_blocks,
+    has_compiled_regions,
+    load_model,
+    tokenizer_reference,
+    uncompiled,
+)
 from hf_lightning.modules.optimization import OptimizationMixin
 from hf_lightning.modules.probe import loss_scales_with_num_items
 from hf_lightning.modules.records import StepRecord
@@ -129,9 +136,12 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         # Objects are not hyper-parameters (a subclass's own objects, such as the HF-style Trainer's hooks, are skipped
         # too); nor are the flat keywords of earlier releases: the groups hold them.
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "hooks", "teacher"]
+        replaced: dict[str, Any] = {}
         if isinstance(model, nn.Module):
             objects += ["model", "tokenizer"]
-        MODEL.save_hyperparameters(self, groups, objects)
+        elif tokenizer is not None and not isinstance(tokenizer, str):
+            replaced["tokenizer"] = tokenizer_reference(tokenizer)
+        MODEL.save_hyperparameters(self, groups, objects, replaced)
         self.task = task
         self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
                                 problem_type)

@@ -25,7 +25,7 @@ from transformers import EvalPrediction
 from transformers.trainer_pt_utils import EvalLoopContainer, nested_detach
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
 
-from hf_lightning.metrics import build_metrics, metric_inputs
+from hf_lightning.metrics import MetricBuffer, build_metrics
 from hf_lightning.modules.gather import gather_across_ranks, gather_objects_across_ranks
 from hf_lightning.modules.records import EvalRecord
 
@@ -66,7 +66,7 @@ class _StageState:
         self.labels: Any = None
         self.inputs: Any = None
         self.losses: Any = None
-        self.metric_updates = 0
+        self.metric_buffer: MetricBuffer | None = None  # the torchmetrics collection's inputs, fed in blocks
         self.start = time.time()
         # Sharded parameters are gathered in every forward: a rank with fewer batches adds forwards (outputs unused)
         # after its last batch so that every rank runs as many (`extra_forwards` of them, after `batches` batches).
@@ -172,8 +172,9 @@ class EvaluationMixin:
             logits = self.preprocess_logits_for_metrics(logits, labels)
         metrics = self._metrics_for(stage)
         if metrics is not None and labels is not None and torch.is_tensor(logits):
-            metrics.update(*metric_inputs(logits, labels))
-            state.metric_updates += 1
+            if state.metric_buffer is None:
+                state.metric_buffer = MetricBuffer(metrics)
+            state.metric_buffer.add(logits, labels)
         if self.compute_metrics is not None or stage == "predict":
             self._collect(state, logits, labels, inputs, loss, size)
         return loss, logits, labels
@@ -272,7 +273,11 @@ class EvaluationMixin:
             total = strategy.reduce(local, reduce_op="sum") if several else local
             results["loss"] = float(total / num_samples)
         metrics = self._metrics_for(stage)
-        if metrics is not None and strategy.reduce_boolean_decision(state.metric_updates > 0, all=False):
+        buffer = state.metric_buffer
+        if buffer is not None:
+            buffer.flush()
+        if metrics is not None and strategy.reduce_boolean_decision(buffer is not None and buffer.batches > 0,
+                                                                    all=False):
             results.update({k: float(v) for k, v in metrics.compute().items()})  # torchmetrics syncs the ranks
             metrics.reset()
         state.to_host()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import transformers
@@ -39,6 +40,18 @@ def load_model(
     if from_config:
         return cls.from_config(AutoConfig.from_pretrained(path, **labels), **model_kwargs)
     return cls.from_pretrained(path, **labels, **model_kwargs)
+
+
+def tokenizer_reference(tokenizer: Any) -> str | None:
+    """What a module's hyper-parameters record for a tokenizer object: the folder it was loaded from, or None.
+
+    The object itself would make hparams.yaml a dump of the whole vocabulary that ``yaml.safe_load`` refuses, put a
+    pickled copy in every Lightning checkpoint, and be pickled again at each ``fit`` / ``validate`` / ``predict``
+    (Lightning checks that hyper-parameters pickle). ``load_from_checkpoint`` loads the tokenizer from the recorded
+    folder; with None it loads the model's own, as a module built without one does (pass ``tokenizer=`` to override).
+    """
+    source = getattr(tokenizer, "name_or_path", None)
+    return source if isinstance(source, str) and source and os.path.isdir(source) else None
 
 
 def uncompiled(model: nn.Module) -> nn.Module:

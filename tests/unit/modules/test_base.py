@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,9 @@ import transformers
 import yaml
 from lightning.pytorch.callbacks.progress import ProgressBar
 
-from hf_lightning import CompileSettings, HFModule, OptimizerSettings
+from hf_lightning import CompileSettings, HFDataModule, HFModule, OptimizerSettings
 from hf_lightning.losses import UncertaintyWeightedLoss
-from tests.helpers.tiny import TINY_BERT
+from tests.helpers.tiny import TINY_BERT, tiny_text_dataset
 from tests.unit.callbacks.helpers import fit
 from tests.unit.modules.helpers import _bert
 
@@ -161,3 +162,33 @@ def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_pat
         old = cls.load_from_checkpoint(tmp_path / "flat.ckpt", model=RegressionModel())
     assert old.optimization == module.optimization and old.compile_scope == "blocks"
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), loaded.state_dict().values(), strict=True))
+
+
+def test_a_tokenizer_object_is_recorded_by_its_folder(tmp_path):
+    """A tokenizer object given with a model spec is recorded in the hyper-parameters as the folder it loads from (not
+    a dump of its vocabulary in hparams.yaml and a pickled copy in every checkpoint); load_from_checkpoint loads it
+    from there. A tokenizer with no folder is recorded as None: the loaded module then has the model's own (none for
+    a config-built model) unless ``tokenizer=`` is passed."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from hf_lightning.data import resolve_model_path
+
+    folder = resolve_model_path("minilm")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    module = _bert(tokenizer=tokenizer)
+    assert module.tokenizer is tokenizer and module.hparams["tokenizer"] == folder
+    data = HFDataModule(dataset={"train": tiny_text_dataset(16), "validation": tiny_text_dataset(8, seed=1)},
+                        batch_size=8, validation_size=0, test_size=0)
+    trainer = L.Trainer(max_steps=1, logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, data)
+    hparams_yaml = (Path(trainer.logger.log_dir) / "hparams.yaml").read_text()
+    assert yaml.safe_load(hparams_yaml)["tokenizer"] == folder and len(hparams_yaml) < 5000
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = HFModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.tokenizer.get_vocab() == tokenizer.get_vocab()
+
+    tokenizer.save_pretrained(tmp_path / "gone")
+    in_memory = transformers.AutoTokenizer.from_pretrained(tmp_path / "gone")
+    in_memory.name_or_path = str(tmp_path / "missing")
+    assert _bert(tokenizer=in_memory).hparams["tokenizer"] is None
