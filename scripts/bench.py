@@ -6,10 +6,11 @@ hf_lightning's two doors.
     python scripts/bench.py --workloads text --rounds 2
     python scripts/bench.py --from-results runs/bench/results.json --update-docs   # re-publish a saved run
 
-Every run is a fresh subprocess (``--child``), so start-up, imports and peak memory are each door's own. Within a
-workload the runs go round-robin (A B C D E, then B C D E A, ...) for several rounds; every ratio is taken
-between runs of the same round (the machine's load changes between rounds), and the tables show the median over
-rounds. Per-step and start-up comparisons use each process's CPU time (each run has one torch thread): on cores
+Every run is a fresh subprocess (``--child``), so start-up, imports and peak memory are each door's own. The runs
+of a round are in lockstep (`run_round`, `bench.common.Gate`): each starts alone and runs up to its first optimizer
+step, then they take turns, a stretch of steps or one evaluate / predict call each, so all see the same machine (the
+host's load drifts over seconds). The starting order rotates over the rounds (A B C D E, then B C D E A, ...); every
+ratio is taken between runs of the same round, and the tables show the median over rounds. Per-step and start-up comparisons use each process's CPU time (each run has one torch thread): on cores
 shared with other jobs, wall time also counts the time a process waited for a core. Results:
 ``runs/bench/results.json`` (every run), ``runs/bench/results.md`` (the tables, also printed); ``--update-docs``
 writes the tables into docs/benchmarks.md and the plot (scripts/plot_bench.py) into docs/benchmarks.png.
@@ -57,6 +58,9 @@ def _child(spec_path: str) -> None:
     from bench.evaluate import measure
     from bench.train import RUNNERS
 
+    if spec.get("gate_fd") is not None:
+        common.GATE = common.Gate(spec.get("gate_steps", 0), spec["gate_fd"])
+
     out = RUNNERS[spec["runner"]](spec)
     rec = out["recorder"]
     result = {"first_step_wall": rec.first_step, "first_step_cpu": rec.first_step_cpu,
@@ -65,27 +69,77 @@ def _child(spec_path: str) -> None:
     if "evaluate" in out:  # after training: the door's own evaluate / predict on the trained model
         result.update(measure(spec, out))
     result.update(spec=spec, child_start=child_start, rss_mb=common.peak_rss_mb(), load_start=load_start,
-                  load_end=common.load_average(), threads=torch.get_num_threads(), end_wall=time.time())
+                  load_end=common.load_average(), threads=torch.get_num_threads(), end_wall=time.time(),
+                  pauses=common.GATE.pauses)
     Path(spec["out"]).write_text(json.dumps(result))
 
 
-def _spawn(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
+class _Run:
+    """One child process of a round, paused at its `bench.common.Gate` until the parent lets it go on."""
+
+    def __init__(self, spec: dict[str, Any], folder: str, log_path: Path) -> None:
+        os.makedirs(folder)
+        read_fd, write_fd = os.pipe()
+        self.spec = {**spec, "workdir": folder, "out": os.path.join(folder, "result.json"), "gate_fd": write_fd}
+        spec_path = os.path.join(folder, "spec.json")
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 (closed in finish)
+        self.spec["t_spawn"] = time.time()  # start-up is measured from here to the first optimizer step
+        Path(spec_path).write_text(json.dumps(self.spec))
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", spec_path],
+                                     stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, cwd=folder,
+                                     pass_fds=(write_fd,))
+        os.close(write_fd)
+        self.reader = os.fdopen(read_fd, "rb", buffering=0)
+        self.alive = True
+
+    def wait(self) -> bool:
+        """Waits until the run pauses (True) or ends (False)."""
+        self.alive = self.reader.read(1) == b"r"
+        return self.alive
+
+    def go(self) -> bool:
+        """Lets the run go on until its next pause; False once it has ended."""
+        self.proc.stdin.write(b"g\n")
+        self.proc.stdin.flush()
+        return self.wait()
+
+    def finish(self) -> dict[str, Any]:
+        self.proc.stdin.close()
+        code = self.proc.wait()
+        self.reader.close()
+        self.log.close()
+        if code != 0:
+            tail = self.log_path.read_text()[-4000:]
+            raise RuntimeError(f"{self.spec['workload']} / {self.spec['variant']} failed (exit {code}):\n{tail}")
+        return json.loads(Path(self.spec["out"]).read_text())
+
+
+def run_round(specs: list[dict[str, Any]], log_paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs of one round in lockstep (`bench.common.Gate`): each is started alone and runs up to its first
+    optimizer step (so start-up and imports are timed on their own), then the runs take turns, one stretch of steps
+    (or one evaluate / predict call) each, until all have ended. Returns their results, in order."""
     with tempfile.TemporaryDirectory(prefix="hfl-bench-") as tmp:
-        spec = {**spec, "workdir": tmp, "out": os.path.join(tmp, "result.json")}
-        spec_path = os.path.join(tmp, "spec.json")
-        with open(log_path, "w") as log:
-            spec["t_spawn"] = time.time()  # start-up is measured from here to the first optimizer step
-            Path(spec_path).write_text(json.dumps(spec))
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec_path],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=tmp, check=False)
-        if proc.returncode != 0:
-            tail = log_path.read_text()[-4000:]
-            raise RuntimeError(f"{spec['workload']} / {spec['variant']} failed (exit {proc.returncode}):\n{tail}")
-        return json.loads(Path(spec["out"]).read_text())
+        runs: list[_Run] = []
+        try:
+            for i, (spec, log_path) in enumerate(zip(specs, log_paths, strict=True)):
+                runs.append(_Run(spec, os.path.join(tmp, f"{i}-{spec['variant']}"), log_path))
+                runs[-1].wait()
+            while any(run.alive for run in runs):
+                for run in runs:
+                    if run.alive:
+                        run.go()
+            return [run.finish() for run in runs]
+        finally:
+            for run in runs:
+                if run.proc.poll() is None:
+                    run.proc.kill()
+                    run.proc.wait()
 
 
 def run_all(workloads: list[str], rounds: int | None, quick: bool, threads: int, out_dir: Path) -> dict[str, Any]:
-    """Every workload's variants, interleaved and rotated over the rounds; returns every run's raw result."""
+    """Every workload's variants, in lockstep within a round and rotated over the rounds; returns every run's raw
+    result."""
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -95,15 +149,13 @@ def run_all(workloads: list[str], rounds: int | None, quick: bool, threads: int,
         n_rounds = rounds or (1 if quick else WORKLOADS[name].rounds)
         for r in range(n_rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
-            per_round: dict[str, Any] = {}
-            for variant in order:
-                spec = run_spec(name, variant, quick, threads)
-                started = time.time()
-                result = _spawn(spec, logs / f"{name}-r{r}-{variant}.log")
-                print(f"[{name} round {r + 1}/{n_rounds}] {variant:<16} {time.time() - started:6.1f}s "
-                      f"(load {result['load_start']:.1f})", flush=True)
-                per_round[variant] = result
-            runs[name].append(per_round)
+            started = time.time()
+            results = run_round([run_spec(name, variant, quick, threads) for variant in order],
+                                [logs / f"{name}-r{r}-{variant}.log" for variant in order])
+            loads = ", ".join(f"{res['load_start']:.1f}" for res in results)
+            print(f"[{name} round {r + 1}/{n_rounds}] {' '.join(order)}: {time.time() - started:.1f}s (load {loads})",
+                  flush=True)
+            runs[name].append(dict(zip(order, results, strict=True)))
     return runs
 
 

@@ -155,10 +155,38 @@ class CountingCollator:
         return batch
 
 
+class Gate:
+    """Lockstep with the other runs of a round. A run pauses at its first optimizer step (start-up done), after every
+    ``every`` steps and before each timed evaluate / predict call: it tells the parent (one byte on ``fd``) and waits
+    for a line on stdin. The parent starts the runs of a round one by one up to their first step, then lets each run
+    one stretch in turn, so every run of a round sees the same machine within a fraction of a second (the host's load
+    drifts over seconds, and per-process CPU time inside a virtual machine does not exclude it). Without ``fd`` (a
+    run on its own) it never pauses."""
+
+    def __init__(self, every: int = 0, fd: int | None = None) -> None:
+        self.every, self.fd, self.pauses = every, fd, 0
+
+    def pause(self) -> float:
+        """Waits for the parent's go; returns the wall-clock seconds spent waiting."""
+        if self.fd is None:
+            return 0.0
+        start = time.perf_counter()
+        self.pauses += 1
+        os.write(self.fd, b"r")
+        if not sys.stdin.buffer.readline():
+            raise SystemExit("bench: the parent process has gone")
+        return time.perf_counter() - start
+
+
+#: This process's gate (`bench.py` sets it in a child run by the parent).
+GATE = Gate()
+
+
 class Recorder:
     """When the first optimizer step starts (wall clock, comparable with the parent's spawn time, and this process's
-    CPU time so far), when every optimizer step ends (wall: perf_counter; CPU: process_time) and the step losses,
-    kept as tensors until the run ends (no extra host work).
+    CPU time so far), when every optimizer step ends (wall: perf_counter less the time paused at the `GATE`; CPU:
+    process_time, which a paused process does not use) and the step losses, kept as tensors until the run ends (no
+    extra host work).
 
     CPU time is what makes per-step comparisons hold on cores shared with other jobs: wall time there includes the
     time the process waited for a core, which depends on the neighbours, not on the code.
@@ -172,11 +200,16 @@ class Recorder:
         self.cpu_ends: list[float] = []
         self.losses: list[Any] = []
         self._micro: list[torch.Tensor] = []
+        self._paused = 0.0
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._paused
 
     def step_begin(self) -> None:
         if self.first_step is None:
             self.first_step, self.first_step_cpu, self.first_step_perf = time.time(), time.process_time(), \
-                time.perf_counter()
+                self._now()
+            self._paused += GATE.pause()  # start-up is over: the next run of the round starts
 
     def micro(self, loss: torch.Tensor) -> None:
         """One micro-batch's loss, summed into the step loss at `step_end`."""
@@ -184,10 +217,12 @@ class Recorder:
 
     def step_end(self, loss: torch.Tensor | None = None, divide: int = 1) -> None:
         """Ends a step; its loss is ``loss`` or the sum of the micro-batch losses divided by ``divide``."""
-        self.step_ends.append(time.perf_counter())
+        self.step_ends.append(self._now())
         self.cpu_ends.append(time.process_time())
         self.losses.append((loss,) if loss is not None else (tuple(self._micro), divide))
         self._micro = []
+        if GATE.every and len(self.step_ends) % GATE.every == 0:
+            self._paused += GATE.pause()
 
     def step_losses(self) -> list[float]:
         out = []

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from bench import common
 from bench.common import CountingCollator
 
 
@@ -94,6 +95,7 @@ def door_api(trainer: Any, module: Any, data: Any) -> dict[str, Any]:
 def _timed(repeats: int, fn: Callable[[], Any]) -> tuple[list[float], list[float], Any]:
     wall, cpu, out = [], [], None
     for _ in range(repeats):
+        common.GATE.pause()  # each call runs in its own turn (lockstep with the round's other runs)
         start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
         wall.append(time.perf_counter() - start)

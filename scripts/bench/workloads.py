@@ -40,12 +40,12 @@ WORKLOADS: dict[str, Workload] = {
         "(a) + (d) tiny BERT from config (2 layers, hidden 32), batch 8: per-step overhead; then evaluate "
         "(loss + accuracy) and predict on 2,000 examples, batch 64", list(_FIVE),
         {"model": "tiny_bert", "batch_size": 8, "steps": 120, "warmup": 20, "lr": 5e-4,
-         "eval_samples": 2000, "eval_batch_size": 64, "repeats": 3},
+         "eval_samples": 2000, "eval_batch_size": 64, "repeats": 3, "gate_steps": 20},
         quick={"steps": 8, "warmup": 2, "eval_samples": 128, "repeats": 2},
     ),
     "accum": Workload(
         "(c) tiny BERT, batch 8 x gradient accumulation 4", list(_FIVE),
-        {"model": "tiny_bert", "batch_size": 8, "accumulate": 4, "steps": 30, "warmup": 5, "lr": 5e-4},
+        {"model": "tiny_bert", "batch_size": 8, "accumulate": 4, "steps": 30, "warmup": 5, "lr": 5e-4, "gate_steps": 5},
         quick={"steps": 4, "warmup": 1}, rounds=2,
     ),
     "text": Workload(
@@ -53,7 +53,7 @@ WORKLOADS: dict[str, Workload] = {
         # come sorted by length: a shorter window would be biased; so every step is timed (warmup 0).
         "(b) MiniLM (22.7M parameters) on movie-review text, batch 8: dynamic padding, random order vs "
         "group_by_length", ["raw", "hf", "hf+gbl", "hfl_door", "hfl_door+gbl"],
-        {"model": "minilm", "batch_size": 8, "steps": 50, "warmup": 0, "lr": 5e-5},
+        {"model": "minilm", "batch_size": 8, "steps": 50, "warmup": 0, "lr": 5e-5, "gate_steps": 5},
         quick={"steps": 3, "warmup": 1}, rounds=2,
     ),
 }

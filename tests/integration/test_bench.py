@@ -25,7 +25,8 @@ FIVE = ["raw", "hf", "pl", "hfl_trainer", "hfl_door"]
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_run_tables_and_parity(tmp_path):
-    """Five fresh processes train the same tiny BERT: same per-step losses, same evaluation; tables well formed."""
+    """Five fresh processes train the same tiny BERT in lockstep: same per-step losses, same evaluation; tables well
+    formed."""
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,6 +43,11 @@ def test_quick_run_tables_and_parity(tmp_path):
         assert fig["final_loss"] == pytest.approx(tiny["median"]["raw"]["final_loss"], abs=1e-4)
     run = results["runs"]["tiny"][0]["hfl_door"]
     assert len(run["losses"]) == WORKLOADS["tiny"].quick["steps"]
+    # Lockstep: the five processes of the round were alive together, each paused at its first step and before each
+    # of its 2 x 2 timed evaluate / predict calls (8 steps: no pause between steps, which come every 20)
+    round_runs = results["runs"]["tiny"][0].values()
+    assert max(r["child_start"] for r in round_runs) < min(r["end_wall"] for r in round_runs)
+    assert all(r["pauses"] == 1 + 2 * WORKLOADS["tiny"].quick["repeats"] for r in round_runs)
     table = (tmp_path / "results.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| run | CPU ms/step"))
     rows = [line for line in table.splitlines() if line.startswith("| ") and line.count("|") == header.count("|")]
