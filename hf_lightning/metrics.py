@@ -89,6 +89,8 @@ def metric_inputs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
         return logits.reshape(-1).float(), labels.reshape(-1).float()
     if labels.shape == logits.shape and labels.dtype.is_floating_point:  # multi-label: multi-hot targets
         return logits.float(), labels.long()
+    if labels.shape == logits.shape and not logits.dtype.is_floating_point:
+        return logits.reshape(-1), labels.reshape(-1)  # class indices already (preprocess_logits_for_metrics' argmax)
     return logits.argmax(-1).reshape(-1), labels.reshape(-1)
 
 

@@ -9,7 +9,7 @@ import transformers
 from torch import nn
 from transformers import AutoConfig
 
-from hf_lightning.data.builtin import resolve_model_path
+from hf_lightning.data.builtin import MODELS, MissingAssetError, resolve_model_path
 from hf_lightning.modules.tasks import TASKS, auto_class
 
 
@@ -43,7 +43,8 @@ def load_model(
 
 
 def tokenizer_reference(tokenizer: Any) -> str | None:
-    """What a module's hyper-parameters record for a tokenizer object: the folder it was loaded from, or None.
+    """What a module's hyper-parameters record for a tokenizer object: the folder it was loaded from (a packaged
+    model's short name for its folder), or None.
 
     The object itself would make hparams.yaml a dump of the whole vocabulary that ``yaml.safe_load`` refuses, put a
     pickled copy in every Lightning checkpoint, and be pickled again at each ``fit`` / ``validate`` / ``predict``
@@ -51,7 +52,15 @@ def tokenizer_reference(tokenizer: Any) -> str | None:
     folder; with None it loads the model's own, as a module built without one does (pass ``tokenizer=`` to override).
     """
     source = getattr(tokenizer, "name_or_path", None)
-    return source if isinstance(source, str) and source and os.path.isdir(source) else None
+    if not isinstance(source, str) or not source or not os.path.isdir(source):
+        return None
+    for name, asset in MODELS.items():  # a packaged model by its short name: the record holds on another machine
+        try:
+            if os.path.samefile(asset.locate(), source):
+                return name
+        except (MissingAssetError, OSError):
+            continue
+    return source
 
 
 def uncompiled(model: nn.Module) -> nn.Module:

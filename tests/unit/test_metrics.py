@@ -21,6 +21,10 @@ def _batches(kind: str, n: int = 7) -> list[tuple[torch.Tensor, torch.Tensor]]:
             length = 5 + i % 3
             logits, labels = torch.randn(size, length, 4, generator=g), torch.randint(0, 4, (size, length), generator=g)
             labels[:, -2:] = -100
+        elif kind == "indices":  # what a preprocess_logits_for_metrics returning argmax hands over
+            logits = torch.randn(size, 6, 4, generator=g).argmax(-1)
+            labels = torch.randint(0, 4, (size, 6), generator=g)
+            labels[:, 0] = -100
         elif kind == "regression":
             logits, labels = torch.randn(size, 1, generator=g), torch.randn(size, generator=g)
         else:  # multi-label: multi-hot float targets
@@ -37,7 +41,8 @@ def _per_batch(collection, batches):
         elif kind_of(logits, labels) == "multi":
             collection.update(logits, labels.long())
         else:
-            preds, target = logits.argmax(-1).reshape(-1), labels.reshape(-1)
+            preds = logits if logits.shape == labels.shape else logits.argmax(-1)
+            preds, target = preds.reshape(-1), labels.reshape(-1)
             collection.update(preds[target != -100], target[target != -100])
     return {k: float(v) for k, v in collection.compute().items()}
 
@@ -51,6 +56,7 @@ def kind_of(logits, labels):
 @pytest.mark.parametrize(("kind", "names", "num_labels", "multi"), [
     ("single", ["accuracy", "f1", "matthews_corrcoef"], 4, False),
     ("tokens", ["accuracy", "precision", "recall"], 4, False),
+    ("indices", ["accuracy", "f1"], 4, False),
     ("regression", ["mse", "mae", "pearson", "spearman"], 1, False),
     ("multi", ["accuracy", "exact_match", "f1"], 3, True),
 ])
@@ -83,3 +89,15 @@ def test_the_collection_is_updated_once_per_block(monkeypatch):
     buffer.flush()
     assert len(calls) == 2  # nothing was left waiting
     assert sum(calls) == 25 - 6  # every example but the six labelled -100
+
+
+def test_class_indices_from_preprocess_logits_are_scored_as_they_are():
+    """A ``preprocess_logits_for_metrics`` that returns ``logits.argmax(-1)`` hands over class indices with the labels'
+    shape: they are the predictions (taking argmax again would score one number per batch)."""
+    preds = torch.tensor([[1, 2, 0], [3, 3, 1]])
+    labels = torch.tensor([[1, 0, 0], [3, -100, 2]])
+    collection = build_metrics(["accuracy"], 4)
+    buffer = MetricBuffer(collection)
+    buffer.add(preds, labels)
+    buffer.flush()
+    assert float(collection.compute()["accuracy"]) == pytest.approx(3 / 5)  # 1, 0 right of 3; 3 right, 2 wrong

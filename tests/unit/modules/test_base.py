@@ -165,9 +165,9 @@ def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_pat
 
 
 def test_a_tokenizer_object_is_recorded_by_its_folder(tmp_path):
-    """A tokenizer object given with a model spec is recorded in the hyper-parameters as the folder it loads from (not
-    a dump of its vocabulary in hparams.yaml and a pickled copy in every checkpoint); load_from_checkpoint loads it
-    from there. A tokenizer with no folder is recorded as None: the loaded module then has the model's own (none for
+    """A tokenizer object given with a model spec is recorded in the hyper-parameters as the folder it loads from, a
+    packaged model by its short name (not a dump of its vocabulary in hparams.yaml and a pickled copy in every
+    checkpoint); load_from_checkpoint loads it from there. A tokenizer with no folder is recorded as None: the loaded module then has the model's own (none for
     a config-built model) unless ``tokenizer=`` is passed."""
     from lightning.pytorch.loggers import CSVLogger
 
@@ -176,19 +176,21 @@ def test_a_tokenizer_object_is_recorded_by_its_folder(tmp_path):
     folder = resolve_model_path("minilm")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     module = _bert(tokenizer=tokenizer)
-    assert module.tokenizer is tokenizer and module.hparams["tokenizer"] == folder
+    assert module.tokenizer is tokenizer and module.hparams["tokenizer"] == "minilm"  # packaged: its short name
     data = HFDataModule(dataset={"train": tiny_text_dataset(16), "validation": tiny_text_dataset(8, seed=1)},
                         batch_size=8, validation_size=0, test_size=0)
     trainer = L.Trainer(max_steps=1, logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, data)
     hparams_yaml = (Path(trainer.logger.log_dir) / "hparams.yaml").read_text()
-    assert yaml.safe_load(hparams_yaml)["tokenizer"] == folder and len(hparams_yaml) < 5000
+    assert yaml.safe_load(hparams_yaml)["tokenizer"] == "minilm" and len(hparams_yaml) < 5000
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     loaded = HFModule.load_from_checkpoint(tmp_path / "m.ckpt")
     assert loaded.tokenizer.get_vocab() == tokenizer.get_vocab()
 
-    tokenizer.save_pretrained(tmp_path / "gone")
-    in_memory = transformers.AutoTokenizer.from_pretrained(tmp_path / "gone")
+    tokenizer.save_pretrained(tmp_path / "own")
+    own = transformers.AutoTokenizer.from_pretrained(tmp_path / "own")
+    assert _bert(tokenizer=own).hparams["tokenizer"] == str(tmp_path / "own")  # a folder of one's own: its path
+    in_memory = transformers.AutoTokenizer.from_pretrained(tmp_path / "own")
     in_memory.name_or_path = str(tmp_path / "missing")
     assert _bert(tokenizer=in_memory).hparams["tokenizer"] is None
