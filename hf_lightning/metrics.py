@@ -88,7 +88,10 @@ def metric_inputs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     if logits.shape[-1] == 1 and labels.dtype.is_floating_point:  # regression
         return logits.reshape(-1).float(), labels.reshape(-1).float()
     if labels.shape == logits.shape and labels.dtype.is_floating_point:  # multi-label: multi-hot targets
-        return logits.float(), labels.long()
+        # torchmetrics applies a sigmoid to a whole update's inputs when any value lies outside [0, 1]: decided here
+        # per batch (on the device), as when each batch was an update of its own, so blocks change nothing
+        scores = logits.float()
+        return torch.where(((scores < 0) | (scores > 1)).any(), scores.sigmoid(), scores), labels.long()
     if labels.shape == logits.shape and not logits.dtype.is_floating_point:
         return logits.reshape(-1), labels.reshape(-1)  # class indices already (preprocess_logits_for_metrics' argmax)
     return logits.argmax(-1).reshape(-1), labels.reshape(-1)

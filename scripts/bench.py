@@ -59,6 +59,7 @@ def _child(spec_path: str) -> None:
     from bench.train import RUNNERS
 
     if spec.get("gate_fd") is not None:
+        os.set_inheritable(spec["gate_fd"], False)  # a process this one starts does not hold the parent's pipe open
         common.GATE = common.Gate(spec.get("gate_steps", 0), spec["gate_fd"])
 
     out = RUNNERS[spec["runner"]](spec)
@@ -83,15 +84,21 @@ class _Run:
         self.spec = {**spec, "workdir": folder, "out": os.path.join(folder, "result.json"), "gate_fd": write_fd}
         spec_path = os.path.join(folder, "spec.json")
         self.log_path = log_path
-        self.log = open(log_path, "w")  # noqa: SIM115 (closed in finish)
-        self.spec["t_spawn"] = time.time()  # start-up is measured from here to the first optimizer step
-        Path(spec_path).write_text(json.dumps(self.spec))
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", spec_path],
-                                     stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, cwd=folder,
-                                     pass_fds=(write_fd,))
-        os.close(write_fd)
         self.reader = os.fdopen(read_fd, "rb", buffering=0)
+        self.log = open(log_path, "w")  # noqa: SIM115 (closed in close)
         self.alive = True
+        try:
+            self.spec["t_spawn"] = time.time()  # start-up is measured from here to the first optimizer step
+            Path(spec_path).write_text(json.dumps(self.spec))
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--child", spec_path], stdin=subprocess.PIPE,
+                stdout=self.log, stderr=subprocess.STDOUT, cwd=folder, pass_fds=(write_fd,))
+        except BaseException:
+            self.proc = None
+            self.close()
+            raise
+        finally:
+            os.close(write_fd)  # the child's copy is its own: the parent reads an end of file when the child ends
 
     def wait(self) -> bool:
         """Waits until the run pauses (True) or ends (False)."""
@@ -104,11 +111,20 @@ class _Run:
         self.proc.stdin.flush()
         return self.wait()
 
+    def close(self) -> None:
+        """Stops the process if it still runs; closes the pipe and the log (safe to call twice)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.reader.close()
+        self.log.close()
+
     def finish(self) -> dict[str, Any]:
         self.proc.stdin.close()
         code = self.proc.wait()
-        self.reader.close()
-        self.log.close()
+        self.close()
         if code != 0:
             tail = self.log_path.read_text()[-4000:]
             raise RuntimeError(f"{self.spec['workload']} / {self.spec['variant']} failed (exit {code}):\n{tail}")
@@ -132,9 +148,7 @@ def run_round(specs: list[dict[str, Any]], log_paths: list[Path]) -> list[dict[s
             return [run.finish() for run in runs]
         finally:
             for run in runs:
-                if run.proc.poll() is None:
-                    run.proc.kill()
-                    run.proc.wait()
+                run.close()
 
 
 def run_all(workloads: list[str], rounds: int | None, quick: bool, threads: int, out_dir: Path) -> dict[str, Any]:

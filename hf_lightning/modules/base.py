@@ -27,11 +27,13 @@ from hf_lightning.groups import MODEL, group_field
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.export import ExportMixin
 from hf_lightning.modules.loading import (
+    TOKENIZER_FILES,
     apply_liger,
     compile_blocks,
     has_compiled_regions,
     load_model,
-    tokenizer_reference,
+    tokenizer_files,
+    tokenizer_from_files,
     uncompiled,
 )
 from hf_lightning.modules.optimization import OptimizationMixin
@@ -137,11 +139,16 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         # too); nor are the flat keywords of earlier releases: the groups hold them.
         objects = ["optimizer", "loss", "compute_metrics", "preprocess_logits_for_metrics", "hooks", "teacher"]
         replaced: dict[str, Any] = {}
+        given_object = tokenizer is not None and not isinstance(tokenizer, str)
         if isinstance(model, nn.Module):
             objects += ["model", "tokenizer"]
-        elif tokenizer is not None and not isinstance(tokenizer, str):
-            replaced["tokenizer"] = tokenizer_reference(tokenizer)
+        elif given_object:
+            replaced["tokenizer"] = None  # the object travels in Lightning checkpoints as its files (see below)
         MODEL.save_hyperparameters(self, groups, objects, replaced)
+        #: Whether Lightning checkpoints carry the tokenizer's files: a tokenizer object given with a model spec is not
+        #: a hyper-parameter, so load_from_checkpoint restores it from them (`on_load_checkpoint`).
+        self._tokenizer_in_checkpoint = given_object and not isinstance(model, nn.Module)
+        self._tokenizer_given = given_object
         self.task = task
         self.model = load_model(model, task, num_labels, id2label, dict(model_kwargs or {}), from_config,
                                 problem_type)
@@ -199,6 +206,18 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
     def compile_kwargs(self) -> dict[str, Any] | None:
         """``torch.compile``'s keyword arguments, or None when compilation is off."""
         return self.compilation.kwargs
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._tokenizer_in_checkpoint and self.tokenizer is not None:
+            checkpoint[TOKENIZER_FILES] = tokenizer_files(self.tokenizer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The tokenizer object the checkpoint carries, unless one was given (``load_from_checkpoint(...,
+        tokenizer=...)``, or the module of a resumed fit)."""
+        files = checkpoint.get(TOKENIZER_FILES)
+        if files and not self._tokenizer_given:
+            self.tokenizer = tokenizer_from_files(files)
+            self._tokenizer_in_checkpoint = True
 
     @staticmethod
     def _load_tokenizer(model: Any, tokenizer: Any) -> Any:

@@ -329,6 +329,9 @@ class EvaluationMixin:
             )
         if dataloader_idx == 0:
             self._finished_sets = []
+            metrics = self._metrics_for(self._stage_name())
+            if metrics is not None:  # nothing left from a pass that ended early (sanity check, an error)
+                metrics.reset()
         self._stage = state = _StageState(dataloader_idx, self.eval_do_concat_batches)
         from hf_lightning.strategies import forward_is_collective
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import transformers
 from torch import nn
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoTokenizer
 
-from hf_lightning.data.builtin import MODELS, MissingAssetError, resolve_model_path
+from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.modules.tasks import TASKS, auto_class
 
 
@@ -42,25 +43,30 @@ def load_model(
     return cls.from_pretrained(path, **labels, **model_kwargs)
 
 
-def tokenizer_reference(tokenizer: Any) -> str | None:
-    """What a module's hyper-parameters record for a tokenizer object: the folder it was loaded from (a packaged
-    model's short name for its folder), or None.
+#: The key of a Lightning checkpoint that holds a tokenizer object's files (`tokenizer_files`).
+TOKENIZER_FILES = "hf_lightning_tokenizer_files"
 
-    The object itself would make hparams.yaml a dump of the whole vocabulary that ``yaml.safe_load`` refuses, put a
-    pickled copy in every Lightning checkpoint, and be pickled again at each ``fit`` / ``validate`` / ``predict``
-    (Lightning checks that hyper-parameters pickle). ``load_from_checkpoint`` loads the tokenizer from the recorded
-    folder; with None it loads the model's own, as a module built without one does (pass ``tokenizer=`` to override).
-    """
-    source = getattr(tokenizer, "name_or_path", None)
-    if not isinstance(source, str) or not source or not os.path.isdir(source):
-        return None
-    for name, asset in MODELS.items():  # a packaged model by its short name: the record holds on another machine
-        try:
-            if os.path.samefile(asset.locate(), source):
-                return name
-        except (MissingAssetError, OSError):
-            continue
-    return source
+
+def tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
+    """A tokenizer as the files ``save_pretrained`` writes (name -> bytes): what a Lightning checkpoint carries for a
+    tokenizer object given to a module. Hyper-parameters cannot hold it: the object made hparams.yaml a dump of the
+    whole vocabulary that ``yaml.safe_load`` refuses, and Lightning pickled it again at every fit / validate /
+    predict. The files keep whatever was changed on the object (a pad token, added tokens, the padding side), load
+    with ``torch.load(weights_only=True)``, and need no folder on the loading machine."""
+    with tempfile.TemporaryDirectory(prefix="hfl-tokenizer-") as folder:
+        tokenizer.save_pretrained(folder)
+        root = Path(folder)
+        return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, bytes]) -> Any:
+    """The tokenizer `tokenizer_files` saved."""
+    with tempfile.TemporaryDirectory(prefix="hfl-tokenizer-") as folder:
+        for name, data in files.items():
+            target = Path(folder, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return AutoTokenizer.from_pretrained(folder)
 
 
 def uncompiled(model: nn.Module) -> nn.Module:

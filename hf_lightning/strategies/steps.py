@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -14,13 +15,15 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelP
 def _with_grads(module: L.LightningModule, optimizer: torch.optim.Optimizer | None) -> list[torch.Tensor]:
     # Model order, as transformers.Trainer's clip_grad_norm_(model.parameters()): the same summation order gives
     # bit-identical norms (optimizer-group order differs in the last bits, which Adam can amplify). Walking the module
-    # tree costs about 0.1 ms, a step of a small model's 1%: the list is taken once per optimizer (each fit builds its
-    # own) and kept on it, so it lives exactly as long as the optimizer does.
-    params = getattr(optimizer, "_hfl_model_parameters", None)
-    if params is None:
+    # tree costs about 0.1 ms, a step of a small model's 1%: the list is kept on the optimizer for the module it was
+    # taken from (the HF-style Trainer keeps its optimizer across train() calls, each with a new module).
+    cached = getattr(optimizer, "_hfl_model_parameters", None)
+    if cached is not None and cached[0]() is module:
+        params = cached[1]
+    else:
         params = list(module.parameters())
         if optimizer is not None:
-            optimizer._hfl_model_parameters = params
+            optimizer._hfl_model_parameters = (weakref.ref(module), params)
     return [p for p in params if p.grad is not None]
 
 

@@ -245,6 +245,24 @@ def test_clipping_follows_the_strategy_type():
     assert S.clipper_for(S.HFFSDP2Strategy()) is S.steps._clip_local  # DTensor gradients: torch's norm, made whole
 
 
+def test_clipping_norms_the_parameters_of_the_module_it_is_given():
+    """The parameter list kept on the optimizer belongs to one module: a new module stepped by the same optimizer (the
+    HF-style Trainer keeps its optimizer across train() calls) has its own parameters normed, as
+    torch.nn.utils.clip_grad_norm_(model.parameters()) would."""
+    class Holder(L.LightningModule):
+        def __init__(self, *layers: nn.Module) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+
+    shared, extra = nn.Linear(3, 3), nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(shared.parameters(), lr=0.1)
+    for module in (Holder(shared), Holder(shared, extra)):
+        for p in module.parameters():
+            p.grad = torch.ones_like(p)
+        expected = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()])
+        assert torch.equal(S.clip_grad_norm(module, optimizer, 0.0), expected)
+
+
 def test_which_strategies_gather_parameters_in_each_forward():
     assert S.forward_is_collective(S.HFFSDP2Strategy()) and S.forward_is_collective(S.HFFSDPStrategy())
     assert not S.forward_is_collective(DDPStrategy())

@@ -29,6 +29,8 @@ def _batches(kind: str, n: int = 7) -> list[tuple[torch.Tensor, torch.Tensor]]:
             logits, labels = torch.randn(size, 1, generator=g), torch.randn(size, generator=g)
         else:  # multi-label: multi-hot float targets
             logits, labels = torch.randn(size, 3, generator=g), torch.randint(0, 2, (size, 3), generator=g).float()
+            if kind == "multi-mixed" and i % 2 == 0:  # scores already in [0, 1]: torchmetrics thresholds them as
+                logits = torch.rand(size, 3, generator=g)  # they are, where the others get a sigmoid first
         out.append((logits, labels))
     return out
 
@@ -59,6 +61,7 @@ def kind_of(logits, labels):
     ("indices", ["accuracy", "f1"], 4, False),
     ("regression", ["mse", "mae", "pearson", "spearman"], 1, False),
     ("multi", ["accuracy", "exact_match", "f1"], 3, True),
+    ("multi-mixed", ["accuracy", "exact_match", "f1"], 3, True),
 ])
 @pytest.mark.parametrize("max_elements", [1, 20, 1 << 20])
 def test_buffered_updates_give_the_per_batch_values(kind, names, num_labels, multi, max_elements):

@@ -164,33 +164,40 @@ def test_checkpoints_hold_the_groups_and_old_flat_checkpoints_still_load(tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), loaded.state_dict().values(), strict=True))
 
 
-def test_a_tokenizer_object_is_recorded_by_its_folder(tmp_path):
-    """A tokenizer object given with a model spec is recorded in the hyper-parameters as the folder it loads from, a
-    packaged model by its short name (not a dump of its vocabulary in hparams.yaml and a pickled copy in every
-    checkpoint); load_from_checkpoint loads it from there. A tokenizer with no folder is recorded as None: the loaded module then has the model's own (none for
-    a config-built model) unless ``tokenizer=`` is passed."""
+def test_a_tokenizer_object_travels_in_the_checkpoint_not_in_the_hyper_parameters(tmp_path):
+    """A tokenizer object given with a model spec is not a hyper-parameter (it made hparams.yaml a dump of the
+    vocabulary and was pickled again at each fit): hparams record None, and Lightning checkpoints carry its files, so
+    load_from_checkpoint restores it with the changes made to it, from a checkpoint that loads with weights_only. A
+    tokenizer given to load_from_checkpoint wins."""
     from lightning.pytorch.loggers import CSVLogger
 
     from hf_lightning.data import resolve_model_path
 
-    folder = resolve_model_path("minilm")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    tokenizer.add_tokens(["<movie-title>"])  # changes a folder reference would lose
+    tokenizer.padding_side = "left"
     module = _bert(tokenizer=tokenizer)
-    assert module.tokenizer is tokenizer and module.hparams["tokenizer"] == "minilm"  # packaged: its short name
+    assert module.tokenizer is tokenizer and module.hparams["tokenizer"] is None
     data = HFDataModule(dataset={"train": tiny_text_dataset(16), "validation": tiny_text_dataset(8, seed=1)},
                         batch_size=8, validation_size=0, test_size=0)
     trainer = L.Trainer(max_steps=1, logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, data)
     hparams_yaml = (Path(trainer.logger.log_dir) / "hparams.yaml").read_text()
-    assert yaml.safe_load(hparams_yaml)["tokenizer"] == "minilm" and len(hparams_yaml) < 5000
+    assert yaml.safe_load(hparams_yaml)["tokenizer"] is None and len(hparams_yaml) < 5000
     trainer.save_checkpoint(tmp_path / "m.ckpt")
-    loaded = HFModule.load_from_checkpoint(tmp_path / "m.ckpt")
-    assert loaded.tokenizer.get_vocab() == tokenizer.get_vocab()
+    torch.load(tmp_path / "m.ckpt", weights_only=True)  # plain data: no pickled objects
 
-    tokenizer.save_pretrained(tmp_path / "own")
-    own = transformers.AutoTokenizer.from_pretrained(tmp_path / "own")
-    assert _bert(tokenizer=own).hparams["tokenizer"] == str(tmp_path / "own")  # a folder of one's own: its path
-    in_memory = transformers.AutoTokenizer.from_pretrained(tmp_path / "own")
-    in_memory.name_or_path = str(tmp_path / "missing")
-    assert _bert(tokenizer=in_memory).hparams["tokenizer"] is None
+    loaded = HFModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.tokenizer.get_vocab() == tokenizer.get_vocab() and "<movie-title>" in loaded.tokenizer.get_vocab()
+    assert loaded.tokenizer.padding_side == "left"
+    assert loaded.tokenizer("a <movie-title> film")["input_ids"] == tokenizer("a <movie-title> film")["input_ids"]
+    other = transformers.AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    assert HFModule.load_from_checkpoint(tmp_path / "m.ckpt", tokenizer=other).tokenizer is other
+
+    # a tokenizer named by a string is a hyper-parameter, as before: nothing extra in the checkpoint
+    by_name = _bert(tokenizer="minilm")
+    assert by_name.hparams["tokenizer"] == "minilm"
+    checkpoint: dict = {}
+    by_name.on_save_checkpoint(checkpoint)
+    assert checkpoint == {}

@@ -14,3 +14,23 @@ def test_prediction_step_returns_loss_logits_labels():
     loss, logits, labels = module.prediction_step(module.model, inputs, prediction_loss_only=False)
     assert loss.ndim == 0 and logits.shape == (2, 3) and torch.equal(labels, inputs["labels"])
     assert module.prediction_step(module.model, inputs, prediction_loss_only=True)[1:] == (None, None)
+
+
+def test_an_evaluation_starts_from_empty_metrics():
+    """Whatever a pass that ended early left in the metrics (a sanity check, an evaluation stopped by an error) is
+    not counted in the next evaluation."""
+    import lightning as L
+
+    from hf_lightning import HFDataModule
+    from tests.helpers.tiny import tiny_text_dataset
+
+    def validate(module):
+        data = HFDataModule(dataset={"train": tiny_text_dataset(8), "validation": tiny_text_dataset(24, seed=1)},
+                            tokenizer="minilm", batch_size=8, validation_size=0, test_size=0)
+        trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        return trainer.validate(module, datamodule=data, verbose=False)[0]["eval_accuracy"]
+
+    clean = validate(_bert(metrics=["accuracy"]))
+    left_over = _bert(metrics=["accuracy"])
+    left_over.val_metrics.update(torch.ones(1000, dtype=torch.long), torch.ones(1000, dtype=torch.long))  # all right
+    assert validate(left_over) == clean
