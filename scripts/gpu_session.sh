@@ -4,8 +4,8 @@
 # Everything a short GPU lease should measure, in order of value, each step time-boxed so that the later ones still
 # run and a stopped step keeps what it measured:
 #   1. wheels found in .whl/ go to /tmp/site (on PYTHONPATH): a GPU image may lack datasets / jsonargparse or carry
-#      a transformers older than pyproject.toml's lower bound (download them where the registry is reachable:
-#      docs/benchmarks.md, "GPU").
+#      a transformers older than pyproject.toml's lower bound (download them where the registry is reachable with
+#      scripts/gpu_wheels.sh: docs/benchmarks.md, "GPU").
 #   2. the GPU test tier: pytest -m gpu tests/gpu                                       (GPU_TESTS_S, default 150 s)
 #   3. the GPU benchmark: scripts/bench_gpu.py, the Llama case first (MFU), then BERT   (GPU_BENCH_S, default 330 s)
 #   4. the strategies: scripts/gpu_checks.sh (DDP / FSDP / DeepSpeed x precision)       (GPU_CHECKS_S, default 100 s)
