@@ -47,6 +47,14 @@ if ls "$ROOT"/.whl/*.whl > /dev/null 2>&1; then
     "$ROOT"/.whl/*.whl > "$OUT/logs/wheels.log" 2>&1 && say "wheels     installed to /tmp/site" \
     || say "wheels     install failed (logs/wheels.log)"
   export PYTHONPATH="/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  # DeepSpeed from its source archive, no ops compiled ahead, in a folder of its own that only the strategy checks
+  # see: transformers.Trainer imports an importable deepspeed, so a broken one would stop the benchmark's baselines
+  if ls "$ROOT"/.whl/deepspeed-*.tar.gz > /dev/null 2>&1; then
+    DS_BUILD_OPS=0 "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+      --target /tmp/site-deepspeed "$ROOT"/.whl/deepspeed-*.tar.gz > "$OUT/logs/deepspeed.log" 2>&1 \
+      && say "deepspeed  $(PYTHONPATH="/tmp/site-deepspeed:$PYTHONPATH" "$PYTHON" -c "import deepspeed; print(deepspeed.__version__, 'built from source, no ops (for the strategy checks)')" 2>&1 | tail -1)" \
+      || say "deepspeed  build failed (logs/deepspeed.log): ZeRO checks skipped"
+  fi
 else
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -66,7 +74,8 @@ if [ -f "$OUT/bench/results.json" ]; then  # also what a stopped benchmark measu
   grep '^|\|^####\|^Measured' "$OUT/logs/bench_table.log" | tee -a "$SUMMARY"
 fi
 
-step checks "${GPU_CHECKS_S:-100}" env PYTHON="$PYTHON" bash scripts/gpu_checks.sh "$OUT/checks"
+step checks "${GPU_CHECKS_S:-100}" env PYTHON="$PYTHON" PYTHONPATH="/tmp/site-deepspeed:$PYTHONPATH" \
+  bash scripts/gpu_checks.sh "$OUT/checks"
 tail -n 5 "$OUT/logs/checks.log" | sed 's/^/           /' | tee -a "$SUMMARY"
 
 tar czf "$OUT/results.tgz" -C "$OUT" logs $(cd "$OUT" && ls -d bench checks 2>/dev/null) 2>/dev/null
