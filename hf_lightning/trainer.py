@@ -37,6 +37,7 @@ from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level, write_to_loggers
 from hf_lightning.callbacks.hf_flow import HFFlow
 from hf_lightning.checkpoint import resolve_checkpoint
+from hf_lightning.data.collators import trainer_default_collator
 from hf_lightning.facade import (
     FacadeAccelerator,
     FacadeDataModule,
@@ -64,7 +65,9 @@ class Trainer(TrainerEvaluation, TrainerMethods):
     Args:
         model: The model to train (a ``PreTrainedModel`` or any ``nn.Module`` returning the loss first).
         args: `TrainingArguments` (or a ``transformers.TrainingArguments``); defaults to ``output_dir="trainer_output"``.
-        data_collator: Batches examples; defaults to dynamic padding with a tokenizer, else ``default_data_collator``.
+        data_collator: Batches examples; defaults to transformers.Trainer's: dynamic padding with a tokenizer or a
+            sequence feature extractor (`PaddingCollator`: the same batches, padded in numpy), else
+            ``default_data_collator``.
         train_dataset: A ``datasets.Dataset``, torch map-style or iterable data set.
         eval_dataset: A data set, or a dict of them (metrics prefixed ``eval_<name>_``).
         processing_class: The tokenizer / processor, saved with checkpoints.
@@ -115,7 +118,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             model = self.call_model_init()
         self.model = model
         self.label_smoother = self._label_smoother(model)
-        self.data_collator = data_collator
+        self.data_collator = data_collator if data_collator is not None else trainer_default_collator(processing_class)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.processing_class = processing_class
         self.compute_loss_func = compute_loss_func

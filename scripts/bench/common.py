@@ -141,11 +141,15 @@ class EpochSampler(Sampler[int]):
 
 
 class CountingCollator:
-    """Wraps the collator every door uses by default with a tokenizer (``DataCollatorWithPadding``, dynamic
-    padding) and notes each batch's samples, real (attention-mask) tokens and padded tokens, in collation order."""
+    """Wraps the collator a door uses by default with a tokenizer (dynamic padding) and notes each batch's samples,
+    real (attention-mask) tokens and padded tokens, in collation order.
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.inner = DataCollatorWithPadding(tokenizer)
+    ``inner``: the door's own default; transformers' ``DataCollatorWithPadding`` where None (transformers.Trainer, the
+    raw loop, plain Lightning). hf_lightning's default (`PaddingCollator`) builds the same batches.
+    """
+
+    def __init__(self, tokenizer: Any, inner: Any = None) -> None:
+        self.inner = DataCollatorWithPadding(tokenizer) if inner is None else inner
         self.batches: list[tuple[int, int, int]] = []
 
     def __call__(self, features: list[dict[str, Any]]) -> Any:

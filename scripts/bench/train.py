@@ -34,6 +34,13 @@ def _loader(ds: Any, spec: dict[str, Any], collator: CountingCollator) -> DataLo
     return DataLoader(ds, batch_size=spec["batch_size"], sampler=sampler, collate_fn=collator)
 
 
+def _hfl_collator(tokenizer: Any) -> Any:
+    """hf_lightning's default collator with a tokenizer (both doors), which the benchmark wraps to count tokens."""
+    from hf_lightning.data import build_collator
+
+    return build_collator(None, tokenizer)
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """transformers' linear schedule without warmup (``_get_linear_schedule_with_warmup_lr_lambda``), built with torch
     alone: importing ``transformers.optimization`` imports ``transformers.trainer_utils`` and, where peft is installed,
@@ -95,7 +102,7 @@ def _trainer_door(trainer_cls: type, args_cls: type, spec: dict[str, Any], name:
     import transformers
 
     tokenizer, ds, val = _data(spec)
-    collator = CountingCollator(tokenizer)
+    collator = CountingCollator(tokenizer, _hfl_collator(tokenizer) if name == "hfl" else None)
     transformers.set_seed(spec["seed"])
     model = common.build_model(spec["model"])
     trainer = trainer_cls(model=model, args=_hf_args(args_cls, spec, name), train_dataset=ds, eval_dataset=val,
@@ -224,7 +231,7 @@ def hfl_door(spec: dict[str, Any]) -> dict[str, Any]:
     from hf_lightning import HFDataModule, HFModule, OptimizerSettings
 
     tokenizer = common.load_tokenizer()
-    collator, rec = CountingCollator(tokenizer), Recorder()
+    collator, rec = CountingCollator(tokenizer, _hfl_collator(tokenizer)), Recorder()
     L.seed_everything(spec["seed"], verbose=False)
     evaluating = bool(spec.get("eval_samples"))
     module = HFModule(**common.door_model_args(spec["model"]), tokenizer=tokenizer,
