@@ -24,9 +24,10 @@ from transformers.utils import PaddingStrategy
 _PADDED_KEYS: dict[str, int | None] = {"attention_mask": 0, "token_type_ids": None, "special_tokens_mask": 1}
 
 
-def _lengths(rows: Sequence[Any]) -> np.ndarray | None:
-    """Each row's length, or None where a row is not a list (transformers' code then decides)."""
-    if not all(isinstance(row, (list, tuple)) for row in rows):
+def _lengths(rows: Sequence[Any], kinds: type | tuple[type, ...] = list) -> np.ndarray | None:
+    """Each row's length, or None where a row is not of ``kinds`` (transformers' code then decides: it pads lists;
+    a tuple that needs padding is its error)."""
+    if not all(isinstance(row, kinds) for row in rows):
         return None
     return np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
 
@@ -52,6 +53,8 @@ def _padded(rows: Sequence[Any], lengths: np.ndarray, width: int, value: int, le
 
 def _width(padding: Any, max_length: int | None, longest: int, pad_to_multiple_of: int | None) -> int | None:
     """The padded length transformers' ``tokenizer.pad`` chooses; None for the cases left to it."""
+    if not all(v is None or (type(v) is int and v > 0) for v in (max_length, pad_to_multiple_of)):
+        return None  # zero, negative or float lengths: transformers' error
     if padding is True or padding in ("longest", PaddingStrategy.LONGEST):
         if max_length is not None:
             return None  # transformers warns that max_length is ignored: let it
@@ -65,6 +68,22 @@ def _width(padding: Any, max_length: int | None, longest: int, pad_to_multiple_o
     return width if width >= longest else None
 
 
+def _pads_as_transformers(tokenizer: Any) -> bool:
+    """Whether ``tokenizer.pad`` is transformers' own (a class that overrides ``pad`` or ``_pad`` pads its way)."""
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    cls = type(tokenizer)
+    return (isinstance(tokenizer, PreTrainedTokenizerBase) and cls.pad is PreTrainedTokenizerBase.pad
+            and cls._pad is PreTrainedTokenizerBase._pad)
+
+
+def _first_value_is_int(rows: Sequence[list]) -> bool:
+    """transformers' ``tokenizer.pad`` reads the first value of the first non-empty row: other than a Python int
+    (a numpy integer, say) it converts the rows or refuses them, so those are left to it."""
+    first = next((row[0] for row in rows if row), None)
+    return first is None or isinstance(first, int)
+
+
 def pad_batch(tokenizer: Any, features: Any, padding: Any = True, max_length: int | None = None,
               pad_to_multiple_of: int | None = None) -> BatchEncoding | None:
     """``tokenizer.pad(features, padding=..., return_tensors="pt")`` for examples holding lists of ints.
@@ -76,7 +95,7 @@ def pad_batch(tokenizer: Any, features: Any, padding: Any = True, max_length: in
     names = getattr(tokenizer, "model_input_names", None)
     side = getattr(tokenizer, "padding_side", None)
     pad_id = getattr(tokenizer, "pad_token_id", None)
-    if (not names or pad_id is None or side not in ("left", "right") or not isinstance(features, (list, tuple))
+    if (not _pads_as_transformers(tokenizer) or not names or pad_id is None or side not in ("left", "right") or not isinstance(features, (list, tuple))
             or not features or not all(isinstance(f, Mapping) for f in features)):
         return None
     main, keys, wants_mask = names[0], list(features[0].keys()), "attention_mask" in names
@@ -87,7 +106,7 @@ def pad_batch(tokenizer: Any, features: Any, padding: Any = True, max_length: in
     except KeyError:
         return None
     main_lengths = _lengths(columns[main])
-    if main_lengths is None:
+    if main_lengths is None or not _first_value_is_int(columns[main]):
         return None
     width = _width(padding, max_length, int(main_lengths.max()), pad_to_multiple_of)
     if not width:
@@ -138,15 +157,15 @@ class TokenClassificationCollator(transformers.DataCollatorForTokenClassificatio
         return super().torch_call(features) if batch is None else batch
 
     def _fast(self, features: list[dict[str, Any]]) -> Any:
-        if not features or not isinstance(features[0], Mapping):
+        if not features or not all(isinstance(f, Mapping) for f in features) or type(self.label_pad_token_id) is not int:
             return None
         label_name = "label" if "label" in features[0] else "labels"
         if label_name not in features[0]:
             return pad_batch(self.tokenizer, features, self.padding, self.max_length, self.pad_to_multiple_of)
-        labels = [f.get(label_name) if isinstance(f, Mapping) else None for f in features]
+        labels = [f.get(label_name) for f in features]
         inputs = [{k: v for k, v in f.items() if k != label_name} for f in features]
         batch = pad_batch(self.tokenizer, inputs, self.padding, self.max_length, self.pad_to_multiple_of)
-        lengths = _lengths(labels)
+        lengths = _lengths(labels, (list, tuple))  # transformers pads list(label)
         if batch is None or lengths is None or "input_ids" not in batch:
             return None
         padded = _padded(labels, lengths, batch["input_ids"].shape[1], self.label_pad_token_id,

@@ -17,6 +17,7 @@ import datasets
 import transformers
 
 from hf_lightning.data.builtin import DATASETS
+from hf_lightning.data.collators import TokenClassificationCollator
 from hf_lightning.data.datamodule import HFDataModule
 
 
@@ -185,9 +186,10 @@ class TokenClassificationDataModule(HFDataModule):
 
     @property
     def collate_fn(self) -> Callable[..., Any]:
-        """``DataCollatorForTokenClassification`` (labels padded with -100) unless ``collator`` names another."""
+        """``DataCollatorForTokenClassification`` (labels padded with -100; `TokenClassificationCollator`, the same
+        batches) unless ``collator`` names another."""
         if self._collate is None and self.collator is None:
-            self._collate = transformers.DataCollatorForTokenClassification(
+            self._collate = TokenClassificationCollator(
                 self.resolve_tokenizer(), pad_to_multiple_of=self.pad_to_multiple_of, **self.collator_kwargs)
         return super().collate_fn
 

@@ -103,12 +103,17 @@ def _mutations(tok):
     yield "max_length beside padding=True", base, {"max_length": 32}
     yield "a missing key", base[:-1] + [{k: v for k, v in base[-1].items() if k != "token_type_ids"}], {}
     yield "empty rows", [{"input_ids": [], "attention_mask": []} for _ in base], {}
+    yield "numpy integers", [{**row, "input_ids": [np.int64(t) for t in row["input_ids"]]} for row in base], {}
+    yield "a tuple row to pad", base[:-1] + [{**base[-1], "input_ids": tuple(base[-1]["input_ids"])}], {}
+    yield "pad_to_multiple_of=0", base, {"pad_to_multiple_of": 0}
+    yield "a float max_length", base, {"padding": "max_length", "max_length": 40.0}
 
 
 def test_inputs_left_to_transformers_give_its_batch_or_its_error(base_tokenizer):
     outcomes = {}
     for name, features, coll_kw in _mutations(base_tokenizer):
-        assert pad_batch(base_tokenizer, features, coll_kw.get("padding", True), coll_kw.get("max_length")) is None, name
+        assert pad_batch(base_tokenizer, features, coll_kw.get("padding", True), coll_kw.get("max_length"),
+                         coll_kw.get("pad_to_multiple_of")) is None, name
         ours = _outcome(PaddingCollator(base_tokenizer, **coll_kw), features)
         assert ours == _outcome(transformers.DataCollatorWithPadding(base_tokenizer, **coll_kw), features), name
         outcomes[name] = ours
@@ -117,6 +122,16 @@ def test_inputs_left_to_transformers_give_its_batch_or_its_error(base_tokenizer)
     strings = [{**row, "label": "pos"} for row in _examples(base_tokenizer)]  # BatchEncoding refuses it in both
     assert _outcome(PaddingCollator(base_tokenizer), strings) == ValueError
     assert _outcome(transformers.DataCollatorWithPadding(base_tokenizer), strings) == ValueError
+
+    class LeftPadding(type(base_tokenizer)):  # a tokenizer that pads its own way keeps its way
+        def pad(self, *args, **kwargs):
+            return super().pad(*args, **{**kwargs, "padding_side": "left"})
+
+    own = LeftPadding.from_pretrained(resolve_model_path("minilm"))
+    features = _examples(own)
+    assert pad_batch(own, features) is None
+    assert _outcome(PaddingCollator(own), features) == _outcome(transformers.DataCollatorWithPadding(own), features)
+    assert _outcome(PaddingCollator(own), features)[0][2][0][0] == own.pad_token_id
 
     no_pad = _tokenizer(base_tokenizer)
     no_pad.pad_token = None
@@ -155,12 +170,14 @@ def test_token_classification_gives_transformers_batch(base_tokenizer, case):
 
 def test_token_classification_leaves_other_labels_to_transformers(base_tokenizer):
     features = _examples(base_tokenizer, label=None)
-    for kind, make in (("tensor", torch.tensor), ("longer than the inputs", lambda ids: list(ids) + [0, 0])):
+    cases = (("tensor", torch.tensor, {}), ("longer than the inputs", lambda ids: list(ids) + [0, 0], {}),
+             ("no pad id", list, {"label_pad_token_id": None}))
+    for kind, make, coll_kw in cases:
         rows = [{**row, "labels": make([0] * len(row["input_ids"]))} for row in features]
-        collator = TokenClassificationCollator(base_tokenizer)
+        collator = TokenClassificationCollator(base_tokenizer, **coll_kw)
         assert collator._fast(copy.deepcopy(rows)) is None, kind
-        assert _outcome(collator, rows) == _outcome(transformers.DataCollatorForTokenClassification(base_tokenizer),
-                                                    rows), kind
+        theirs = transformers.DataCollatorForTokenClassification(base_tokenizer, **coll_kw)
+        assert _outcome(collator, rows) == _outcome(theirs, rows), kind
 
 
 def test_the_numpy_path_takes_a_fraction_of_transformers_time(base_tokenizer):
