@@ -2,9 +2,10 @@
 
 The two padding collators tokenised text uses by default (``padding``, ``token_classification``) are transformers'
 classes with one change: when every example holds lists of ints, the batch is padded in one numpy pass per key instead
-of example by example in Python (about 9x less CPU for a batch of 64, see docs/fast.md). The batch is the same: keys,
-key order, values and dtypes. Any other input (tensors, arrays, floats, nested lists, a missing pad token, padding
-strategies other than longest / max_length) goes to transformers' own code, which decides, errors included.
+of example by example in Python (about a fifth of the CPU time for a batch of 64, docs/fast.md). The batch is the
+same: keys, key order, values and dtypes. Any other input (tensors, arrays, floats, nested lists, a missing pad token,
+a tokenizer that pads its own way, padding strategies other than longest / max_length) goes to transformers' own
+code, which decides, errors included.
 """
 
 from __future__ import annotations
