@@ -139,6 +139,8 @@ class TrainerHooks:
             ``train()``.
         optimizers_built: ``(optimizer, scheduler)``: told when Lightning has the run's optimizer and schedule, so
             ``trainer.optimizer`` / ``trainer.lr_scheduler`` are the live ones during training, as in transformers.
+        model_preparation_time: ``() -> seconds or None``: the Trainer's ``model_preparation_time`` (set by an
+            evaluation before any training, as transformers); every later evaluation reports it.
     """
 
     compute_loss: Callable[..., Any] | None = None
@@ -152,6 +154,7 @@ class TrainerHooks:
     get_test_dataloader: Callable[[Any], Any] | None = None
     columns_module: Callable[[], Any] | None = None
     optimizers_built: Callable[[Any, Any], None] | None = None
+    model_preparation_time: Callable[[], float | None] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -185,6 +188,7 @@ class TrainerHooks:
             get_eval_dataloader=overridden("get_eval_dataloader"),
             get_test_dataloader=overridden("get_test_dataloader"), columns_module=trainer._evaluation_module,
             optimizers_built=optimizers_built,
+            model_preparation_time=lambda: getattr(trainer, "model_preparation_time", None),
         )
 
 
@@ -195,6 +199,7 @@ class FacadeModule(HFModule):
     base_prediction_step = EvaluationMixin.prediction_step
     #: the HF-style Trainer logs its evaluations itself (``Trainer.log``: log_history, on_log, HF's tags)
     logs_eval_to_lightning = False
+    loss_only_in_predict = True  # transformers.Trainer.predict obeys prediction_loss_only
 
     def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -211,6 +216,10 @@ class FacadeModule(HFModule):
             return hooks.compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)
         return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
+
+    def _preparation_metrics(self) -> dict[str, float]:
+        seconds = self.hooks.model_preparation_time() if self.hooks.model_preparation_time else None
+        return {} if seconds is None else {"model_preparation_time": seconds}
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> Any:

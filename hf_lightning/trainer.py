@@ -111,6 +111,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self._memory_tracker = MemoryTracker(self.args.skip_memory_metrics)
         self._memory_tracker.start_stage("init")
         enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)
+        self._model_prepared = False  # an evaluation before training then reports model_preparation_time
         self.model_init = model_init
         if model is None and model_init is None:
             raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument.")
@@ -322,6 +323,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if self.args.auto_find_batch_size:
             log.info(f"auto_find_batch_size: training with a per-device batch size of {batch_size}")
         self._train_batch_size = batch_size
+        self._model_prepared = True  # transformers' accelerator prepares the model here
         if self._created_lr_scheduler:  # as transformers: its own scheduler is rebuilt (the step count may differ)
             self.lr_scheduler, self._created_lr_scheduler = None, False
         given_scheduler = self.lr_scheduler is not None
@@ -380,6 +382,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             return
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen not in ("no", False):
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
         loggers = self._report_loggers()

@@ -7,6 +7,7 @@ evaluation are kept between calls on the same data set. A mixin of `Trainer`, wh
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -57,10 +58,14 @@ class TrainerEvaluation:
     def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
         if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
             self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
+        start = time.time()
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix
         datamodule, trainer = self._evaluation_parts(dataset, stage, module)
+        if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
+            self._model_prepared = True
+            self.model_preparation_time = round(time.time() - start, 4)
         if stage == "validate":
             trainer.validate(module, datamodule=datamodule, verbose=False)
             return module.eval_record.metrics
@@ -71,6 +76,11 @@ class TrainerEvaluation:
                  metric_key_prefix: str = "eval") -> dict[str, float]:
         """HF's ``evaluate``: metrics with the prefix and speed metrics; logged and passed to ``on_evaluate``."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, str):  # a name of the eval_dataset dict, as transformers' get_eval_dataloader(name)
+            if not isinstance(self.eval_dataset, dict) or dataset not in self.eval_dataset:
+                raise ValueError(f"evaluate('{dataset}'): the Trainer's eval_dataset is not a dict with that name "
+                                 f"(names: {sorted(self.eval_dataset) if isinstance(self.eval_dataset, dict) else []}).")
+            dataset = self.eval_dataset[dataset]
         if isinstance(dataset, dict):
             metrics: dict[str, float] = {}
             for name, ds in dataset.items():

@@ -159,6 +159,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self._initial_tokens = 0
         self._batch_size: int | None = None
         self._record: StepRecord | None = None
+        self._train_began = False  # on_train_start ran in this fit
         self.last_eval_metrics: dict[str, float] = {}
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
         self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
@@ -205,11 +206,14 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         if self._init_end_pending:
             self._init_end_pending = False
             self.event("on_init_end")
+        if stage == "fit":
+            self._train_began = False
         if stage == "fit" and self.control_validation:
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
             internals.take_over_validation_schedule(trainer)  # `_evaluate` runs the loop at HF's points
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_began = True
         max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         state = self.state
         state.max_steps = max_steps
@@ -361,6 +365,15 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         if self._step_hook is not None:
             self._step_hook.remove()
             self._step_hook = None
+
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resuming from a checkpoint of a finished run, Lightning skips the whole fit loop (no on_train_start /
+        # on_train_end). transformers still ends training: the final train metrics (no step run: train_loss 0.0),
+        # the best model loaded with load_best_model_at_end, on_train_begin and on_train_end for its callbacks.
+        if not self._train_began:
+            self.on_train_start(trainer, pl_module)
+            self.on_train_end(trainer, pl_module)
 
 
 def find_flow(trainer: L.Trainer) -> HFFlow | None:

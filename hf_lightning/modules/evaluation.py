@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -84,6 +83,9 @@ class EvaluationMixin:
 
     #: whether evaluation metrics are logged through Lightning (``self.log_dict``) at the end of a validation
     logs_eval_to_lightning = True
+    #: whether ``prediction_loss_only`` also applies to predict (transformers.Trainer's ``predict`` obeys it; a
+    #: Lightning ``trainer.predict`` returns the predictions it was called for)
+    loss_only_in_predict = False
 
     def _init_evaluation(
         self, metrics: list[str] | None, num_labels: int | None, compute_metrics: Any, preprocess_logits: Any,
@@ -157,7 +159,7 @@ class EvaluationMixin:
         state, stage = self._stage, self._stage_name()
         inputs = dict(batch)
         size = _batch_size(inputs)
-        only_loss = self.prediction_loss_only and stage != "predict"
+        only_loss = self.prediction_loss_only and (stage != "predict" or self.loss_only_in_predict)
         loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
         state.num_steps += 1
         state.num_samples += size
@@ -290,6 +292,7 @@ class EvaluationMixin:
                 gather_objects_across_ranks(v) if objects else gather_across_ranks(self, v)
                 for v in (state.preds, state.labels, state.inputs, state.losses))
         results.update(self._hf_metrics(state))
+        results.update(self._preparation_metrics())
         results = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in results.items()}
         steps = strategy.reduce(torch.tensor(float(state.num_steps), device=self.device), reduce_op="max") \
             if several else state.num_steps
@@ -315,10 +318,12 @@ class EvaluationMixin:
             extra["inputs"] = state.inputs
         if state.losses is not None:
             extra["losses"] = state.losses
-        kwargs = {}
-        if "compute_result" in inspect.signature(self.compute_metrics).parameters:
-            kwargs["compute_result"] = True
-        return denumpify_detensorize(self.compute_metrics(EvalPrediction(state.preds, state.labels, **extra), **kwargs))
+        # As transformers: compute_result is passed with batch_eval_metrics only (the function's default applies here)
+        return denumpify_detensorize(self.compute_metrics(EvalPrediction(state.preds, state.labels, **extra)))
+
+    def _preparation_metrics(self) -> dict[str, float]:
+        """Metrics about preparing the model (transformers.Trainer's ``model_preparation_time``); none here."""
+        return {}
 
     def _start_stage(self, dataloader_idx: int = 0) -> None:
         if self.batch_eval_metrics and self.compute_metrics is not None and self.trainer.world_size > 1:

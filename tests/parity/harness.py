@@ -13,7 +13,8 @@ import transformers
 
 import hf_lightning
 
-SPEED = ("_runtime", "_per_second")
+#: Keys of timings (compared by key only): speed metrics and transformers' model_preparation_time.
+SPEED = ("_runtime", "_per_second", "_model_preparation_time")
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""Paths a ported script reaches that the other parity files do not combine, each run with transformers.Trainer beside
+hf_lightning.Trainer on the same model, data and seed, and compared whole (keys and values; timings by key only):
+re-running a finished script with ``resume_from_checkpoint=True``, ``evaluate(name)`` with a dict of eval sets,
+``predict()`` with ``prediction_loss_only``, ``include_num_input_tokens_seen`` outside ``train()``, the
+``*_model_preparation_time`` key of an evaluation before training, and what ``compute_metrics`` is passed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import transformers
+
+import hf_lightning
+from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
+from tests.parity.harness import SPEED, max_rel_diff
+
+LIBS = (transformers, hf_lightning)
+
+
+def mae(pred: transformers.EvalPrediction) -> dict[str, float]:
+    return {"mae": float(np.abs(pred.predictions - pred.label_ids).mean())}
+
+
+def trainer(lib: Any, out: str, eval_dataset: Any = None, compute_metrics: Any = mae, **args: Any) -> Any:
+    base = {"report_to": [], "use_cpu": True, "disable_tqdm": True, "logging_steps": 1, "learning_rate": 0.1,
+            "per_device_train_batch_size": 8, "num_train_epochs": 2, "save_strategy": "no"}
+    training_args = lib.TrainingArguments(out, **{**base, **args})
+    transformers.set_seed(training_args.seed)
+    return lib.Trainer(model=StrictRegressionModel(), args=training_args, train_dataset=RegressionDataset(32),
+                       eval_dataset=eval_dataset, compute_metrics=compute_metrics)
+
+
+def timeless(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without timing values (their keys are kept, as ``<timing>``)."""
+    return {k: "<timing>" if k.endswith(SPEED) else v for k, v in record.items()}
+
+
+def assert_same_records(ours: Any, theirs: Any) -> None:
+    """Same structure, keys in any order; numbers within 1e-5 relative; timings compared by key only."""
+    if isinstance(theirs, dict):
+        ours, theirs = timeless(ours), timeless(theirs)
+        assert sorted(ours) == sorted(theirs), (sorted(ours), sorted(theirs))
+    assert max_rel_diff(ours, theirs) <= 1e-5, (ours, theirs)
+
+
+def test_rerunning_a_finished_script_with_resume_ends_training_as_transformers(tmp_path):
+    """The newest checkpoint is the last step: nothing is trained, but training still ends: the final train record
+    (train_loss 0.0), the best model loaded (greater_is_better on the loss: the first checkpoint), on_train_end."""
+    args = dict(eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+                metric_for_best_model="loss", greater_is_better=True)
+    seen = {}
+    for lib in LIBS:
+        out = str(tmp_path / lib.__name__)
+        first = trainer(lib, out, RegressionDataset(16, seed=1), **args)
+        first.train()
+        again = trainer(lib, out, RegressionDataset(16, seed=1), **args)
+        result = again.train(resume_from_checkpoint=True)
+        seen[lib] = {"output": (result.global_step, result.training_loss, timeless(result.metrics)),
+                     "last record": timeless(again.state.log_history[-1]),
+                     "records": len(again.state.log_history), "best": again.state.best_model_checkpoint,
+                     "weights": {k: v.clone() for k, v in again.model.state_dict().items()},
+                     "best weights": {k: v.clone() for k, v in first.model.state_dict().items()},
+                     "evaluate": again.evaluate()}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours["output"] == theirs["output"] and theirs["output"][1] == 0.0
+    assert ours["last record"] == theirs["last record"] and "train_loss" in ours["last record"]
+    assert ours["records"] == theirs["records"]
+    assert ours["best"].endswith(theirs["best"].rsplit("/", 1)[-1]) and ours["best"].endswith("checkpoint-2")
+    assert max_rel_diff(ours["weights"], ours["best weights"]) == 0.0  # the best model, not the last checkpoint
+    assert max_rel_diff(ours["weights"], theirs["weights"]) <= 1e-5
+    assert_same_records(ours["evaluate"], theirs["evaluate"])
+
+
+def test_evaluate_takes_the_name_of_an_eval_set(tmp_path):
+    sets = {"near": RegressionDataset(16, seed=1), "far": RegressionDataset(24, seed=2, b=5.0)}
+    results = {lib: trainer(lib, str(tmp_path / lib.__name__), sets).evaluate("far") for lib in LIBS}
+    assert_same_records(results[hf_lightning], results[transformers])
+    assert "eval_mae" in results[hf_lightning]  # transformers' prefix: "eval", not "eval_far"
+    with pytest.raises(ValueError, match="evaluate\\('close'\\).*names: \\['far', 'near'\\]"):
+        trainer(hf_lightning, str(tmp_path / "bad"), sets).evaluate("close")
+
+
+def test_predict_obeys_prediction_loss_only(tmp_path):
+    outputs = {lib: trainer(lib, str(tmp_path / lib.__name__), prediction_loss_only=True).predict(
+        RegressionDataset(8, seed=3)) for lib in LIBS}
+    ours, theirs = outputs[hf_lightning], outputs[transformers]
+    assert theirs.predictions is None and theirs.label_ids is None
+    assert ours.predictions is None and ours.label_ids is None
+    assert_same_records(ours.metrics, theirs.metrics)
+    assert "test_mae" not in ours.metrics and "test_loss" in ours.metrics
+
+
+def test_tokens_seen_are_logged_outside_training_too(tmp_path):
+    seen = {}
+    for lib in LIBS:
+        t = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(16, seed=1), include_num_input_tokens_seen=True)
+        before = t.evaluate()
+        t.train()
+        t.log({"note": 1.0})
+        seen[lib] = (before, t.evaluate(), t.state.log_history[-2], t.state.log_history[-1])
+    for ours, theirs in zip(seen[hf_lightning], seen[transformers]):
+        assert_same_records(ours, theirs)
+    assert seen[hf_lightning][1]["num_input_tokens_seen"] == 64  # 2 epochs of 32 scalars
+
+
+def test_an_evaluation_before_training_reports_the_model_preparation_time_from_then_on(tmp_path):
+    keys = {}
+    for lib in LIBS:
+        t = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(16, seed=1), eval_strategy="epoch")
+        first = t.evaluate()
+        t.train()
+        keys[lib] = [sorted(first), sorted(t.evaluate()), sorted(t.predict(RegressionDataset(8, seed=3)).metrics),
+                     [sorted(r) for r in t.state.log_history]]
+    assert keys[hf_lightning] == keys[transformers]
+    assert "eval_model_preparation_time" in keys[hf_lightning][0]
+    assert "test_model_preparation_time" in keys[hf_lightning][2]
+    trained_first = trainer(hf_lightning, str(tmp_path / "trained_first"), RegressionDataset(16, seed=1))
+    trained_first.train()
+    assert not any(k.endswith("model_preparation_time") for k in trained_first.evaluate())
+
+
+def test_compute_metrics_gets_compute_result_only_with_batch_eval_metrics(tmp_path):
+    def flagged(pred: transformers.EvalPrediction, compute_result: bool = False) -> dict[str, float]:
+        return {"compute_result": float(compute_result)}
+
+    for batch_eval_metrics in (False, True):
+        results = {lib: trainer(lib, str(tmp_path / f"{lib.__name__}{batch_eval_metrics}"),
+                                RegressionDataset(16, seed=1), compute_metrics=flagged,
+                                batch_eval_metrics=batch_eval_metrics).evaluate() for lib in LIBS}
+        assert_same_records(results[hf_lightning], results[transformers])
+        assert results[hf_lightning]["eval_compute_result"] == float(batch_eval_metrics)
