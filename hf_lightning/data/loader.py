@@ -194,7 +194,7 @@ class TrainLoader:
         if start and not isinstance(self.dataloader.batch_sampler, HFBatchSampler):
             for _ in range(start):  # e.g. an iterable dataset: the seen batches must be drawn to be skipped
                 next(iterator, None)
-        for window in self._windows(iterator, total, start):
+        for window in self._windows(_one_ahead(iterator), total, start):
             counts = [self.count_items(b) for b in window]
             num_items = None if any(c is None for c in counts) else sum(counts)
             for i, batch in enumerate(window):
@@ -206,6 +206,20 @@ class TrainLoader:
                     yield {**batch, WINDOW_KEY: info}
                 else:
                     yield WindowedBatch(batch, info)
+
+
+def _one_ahead(iterator: Iterator[Any]) -> Iterator[Any]:
+    """The batches of ``iterator``, each handed out after the next one was drawn, as accelerate's ``DataLoaderShard``
+    that transformers.Trainer trains from. A collator drawing from the global RNG (masked language modelling) and
+    the model's dropout then take their random numbers in transformers' order, so the losses are the same."""
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current
+        current = following
+    yield current
 
 
 def _has_len(obj: Any) -> bool:
