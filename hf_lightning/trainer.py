@@ -26,7 +26,13 @@ from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback
+from transformers.trainer_callback import (
+    CallbackHandler,
+    DefaultFlowCallback,
+    ExportableState,
+    PrinterCallback,
+    ProgressCallback,
+)
 from transformers.trainer_pt_utils import LabelSmoother
 from transformers.trainer_utils import TrainOutput, enable_full_determinism, set_seed
 from transformers.utils import logging as hf_logging
@@ -137,13 +143,15 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self._check_arguments()
         if self.is_world_process_zero():  # as transformers: save_metrics / save_state work before any checkpoint
             os.makedirs(self.args.output_dir, exist_ok=True)
-        self.state = TrainerState(is_local_process_zero=self.is_local_process_zero(),
-                                  is_world_process_zero=self.is_world_process_zero())
         self.control = TrainerControl()
         progress = [PrinterCallback] if self.args.disable_tqdm else [ProgressCallback]  # transformers' bars
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *reporting_callbacks(self.args), *(callbacks or []), *progress], self.model,
             processing_class, self.optimizer, self.lr_scheduler)
+        self.state = TrainerState(  # as transformers: save_state() before train() writes the callbacks' states
+            is_local_process_zero=self.is_local_process_zero(), is_world_process_zero=self.is_world_process_zero(),
+            stateful_callbacks=[cb for cb in [*self.callback_handler.callbacks, self.control]
+                                if isinstance(cb, ExportableState)])
         self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(Trainer, name)}
         self.module: FacadeModule | None = None
         self._flow: HFFlow | None = None

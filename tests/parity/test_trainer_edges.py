@@ -131,3 +131,19 @@ def test_compute_metrics_gets_compute_result_only_with_batch_eval_metrics(tmp_pa
                                 batch_eval_metrics=batch_eval_metrics).evaluate() for lib in LIBS}
         assert_same_records(results[hf_lightning], results[transformers])
         assert results[hf_lightning]["eval_compute_result"] == float(batch_eval_metrics)
+
+
+def test_the_state_holds_the_callbacks_states_before_training(tmp_path):
+    """save_state() before train() writes the stateful callbacks' states (TrainerControl, EarlyStoppingCallback)."""
+    states = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        args = lib.TrainingArguments(str(out), report_to=[], use_cpu=True, eval_strategy="epoch", save_strategy="epoch",
+                                     load_best_model_at_end=True)
+        t = lib.Trainer(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(32),
+                        eval_dataset=RegressionDataset(16, seed=1),
+                        callbacks=[transformers.EarlyStoppingCallback(early_stopping_patience=2)])
+        t.save_state()
+        states[lib] = (out / "trainer_state.json").read_text(encoding="utf-8")
+    assert states[hf_lightning] == states[transformers]
+    assert '"TrainerControl"' in states[hf_lightning] and '"EarlyStoppingCallback"' in states[hf_lightning]
