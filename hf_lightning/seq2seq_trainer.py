@@ -30,6 +30,7 @@ class Seq2SeqTrainer(Trainer):
         accepted |= set(inspect.signature(Seq2SeqModule.__init__).parameters)
         kwargs = {k: v for k, v in self.translated.module.items() if k in accepted}
         kwargs["task"] = "seq2seq-lm"
+        kwargs["label_names"] = self.label_names  # transformers' find_labels, or args.label_names
         kwargs["rouge"] = False  # transformers computes no metric of its own; compute_metrics does
         return kwargs
 

@@ -34,7 +34,8 @@ from transformers.trainer_callback import (
     ProgressCallback,
 )
 from transformers.trainer_pt_utils import LabelSmoother
-from transformers.trainer_utils import TrainOutput, enable_full_determinism, set_seed
+from transformers.trainer_utils import TrainOutput, enable_full_determinism, set_seed, unwrap_peft_model
+from transformers.utils import can_return_loss, find_labels
 from transformers.utils import logging as hf_logging
 
 from hf_lightning import progress
@@ -125,6 +126,9 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             model = self.call_model_init()
         self.model = model
         self.label_smoother = self._label_smoother(model)
+        inspected = type(unwrap_peft_model(model))  # as transformers: the label names its forward takes
+        self.label_names = find_labels(inspected) if self.args.label_names is None else list(self.args.label_names)
+        self.can_return_loss = can_return_loss(inspected)
         self.data_collator = data_collator if data_collator is not None else trainer_default_collator(processing_class)
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.processing_class = processing_class
@@ -223,6 +227,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         kwargs = {k: v for k, v in self.translated.module.items() if k in accepted}
         if self.label_smoother is None:  # disabled at init (a multi-label model): not warned about again
             kwargs["label_smoothing_factor"] = 0.0
+        if "label_names" in accepted:
+            kwargs["label_names"] = self.label_names
         return kwargs
 
     def _build_module(self) -> FacadeModule:
@@ -231,6 +237,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         module.compute_metrics = self.compute_metrics
         module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics
         module.optimizer_cls_and_kwargs = self.optimizer_cls_and_kwargs
+        module.can_return_loss = self.can_return_loss
         if getattr(self, "loss_is_scaled_for_ga", None) is not None:
             module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga
         if isinstance(self.processing_class, PreTrainedTokenizerBase) or self.processing_class is not None:

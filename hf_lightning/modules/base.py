@@ -168,7 +168,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.compute_loss_func: Callable[..., torch.Tensor] | None = None
         self.loss_is_scaled_for_ga = loss_is_scaled_for_ga
         self.average_tokens_across_devices = average_tokens_across_devices
-        self.label_names = label_names or ["labels"]
+        self.label_names = ["labels"] if label_names is None else list(label_names)  # []: no labels, as transformers
+        #: the model's forward defaults ``return_loss`` to True (CLIP-like): with no label names, evaluation takes its loss
+        self.can_return_loss = False
         self.loss_shifts_labels = loss_shifts_labels(self.model, task)
         multi_label = getattr(getattr(self.model, "config", None), "problem_type", None) == "multi_label_classification"
         ev = self.evaluation

@@ -116,14 +116,17 @@ class EvaluationMixin:
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, Any, Any]:
         """HF's ``Trainer.prediction_step``: returns ``(loss, logits, labels)``."""
-        has_labels = all(inputs.get(k) is not None for k in self.label_names)
+        has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
+        return_loss = inputs.get("return_loss")
+        loss_without_labels = not self.label_names and bool(self.can_return_loss if return_loss is None else return_loss)
         if ignore_keys is None:
             ignore_keys = list(getattr(getattr(model, "config", None), "keys_to_ignore_at_inference", []) or [])
-        labels = nested_detach(tuple(inputs.get(name) for name in self.label_names)) if has_labels else None
+        with_loss = has_labels or loss_without_labels
+        labels = nested_detach(tuple(inputs.get(name) for name in self.label_names)) if with_loss else None
         if labels is not None and len(labels) == 1:
             labels = labels[0]
         with torch.no_grad():
-            if has_labels:
+            if with_loss:
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
                 loss = loss.detach().mean()
                 skip = [*ignore_keys, "loss"]
@@ -132,7 +135,7 @@ class EvaluationMixin:
             if isinstance(outputs, dict):
                 logits = tuple(v for k, v in outputs.items() if k not in skip)
             else:
-                logits = outputs[1:] if has_labels else outputs
+                logits = outputs[1:] if with_loss else outputs
         if prediction_loss_only:
             return loss, None, None
         logits = nested_detach(logits)

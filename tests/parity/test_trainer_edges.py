@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import datasets
 import numpy as np
 import pytest
 import transformers
 
 import hf_lightning
-from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
+from tests.helpers.tiny import TINY_BERT, RegressionDataset, StrictRegressionModel
 from tests.parity.harness import SPEED, max_rel_diff
 
 LIBS = (transformers, hf_lightning)
@@ -147,3 +148,41 @@ def test_the_state_holds_the_callbacks_states_before_training(tmp_path):
         states[lib] = (out / "trainer_state.json").read_text(encoding="utf-8")
     assert states[hf_lightning] == states[transformers]
     assert '"TrainerControl"' in states[hf_lightning] and '"EarlyStoppingCallback"' in states[hf_lightning]
+
+
+def test_label_names_default_to_the_models_own_as_transformers(tmp_path):
+    """transformers takes the label names from the model's forward (``find_labels``): a question-answering model's
+    are start_positions and end_positions, so its evaluation has a loss and tuple label_ids; ``label_names=[]``
+    means no labels at all (predictions then hold the model's own loss, as transformers returns them)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    texts = ["what film was it", "the plot was thin", "a very good movie", "who acted in it"] * 4
+    rows = [{**tokenizer(t), "start_positions": i % 3, "end_positions": i % 3 + 1} for i, t in enumerate(texts)]
+    data = datasets.Dataset.from_list(rows)
+
+    def qa_model() -> Any:
+        transformers.set_seed(0)
+        return transformers.BertForQuestionAnswering(transformers.AutoConfig.for_model(**TINY_BERT))
+
+    outputs = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, max_steps=2,
+                                     per_device_train_batch_size=4, per_device_eval_batch_size=8)
+        t = lib.Trainer(model=qa_model(), args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer)
+        t.train()
+        empty = lib.Trainer(model=qa_model(), args=lib.TrainingArguments(
+            str(tmp_path / f"{lib.__name__}-empty"), report_to=[], use_cpu=True, label_names=[]),
+            processing_class=tokenizer)
+        qa_data = datasets.Dataset.from_list([{**r, "labels": 1} for r in rows])
+        outputs[lib] = (t.label_names, t.evaluate(), t.predict(data), empty.predict(qa_data.remove_columns(
+            ["start_positions", "end_positions"])))
+    ours, theirs = outputs[hf_lightning], outputs[transformers]
+    assert ours[0] == theirs[0] == ["start_positions", "end_positions"]
+    assert_same_records(ours[1], theirs[1])
+    assert "eval_loss" in ours[1]
+    for mine, hf in ((ours[2], theirs[2]), (ours[3], theirs[3])):
+        assert_same_records(mine.metrics, hf.metrics)
+        assert max_rel_diff(mine.predictions, hf.predictions) <= 1e-5
+        assert (mine.label_ids is None) == (hf.label_ids is None)
+        if hf.label_ids is not None:
+            assert max_rel_diff(mine.label_ids, hf.label_ids) == 0.0
+    assert ours[3].label_ids is None and "test_loss" not in ours[3].metrics
