@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import LabelSmoother
+from transformers.trainer_utils import unwrap_peft_model
+from transformers.utils import find_labels
 
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
@@ -84,7 +86,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         metrics: torchmetrics names computed on the device during evaluation (``accuracy``, ``f1``...).
         compute_metrics: An HF-style ``compute_metrics(EvalPrediction) -> dict`` (or its import path).
         preprocess_logits_for_metrics: ``fn(logits, labels) -> logits`` run per batch before accumulation.
-        label_names: The input keys holding labels (default ``labels``).
+        label_names: The input keys holding labels (default: the label arguments of the model's forward, as
+            transformers' ``find_labels``: ``start_positions`` / ``end_positions`` for question answering; else
+            ``labels``). ``[]``: no labels (evaluation then has no loss).
         evaluation: How evaluation collects and scores outputs (`EvaluationSettings`: ``prediction_loss_only``,
             ``batch_eval_metrics``, ``include_for_metrics``, ``eval_use_gather_object``, ``eval_do_concat_batches``,
             ``eval_accumulation_steps``, ``metric_threshold``); a dict works too.
@@ -168,7 +172,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.compute_loss_func: Callable[..., torch.Tensor] | None = None
         self.loss_is_scaled_for_ga = loss_is_scaled_for_ga
         self.average_tokens_across_devices = average_tokens_across_devices
-        self.label_names = ["labels"] if label_names is None else list(label_names)  # []: no labels, as transformers
+        if label_names is None:  # the label arguments of the model's forward (transformers' find_labels), else labels
+            label_names = find_labels(type(unwrap_peft_model(self.model))) or ["labels"]
+        self.label_names = list(label_names)  # []: no labels, as transformers
         #: the model's forward defaults ``return_loss`` to True (CLIP-like): with no label names, evaluation takes its loss
         self.can_return_loss = False
         self.loss_shifts_labels = loss_shifts_labels(self.model, task)
