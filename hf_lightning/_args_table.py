@@ -174,7 +174,9 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "eval_steps": Route(LOGGING, note="defaults to logging_steps, as transformers"),
     "eval_delay": Route(LOGGING),
     "per_device_eval_batch_size": Route(DATAMODULE, "eval_batch_size"),
-    "prediction_loss_only": Route(MODULE, "evaluation.prediction_loss_only"),
+    "prediction_loss_only": Route(MODULE, "evaluation.prediction_loss_only",
+                                  "validation and test compute the loss only; `lightning.Trainer.predict` still returns "
+                                  "the predictions it is called for (the HF-style `predict()` obeys it, as transformers)"),
     "eval_on_start": Route(LOGGING),
     "eval_do_concat_batches": Route(MODULE, "evaluation.eval_do_concat_batches"),
     "eval_use_gather_object": Route(MODULE, "evaluation.eval_use_gather_object",
@@ -230,7 +232,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
                                                 "the DataLoader workers' start method (with num_workers > 0)"),
     "dataloader_in_order": Route(DATAMODULE, "loader.in_order", "False lets workers deliver batches out of order"),
     "remove_unused_columns": Route(DATAMODULE),
-    "label_names": Route(MODULE),
+    "label_names": Route(MODULE, note="unset: the label arguments of the model's forward, as transformers "
+                                      "(`start_positions` / `end_positions` for question answering); `[]`: no labels"),
     "train_sampling_strategy": Route(DATAMODULE, "sampling_strategy"),
     "length_column_name": Route(DATAMODULE),
     "ddp_find_unused_parameters": Route(STRATEGY, note=_DDP),
