@@ -160,6 +160,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self.module: FacadeModule | None = None
         self._flow: HFFlow | None = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        if getattr(self.model, "config", None) is not None:  # as transformers (use_cache defaults to False)
+            self.model.config.use_cache = self.args.use_cache
         self._memory_tracker.stop_stage("init")
 
     def _check_arguments(self) -> None:
@@ -240,8 +242,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         module.can_return_loss = self.can_return_loss
         if getattr(self, "loss_is_scaled_for_ga", None) is not None:
             module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga
-        if isinstance(self.processing_class, PreTrainedTokenizerBase) or self.processing_class is not None:
+        if self.processing_class is not None:
             module.tokenizer = self.processing_class
+        elif getattr(self.data_collator, "tokenizer", None) is not None:
+            module.tokenizer = self.data_collator.tokenizer  # as transformers: saved when no processing class is given
         return module
 
     def _build_datamodule(self, splits: dict[str, Any]) -> FacadeDataModule:

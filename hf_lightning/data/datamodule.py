@@ -56,7 +56,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         seed: Seed of the per-epoch sample order (``seed + epoch``), as HF's ``seed``.
         data_seed: Replaces ``seed`` for the sample order, as HF's ``data_seed``.
         sampling_strategy: ``random`` (HF default), ``sequential``, or ``group_by_length`` (fewer pad tokens).
-        length_column_name: Precomputed lengths for ``group_by_length`` (computed when absent).
+        length_column_name: Precomputed lengths for ``group_by_length``, used where the column survives
+            ``remove_unused_columns`` (off, or the model's forward takes it), as transformers; else the lengths of the
+            model's main input are computed.
         remove_unused_columns: Drop columns the model's ``forward`` does not accept, as HF does.
         train_split: Name of the training split.
         validation_split: Name of the validation split; a list of split names (or a dict ``name: split``) evaluates
@@ -317,8 +319,8 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names.
         keep = set(inspect.signature(model.forward).parameters) | {"label", "label_ids", "labels"}
         keep |= set(getattr(module, "label_names", None) or [])
-        if self.sampling_strategy == "group_by_length":
-            keep.add(self.length_column_name)
+        # As transformers, a length column goes too (unless the forward takes it): length grouping then measures the
+        # model's main input, and the collator and model never see the column.
         return ds.remove_columns([c for c in _columns(ds) if c not in keep])
 
     def validation_roles(self) -> list[str]:

@@ -119,8 +119,9 @@ class EvaluationMixin:
         has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
         return_loss = inputs.get("return_loss")
         loss_without_labels = not self.label_names and bool(self.can_return_loss if return_loss is None else return_loss)
-        if ignore_keys is None:
-            ignore_keys = list(getattr(getattr(model, "config", None), "keys_to_ignore_at_inference", []) or [])
+        if ignore_keys is None:  # as transformers: the config's keys, "cache" where it names none
+            config = getattr(model, "config", None)
+            ignore_keys = [] if config is None else list(getattr(config, "keys_to_ignore_at_inference", ["cache"]))
         with_loss = has_labels or loss_without_labels
         labels = nested_detach(tuple(inputs.get(name) for name in self.label_names)) if with_loss else None
         if labels is not None and len(labels) == 1:
