@@ -186,3 +186,67 @@ def test_label_names_default_to_the_models_own_as_transformers(tmp_path):
         if hf.label_ids is not None:
             assert max_rel_diff(mine.label_ids, hf.label_ids) == 0.0
     assert ours[3].label_ids is None and "test_loss" not in ours[3].metrics
+
+
+def test_a_kv_cache_model_evaluates_predicts_and_saves_as_transformers(tmp_path):
+    """A GPT-2 trained with a collator that holds the tokenizer and no processing class: use_cache is set from the
+    arguments at init (False), so evaluate() with compute_metrics and predict() return logits, not caches; every
+    checkpoint holds the collator's tokenizer, as transformers saves it."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    texts = ["the film was good", "a very long and dull plot", "acting", "what a story this movie tells"] * 3
+    data = datasets.Dataset.from_list([tokenizer(t) for t in texts]).remove_columns(["token_type_ids"])
+    collator = transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)
+
+    def gpt2() -> Any:
+        transformers.set_seed(0)
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=tokenizer.vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=32))
+        model.loss_type = "ForCausalLM"
+        return model
+
+    def token_accuracy(pred: transformers.EvalPrediction) -> dict[str, float]:
+        return {"token_accuracy": float((pred.predictions.argmax(-1)[:, :-1] == pred.label_ids[:, 1:]).mean())}
+
+    seen = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        args = lib.TrainingArguments(str(out), report_to=[], use_cpu=True, max_steps=2, save_steps=2,
+                                     per_device_train_batch_size=4, per_device_eval_batch_size=4)
+        t = lib.Trainer(model=gpt2(), args=args, train_dataset=data, eval_dataset=data, data_collator=collator,
+                        compute_metrics=token_accuracy)
+        use_cache = t.model.config.use_cache
+        t.train()
+        files = sorted(p.name for p in (out / "checkpoint-2").iterdir() if p.name != "training_args.json")
+        seen[lib] = (use_cache, t.evaluate(), t.predict(data), files)
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours[0] is theirs[0] is False
+    assert_same_records(ours[1], theirs[1])
+    assert max_rel_diff(ours[2].predictions, theirs[2].predictions) <= 1e-5
+    assert ours[2].predictions.shape == theirs[2].predictions.shape
+    assert_same_records(ours[2].metrics, theirs[2].metrics)
+    assert ours[3] == theirs[3] and "tokenizer_config.json" in ours[3]
+
+
+def test_a_length_column_is_an_unused_column_as_in_transformers(tmp_path):
+    """group_by_length with a length column and remove_unused_columns on (the default): transformers drops the column
+    before anything reads it, so the collator and the model never see it; the same here."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    texts = ["the film was good", "a very long and dull plot", "acting", "what a story this movie tells"] * 4
+    data = datasets.Dataset.from_list([{**tokenizer(t), "label": i % 2, "length": 100 - i}
+                                       for i, t in enumerate(texts)])
+    seen = {}
+    for lib in LIBS:
+        keys: list[list[str]] = []
+
+        def collate(features: list[dict[str, Any]], keys: list = keys) -> Any:
+            keys.append(sorted(features[0]))
+            return transformers.DataCollatorWithPadding(tokenizer)(features)
+
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, max_steps=3,
+                                     per_device_train_batch_size=4, train_sampling_strategy="group_by_length")
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT,
+                                                                                             num_labels=2))
+        lib.Trainer(model=model, args=args, train_dataset=data, data_collator=collate).train()
+        seen[lib] = keys
+    assert seen[hf_lightning] == seen[transformers]
+    assert "length" not in seen[hf_lightning][0] and "input_ids" in seen[hf_lightning][0]
