@@ -233,7 +233,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "dataloader_in_order": Route(DATAMODULE, "loader.in_order", "False lets workers deliver batches out of order"),
     "remove_unused_columns": Route(DATAMODULE),
     "label_names": Route(MODULE, note="unset: the label arguments of the model's forward, as transformers "
-                                      "(`start_positions` / `end_positions` for question answering); `[]`: no labels"),
+                                      "(`start_positions` / `end_positions` for question answering; an evaluation loss needs every "
+                                      "one in the batch); `[]`: no labels"),
     "train_sampling_strategy": Route(DATAMODULE, "sampling_strategy"),
     "length_column_name": Route(DATAMODULE),
     "ddp_find_unused_parameters": Route(STRATEGY, note=_DDP),

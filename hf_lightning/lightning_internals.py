@@ -18,6 +18,31 @@ def _epoch_loop(trainer: L.Trainer) -> Any:
     return trainer.fit_loop.epoch_loop
 
 
+def after_fit_loop(trainer: L.Trainer, action: Any) -> None:
+    """Calls ``action()`` when the fit loop's ``run`` returns, before Lightning tears the trainer down (``on_fit_end``
+    comes after the teardown: the model is back on the CPU and the processes' wrappers are gone). A resume of a
+    finished run makes ``run`` return at once (``fit_loop.skip``) without ``on_train_start`` / ``on_train_end``; the
+    action ends training there as transformers does. The loop's ``run`` is replaced once per trainer."""
+    loop = trainer.fit_loop
+    if getattr(loop, "_hf_after_run", None) is not None:
+        loop._hf_after_run = action
+        return
+    original = loop.run
+
+    def run() -> Any:
+        result = original()
+        loop._hf_after_run()
+        return result
+
+    loop._hf_after_run = action
+    loop.run = run
+
+
+def fit_loop_done(trainer: L.Trainer) -> bool:
+    """Whether the fit loop has nothing left to run (max_steps or max_epochs reached)."""
+    return bool(trainer.fit_loop.done)
+
+
 def take_over_validation_schedule(trainer: L.Trainer) -> None:
     """Stops Lightning from validating on its own schedule (``val_check_interval``): `HFFlow` runs the validation
     loop at transformers' points with `validate_now`. The epoch loop's private ``_should_check_val_fx`` decides."""

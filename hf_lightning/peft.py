@@ -164,8 +164,8 @@ class LoraModule(HFModule):
                 merged_model.merge_and_unload().save_pretrained(path, safe_serialization=safe_serialization)
         else:
             self.model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(path)
+        if self.tokenizer_to_save is not None:
+            self.tokenizer_to_save.save_pretrained(path)
 
 
 __all__ = ["PEFT_TASK_TYPES", "LoraModule", "apply_lora", "require_peft", "trainable_parameters_report"]

@@ -244,8 +244,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga
         if self.processing_class is not None:
             module.tokenizer = self.processing_class
-        elif getattr(self.data_collator, "tokenizer", None) is not None:
-            module.tokenizer = self.data_collator.tokenizer  # as transformers: saved when no processing class is given
+        else:  # as transformers: the collator's tokenizer is saved when no processing class is given (and only saved)
+            module.saved_tokenizer = getattr(self.data_collator, "tokenizer", None)
         return module
 
     def _build_datamodule(self, splits: dict[str, Any]) -> FacadeDataModule:

@@ -337,7 +337,7 @@ class HFCheckpoint(Checkpoint):
         flow = self.flow
         model, prefix = resuming.inner_model(trainer.lightning_module)
         model_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        folder.save_model_files(model, staging, model_weights, getattr(trainer.lightning_module, "tokenizer", None))
+        folder.save_model_files(model, staging, model_weights, getattr(trainer.lightning_module, "tokenizer_to_save", None))
         if optimizer_state is not None:
             folder.save_torch(optimizer_state, os.path.join(staging, OPTIMIZER_NAME))
             scheduler = trainer_scheduler(trainer)

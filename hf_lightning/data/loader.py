@@ -194,7 +194,9 @@ class TrainLoader:
         if start and not isinstance(self.dataloader.batch_sampler, HFBatchSampler):
             for _ in range(start):  # e.g. an iterable dataset: the seen batches must be drawn to be skipped
                 next(iterator, None)
-        for window in self._windows(_one_ahead(iterator), total, start):
+        # Lightning's fetcher reads a loader without a length one batch ahead itself; a sized one it does not.
+        ahead = _one_ahead(iterator) if total is not None else iterator
+        for window in self._windows(ahead, total, start):
             counts = [self.count_items(b) for b in window]
             num_items = None if any(c is None for c in counts) else sum(counts)
             for i, batch in enumerate(window):
@@ -211,7 +213,8 @@ class TrainLoader:
 def _one_ahead(iterator: Iterator[Any]) -> Iterator[Any]:
     """The batches of ``iterator``, each handed out after the next one was drawn, as accelerate's ``DataLoaderShard``
     that transformers.Trainer trains from. A collator drawing from the global RNG (masked language modelling) and
-    the model's dropout then take their random numbers in transformers' order, so the losses are the same."""
+    the model's dropout then take their random numbers in transformers' order, so the losses are the same. Used for
+    loaders with a length: for one without, Lightning's own fetcher already draws one batch ahead."""
     try:
         current = next(iterator)
     except StopIteration:

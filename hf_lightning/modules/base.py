@@ -160,6 +160,8 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         if use_liger_kernel:
             apply_liger(self.model, liger_kernel_config)
         self.tokenizer = self._load_tokenizer(model, tokenizer)
+        #: a tokenizer only written beside the weights, where ``tokenizer`` is None (the HF-style Trainer's collator's)
+        self.saved_tokenizer: Any = None
         self.optimizer_factory = optimizer
         self.optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None
         self.metric_scheduler: Any = None  # a schedule stepped on the eval metric (reduce_lr_on_plateau, greedy)
@@ -226,6 +228,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         if files and not self._tokenizer_given:
             self.tokenizer = tokenizer_from_files(files)
             self._tokenizer_in_checkpoint = True
+
+    @property
+    def tokenizer_to_save(self) -> Any:
+        """The tokenizer that checkpoints and exports write: ``tokenizer``, else ``saved_tokenizer``."""
+        return self.tokenizer if self.tokenizer is not None else self.saved_tokenizer
 
     @staticmethod
     def _load_tokenizer(model: Any, tokenizer: Any) -> Any:

@@ -46,5 +46,5 @@ class ExportMixin:
             os.makedirs(path, exist_ok=True)
             weights = model.state_dict() if weights is None else weights
             save_file({k: v.contiguous() for k, v in weights.items()}, f"{path}/model.safetensors")
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(path)
+        if self.tokenizer_to_save is not None:
+            self.tokenizer_to_save.save_pretrained(path)

@@ -41,3 +41,18 @@ def test_the_fit_loop_pieces_used_for_exact_resume(trainer):
     assert "is_last_batch" in state["epoch_loop.batch_progress"]
     assert {"step", "zero_grad"} <= set(state["epoch_loop.automatic_optimization.optim_progress"]["optimizer"])
     internals.load_fit_loop_state(trainer, state)  # accepted back as it came
+
+
+def test_the_fit_loop_pieces_used_to_end_a_finished_run(trainer):
+    """A resume of a finished run: Lightning's fit loop returns at once (skip), before its teardown; the action
+    installed by after_fit_loop then ends training as transformers does (HFFlow._end_a_finished_fit)."""
+    assert callable(trainer.fit_loop.run) and isinstance(type(trainer.fit_loop).done, property)
+    assert hasattr(type(trainer.fit_loop), "skip"), "the early return of a finished fit"
+    calls = []
+    original = trainer.fit_loop.run
+    trainer.fit_loop.run = lambda: calls.append("run")
+    internals.after_fit_loop(trainer, lambda: calls.append("first action"))
+    internals.after_fit_loop(trainer, lambda: calls.append("second action"))  # replaces the action, not the wrapper
+    trainer.fit_loop.run()
+    assert calls == ["run", "second action"]
+    trainer.fit_loop.run = original
