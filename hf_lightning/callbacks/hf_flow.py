@@ -154,6 +154,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self._step_hook: Any = None
         self._optimizer_event_fired = False
         self._epoch_ended = False
+        self._epoch_began = False  # on_epoch_begin fired for the epoch now running
         self._validations = 0
         self._pending_tokens: torch.Tensor | int = 0
         self._initial_tokens = 0
@@ -266,10 +267,13 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         # HF's float epoch divides by the batches of an epoch (max_steps * GA for an iterable data set).
         self._steps_in_epoch = batches if not math.isinf(batches) else self.state.max_steps * trainer.accumulate_grad_batches
         self._epoch_ended = False
+        self._epoch_began = True
         self.event("on_epoch_begin")
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
+        if not self._epoch_began:  # a resume from a .ckpt saved at an epoch's end: Lightning skips the epoch start
+            self.on_train_epoch_start(trainer, pl_module)
         if batch_idx % trainer.accumulate_grad_batches == 0:
             self.event("on_step_begin")
         if self.settings.include_num_input_tokens_seen != "no":
@@ -320,6 +324,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
 
     def _end_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_ended = True
+        self._epoch_began = False
         self.event("on_epoch_end")
         self._log_evaluate_save(trainer, pl_module)
         if self.control.should_training_stop:
