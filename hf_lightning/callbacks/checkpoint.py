@@ -286,6 +286,8 @@ class HFCheckpoint(Checkpoint):
         """
         flow, strategy = self.flow, trainer.strategy
         settings, state = self.settings, flow.state
+        if not state.is_hyper_param_search:  # as transformers: the flos so far go into the saved trainer_state.json
+            flow.store_flos(trainer, pl_module or trainer.lightning_module)  # a collective: every rank is here
         writer = trainer.local_rank == 0 if settings.save_on_each_node else trainer.is_global_zero
         final = folder.checkpoint_dir(settings.output_dir, state.global_step)
         staging = folder.staging_dir(final)

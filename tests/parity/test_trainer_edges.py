@@ -6,6 +6,7 @@ re-running a finished script with ``resume_from_checkpoint=True``, ``evaluate(na
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import datasets
@@ -250,3 +251,24 @@ def test_a_length_column_is_an_unused_column_as_in_transformers(tmp_path):
         seen[lib] = keys
     assert seen[hf_lightning] == seen[transformers]
     assert "length" not in seen[hf_lightning][0] and "input_ids" in seen[hf_lightning][0]
+
+
+def test_checkpoints_hold_the_flos_so_far_as_transformers(tmp_path):
+    """transformers stores the floating-point operations counted so far before writing each checkpoint's
+    trainer_state.json; a run resumed from it then reports the whole run's total_flos."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    texts = ["the film was good", "a very long and dull plot", "acting", "what a story this movie tells"] * 4
+    data = datasets.Dataset.from_list([{**tokenizer(t), "label": i % 2} for i, t in enumerate(texts)])
+    flos = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        args = lib.TrainingArguments(str(out), report_to=[], use_cpu=True, max_steps=4, save_steps=2,
+                                     per_device_train_batch_size=4, logging_steps=3)
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT,
+                                                                                             num_labels=2))
+        lib.Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer).train()
+        flos[lib] = [json.loads((out / f"checkpoint-{n}" / "trainer_state.json").read_text())["total_flos"]
+                     for n in (2, 4)]
+    assert flos[hf_lightning] == flos[transformers]
+    assert 0 < flos[hf_lightning][0] < flos[hf_lightning][1]
