@@ -76,7 +76,9 @@ def build_metrics(names: list[str] | None, num_labels: int | None, multi_label: 
         kind = "multi-label " if multi_label else ""
         raise ValueError(f"Unknown {kind}metric(s) {unknown} in model.metrics. Known: {sorted(known)}.")
     if num_labels is None:
-        raise ValueError("model.metrics needs the number of labels: set model.num_labels (or link it from the data).")
+        raise ValueError("model.metrics needs the number of labels, and none is known: set model.num_labels, or check "
+                         "that data.label_column names a column of the training data (the command line takes the "
+                         "number of labels from that column).")
     if multi_label:
         return torchmetrics.MetricCollection({n: MULTILABEL_METRICS[n](num_labels, threshold) for n in names})
     return torchmetrics.MetricCollection({n: METRICS[n](num_labels) for n in names})

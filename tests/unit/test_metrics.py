@@ -104,3 +104,10 @@ def test_class_indices_from_preprocess_logits_are_scored_as_they_are():
     buffer.add(preds, labels)
     buffer.flush()
     assert float(collection.compute()["accuracy"]) == pytest.approx(3 / 5)  # 1, 0 right of 3; 3 right, 2 wrong
+
+
+def test_metrics_without_a_number_of_labels_name_both_fixes():
+    """From the command line the number of labels comes from the label column: a misspelt column leaves none, and
+    the message points there as well as at model.num_labels."""
+    with pytest.raises(ValueError, match=r"set model\.num_labels, or check that data\.label_column names a column"):
+        build_metrics(["accuracy"], None)
