@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -379,11 +380,19 @@ class EvaluationMixin:
         # A standalone validate() logs them itself, so its result table and return value hold the metrics.
         # The keys already name their set: no "/dataloader_idx_<n>" suffix.
         if self.logs_eval_to_lightning:
-            self.log_dict(self.eval_record.metrics, logger=self.trainer.state.fn != "fit", add_dataloader_idx=False)
+            self._log_results(logger=self.trainer.state.fn != "fit")
 
     def on_test_epoch_end(self) -> None:
         self.eval_record = EvalRecord(self._finish_sets())
-        self.log_dict(self.eval_record.metrics, add_dataloader_idx=False)
+        self._log_results(logger=True)
+
+    def _log_results(self, logger: bool) -> None:
+        """``log_dict`` of the results: Lightning's ``validate()`` / ``test()`` return what is logged for loggers, with
+        or without one configured, so its per-key "no logger configured" warning is left out where there is none."""
+        with warnings.catch_warnings():
+            if not self.trainer.loggers:
+                warnings.filterwarnings("ignore", message=r"You called `self\.log\(")
+            self.log_dict(self.eval_record.metrics, logger=logger, add_dataloader_idx=False)
 
     def on_predict_epoch_end(self) -> None:
         self._finish_sets()

@@ -34,3 +34,26 @@ def test_an_evaluation_starts_from_empty_metrics():
     left_over = _bert(metrics=["accuracy"])
     left_over.val_metrics.update(torch.ones(1000, dtype=torch.long), torch.ones(1000, dtype=torch.long))  # all right
     assert validate(left_over) == clean
+
+
+def test_validate_without_a_logger_returns_the_metrics_without_a_warning_per_key():
+    """A notebook's Trainer(logger=False): validate() and test() return every metric, and Lightning's "no logger
+    configured" warning, once per key, is not shown."""
+    import warnings
+
+    import lightning as L
+
+    from hf_lightning import HFDataModule, HFModule
+    from tests.helpers.tiny import TINY_BERT
+
+    module = HFModule(model=TINY_BERT, tokenizer="minilm", num_labels=2, metrics=["accuracy"])
+    data = HFDataModule(dataset="movie_reviews", tokenizer="minilm", batch_size=16, max_train_samples=32,
+                        max_eval_samples=16)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validated = trainer.validate(module, data, verbose=False)[0]
+        tested = trainer.test(module, data, verbose=False)[0]
+    assert {"eval_loss", "eval_accuracy", "eval_runtime"} <= set(validated)
+    assert {"test_loss", "test_accuracy"} <= set(tested)
+    assert not [w for w in caught if "self.log" in str(w.message)]
