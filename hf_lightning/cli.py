@@ -67,6 +67,13 @@ class HFLightningCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        ckpt = self._own_config().get("ckpt_path")
+        if ckpt and os.path.isdir(str(ckpt)):
+            raise ValueError(
+                f"--ckpt_path {ckpt} is a folder; --ckpt_path takes a Lightning .ckpt file. A checkpoint-N folder "
+                "resumes through HFCheckpoint: --config configs/checkpointing.yaml "
+                f"--trainer.callbacks.init_args.resume_from_checkpoint {ckpt} (docs/checkpoints.md); to start "
+                f"from its weights only, pass --model.init_args.model {ckpt}.")
         precision = self._own_config().get("float32_matmul_precision")
         if precision:
             torch.set_float32_matmul_precision(precision)

@@ -202,3 +202,14 @@ def test_several_validation_sets_during_fit(tmp_path):
             "epoch"} <= set(written)
     # the two sets differ: each was evaluated on its own data
     assert written["eval_validation_loss"] != written["eval_test_loss"]
+
+
+def test_a_checkpoint_folder_given_as_ckpt_path_is_refused_with_the_way_to_resume_it(tmp_path):
+    """--ckpt_path takes Lightning's .ckpt file; a checkpoint-N folder is refused before anything is built, naming
+    the HFCheckpoint resume and the weights-only start."""
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"is a folder; --ckpt_path takes a Lightning \.ckpt file.*"
+                                         r"resume_from_checkpoint .*checkpoint-4.*--model\.init_args\.model"):
+        main(["fit", "--config", TINY, "--ckpt_path", str(folder), "--trainer.logger", "false",
+              "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
