@@ -239,7 +239,6 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         module.compute_metrics = self.compute_metrics
         module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics
         module.optimizer_cls_and_kwargs = self.optimizer_cls_and_kwargs
-        module.can_return_loss = self.can_return_loss
         if getattr(self, "loss_is_scaled_for_ga", None) is not None:
             module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga
         if self.processing_class is not None:

@@ -214,7 +214,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
             internals.take_over_validation_schedule(trainer)  # `_evaluate` runs the loop at HF's points
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_begins: bool = True) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_began = True
         max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         state = self.state
@@ -253,9 +253,6 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.event("on_train_begin")
         if self.settings.eval_on_start:
             self._evaluate(trainer)
-        # A resume inside an epoch: Lightning skips on_train_epoch_start.
-        if epoch_begins and internals.restarted_mid_epoch(trainer):
-            self.on_train_epoch_start(trainer, pl_module)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_event_fired = True
@@ -272,7 +269,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if not self._epoch_began:  # a resume from a .ckpt saved at an epoch's end: Lightning skips the epoch start
+        if not self._epoch_began:  # a resume inside an epoch or at its end: Lightning skips on_train_epoch_start
             self.on_train_epoch_start(trainer, pl_module)
         if batch_idx % trainer.accumulate_grad_batches == 0:
             self.event("on_step_begin")
@@ -373,14 +370,13 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
             self._step_hook.remove()
             self._step_hook = None
 
-
     def _end_a_finished_fit(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Resuming from a checkpoint of a finished run, Lightning skips the whole fit loop (no on_train_start /
         # on_train_end). transformers still ends training: the final train metrics (no step run: train_loss 0.0),
         # the best model loaded with load_best_model_at_end, on_train_begin and on_train_end for its callbacks.
         # Called when the fit loop returns, before Lightning's teardown (models still on their devices).
         if not self._train_began and internals.fit_loop_done(trainer):
-            self.on_train_start(trainer, pl_module, epoch_begins=False)
+            self.on_train_start(trainer, pl_module)
             self.on_train_end(trainer, pl_module)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
-from transformers.tokenization_utils_base import BatchEncoding
+from transformers.tokenization_utils_base import BatchEncoding, PreTrainedTokenizerBase
 from transformers.utils import PaddingStrategy
 
 #: Keys transformers' ``tokenizer.pad`` pads besides the model's main input, with their pad values (None: the
@@ -71,8 +71,6 @@ def _width(padding: Any, max_length: int | None, longest: int, pad_to_multiple_o
 
 def _pads_as_transformers(tokenizer: Any) -> bool:
     """Whether ``tokenizer.pad`` is transformers' own (a class that overrides ``pad`` or ``_pad`` pads its way)."""
-    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-
     cls = type(tokenizer)
     return (isinstance(tokenizer, PreTrainedTokenizerBase) and cls.pad is PreTrainedTokenizerBase.pad
             and cls._pad is PreTrainedTokenizerBase._pad)
@@ -96,8 +94,9 @@ def pad_batch(tokenizer: Any, features: Any, padding: Any = True, max_length: in
     names = getattr(tokenizer, "model_input_names", None)
     side = getattr(tokenizer, "padding_side", None)
     pad_id = getattr(tokenizer, "pad_token_id", None)
-    if (not _pads_as_transformers(tokenizer) or not names or pad_id is None or side not in ("left", "right") or not isinstance(features, (list, tuple))
-            or not features or not all(isinstance(f, Mapping) for f in features)):
+    if (not _pads_as_transformers(tokenizer) or not names or pad_id is None or side not in ("left", "right")
+            or not isinstance(features, (list, tuple)) or not features
+            or not all(isinstance(f, Mapping) for f in features)):
         return None
     main, keys, wants_mask = names[0], list(features[0].keys()), "attention_mask" in names
     if main not in keys or ("attention_mask" in keys and not wants_mask):
@@ -181,7 +180,6 @@ def trainer_default_collator(processing_class: Any) -> Callable[..., Any]:
     """transformers.Trainer's default collator: dynamic padding with a tokenizer or a sequence feature extractor
     (`PaddingCollator`, transformers' batches), else ``default_data_collator``."""
     from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
-    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
     if isinstance(processing_class, (PreTrainedTokenizerBase, SequenceFeatureExtractor)):
         return PaddingCollator(processing_class)

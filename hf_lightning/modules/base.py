@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoTokenizer
 from transformers.trainer_pt_utils import LabelSmoother
 from transformers.trainer_utils import unwrap_peft_model
-from transformers.utils import find_labels
+from transformers.utils import can_return_loss, find_labels
 
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
@@ -174,11 +174,12 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.compute_loss_func: Callable[..., torch.Tensor] | None = None
         self.loss_is_scaled_for_ga = loss_is_scaled_for_ga
         self.average_tokens_across_devices = average_tokens_across_devices
+        inspected = type(unwrap_peft_model(self.model))  # as transformers: what the model's forward takes
         if label_names is None:  # the label arguments of the model's forward (transformers' find_labels), else labels
-            label_names = find_labels(type(unwrap_peft_model(self.model))) or ["labels"]
+            label_names = find_labels(inspected) or ["labels"]
         self.label_names = list(label_names)  # []: no labels, as transformers
         #: the model's forward defaults ``return_loss`` to True (CLIP-like): with no label names, evaluation takes its loss
-        self.can_return_loss = False
+        self.can_return_loss = can_return_loss(inspected)
         self.loss_shifts_labels = loss_shifts_labels(self.model, task)
         multi_label = getattr(getattr(self.model, "config", None), "problem_type", None) == "multi_label_classification"
         ev = self.evaluation

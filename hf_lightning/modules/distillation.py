@@ -102,8 +102,7 @@ class DistillationModule(HFModule):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """The student's HF loss (`HFModule.compute_loss`) mixed with the distillation term."""
-        names = ["labels", *self.label_names] if "labels" in inputs else self.label_names
-        labels = next((inputs[name] for name in names if inputs.get(name) is not None), None)
+        labels = next((inputs[n] for n in ("labels", *self.label_names) if inputs.get(n) is not None), None)
         hard, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         student = _student_logits(outputs, has_loss=labels is not None)
         mask_labels = labels if torch.is_tensor(labels) and labels.shape == student.shape[:-1] else None

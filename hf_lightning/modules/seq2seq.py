@@ -116,10 +116,8 @@ class Seq2SeqModule(HFModule):
             generation_inputs = {k: v for k, v in inputs.items() if k not in ("decoder_input_ids",
                                                                               "decoder_attention_mask")}
         generated = self.model.generate(**generation_inputs, **gen_kwargs)
-        config = getattr(self.model, "generation_config", None)
-        if getattr(config, "_from_model_config", False):  # as transformers' Seq2SeqTrainer (saved generation_config)
-            config._from_model_config = False
         config = self.model.generation_config
+        config._from_model_config = False  # as transformers' Seq2SeqTrainer (the saved generation_config)
         config.update(**config._get_default_generation_params(), defaults_only=True)  # as Seq2SeqTrainer
         generated = self._pad_to_generation_length(generated, config)
         loss = None
