@@ -16,6 +16,7 @@ import importlib
 import os
 import re
 import sys
+import traceback
 import warnings
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -30,8 +31,14 @@ from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.groups import DATA, MODEL, Grouping
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.records import eval_metrics
+from hf_lightning.predictions import write_predictions
 
 ENV_PREFIX = "HFL"
+
+DESCRIPTION = "Train, evaluate and predict with transformers models on Lightning (LightningCLI)."
+EPILOG = ("Two more commands: 'python -m hf_lightning report OUTPUT_DIR' draws a run's training curves into a PNG and "
+          "prints a summary; 'python -m hf_lightning hpo --config CONFIG --param ...' runs a hyper-parameter search "
+          "with optuna. Each takes --help.")
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     # TensorBoard event files under runs/<name>/version_<n>/ by default.
@@ -77,6 +84,17 @@ class HFLightningCLI(LightningCLI):
         precision = self._own_config().get("float32_matmul_precision")
         if precision:
             torch.set_float32_matmul_precision(precision)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a setting that hf_lightning refuses reported by its own message: jsonargparse wraps it in
+        an error per type it tried ("Does not validate against any of the Union subtypes" and the whole config)."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            own = _own_error(err)
+            if own is None:
+                raise
+            raise own from None
 
     def export_path(self) -> str | None:
         """The folder the trained model is exported to after ``fit``."""
@@ -130,6 +148,18 @@ class HFLightningCLI(LightningCLI):
     def after_test(self) -> None:
         self.save_results(self.results_dir(), "test", eval_metrics(self.model))
 
+    def after_predict(self) -> None:
+        """``predict_results.json`` (the metrics, where the data has labels), ``predictions.npz`` and the task's text
+        file (`hf_lightning.predictions`) in the run's folder."""
+        output = getattr(self.model, "prediction_output", None)
+        if output is None:
+            return
+        folder = self.results_dir()
+        self.save_results(folder, "predict", dict(output.metrics))
+        if self.trainer.is_global_zero:
+            for path in write_predictions(folder, self.model, output):
+                print(f"Saved predictions to {path}")
+
 
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
 _FLAT_FLAG = re.compile(r"--(model|data)\.(?:init_args\.)?(\w+)(=.*)?$")
@@ -137,6 +167,16 @@ _YAML_LOAD = get_loader("yaml")
 #: jsonargparse's yaml loading, plus the move of flat keys into their groups (`load_upgraded`).
 PARSER_MODE = "hf_lightning_yaml"
 _GROUPINGS = {"model": (MODEL, HFModule), "data": (DATA, HFDataModule)}
+
+
+def _own_error(err: BaseException) -> BaseException | None:
+    """The innermost error of ``err``'s chain, where hf_lightning's own code raised it (a setting it refuses)."""
+    inner = err
+    while (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__
+    frames = traceback.extract_tb(inner.__traceback__)
+    ours = bool(frames) and os.path.dirname(frames[-1].filename).startswith(os.path.dirname(__file__))
+    return inner if ours and isinstance(inner, (ValueError, TypeError)) else None
 
 
 def _warn_moved(moved: list[tuple[Grouping, str]]) -> None:
@@ -250,7 +290,8 @@ def main(argv: list[str] | None = None) -> Any:
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
-        parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX, "parser_mode": PARSER_MODE},
+        parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX, "parser_mode": PARSER_MODE,
+                       "prog": "python -m hf_lightning", "description": DESCRIPTION, "epilog": EPILOG},
         save_config_kwargs={"overwrite": True},
         args=None if argv is None else upgraded,
     )

@@ -15,6 +15,7 @@ Lightning door, once per fit.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -167,7 +168,8 @@ class OptimizerSettings(_FromArgs):
         optim_target_modules: Target modules of GaLore-style optimizers.
         lr_scheduler_type: A ``transformers.SchedulerType`` (linear, cosine, constant_with_warmup, ...).
         lr_scheduler_kwargs: Extra scheduler arguments (e.g. ``num_cycles``).
-        warmup_steps: Warmup steps (>= 1) or ratio of the total steps (< 1).
+        warmup_steps: Warmup steps (>= 1; a fraction is dropped, as transformers does) or ratio of the total steps
+            (< 1).
         max_grad_norm: Gradient clipping norm; 0 disables clipping (the norm is still logged).
     """
 
@@ -188,6 +190,18 @@ class OptimizerSettings(_FromArgs):
         if self.learning_rate < 0 or self.max_grad_norm < 0 or self.warmup_steps < 0:
             raise ValueError(f"optimization: learning_rate={self.learning_rate}, max_grad_norm={self.max_grad_norm} "
                              f"and warmup_steps={self.warmup_steps} must be >= 0.")
+        # Names are checked here, when the settings are built (before any model or data loads), not when
+        # configure_optimizers first needs them.
+        from transformers import SchedulerType
+        from transformers.training_args import OptimizerNames
+
+        for field, value, names in (("optim", self.optim, OptimizerNames),
+                                    ("lr_scheduler_type", self.lr_scheduler_type, SchedulerType)):
+            known = [n.value for n in names]
+            if value not in known:
+                close = difflib.get_close_matches(str(value), known, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"optimization.{field}='{value}' is unknown.{hint} Choose one of {sorted(known)}.")
 
 
 @dataclass(frozen=True)

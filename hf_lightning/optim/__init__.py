@@ -109,14 +109,13 @@ def build_optimizer(
 
 
 def resolve_warmup_steps(warmup_steps: float, num_training_steps: int) -> int:
-    """HF's rule: a value >= 1 is a step count; a float in (0, 1) is a ratio, ``ceil(max_steps * ratio)``."""
+    """HF's rule: a value >= 1 is a step count (its integer part); a float in (0, 1) is a ratio,
+    ``ceil(max_steps * ratio)``."""
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps={warmup_steps} must be >= 0 (a count, or a float < 1 for a ratio).")
     if 0 < warmup_steps < 1:
         return math.ceil(num_training_steps * warmup_steps)
-    if warmup_steps != int(warmup_steps):
-        raise ValueError(f"warmup_steps={warmup_steps}: use an integer count, or a float < 1 for a ratio.")
-    return int(warmup_steps)
+    return int(warmup_steps)  # 2.5 -> 2, as TrainingArguments.get_warmup_steps
 
 
 def build_scheduler(

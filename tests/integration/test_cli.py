@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -59,6 +60,16 @@ def test_validate_and_predict(tmp_path):
     cli = _run(tmp_path, "predict")
     output = cli.model.prediction_output
     assert output.predictions.shape == (32, 2)
+    # written beside the metrics, as transformers' example scripts write them
+    folder = Path(cli.trainer.log_dir)
+    assert json.loads((folder / "predict_results.json").read_text()) == pytest.approx(output.metrics)
+    saved = np.load(folder / "predictions.npz")
+    assert sorted(saved) == ["label_ids", "predictions"]
+    np.testing.assert_array_equal(saved["predictions"], output.predictions)
+    np.testing.assert_array_equal(saved["label_ids"], output.label_ids)
+    names = cli.model.model.config.id2label
+    assert (folder / "predictions.txt").read_text().splitlines() == [
+        "index\tprediction", *(f"{i}\t{names[int(c)]}" for i, c in enumerate(output.predictions.argmax(-1)))]
 
 
 
@@ -213,3 +224,35 @@ def test_a_checkpoint_folder_given_as_ckpt_path_is_refused_with_the_way_to_resum
                                          r"resume_from_checkpoint .*checkpoint-4.*--model\.init_args\.model"):
         main(["fit", "--config", TINY, "--ckpt_path", str(folder), "--trainer.logger", "false",
               "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--model.optimization.optim", "adamw_torh",
+     r"^optimization\.optim='adamw_torh' is unknown\. Did you mean 'adamw_torch'\? Choose one of \[.*'sgd'"),
+    ("--model.optimization.lr_scheduler_type", "cosin",
+     r"^optimization\.lr_scheduler_type='cosin' is unknown\. Did you mean 'cosine'\? Choose one of \[.*'linear'"),
+    ("--model.optimization.learning_rate", "-1", r"^optimization: learning_rate=-1\.0.* must be >= 0"),
+])
+def test_a_bad_setting_is_reported_by_its_own_message_before_the_model_loads(tmp_path, monkeypatch, flag, value,
+                                                                            message):
+    """The error is the setting's own (not jsonargparse's error per Union type with the whole config in it), raised
+    while the settings are built: no model is loaded."""
+    from hf_lightning.modules import base
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad setting was reported")
+
+    monkeypatch.setattr(base, "load_model", no_loading)
+    with pytest.raises(ValueError, match=message) as info:
+        main(["fit", "--config", TINY, flag, value, "--trainer.logger", "false", "--export_dir", "none",
+              "--trainer.default_root_dir", str(tmp_path)])
+    assert info.value.__cause__ is None and "Union" not in str(info.value)
+
+
+def test_help_names_the_report_and_hpo_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the text
+    assert out.startswith("usage: python -m hf_lightning ")
+    assert "'python -m hf_lightning report OUTPUT_DIR'" in out and "'python -m hf_lightning hpo --config CONFIG" in out

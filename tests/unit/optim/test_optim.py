@@ -50,5 +50,8 @@ def test_every_scheduler_matches_get_scheduler(name):
 def test_warmup_rule_count_or_ratio():
     assert resolve_warmup_steps(3, 100) == 3
     assert resolve_warmup_steps(0.05, 30) == 2  # ceil(1.5)
+    # a count with a fraction keeps its integer part, as transformers' TrainingArguments.get_warmup_steps
+    args = transformers.TrainingArguments(output_dir="unused", warmup_steps=2.5, report_to="none")
+    assert resolve_warmup_steps(2.5, 100) == args.get_warmup_steps(100) == 2
     with pytest.raises(ValueError, match="warmup_steps"):
-        resolve_warmup_steps(2.5, 100)
+        resolve_warmup_steps(-1, 100)
