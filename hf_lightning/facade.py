@@ -201,9 +201,12 @@ class FacadeModule(HFModule):
     logs_eval_to_lightning = False
     loss_only_in_predict = True  # transformers.Trainer.predict obeys prediction_loss_only
 
-    def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
+    def __init__(self, hooks: TrainerHooks, eval_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hooks = hooks
+        #: the name of the trainer's eval set this data module evaluates (``evaluate()`` of a dict, ``evaluate(name)``):
+        #: an overridden ``get_eval_dataloader`` receives it, as in transformers
+        self.eval_name = eval_name
         self.deferred_loss: Any = Ellipsis  # None while an overridden training_step runs, then its loss
         self._context: tuple[Any, int] | None = None
 
@@ -281,9 +284,18 @@ class FacadeModule(HFModule):
 class FacadeDataModule(HFDataModule):
     """HFDataModule whose loaders come from the HF-style Trainer's ``get_*_dataloader`` overrides when there are any."""
 
-    def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
+    def __init__(self, hooks: TrainerHooks, eval_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hooks = hooks
+        #: the name of the trainer's eval set this data module evaluates (``evaluate()`` of a dict, ``evaluate(name)``):
+        #: an overridden ``get_eval_dataloader`` receives it, as in transformers
+        self.eval_name = eval_name
+
+    @property
+    def eval_loaders_per_evaluation(self) -> bool:
+        """Whether each evaluation during training asks for its loaders again: an overridden ``get_eval_dataloader``
+        is called at every evaluation, as transformers calls it."""
+        return self.hooks.get_eval_dataloader is not None
 
     def attached_module(self) -> Any:
         """The trainer's module, also before ``train()`` (loaders asked for up front drop the same columns)."""
@@ -308,7 +320,7 @@ class FacadeDataModule(HFDataModule):
         if get is not None:  # as transformers: once per eval set, by name
             if self.validation_sets is not None:
                 return {name: get(name) for name in self.validation_sets}
-            return get(self.raw_splits().get("validation"))
+            return get(self.eval_name if self.eval_name is not None else self.raw_splits().get("validation"))
         return super().val_dataloader()
 
     def predict_dataloader(self) -> Any:

@@ -53,13 +53,17 @@ def take_over_validation_schedule(trainer: L.Trainer) -> None:
     loop._should_check_val_fx = lambda data_fetcher: False
 
 
-def validate_now(trainer: L.Trainer) -> None:
+def validate_now(trainer: L.Trainer, fresh_loaders: bool = False) -> None:
     """Runs Lightning's validation loop inside the training epoch, as its epoch loop does when it validates (the
     validating / training flags around the run), keeping the logger connector's first-iteration flag, which the
-    extra run would otherwise reset (and with it the step logging of the epoch)."""
+    extra run would otherwise reset (and with it the step logging of the epoch). ``fresh_loaders``: the loop asks the
+    data module for its loaders again (Lightning keeps those of the first validation of a fit)."""
     first_loop_iter = trainer._logger_connector._first_loop_iter
     trainer.validating = True
-    _epoch_loop(trainer).val_loop.run()
+    loop = _epoch_loop(trainer).val_loop
+    if fresh_loaders:
+        loop._combined_loader = None
+    loop.run()
     trainer.training = True
     trainer._logger_connector._first_loop_iter = first_loop_iter
 

@@ -247,8 +247,9 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             module.saved_tokenizer = getattr(self.data_collator, "tokenizer", None)
         return module
 
-    def _build_datamodule(self, splits: dict[str, Any]) -> FacadeDataModule:
-        """The data module over the given splits; a dict of eval sets becomes its named validation sets."""
+    def _build_datamodule(self, splits: dict[str, Any], eval_name: str | None = None) -> FacadeDataModule:
+        """The data module over the given splits; a dict of eval sets becomes its named validation sets.
+        ``eval_name``: the name of the trainer's eval set given as the validation split."""
         tokenizer = self.processing_class if isinstance(self.processing_class, PreTrainedTokenizerBase) else None
         dataset = {k: v for k, v in splits.items() if v is not None}
         kwargs: dict[str, Any] = {}
@@ -257,7 +258,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             dataset.update({f"validation/{name}": ds for name, ds in named.items()})
             kwargs["validation_split"] = {name: f"validation/{name}" for name in named}
         settings = {**self.translated.datamodule, "batch_size": self._train_batch_size, **kwargs}
-        return FacadeDataModule(TrainerHooks.of(self), dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
+        return FacadeDataModule(TrainerHooks.of(self), eval_name=eval_name, dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
                                 tokenize=False, validation_size=0.0, test_size=0.0, **settings)
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:

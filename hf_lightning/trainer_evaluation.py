@@ -38,31 +38,33 @@ class TrainerEvaluation:
             self.module = self._build_module()
         return self.module
 
-    def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule) -> tuple[Any, L.Trainer]:
+    def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule,
+                          name: str | None = None) -> tuple[Any, L.Trainer]:
         """The data module and Lightning Trainer of an evaluation, kept between calls on the same data set, stage,
         module and arguments (building them costs more than evaluating a small data set: a Lightning Trainer scans
         the installed packages' entry points), one per data set and stage, so that alternating ``evaluate()`` and
         ``predict()`` calls, or a dict of eval sets, re-use theirs too (the `_EVAL_PARTS_KEPT` latest)."""
-        key = (stage, id(dataset), id(module), id(self.args), id(self.data_collator), id(self.processing_class))
+        key = (stage, id(dataset), name, id(module), id(self.args), id(self.data_collator), id(self.processing_class))
         kept: dict[tuple[Any, ...], tuple[Any, Any, L.Trainer]] = self.__dict__.setdefault("_eval_parts", {})
         if key in kept and kept[key][0] is dataset:
             kept[key] = kept.pop(key)  # most recently used last
             return kept[key][1], kept[key][2]
-        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset})
+        datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset}, name)
         trainer = self._lightning_trainer([])
         kept[key] = (dataset, datamodule, trainer)
         while len(kept) > _EVAL_PARTS_KEPT:
             kept.pop(next(iter(kept)))
         return datamodule, trainer
 
-    def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str) -> Any:
+    def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str,
+                  name: str | None = None) -> Any:
         if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
             self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         start = time.time()
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix
-        datamodule, trainer = self._evaluation_parts(dataset, stage, module)
+        datamodule, trainer = self._evaluation_parts(dataset, stage, module, name)
         if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
             self._model_prepared = True
             self.model_preparation_time = round(time.time() - start, 4)
@@ -75,21 +77,23 @@ class TrainerEvaluation:
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
         """HF's ``evaluate``: metrics with the prefix and speed metrics; logged and passed to ``on_evaluate``."""
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        override = eval_dataset is not None
+        dataset = eval_dataset if override else self.eval_dataset
+        if isinstance(dataset, dict):  # as transformers: each set by name (the trainer's) or itself (one given)
+            metrics: dict[str, float] = {}
+            for name, ds in dataset.items():
+                metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        name = None
         if isinstance(dataset, str):  # a name of the eval_dataset dict, as transformers' get_eval_dataloader(name)
             if not isinstance(self.eval_dataset, dict) or dataset not in self.eval_dataset:
                 raise ValueError(f"evaluate('{dataset}'): the Trainer's eval_dataset is not a dict with that name "
                                  f"(names: {sorted(self.eval_dataset) if isinstance(self.eval_dataset, dict) else []}).")
-            dataset = self.eval_dataset[dataset]
-        if isinstance(dataset, dict):
-            metrics: dict[str, float] = {}
-            for name, ds in dataset.items():
-                metrics.update(self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}"))
-            return metrics
+            name, dataset = dataset, self.eval_dataset[dataset]
         if dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         self._memory_tracker.start_stage("eval")
-        metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate")
+        metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate", name)
         self.log(metrics)  # as in transformers, log() adds "epoch" to the returned dict too
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         self._memory_tracker.stop_stage("eval", metrics)  # after the log, as transformers (returned metrics only)

@@ -31,7 +31,10 @@ class FlowEvaluation:
     def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
         """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
         before = self._validations
-        internals.validate_now(trainer)
+        # An HF-style Trainer whose get_eval_dataloader is overridden is asked for the loaders at each evaluation (the
+        # first uses those Lightning asked for as the fit began).
+        fresh = before > 0 and getattr(trainer.datamodule, "eval_loaders_per_evaluation", False)
+        internals.validate_now(trainer, fresh)
         if self._validations == before:
             strategy = self.settings.eval_strategy
             raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "

@@ -2,7 +2,8 @@
 hf_lightning.Trainer on the same model, data and seed, and compared whole (keys and values; timings by key only):
 re-running a finished script with ``resume_from_checkpoint=True``, ``evaluate(name)`` with a dict of eval sets,
 ``predict()`` with ``prediction_loss_only``, ``include_num_input_tokens_seen`` outside ``train()``, the
-``*_model_preparation_time`` key of an evaluation before training, and what ``compute_metrics`` is passed."""
+``*_model_preparation_time`` key of an evaluation before training, what ``compute_metrics`` is passed, and what an
+overridden ``get_eval_dataloader`` is passed."""
 
 from __future__ import annotations
 
@@ -272,3 +273,35 @@ def test_checkpoints_hold_the_flos_so_far_as_transformers(tmp_path):
                      for n in (2, 4)]
     assert flos[hf_lightning] == flos[transformers]
     assert 0 < flos[hf_lightning][0] < flos[hf_lightning][1]
+
+
+def test_an_overridden_get_eval_dataloader_receives_what_transformers_passes_it(tmp_path):
+    """The name of each of the trainer's eval sets (``evaluate()``, ``evaluate(name)``, the evaluations during
+    ``train()``), a data set given to ``evaluate`` itself (alone or in a dict)."""
+    sets = {"near": RegressionDataset(16, seed=1), "far": RegressionDataset(24, seed=2, b=5.0)}
+    other = RegressionDataset(8, seed=3)
+    seen, results = {}, {}
+    for lib in LIBS:
+        calls: list[Any] = []
+
+        class Recording(lib.Trainer):
+            def get_eval_dataloader(self, eval_dataset=None, calls=calls):
+                calls.append(eval_dataset if isinstance(eval_dataset, str) or eval_dataset is None
+                             else f"data set of {len(eval_dataset)}")
+                return super().get_eval_dataloader(eval_dataset)
+
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     learning_rate=0.1, per_device_train_batch_size=8, num_train_epochs=1,
+                                     save_strategy="no", eval_strategy="steps", eval_steps=2)
+        transformers.set_seed(args.seed)
+        run = Recording(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(32),
+                        eval_dataset=sets, compute_metrics=mae)
+        results[lib] = [run.evaluate(), run.evaluate("far"), run.evaluate({"x": other}), run.evaluate(other)]
+        calls.append("train")
+        run.train()
+        seen[lib] = calls
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][:5] == ["near", "far", "far", "data set of 8", "data set of 8"]
+    assert seen[transformers][5:] == ["train", "near", "far", "near", "far"]
+    for ours, theirs in zip(results[hf_lightning], results[transformers]):
+        assert_same_records(ours, theirs)
