@@ -158,7 +158,10 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "logging_steps": Route(LOGGING, note="a float < 1 is a ratio of the total steps"),
     "logging_first_step": Route(LOGGING),
     "log_on_each_node": Route(LOGGING, note="with log_level_replica: transformers' get_process_log_level per rank"),
-    "logging_nan_inf_filter": Route(LOGGING),
+    "logging_nan_inf_filter": (
+        Route(LOGGING, note="a nan / inf step loss counts as the mean of the steps since the last log"),
+        Route(MODULE, "evaluation.nan_inf_filter", "evaluation leaves batches with a nan / inf loss out of the loss"),
+    ),
     "include_num_input_tokens_seen": Route(LOGGING, note="'all', 'non_padding' or 'no'"),
     "log_level": Route(LOGGING, note="transformers' log verbosity on the main process (Trainer messages included)"),
     "log_level_replica": Route(LOGGING, note="transformers' log verbosity on replicas (get_process_log_level)"),

@@ -164,7 +164,7 @@ class TrainerHooks:
             return getattr(trainer, name) if name in trainer.overridden else None
 
         def given_optimizer(model: Any) -> torch.optim.Optimizer | None:
-            if "create_optimizer" not in trainer.overridden and trainer.optimizer is None:
+            if not {"create_optimizer", "get_decay_parameter_names"} & trainer.overridden and trainer.optimizer is None:
                 return None  # transformers' default, built by the module
             trainer.model = model
             return trainer.create_optimizer()

@@ -219,6 +219,8 @@ class EvaluationSettings(_FromArgs):
             memory); None keeps them on the device until the end of the pass, as transformers does.
         metric_threshold: Probability above which a label counts as predicted by multi-label metrics (hf_lightning's
             own; not a transformers field).
+        nan_inf_filter: Leave the batches whose loss is nan or inf out of the evaluation loss, where any batch's is
+            finite (transformers' ``logging_nan_inf_filter``, which also filters the logged training loss).
     """
 
     prediction_loss_only: bool = False
@@ -228,6 +230,7 @@ class EvaluationSettings(_FromArgs):
     eval_do_concat_batches: bool = True
     eval_accumulation_steps: int | None = None
     metric_threshold: float = 0.5
+    nan_inf_filter: bool = True
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ from hf_lightning.trainer_methods import TrainerMethods
 log = hf_logging.get_logger("transformers.trainer")
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
-          "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "evaluation_loop", "log")
+          "get_decay_parameter_names", "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader",
+          "evaluation_loop", "log")
 
 
 class Trainer(TrainerEvaluation, TrainerMethods):
@@ -362,7 +363,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                                                   max_epochs=max_epochs)
         self._fit(module, datamodule, flow)
         self.model = uncompiled(module.model)  # transformers keeps `model` uncompiled
-        self.state = flow.state
+        self.state, self.control = flow.state, flow.control
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
         self.lr_scheduler = trainer_scheduler(self.pl_trainer)
         self._created_lr_scheduler = not given_scheduler and self.lr_scheduler is not None

@@ -20,6 +20,30 @@ from hf_lightning.facade import FacadeModule
 _EVAL_PARTS_KEPT = 8
 
 
+class _PredictionStepEvents(L.Callback):
+    """transformers' ``on_prediction_step`` after each batch of ``evaluate()`` / ``predict()`` (its ProgressCallback
+    draws the evaluation bar from it); inside ``train()``, HFFlow fires it."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def _event(self) -> None:
+        owner = self.trainer
+        owner.control = owner.callback_handler.on_prediction_step(owner.args, owner.state, owner.control)
+
+    def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.trainer.callback_handler.eval_dataloader = trainer.val_dataloaders  # its length sizes the bar
+
+    def on_predict_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.trainer.callback_handler.eval_dataloader = trainer.predict_dataloaders
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._event()
+
+    def on_predict_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._event()
+
+
 class TrainerEvaluation:
     """transformers.Trainer's ``evaluate`` / ``predict``; mixed into `hf_lightning.Trainer`."""
 
@@ -50,7 +74,7 @@ class TrainerEvaluation:
             kept[key] = kept.pop(key)  # most recently used last
             return kept[key][1], kept[key][2]
         datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset}, name)
-        trainer = self._lightning_trainer([])
+        trainer = self._lightning_trainer([_PredictionStepEvents(self)])
         kept[key] = (dataset, datamodule, trainer)
         while len(kept) > _EVAL_PARTS_KEPT:
             kept.pop(next(iter(kept)))
@@ -68,11 +92,14 @@ class TrainerEvaluation:
         if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
             self._model_prepared = True
             self.model_preparation_time = round(time.time() - start, 4)
+        passes = module.finished_passes
         if stage == "validate":
             trainer.validate(module, datamodule=datamodule, verbose=False)
-            return module.eval_record.metrics
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
-        return module.prediction_output
+        else:
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        if module.finished_passes == passes:  # no batch to evaluate: Lightning skipped the pass
+            module.finish_empty_pass(stage)
+        return module.eval_record.metrics if stage == "validate" else module.prediction_output
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -82,8 +82,9 @@ class TrainerMethods:
         """HF's ``create_optimizer``: AdamW (or ``optim``) over HF's decay / no-decay groups, kept once built."""
         if self.optimizer is None:
             config = self._evaluation_module().optim_config
-            self.optimizer = build_optimizer(model or self.model, **config,
-                                             optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
+            model = model or self.model
+            self.optimizer = build_optimizer(model, **config, optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
+                                             decay_names=self.get_decay_parameter_names(model))
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:

@@ -35,6 +35,12 @@ class FlowEvaluation:
         # first uses those Lightning asked for as the fit began).
         fresh = before > 0 and getattr(trainer.datamodule, "eval_loaders_per_evaluation", False)
         internals.validate_now(trainer, fresh)
+        if self._validations == before and sum(trainer.num_val_batches) == 0 < len(trainer.num_val_batches) \
+                and callable(getattr(trainer.lightning_module, "finish_empty_pass", None)):
+            # Evaluation sets without a batch (empty, or drop_last with fewer samples than a batch): Lightning ran no
+            # pass; transformers still evaluates them (speed metrics only), logs and calls on_evaluate.
+            trainer.lightning_module.finish_empty_pass("validate")
+            self.on_validation_end(trainer, trainer.lightning_module)
         if self._validations == before:
             strategy = self.settings.eval_strategy
             raise ValueError(f"eval_strategy='{strategy}' (or eval_on_start) needs an evaluation set, but Lightning "

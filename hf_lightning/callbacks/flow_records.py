@@ -118,10 +118,15 @@ class FlowRecords:
         step_loss = step_loss.detach().float()
         if self._tr_loss is None:
             self._tr_loss = torch.zeros((), device=step_loss.device)
+        micro = record.micro_losses if record is not None and len(record.micro_losses) > 1 else (step_loss,)
         if self.settings.logging_nan_inf_filter:
-            # HF: a non-finite step adds the mean of the steps since the last log (no host sync here).
-            fallback = self._tr_loss / (1 + self.state.global_step - 1 - self._last_logged)
-            step_loss = torch.where(torch.isfinite(step_loss), step_loss, fallback)
+            # HF, for each micro-batch: a non-finite loss adds the mean of the steps since the last log, so far (no
+            # host sync here)
+            steps = 1 + self.state.global_step - 1 - self._last_logged
+            for loss in micro:
+                loss = loss.detach().float()
+                self._tr_loss = self._tr_loss + torch.where(torch.isfinite(loss), loss, self._tr_loss / steps)
+            return
         self._tr_loss = self._tr_loss + step_loss
 
     def _train_logs(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:

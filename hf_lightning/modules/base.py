@@ -186,13 +186,15 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self._init_evaluation(metrics, num_labels, compute_metrics, preprocess_logits_for_metrics,
                               ev.batch_eval_metrics, list(ev.include_for_metrics or []), ev.prediction_loss_only,
                               multi_label, ev.metric_threshold, ev.eval_use_gather_object)
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        #: activation checkpointing, switched on when a fit begins (`setup`), as transformers' ``train()`` does
+        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing_kwargs = gradient_checkpointing_kwargs
         self.neftune_noise_alpha = neftune_noise_alpha
         self._neftune_handle: Any = None
         #: Per-step values the logging callbacks read (tensors stay on the device: no per-step sync).
         self.step_record = StepRecord()
         self._window_loss: torch.Tensor | None = None
+        self._window_losses: list[torch.Tensor] = []
         self._window_items: tuple[int, torch.Tensor] | None = None
         self._window_done = False
         self._stepped: Any = None  # the optimizer that stepped, until the schedule has stepped too (then: no grads)
@@ -206,6 +208,7 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
     compile_scope = group_field("compilation", "torch_compile_scope")
     eval_do_concat_batches = group_field("evaluation", "eval_do_concat_batches")
     eval_accumulation_steps = group_field("evaluation", "eval_accumulation_steps")
+    nan_inf_filter = group_field("evaluation", "nan_inf_filter")
 
     @property
     def optim_config(self) -> dict[str, Any]:
@@ -317,6 +320,12 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
     def _normalise(self, inputs: dict[str, Any], window: WindowInfo | None, batch_idx: int) -> torch.Tensor:
         """HF's loss for one micro-batch: over the window's label count, or the micro-batch mean / window size."""
         countable = window is not None and window.num_items is not None
+        if countable and window.size == 1 and self.trainer.world_size == 1 and self.loss_is_scaled_for_ga is None:
+            # One micro-batch per step on one process: the loss over the count and the batch mean agree, whichever
+            # the loss computes, so no probe; the count is passed where transformers passes it.
+            if not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+                return self.compute_loss(self.model, inputs)
+            return self.compute_loss(self.model, inputs, num_items_in_batch=self._window_num_items(window, batch_idx))
         if countable and self.loss_is_scaled_for_ga is None:
             self.loss_is_scaled_for_ga = self._probe_scaled_for_ga(inputs)
         if countable and self.loss_is_scaled_for_ga:
@@ -349,8 +358,10 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         """Sums a window's normalised micro-batch losses into ``step_record.loss`` (HF's per-step ``tr_loss``)."""
         first = window is None or window.index == 0
         self._window_loss = loss if first or self._window_loss is None else self._window_loss + loss
+        self._window_losses = [loss] if first else [*self._window_losses, loss]
         if window is None or window.index == window.size - 1:
             self.step_record.loss = self._window_loss
+            self.step_record.micro_losses = tuple(self._window_losses)
             self._window_done = True
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -370,6 +381,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         from hf_lightning.callbacks.hf_flow import HFFlow, find_flow
 
         return [] if find_flow(self.trainer) is not None else [HFFlow()]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.gradient_checkpointing:
+            enable_activation_checkpointing(uncompiled(self.model), self.gradient_checkpointing_kwargs)
 
     def configure_model(self) -> None:
         if self.compile_kwargs is None or uncompiled(self.model) is not self.model or has_compiled_regions(self.model):
@@ -392,6 +408,25 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
 
             deactivate_neftune(self.model, self._neftune_handle)
             self._neftune_handle = None
+
+
+def enable_activation_checkpointing(model: nn.Module, kwargs: dict[str, Any] | None) -> None:
+    """transformers' ``train()``: ``every_n_layers`` (which layers) and ``offload`` (where their activations wait)
+    come out of the keywords; the rest go to ``torch.utils.checkpoint.checkpoint`` (None when there are none: the
+    model's default, non-reentrant checkpointing). A model with only the older ``gradient_checkpointing_enable``
+    gets that, as in transformers."""
+    kwargs = dict(kwargs or {})
+    every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None,
+                                              every_n_layers=every_n_layers, offload=offload)
+        return
+    warnings.warn(f"`{type(model).__name__}` only defines `gradient_checkpointing_enable`, which is deprecated and will "
+                  "no longer be called in v6. Define `activation_checkpointing_enable` instead.", FutureWarning,
+                  stacklevel=2)  # transformers' warning
+    placement = {**({"every_n_layers": every_n_layers} if every_n_layers != 1 else {}),
+                 **({"offload": offload} if offload else {})}  # older releases take neither
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None, **placement)
 
 
 TaskName = Literal["sequence-classification", "token-classification", "causal-lm", "masked-lm", "seq2seq-lm",

@@ -56,6 +56,8 @@ class _StageState:
     def __init__(self, dataloader_idx: int = 0, concat: bool = True) -> None:
         self.dataloader_idx = dataloader_idx
         self.loss_sum: torch.Tensor | None = None
+        #: with ``nan_inf_filter``: the loss summed over, and the samples of, the batches whose loss is finite
+        self.finite_loss: torch.Tensor | None = None
         self.num_samples = 0
         self.num_steps = 0
         # transformers' containers: batches concatenated on the device (or kept as a list without
@@ -110,6 +112,9 @@ class EvaluationMixin:
         self._finished_sets: list[dict[str, float]] = []
         self.prediction_output: PredictionOutput | None = None
         self._stage: _StageState | None = None
+        #: passes finished (a pass over no batches is skipped by Lightning, hooks and all: `finish_empty_pass`)
+        self.finished_passes = 0
+        self._empty_stage: str | None = None
 
     # ----------------------------------------------------------------------------------------------- HF hook
     def prediction_step(
@@ -147,6 +152,8 @@ class EvaluationMixin:
 
     # ----------------------------------------------------------------------------------------------- steps
     def _stage_name(self) -> str:
+        if self._empty_stage is not None:
+            return self._empty_stage
         if self.trainer.testing:
             return "test"
         if self.trainer.predicting:
@@ -173,6 +180,10 @@ class EvaluationMixin:
         if loss is not None:
             weighted = loss.double() * size if loss.device.type != "mps" else loss.float() * size  # HF: mean repeated per sample
             state.loss_sum = weighted if state.loss_sum is None else state.loss_sum + weighted
+            if self.nan_inf_filter:  # on the device: no host sync per batch
+                finite = torch.isfinite(weighted)
+                counted = torch.stack([torch.where(finite, weighted, 0.0), finite * float(size)])
+                state.finite_loss = counted if state.finite_loss is None else state.finite_loss + counted
         if logits is None:
             return loss, logits, labels
         if self.preprocess_logits_for_metrics is not None and labels is not None:
@@ -262,9 +273,28 @@ class EvaluationMixin:
         results, self._finished_sets = [*self._finished_sets, self._finish()], []
         return results
 
+    def finish_empty_pass(self, stage: str) -> None:
+        """The results of a pass over no batches (an empty data set, or ``drop_last`` with fewer samples than a
+        batch), which Lightning skips without a hook: as transformers gives them, the speed metrics only (and the
+        model preparation time), no loss, no predictions (``prediction_output.predictions`` is None)."""
+        loaders = self.trainer.predict_dataloaders if stage == "predict" else self.trainer.val_dataloaders
+        loaders = loaders.values() if isinstance(loaders, dict) else loaders if isinstance(loaders, list) else [loaders]
+        for loader in loaders:  # as an evaluation loop would: each iterator draws its base seed from the global RNG
+            if loader is not None:
+                iter(loader)
+        self._empty_stage = stage
+        try:
+            self._stage = None
+            results = self._finish_sets()
+        finally:
+            self._empty_stage = None
+        if stage != "predict":
+            self.eval_record = EvalRecord(results)
+
     def _finish(self) -> dict[str, float]:
         state, stage = self._stage or _StageState(), self._stage_name()
         self._stage = None
+        self.finished_passes += 1
         prefix = self.metric_key_prefix[stage]
         names = self._eval_set_names()
         if names is not None:  # transformers' prefix for a dict of eval data sets
@@ -279,6 +309,12 @@ class EvaluationMixin:
             local = state.loss_sum.detach() if state.loss_sum is not None else zero
             total = strategy.reduce(local, reduce_op="sum") if several else local
             results["loss"] = float(total / num_samples)
+            if self.nan_inf_filter and not math.isfinite(results["loss"]):
+                # as transformers: the batches with a finite loss, if there are any
+                local = state.finite_loss if state.finite_loss is not None else zero.repeat(2)
+                finite_sum, finite_samples = (strategy.reduce(local, reduce_op="sum") if several else local).tolist()
+                if finite_samples > 0:
+                    results["loss"] = finite_sum / finite_samples
         metrics = self._metrics_for(stage)
         buffer = state.metric_buffer
         if buffer is not None:

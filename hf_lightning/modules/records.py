@@ -21,12 +21,14 @@ class StepRecord:
     Attributes:
         loss: The step's loss: the sum of its accumulation window's normalised micro-batch losses (HF's per-step
             ``tr_loss``); None before the first step.
+        micro_losses: Those micro-batch losses, in order (transformers' nan / inf filter replaces each non-finite one).
         grad_norm: The total gradient norm before clipping (HF's ``grad_norm``).
         learning_rate: The learning rate the step used (before the scheduler moved it).
         flos: Floating-point operations since `HFFlow` last stored them (HF's ``current_flos``).
     """
 
     loss: torch.Tensor | None = None
+    micro_losses: tuple[torch.Tensor, ...] = ()
     grad_norm: torch.Tensor | float | None = None
     learning_rate: float | None = None
     flos: float = 0.0

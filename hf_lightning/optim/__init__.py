@@ -44,10 +44,13 @@ class _ArgsView:
         raise AttributeError(name)
 
 
-def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """HF's two parameter groups: decayed weights, then biases and norm-layer weights at weight decay 0."""
+def decay_parameter_groups(model: nn.Module, weight_decay: float,
+                           decay_names: list[str] | None = None) -> list[dict[str, Any]]:
+    """HF's two parameter groups: decayed weights, then biases and norm-layer weights at weight decay 0.
+    ``decay_names``: the parameters to decay, where not transformers' rule (an overridden
+    ``Trainer.get_decay_parameter_names``)."""
     # Reuses transformers' rule (LayerNorm modules and bias/norm name patterns); it does not read `self`.
-    decay = set(HFTrainer.get_decay_parameter_names(None, model))
+    decay = set(HFTrainer.get_decay_parameter_names(None, model) if decay_names is None else decay_names)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
         {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
@@ -68,6 +71,7 @@ def build_optimizer(
     optim_target_modules: Any = None,
     optimizer_factory: OptimizerFactory | None = None,
     optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+    decay_names: list[str] | None = None,
 ) -> torch.optim.Optimizer:
     """Builds the optimizer over HF's decay / no-decay groups.
 
@@ -84,8 +88,9 @@ def build_optimizer(
         optimizer_factory: Replaces ``optim``: called with the parameter groups (e.g. ``functools.partial(torch.optim.SGD,
             lr=0.1)`` or a LightningCLI ``class_path``). Group weight decays are kept.
         optimizer_cls_and_kwargs: Replaces ``optim``, as ``Trainer(optimizer_cls_and_kwargs=...)``.
+        decay_names: The parameters weight decay applies to, where not transformers' rule.
     """
-    groups = decay_parameter_groups(model, weight_decay)
+    groups = decay_parameter_groups(model, weight_decay, decay_names)
     if optimizer_factory is not None:
         return optimizer_factory(groups)
     if optimizer_cls_and_kwargs is None:

@@ -69,6 +69,11 @@ class LogCapture:
         super().log(logs, start_time)
 
 
+class DecayOnlyTheSlope:
+    def get_decay_parameter_names(self, model):
+        return ["a"]
+
+
 def _subclass(base: type, *mixins: type) -> type:
     return type(f"{base.__name__}With{''.join(m.__name__ for m in mixins)}", (*mixins, base), {})
 
@@ -131,3 +136,35 @@ def test_optimizers_tuple_and_optimizer_cls_and_kwargs(tmp_path):
     hf = run(transformers.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "x", **kwargs, **REG)
     ours = run(hf_lightning.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "y", **kwargs, **REG)
     assert_same(hf, ours, rtol=1e-6)
+
+
+def test_an_overridden_get_decay_parameter_names_decides_which_weights_decay(tmp_path):
+    """transformers' create_optimizer asks ``self.get_decay_parameter_names`` (here: the slope only, not the bias)."""
+    decayed = dict(REG, weight_decay=0.5, optim="adamw_torch")
+    hf = run(_subclass(transformers.Trainer, DecayOnlyTheSlope), StrictRegressionModel, RegressionDataset(),
+             tmp_path / "hf", **decayed)
+    ours = run(_subclass(hf_lightning.Trainer, DecayOnlyTheSlope), StrictRegressionModel, RegressionDataset(),
+               tmp_path / "ours", **decayed)
+    assert_same(hf, ours, rtol=1e-6)
+    groups = [[n for n, p in ours.trainer.model.named_parameters() if any(p is q for q in g["params"])]
+              for g in ours.trainer.optimizer.param_groups]
+    assert groups == [["a"], ["b"]]
+    default = run(hf_lightning.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "default", **decayed)
+    assert max_rel_diff(default.weights, ours.weights) > 1e-4  # the bias decays by default
+
+
+@pytest.mark.parametrize(("model", "count"), [(StrictRegressionModel, None), (RegressionModel, 8)])
+def test_compute_loss_is_called_as_transformers_calls_it_without_accumulation(tmp_path, model, count):
+    """One micro-batch per step: one call per step, in train mode (no probe), with the batch's label count where
+    transformers passes it (a model whose forward takes loss keywords), else None."""
+    calls = {}
+    for base in (transformers.Trainer, hf_lightning.Trainer):
+        seen = calls[base] = []
+
+        class Recording(base):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, seen=seen):
+                seen.append((model.training, None if num_items_in_batch is None else int(num_items_in_batch)))
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        run(Recording, model, RegressionDataset(), tmp_path / base.__module__, **REG)
+    assert calls[hf_lightning.Trainer] == calls[transformers.Trainer] == [(True, count)] * 16

@@ -305,3 +305,150 @@ def test_an_overridden_get_eval_dataloader_receives_what_transformers_passes_it(
     assert seen[transformers][5:] == ["train", "near", "far", "near", "far"]
     for ours, theirs in zip(results[hf_lightning], results[transformers]):
         assert_same_records(ours, theirs)
+
+
+def test_an_evaluation_set_without_a_batch_gives_what_transformers_gives(tmp_path):
+    """``dataloader_drop_last`` with fewer samples than a batch: nothing to evaluate. ``evaluate()`` / ``predict()``
+    return transformers' results (speed metrics only, no predictions), not those of the pass before; training with
+    an evaluation per epoch goes on, logs an eval record at each, and draws from the global RNG as transformers'
+    evaluation does (the next epoch's dropout, so the losses and final weights, match)."""
+    def data(n: int, seed: int) -> datasets.Dataset:
+        ids = np.random.default_rng(seed).integers(1, 1000, (n, 8))
+        return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     num_train_epochs=2, per_device_train_batch_size=4, per_device_eval_batch_size=4,
+                                     dataloader_drop_last=True, eval_strategy="epoch", logging_steps=2,
+                                     save_strategy="no")
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+        run = lib.Trainer(model=model, args=args, train_dataset=data(16, 1), eval_dataset=data(3, 2))
+        passes = [run.evaluate(data(8, 3)), run.evaluate()]  # one with batches first: nothing of it may be left
+        predictions = [run.predict(data(8, 3)), run.predict(data(3, 2))]
+        run.train()
+        seen[lib] = {"evaluate": passes, "predict": predictions, "log": run.state.log_history,
+                     "weights": {k: v.clone() for k, v in run.model.state_dict().items()}}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    for mine, expected in zip(ours["evaluate"], theirs["evaluate"]):
+        assert_same_records(mine, expected)
+    assert "eval_loss" in ours["evaluate"][0] and "eval_loss" not in ours["evaluate"][1]
+    assert ours["predict"][1].predictions is None and ours["predict"][1].label_ids is None
+    for mine, expected in zip(ours["predict"], theirs["predict"]):
+        assert_same_records(mine.metrics, expected.metrics)
+    assert len(ours["log"]) == len(theirs["log"])
+    for mine, expected in zip(ours["log"], theirs["log"]):
+        assert_same_records(mine, expected)
+    assert sum("eval_runtime" in record for record in ours["log"]) == 2
+    assert max_rel_diff(ours["weights"], theirs["weights"]) <= 1e-5
+
+
+def _marked_rows(n: int, seed: int, marked: tuple[int, ...]) -> datasets.Dataset:
+    ids = np.random.default_rng(seed).integers(1, 99, (n, 8))
+    ids[list(marked), 0] = 99  # the subclass below makes these rows' batches' loss inf
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 1] % 2).tolist()})
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_the_nan_inf_filter_replaces_each_micro_batch_and_leaves_eval_batches_out(tmp_path, accumulation):
+    """``logging_nan_inf_filter``: transformers replaces each micro-batch whose loss is inf by the mean of the steps
+    since the last log (so far), and leaves the eval batches whose loss is inf out of ``eval_loss``. Without the
+    filter both report inf; after it, hf_lightning's later records are finite again (docs/parity.md difference 13)."""
+    for filtered in (True, False):
+        seen = {}
+        for lib in LIBS:
+            class Spiking(lib.Trainer):
+                def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                    out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                    spike = float("inf") if bool((inputs["input_ids"][:, 0] == 99).any()) else 0.0
+                    return (out[0] + spike, out[1]) if return_outputs else out + spike
+
+            args = lib.TrainingArguments(
+                str(tmp_path / f"{lib.__name__}-{filtered}"), report_to=[], use_cpu=True, disable_tqdm=True,
+                num_train_epochs=1, per_device_train_batch_size=2, gradient_accumulation_steps=accumulation,
+                per_device_eval_batch_size=2, logging_steps=1, save_strategy="no",
+                logging_nan_inf_filter=filtered)
+            transformers.set_seed(0)
+            model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+            model.accepts_loss_kwargs = False  # a mean loss: no difference 1 under accumulation
+            run = Spiking(model=model, args=args, train_dataset=_marked_rows(16, 1, (5,)),
+                          eval_dataset=_marked_rows(8, 2, (3,)))
+            run.train()
+            seen[lib] = {"log": [r for r in run.state.log_history if "loss" in r], "eval": run.evaluate()}
+        ours, theirs = seen[hf_lightning], seen[transformers]
+        if filtered:
+            assert_same_records(ours["eval"], theirs["eval"])
+            assert all(np.isfinite(r["loss"]) for r in ours["log"]) and np.isfinite(ours["eval"]["eval_loss"])
+            for mine, expected in zip(ours["log"], theirs["log"], strict=True):
+                assert_same_records(mine, expected)
+        else:  # the same up to the inf step; transformers' records are nan after it
+            assert sorted(ours["eval"]) == sorted(theirs["eval"])
+            assert ours["eval"]["eval_loss"] == theirs["eval"]["eval_loss"] == float("inf")
+            spiked = next(i for i, r in enumerate(theirs["log"]) if not np.isfinite(r["loss"]))
+            for mine, expected in zip(ours["log"][:spiked], theirs["log"][:spiked]):
+                assert_same_records(mine, expected)
+            assert ours["log"][spiked]["loss"] == theirs["log"][spiked]["loss"] == float("inf")
+            assert all(np.isfinite(r["loss"]) for r in ours["log"][spiked + 1:])
+
+
+@pytest.mark.parametrize("kwargs", [None, {}, {"every_n_layers": 2}, {"use_reentrant": True}], ids=str)
+def test_activation_checkpointing_is_switched_on_by_train_as_in_transformers(tmp_path, kwargs):
+    """Off until ``train()`` (an evaluation before it runs without), then on with transformers' keywords:
+    ``every_n_layers`` picks the layers, the rest reach ``torch.utils.checkpoint`` (none given: the model's default,
+    non-reentrant)."""
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     max_steps=2, per_device_train_batch_size=4, logging_steps=1, save_strategy="no",
+                                     activation_checkpointing=True, activation_checkpointing_kwargs=kwargs)
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+        run = lib.Trainer(model=model, args=args, train_dataset=_marked_rows(8, 1, ()),
+                          eval_dataset=_marked_rows(4, 2, ()))
+        run.evaluate()
+        before = model.is_activation_checkpointing
+        run.train()
+        layers = [(layer.gradient_checkpointing, getattr(getattr(layer, "_gradient_checkpointing_func", None),
+                                                         "keywords", None)) for layer in model.bert.encoder.layer]
+        seen[lib] = {"before": before, "after": model.is_activation_checkpointing, "layers": layers,
+                     "log": run.state.log_history, "weights": {k: v.clone() for k, v in model.state_dict().items()}}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours["before"] is theirs["before"] is False and ours["after"] is theirs["after"] is True
+    assert ours["layers"] == theirs["layers"]
+    assert [on for on, _ in ours["layers"]] == ([True, False] if kwargs == {"every_n_layers": 2} else [True, True])
+    for mine, expected in zip(ours["log"], theirs["log"], strict=True):
+        assert_same_records(mine, expected)
+    assert max_rel_diff(ours["weights"], theirs["weights"]) <= 1e-6
+
+
+class _EventRecorder(transformers.TrainerCallback):
+    def __init__(self, events: list[tuple[Any, ...]]) -> None:
+        self.events = events
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self.events.append(("on_prediction_step", state.global_step, control.should_training_stop))
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.events.append(("on_evaluate", state.global_step, control.should_training_stop))
+
+    def on_predict(self, args, state, control, **kwargs):
+        self.events.append(("on_predict", state.global_step, control.should_training_stop))
+
+
+def test_evaluate_and_predict_fire_transformers_events_and_train_leaves_its_control(tmp_path):
+    """``on_prediction_step`` per batch of ``evaluate()`` / ``predict()`` (outside ``train()`` too), and the
+    ``TrainerControl`` that ``train()`` ended with (``should_training_stop``) seen by the calls after it."""
+    seen = {}
+    for lib in LIBS:
+        events: list[tuple[Any, ...]] = []
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(12, seed=1), per_device_eval_batch_size=4)
+        run.add_callback(_EventRecorder(events))
+        run.evaluate()
+        run.predict(RegressionDataset(8, seed=2))
+        run.train()
+        run.evaluate()
+        seen[lib] = (events, run.control.should_training_stop)
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][0][:4] == [("on_prediction_step", 0, False)] * 3 + [("on_evaluate", 0, False)]
+    assert seen[transformers][0][-1][2] is True and seen[transformers][1] is True
