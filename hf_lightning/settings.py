@@ -153,6 +153,10 @@ class BestMetric:
 
 
 # ------------------------------------------------------------------------------------ HFModule's grouped settings
+#: optimizers whose update happens in backward (transformers' LOMO family); layer-wise ones end with "_layerwise"
+_STEPS_INSIDE_BACKWARD = ("lomo", "adalomo")
+
+
 @dataclass(frozen=True)
 class OptimizerSettings(_FromArgs):
     """Optimizer and schedule (``model.init_args.optimization`` in yaml; transformers' defaults).
@@ -202,6 +206,12 @@ class OptimizerSettings(_FromArgs):
                 close = difflib.get_close_matches(str(value), known, n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"optimization.{field}='{value}' is unknown.{hint} Choose one of {sorted(known)}.")
+        if self.optim in _STEPS_INSIDE_BACKWARD or self.optim.endswith("_layerwise"):
+            raise ValueError(
+                f"optimization.optim='{self.optim}' updates the weights inside backward (transformers runs it through "
+                "accelerate's backward or per-parameter gradient hooks), which Lightning's optimizer step cannot "
+                "drive: choose another optimizer (the same family without '_layerwise', such as 'galore_adamw', "
+                "or 'adamw_torch').")
 
 
 @dataclass(frozen=True)

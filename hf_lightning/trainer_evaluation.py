@@ -92,6 +92,9 @@ class TrainerEvaluation:
         if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
             self._model_prepared = True
             self.model_preparation_time = round(time.time() - start, 4)
+        switch = getattr(self.optimizer, "eval", None)  # a schedule-free optimizer's evaluation weights
+        if callable(switch):
+            switch()
         passes = module.finished_passes
         if stage == "validate":
             trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -81,10 +81,13 @@ class TrainerMethods:
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """HF's ``create_optimizer``: AdamW (or ``optim``) over HF's decay / no-decay groups, kept once built."""
         if self.optimizer is None:
-            config = self._evaluation_module().optim_config
+            module = self._evaluation_module()
+            config = {**module.optim_config, "warmup_steps": module.warmup_steps}
             model = model or self.model
             self.optimizer = build_optimizer(model, **config, optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
-                                             decay_names=self.get_decay_parameter_names(model))
+                                             decay_names=self.get_decay_parameter_names(model),
+                                             world_size=self.accelerator.num_processes,
+                                             gradient_accumulation_steps=self.args.gradient_accumulation_steps)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:

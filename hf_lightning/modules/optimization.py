@@ -20,8 +20,12 @@ class OptimizationMixin:
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         """HF's optimizer (decay / no-decay groups); override for other parameter groups."""
+        trainer = self._trainer
+        layout = {"world_size": trainer.world_size, "gradient_accumulation_steps": trainer.accumulate_grad_batches} \
+            if trainer is not None else {}
         return build_optimizer(self.model, **self.optim_config, optimizer_factory=self.optimizer_factory,
-                               optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs)
+                               optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs, warmup_steps=self.warmup_steps,
+                               **layout)
 
     def add_parameters_outside_model(self, optimizer: torch.optim.Optimizer) -> None:
         """Trainable parameters of this module that ``create_optimizer`` left out (those outside ``model``: a learned
@@ -51,6 +55,28 @@ class OptimizationMixin:
         if self.metric_scheduler is not None:
             return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ----------------------------------------------------------------------------------------------- modes
+    def switch_optimizer_mode(self, mode: str) -> None:
+        """As transformers: an optimizer with ``train()`` / ``eval()`` methods (schedule-free AdamW / SGD / RAdam,
+        whose weights for evaluation differ from those it trains) is put in train mode at each training step and in
+        eval mode when an evaluation begins."""
+        for optimizer in self._trainer.optimizers if self._trainer is not None else []:
+            switch = getattr(optimizer, mode, None)
+            if callable(switch):
+                switch()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.switch_optimizer_mode("train")
+
+    def on_validation_start(self) -> None:
+        self.switch_optimizer_mode("eval")
+
+    def on_test_start(self) -> None:
+        self.switch_optimizer_mode("eval")
+
+    def on_predict_start(self) -> None:
+        self.switch_optimizer_mode("eval")
 
     # ----------------------------------------------------------------------------------------------- step
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

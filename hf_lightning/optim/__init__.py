@@ -18,6 +18,8 @@ import torch
 import transformers
 from torch import nn
 from transformers.trainer import Trainer as HFTrainer
+from transformers.trainer_optimizer import is_optimizer_factory
+from transformers.training_args import ParallelMode
 from transformers.training_args import TrainingArguments as HFTrainingArguments
 
 #: A callable that builds an optimizer from parameter groups (what LightningCLI makes of ``class_path`` + init_args).
@@ -72,6 +74,9 @@ def build_optimizer(
     optimizer_factory: OptimizerFactory | None = None,
     optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
     decay_names: list[str] | None = None,
+    world_size: int = 1,
+    gradient_accumulation_steps: int = 1,
+    warmup_steps: float = 0,
 ) -> torch.optim.Optimizer:
     """Builds the optimizer over HF's decay / no-decay groups.
 
@@ -89,6 +94,12 @@ def build_optimizer(
             lr=0.1)`` or a LightningCLI ``class_path``). Group weight decays are kept.
         optimizer_cls_and_kwargs: Replaces ``optim``, as ``Trainer(optimizer_cls_and_kwargs=...)``.
         decay_names: The parameters weight decay applies to, where not transformers' rule.
+        world_size: Processes training (transformers' factory reads its parallel mode).
+        gradient_accumulation_steps: Micro-batches per step (transformers' factory reads it).
+        warmup_steps: The warmup (schedule-free optimizers warm up themselves).
+
+    As transformers' ``create_optimizer``: an optimizer factory (Muon, Dion) is called with the model; the
+    parameters that transformers' factory prepares (GaLore / APOLLO target groups) replace the decay groups.
     """
     groups = decay_parameter_groups(model, weight_decay, decay_names)
     if optimizer_factory is not None:
@@ -103,14 +114,20 @@ def build_optimizer(
             adam_beta2=adam_beta2,
             adam_epsilon=adam_epsilon,
             optim_target_modules=optim_target_modules,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            warmup_steps=warmup_steps,
+            parallel_mode=ParallelMode.DISTRIBUTED if world_size > 1 else ParallelMode.NOT_DISTRIBUTED,
         )
-        try:
-            optimizer_cls_and_kwargs = HFTrainer.get_optimizer_cls_and_kwargs(view, model)
-        except ValueError as err:
-            names = sorted(o.value for o in transformers.training_args.OptimizerNames)
-            raise ValueError(f"optim='{optim}' is not a transformers optimizer ({err}). Known names: {names}.") from err
+        # the name is checked when the settings are built; a missing package is reported by transformers
+        optimizer_cls_and_kwargs = HFTrainer.get_optimizer_cls_and_kwargs(view, model)
     cls, kwargs = optimizer_cls_and_kwargs
-    return cls(groups, **kwargs)
+    if is_optimizer_factory(cls):
+        return cls()(model, **kwargs)
+    kwargs, params = dict(kwargs), groups
+    for prepared in ("params", "model", "optimizer_dict"):  # as transformers: what its factory prepared wins
+        if prepared in kwargs:
+            params = kwargs.pop(prepared)
+    return cls(params, **kwargs)
 
 
 def resolve_warmup_steps(warmup_steps: float, num_training_steps: int) -> int:

@@ -232,6 +232,9 @@ def test_a_checkpoint_folder_given_as_ckpt_path_is_refused_with_the_way_to_resum
     ("--model.optimization.lr_scheduler_type", "cosin",
      r"^optimization\.lr_scheduler_type='cosin' is unknown\. Did you mean 'cosine'\? Choose one of \[.*'linear'"),
     ("--model.optimization.learning_rate", "-1", r"^optimization: learning_rate=-1\.0.* must be >= 0"),
+    ("--model.optimization.optim", "galore_adamw_layerwise",
+     r"^optimization\.optim='galore_adamw_layerwise' updates the weights inside backward.*'galore_adamw'"),
+    ("--model.optimization.optim", "lomo", r"^optimization\.optim='lomo' updates the weights inside backward"),
 ])
 def test_a_bad_setting_is_reported_by_its_own_message_before_the_model_loads(tmp_path, monkeypatch, flag, value,
                                                                             message):

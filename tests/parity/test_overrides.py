@@ -168,3 +168,20 @@ def test_compute_loss_is_called_as_transformers_calls_it_without_accumulation(tm
 
         run(Recording, model, RegressionDataset(), tmp_path / base.__module__, **REG)
     assert calls[hf_lightning.Trainer] == calls[transformers.Trainer] == [(True, count)] * 16
+
+
+class SgdFactory:
+    """Not an Optimizer class: transformers calls ``SgdFactory()(model, **kwargs)`` (how Muon / Dion are built)."""
+
+    def __call__(self, model, lr):
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+
+def test_an_optimizer_factory_is_called_with_the_model_as_in_transformers(tmp_path):
+    given = {"optimizer_cls_and_kwargs": (SgdFactory, {"lr": 0.05})}
+    hf = run(transformers.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "hf", trainer_kwargs=given,
+             **REG)
+    ours = run(hf_lightning.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / "ours",
+               trainer_kwargs=given, **REG)
+    assert_same(hf, ours, rtol=1e-6)
+    assert type(ours.trainer.optimizer) is torch.optim.SGD and len(ours.trainer.optimizer.param_groups) == 1

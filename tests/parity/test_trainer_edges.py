@@ -452,3 +452,31 @@ def test_evaluate_and_predict_fire_transformers_events_and_train_leaves_its_cont
     assert seen[hf_lightning] == seen[transformers]
     assert seen[transformers][0][:4] == [("on_prediction_step", 0, False)] * 3 + [("on_evaluate", 0, False)]
     assert seen[transformers][0][-1][2] is True and seen[transformers][1] is True
+
+
+@pytest.mark.parametrize("optim", ["schedule_free_adamw", "schedule_free_sgd"])
+def test_a_schedule_free_optimizer_trains_and_evaluates_in_its_modes_as_in_transformers(tmp_path, optim):
+    """transformers puts an optimizer with train() / eval() in train mode at each training step and in eval mode
+    when an evaluation begins (schedule-free weights for evaluation differ from those it trains): losses, eval
+    losses (during and after training) and predictions agree."""
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     num_train_epochs=2, per_device_train_batch_size=4, logging_steps=1,
+                                     save_strategy="no", eval_strategy="epoch", optim=optim, warmup_steps=2,
+                                     learning_rate=1e-2)
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+        run = lib.Trainer(model=model, args=args, train_dataset=_marked_rows(16, 1, ()),
+                          eval_dataset=_marked_rows(8, 2, ()))
+        run.train()
+        seen[lib] = {"log": run.state.log_history, "evaluate": run.evaluate(),
+                     "predictions": run.predict(_marked_rows(8, 3, ())).predictions,
+                     "mode": run.optimizer.optimizer.param_groups[0]["train_mode"] if lib is transformers
+                     else run.optimizer.param_groups[0]["train_mode"]}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    for mine, expected in zip(ours["log"], theirs["log"], strict=True):
+        assert_same_records(mine, expected)
+    assert_same_records(ours["evaluate"], theirs["evaluate"])
+    assert max_rel_diff(ours["predictions"], theirs["predictions"]) <= 1e-5
+    assert ours["mode"] is theirs["mode"] is False  # left in eval mode by the last evaluation
