@@ -258,6 +258,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             named = dataset.pop("validation")
             dataset.update({f"validation/{name}": ds for name, ds in named.items()})
             kwargs["validation_split"] = {name: f"validation/{name}" for name in named}
+        if dataset.get("train") is not None and self.args.data_seed is None:
+            # as accelerate's seedable sampler, which transformers' training loader gets: the order is seeded with
+            # the global RNG's seed when the loader is built (args.seed, unless something reseeded torch since)
+            kwargs["seed"] = torch.initial_seed()
         settings = {**self.translated.datamodule, "batch_size": self._train_batch_size, **kwargs}
         return FacadeDataModule(TrainerHooks.of(self), eval_name=eval_name, dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
                                 tokenize=False, validation_size=0.0, test_size=0.0, **settings)

@@ -13,6 +13,7 @@ from typing import Any
 import datasets
 import numpy as np
 import pytest
+import torch
 import transformers
 
 import hf_lightning
@@ -480,3 +481,28 @@ def test_a_schedule_free_optimizer_trains_and_evaluates_in_its_modes_as_in_trans
     assert_same_records(ours["evaluate"], theirs["evaluate"])
     assert max_rel_diff(ours["predictions"], theirs["predictions"]) <= 1e-5
     assert ours["mode"] is theirs["mode"] is False  # left in eval mode by the last evaluation
+
+
+def test_the_training_order_is_seeded_as_the_global_rng_stands_when_training_begins(tmp_path):
+    """Without ``data_seed``, transformers' training sampler (accelerate's seedable sampler) is seeded with
+    ``torch.initial_seed()`` when ``train()`` builds the loader: a ``model_init`` or a script that reseeds torch
+    changes the order, in both."""
+    def reseeding_model_init() -> Any:
+        torch.manual_seed(0)
+        return StrictRegressionModel()
+
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     logging_steps=1, learning_rate=0.1, per_device_train_batch_size=8,
+                                     num_train_epochs=2, save_strategy="no")
+        run = lib.Trainer(model_init=reseeding_model_init, args=args, train_dataset=RegressionDataset(32))
+        run.train()
+        plain = trainer(lib, str(tmp_path / f"{lib.__name__}-plain"))
+        torch.manual_seed(7)  # between building the Trainer and train()
+        plain.train()
+        seen[lib] = [[r["loss"] for r in t.state.log_history if "loss" in r] for t in (run, plain)]
+    assert max_rel_diff(seen[hf_lightning], seen[transformers]) <= 1e-6
+    reference = trainer(hf_lightning, str(tmp_path / "reference"))  # seeded with args.seed
+    reference.train()
+    assert max_rel_diff(seen[hf_lightning][1], [r["loss"] for r in reference.state.log_history if "loss" in r]) > 1e-3
