@@ -8,15 +8,17 @@ Trials report their objective after every evaluation and are pruned by the study
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import BestRun, default_compute_objective, default_hp_space_optuna
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.modules.records import eval_metrics
+
+log = hf_logging.get_logger("transformers.trainer")
 
 if TYPE_CHECKING:
     from hf_lightning.trainer import Trainer
@@ -62,13 +64,18 @@ def hyperparameter_search(
     optuna = _optuna()
     hp_space = hp_space or default_hp_space_optuna
     compute_objective = compute_objective or default_compute_objective
-    base_args = trainer.args
-
     def objective(trial: Any) -> float:
         params = hp_space(trial)
-        name = hp_name(trial) if hp_name is not None else str(trial.number)
-        trainer.set_args(dataclasses.replace(base_args, output_dir=os.path.join(base_args.output_dir, f"run-{name}"),
-                                             **params))
+        for key, value in params.items():  # transformers' _hp_search_setup: onto the arguments, in the field's type
+            if not hasattr(trainer.args, key):
+                log.warning(f"Trying to set {key} in the hyperparameter search but there is no corresponding field in"
+                            " `TrainingArguments`.")
+                continue
+            old = getattr(trainer.args, key)
+            setattr(trainer.args, key, type(old)(value) if old is not None else value)
+        # checkpoints in output_dir/<hp_name(trial)> or output_dir/run-<number>; the arguments keep output_dir
+        name = hp_name(trial) if hp_name is not None else None
+        trainer.trial_output_dir = os.path.join(trainer.args.output_dir, name or f"run-{trial.number}")
         trainer.state = TrainerState(is_hyper_param_search=True, trial_name=name, trial_params=params)
         reporter = _Reporter(trial, compute_objective)
         trainer.add_callback(reporter)
@@ -85,10 +92,10 @@ def hyperparameter_search(
     run = {name: kwargs.pop(name) for name in ("timeout", "n_jobs", "gc_after_trial", "catch") if name in kwargs}
     directions = direction if isinstance(direction, list) else None
     study = optuna.create_study(direction=None if directions else direction, directions=directions, **kwargs)
-    try:
+    try:  # as in transformers, the arguments keep the last trial's values
         study.optimize(objective, n_trials=n_trials, **run)
     finally:
-        trainer.set_args(base_args)
+        trainer.trial_output_dir = None
     if len(study.directions) > 1:
         return [BestRun(str(best.number), best.values, best.params) for best in study.best_trials]
     best = study.best_trial

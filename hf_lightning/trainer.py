@@ -159,6 +159,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                                 if isinstance(cb, ExportableState)])
         self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(Trainer, name)}
         self.module: FacadeModule | None = None
+        #: where a hyper-parameter search trial's checkpoints go (None outside a search)
+        self.trial_output_dir: str | None = None
         self._flow: HFFlow | None = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None:  # as transformers (use_cache defaults to False)
@@ -396,7 +398,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
 
     def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:
         # HFCheckpoint also resumes and loads the best model at the end, so it is there even with save_strategy "no".
-        return [flow, HFCheckpoint(settings=self.translated.checkpoint, resume_from_checkpoint=resume)]
+        settings = self.translated.checkpoint
+        if self.trial_output_dir is not None:  # a hyper-parameter search trial's folder (transformers' _get_output_dir)
+            settings = settings.replace(output_dir=self.trial_output_dir)
+        return [flow, HFCheckpoint(settings=settings, resume_from_checkpoint=resume)]
 
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -9,6 +9,7 @@ the module and data module they need are built on demand.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,46 @@ class TrainerMethods:
                                                 lr_scheduler_kwargs=module.lr_scheduler_kwargs)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    get_optimizer_cls_and_kwargs = staticmethod(HFTrainer.get_optimizer_cls_and_kwargs)
+
+    def num_examples(self, dataloader: Any) -> int:
+        """transformers' ``num_examples``: the loader's data set length, else its batches x the batch size."""
+        return HFTrainer.num_examples(self, dataloader)
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """transformers' ``floating_point_ops``: 6 x main-input elements x non-embedding parameters (0 for a model
+        without ``num_parameters``); the training loop counts the same (``HFModule.floating_point_ops``)."""
+        return HFTrainer.floating_point_ops(self, inputs)
+
+    def get_total_train_batch_size(self, args: Any) -> int:
+        """Samples per optimizer step over all processes: per-device batch x accumulation x processes."""
+        return self._train_batch_size * args.gradient_accumulation_steps * self.accelerator.num_processes
+
+    def get_tp_size(self) -> int:
+        """Tensor-parallel degree: 1 (Lightning's strategies shard data and parameters, not layers)."""
+        return 1
+
+    get_cp_size = get_sp_size = get_tp_size
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
+        """A no-op context, as in transformers: the precision plugin (Lightning here, accelerate there) autocasts."""
+        return contextlib.nullcontext()
+
+    def compute_loss_context_manager(self) -> contextlib.ExitStack:
+        """The context an overridden ``training_step`` computes its loss in, as transformers' (autocast is the
+        precision plugin's)."""
+        stack = contextlib.ExitStack()
+        autocast = self.autocast_smart_context_manager()
+        if not isinstance(autocast, contextlib.nullcontext):
+            stack.enter_context(autocast)
+        return stack
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """transformers' ``create_model_card``: a draft ``README.md`` in ``output_dir`` from the run's arguments,
+        log history and evaluation results (language, license, tags, model_name, finetuned_from, tasks, dataset...
+        as in transformers)."""
+        HFTrainer.create_model_card(self, **kwargs)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """transformers' ``get_decay_parameter_names``: the parameters weight decay applies to (not biases, not norm

@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
 import torch
 import transformers
 
 import hf_lightning
-from tests.helpers.tiny import RegressionDataset, RegressionModel
+from tests.helpers.tiny import TINY_BERT, RegressionDataset, RegressionModel
 from tests.helpers.wandb_run import read_offline_run
 
 #: hf_lightning.TrainingArguments' own fields (logging_dir, torch_compile_scope): the trackers record them too
@@ -574,3 +576,64 @@ def test_a_transformers_trainer_built_first_keeps_working_beside_ours(tmp_path, 
     after = theirs.evaluate()["eval_loss"], ours.evaluate()["eval_loss"]
     assert before[0] == pytest.approx(before[1], rel=1e-6) and after[0] == pytest.approx(after[1], rel=1e-6)
     assert after[0] < before[0]
+
+
+def test_helper_methods_answer_as_transformers(tmp_path):
+    """num_examples, floating_point_ops, get_total_train_batch_size, get_optimizer_cls_and_kwargs, the loss context
+    managers an overridden training_step uses, and the model card ``create_model_card`` drafts after a run."""
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, args={"gradient_accumulation_steps": 2})
+        train_loader, eval_loader = trainer.get_train_dataloader(), trainer.get_eval_dataloader()
+        batch = next(iter(train_loader))
+        with trainer.compute_loss_context_manager(), trainer.autocast_smart_context_manager():
+            loss = trainer.compute_loss(trainer.model, batch)
+        cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+        seen[lib] = (trainer.num_examples(train_loader), trainer.num_examples(eval_loader),
+                     trainer.floating_point_ops(batch), trainer.get_total_train_batch_size(trainer.args),
+                     cls, kwargs, float(loss))
+        # a model with a config, trained and evaluated, for the model card
+        texts = np.random.default_rng(0).integers(1, 1000, (12, 8))
+        data = datasets.Dataset.from_dict({"input_ids": texts.tolist(), "labels": (texts[:, 0] % 2).tolist()})
+        args = lib.TrainingArguments(str(tmp_path / f"card-{lib.__name__}"), **{**ARGS, "num_train_epochs": 1})
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+        carded = lib.Trainer(model=model, args=args, train_dataset=data, eval_dataset=data)
+        carded.train()
+        carded.evaluate()
+        carded.create_model_card(model_name="tiny-classifier", language="en", tags=["tiny"])
+        seen[lib] += ((Path(args.output_dir) / "README.md").read_text(),)
+    assert seen[hf_lightning][:6] == seen[transformers][:6]
+    assert seen[hf_lightning][6] == pytest.approx(seen[transformers][6], rel=1e-6)
+    assert seen[hf_lightning][7] == seen[transformers][7] and "tiny-classifier" in seen[transformers][7]
+
+
+class _TrialSpy(transformers.TrainerCallback):
+    """What each trial's training sees: its name, whether output_dir is still the Trainer's own, the rate."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir, self.trials = output_dir, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trials.append((state.trial_name, args.output_dir == self.output_dir, args.learning_rate))
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_hyperparameter_search_keeps_transformers_bookkeeping(tmp_path, named):
+    """Trial folders (``run-<number>`` or ``hp_name``'s), ``state.trial_name`` (None without ``hp_name``), the
+    arguments keeping ``output_dir`` during a trial and the last trial's values after the search, the BestRun."""
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        spy = _TrialSpy(str(tmp_path / lib.__name__))
+        trainer = _trainer(lib, tmp_path, model_init=RegressionModel, callbacks=[spy],
+                           args={"eval_strategy": "epoch", "save_strategy": "epoch", "num_train_epochs": 1})
+        best = trainer.hyperparameter_search(
+            hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 0.3, log=True)},
+            n_trials=2, direction="minimize", hp_name=(lambda trial: f"trial{trial.number}") if named else None,
+            sampler=__import__("optuna").samplers.TPESampler(seed=0))
+        out = Path(trainer.args.output_dir)
+        folders = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_dir())
+        seen[lib] = (best.run_id, best.hyperparameters, spy.trials, folders, trainer.args.learning_rate,
+                     trainer.state.trial_name, round(best.objective, 6))
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][3][0] == ("trial0" if named else "run-0")
