@@ -310,7 +310,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
 
         kwargs.update(trainer_kwargs(self.args, self.model, overrides.get("max_steps")))
         kwargs.update(overrides)
-        return L.Trainer(**kwargs)
+        trainer = L.Trainer(**kwargs)
+        if self.args.full_determinism:  # Lightning's deterministic=True set ":4096:8"; transformers' value stays
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
+        return trainer
 
     # ----------------------------------------------------------------------------------------------- train
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,

@@ -158,9 +158,11 @@ class FlowRecords:
         if key is None:
             return False
         if key not in metrics:
-            raise KeyError(
-                f"metric_for_best_model='{name}' is not among the evaluation metrics {sorted(metrics)}. "
-                f"Choose one of them (without the 'eval_' prefix) or add it to compute_metrics / model.metrics."
+            raise KeyError(  # transformers' message, then where such a metric comes from
+                f"The `metric_for_best_model` training argument is set to '{key}', which is not found in the "
+                f"evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. Consider changing "
+                f"the `metric_for_best_model` via the TrainingArguments (metric_for_best_model='{name}': name one of "
+                "them, with or without the 'eval_' prefix, or add it to compute_metrics / model.metrics)."
             )
         greater = self.best.greater_is_better
         better = np.greater if greater else np.less

@@ -8,6 +8,7 @@ overridden ``get_eval_dataloader`` is passed."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import datasets
@@ -506,3 +507,29 @@ def test_the_training_order_is_seeded_as_the_global_rng_stands_when_training_beg
     reference = trainer(hf_lightning, str(tmp_path / "reference"))  # seeded with args.seed
     reference.train()
     assert max_rel_diff(seen[hf_lightning][1], [r["loss"] for r in reference.state.log_history if "loss" in r]) > 1e-3
+
+
+def test_a_best_metric_missing_from_the_evaluation_is_reported_as_transformers_reports_it(tmp_path):
+    messages = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(8, seed=1), eval_strategy="epoch",
+                      save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1")
+        with pytest.raises(KeyError) as info:
+            run.train()
+        messages[lib] = str(info.value).strip("\"'")
+    assert messages[hf_lightning].startswith(messages[transformers].rsplit(" via the TrainingArguments.", 1)[0])
+    assert "'eval_f1'" in messages[hf_lightning] and "'eval_mae'" in messages[hf_lightning]
+
+
+def test_full_determinism_leaves_transformers_cublas_workspace(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
+    seen = {}
+    try:
+        for lib in LIBS:
+            trainer(lib, str(tmp_path / lib.__name__), full_determinism=True, max_steps=1).train()
+            seen[lib] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    finally:  # the process-wide switches full determinism turns on, off again for the tests after this one
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
+    assert seen[hf_lightning] == seen[transformers] == ":16:8"
