@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from transformers.trainer_utils import PredictionOutput
 
+from hf_lightning.args import translate
 from hf_lightning.facade import FacadeModule
 
 #: How many (data set, stage) evaluation set-ups a Trainer keeps.
@@ -56,6 +57,11 @@ class TrainerEvaluation:
     callback_handler: Any
     state: Any
     control: Any
+    translated: Any
+
+    def _training_now(self) -> bool:
+        trainer = getattr(self, "pl_trainer", None)
+        return trainer is not None and trainer.training
 
     def _evaluation_module(self) -> FacadeModule:
         if self.module is None or self.module.model is not self.model:
@@ -68,7 +74,8 @@ class TrainerEvaluation:
         module and arguments (building them costs more than evaluating a small data set: a Lightning Trainer scans
         the installed packages' entry points), one per data set and stage, so that alternating ``evaluate()`` and
         ``predict()`` calls, or a dict of eval sets, re-use theirs too (the `_EVAL_PARTS_KEPT` latest)."""
-        key = (stage, id(dataset), name, id(module), id(self.args), id(self.data_collator), id(self.processing_class))
+        key = (stage, id(dataset), name, id(module), id(self.translated), id(self.data_collator),
+               id(self.processing_class))
         kept: dict[tuple[Any, ...], tuple[Any, Any, L.Trainer]] = self.__dict__.setdefault("_eval_parts", {})
         if key in kept and kept[key][0] is dataset:
             kept[key] = kept.pop(key)  # most recently used last
@@ -85,6 +92,11 @@ class TrainerEvaluation:
         if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
             self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         start = time.time()
+        translated = translate(self.args)  # as transformers reads its arguments at each call: changes since count
+        if translated != self.translated:
+            if translated.module != self.translated.module and not self._training_now():
+                self.module = None  # built again with the new settings (the model itself is kept)
+            self.translated = translated
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix

@@ -16,12 +16,15 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
 from hf_lightning.data.dataloaders import DataLoaders
 from hf_lightning.data.labels import LabelInference, arrow_column, distinct
 from hf_lightning.groups import DATA
 from hf_lightning.settings import LoaderSettings
+
+log = hf_logging.get_logger("transformers.trainer")
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 _STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
@@ -310,18 +313,32 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         """The LightningModule this data feeds (the trainer's), or None before one is attached."""
         return self.trainer.lightning_module if self.trainer is not None else None
 
-    def _remove_unused(self, ds: Any) -> Any:
+    def _remove_unused(self, ds: Any, role: str = "train") -> Any:
         module = self.attached_module()
         model = getattr(module, "model", None)
         if not self.remove_unused_columns or model is None or not isinstance(
                 ds, (datasets.Dataset, datasets.IterableDataset)) or not _columns(ds):
             return ds
         # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names.
-        keep = set(inspect.signature(model.forward).parameters) | {"label", "label_ids", "labels"}
-        keep |= set(getattr(module, "label_names", None) or [])
+        signature = [*inspect.signature(model.forward).parameters, "label", "label_ids", "labels"]
+        signature += [n for n in getattr(module, "label_names", None) or [] if n not in signature]
         # As transformers, a length column goes too (unless the forward takes it): length grouping then measures the
         # model's main input, and the collator and model never see the column.
-        return ds.remove_columns([c for c in _columns(ds) if c not in keep])
+        ignored = [c for c in _columns(ds) if c not in signature]
+        name = type(model).__name__
+        if ignored:  # transformers' messages
+            described = {"train": " in the training set", "predict": " in the test set"}.get(
+                role, " in the evaluation set")
+            log.info(f"The following columns{described} don't have a corresponding argument in `{name}.forward` and "
+                     f"have been ignored: {', '.join(ignored)}. If {', '.join(ignored)} are not expected by "
+                     f"`{name}.forward`,  you can safely ignore this message.")
+        if len(ignored) == len(_columns(ds)):
+            raise ValueError(
+                f"No columns in the dataset match the model's forward method signature: ({', '.join(signature)}). "
+                f"The following columns have been ignored: [{', '.join(ignored)}]. Please check the dataset and model. "
+                "You may need to set `remove_unused_columns=False` in `TrainingArguments` (data.remove_unused_columns "
+                "in yaml).")
+        return ds.remove_columns(ignored)
 
     def validation_roles(self) -> list[str]:
         """The roles of the validation sets: ``["validation"]``, or ``validation/<name>`` per named set."""
@@ -345,7 +362,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
                 if self.tokenize:
                     ds = self.preprocess(ds, role)
                 self._validate_labels(ds, role)
-                ds = self._remove_unused(ds)
+                ds = self._remove_unused(ds, role)
             self._splits[role] = ds
 
     def split(self, role: str) -> Any:

@@ -92,8 +92,10 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         evaluation: How evaluation collects and scores outputs (`EvaluationSettings`: ``prediction_loss_only``,
             ``batch_eval_metrics``, ``include_for_metrics``, ``eval_use_gather_object``, ``eval_do_concat_batches``,
             ``eval_accumulation_steps``, ``metric_threshold``); a dict works too.
-        gradient_checkpointing: Call the model's ``gradient_checkpointing_enable``.
-        gradient_checkpointing_kwargs: Its keyword arguments.
+        gradient_checkpointing: Activation checkpointing, switched on when a fit begins (the model's
+            ``activation_checkpointing_enable``, as transformers' ``train()``).
+        gradient_checkpointing_kwargs: Its keyword arguments: ``every_n_layers`` and ``offload`` as transformers
+            reads them, the rest for ``torch.utils.checkpoint``.
         compilation: ``torch.compile`` before training (`CompileSettings`: ``torch_compile``,
             ``torch_compile_backend``, ``torch_compile_mode``, ``torch_compile_scope``); a dict works too.
         neftune_noise_alpha: NEFTune noise on the input embeddings during training (transformers' hook).

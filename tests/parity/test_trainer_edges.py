@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import datasets
@@ -533,3 +534,49 @@ def test_full_determinism_leaves_transformers_cublas_workspace(tmp_path, monkeyp
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
     assert seen[hf_lightning] == seen[transformers] == ":16:8"
+
+
+def test_a_data_set_without_a_column_the_model_takes_fails_as_in_transformers(tmp_path):
+    """``remove_unused_columns`` would leave nothing (a collator meant to read text columns, the flag left on):
+    transformers' error in train(), evaluate() and predict(), not a run over an empty data set."""
+    data = datasets.Dataset.from_dict({"text": ["a", "b", "c", "d"], "label_str": ["x", "y", "x", "y"]})
+    messages = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, max_steps=1)
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+        run = lib.Trainer(model=model, args=args, train_dataset=data, eval_dataset=data,
+                          data_collator=lambda rows: {"input_ids": torch.ones(len(rows), 4, dtype=torch.long)})
+        for call in (run.train, run.evaluate, lambda run=run: run.predict(data)):
+            with pytest.raises(ValueError, match="No columns in the dataset match") as info:
+                call()
+            messages.setdefault(lib, []).append(_unordered_lists(str(info.value).split(" in `TrainingArguments`")[0]))
+    assert messages[hf_lightning] == messages[transformers]
+
+
+def _unordered_lists(message: str) -> str:
+    """The message with each listed group of names sorted and deduplicated (transformers lists sets)."""
+    return re.sub(r"([(\[])([\w, ]+)([)\]])",
+                  lambda m: m[1] + ", ".join(sorted(set(m[2].split(", ")))) + m[3], message)
+
+
+def test_arguments_changed_after_the_trainer_was_built_count_in_evaluate_and_predict(tmp_path):
+    """transformers reads its arguments at each call: ``prediction_loss_only`` and ``per_device_eval_batch_size``
+    set on ``trainer.args`` after building the Trainer count in the next ``predict()`` / ``evaluate()``."""
+    seen = {}
+    for lib in LIBS:
+        events: list[tuple[Any, ...]] = []
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(16, seed=1), per_device_eval_batch_size=4)
+        run.add_callback(_EventRecorder(events))
+        first = run.predict(RegressionDataset(16, seed=2))
+        run.args.prediction_loss_only = True
+        run.args.per_device_eval_batch_size = 8
+        second = run.predict(RegressionDataset(16, seed=2))
+        steps = [sum(e[0] == "on_prediction_step" for e in events)]
+        run.args.prediction_loss_only = False
+        metrics = run.evaluate()
+        steps.append(sum(e[0] == "on_prediction_step" for e in events) - steps[0])
+        seen[lib] = (first.predictions.shape, second.predictions, sorted(timeless(second.metrics)), steps,
+                     sorted(timeless(metrics)))
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][1] is None and seen[transformers][3] == [4 + 2, 2]
