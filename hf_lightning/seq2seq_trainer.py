@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from transformers import Seq2SeqTrainer as HFSeq2SeqTrainer
 from transformers.trainer_utils import PredictionOutput
 
 from hf_lightning.facade import FacadeModule
@@ -24,10 +25,19 @@ class Seq2SeqTrainer(Trainer):
     """
 
     module_class = FacadeSeq2SeqModule
+    load_generation_config = staticmethod(HFSeq2SeqTrainer.load_generation_config)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # As transformers: args.generation_config replaces the model's now (validated strictly; a model that
+        # model_init builds later keeps its own)
+        if self.args.generation_config is not None and self.model is not None:
+            self.model.generation_config = self.load_generation_config(self.args.generation_config)
 
     def _module_kwargs(self) -> dict[str, Any]:
         accepted = set(inspect.signature(HFModule.__init__).parameters)
         accepted |= set(inspect.signature(Seq2SeqModule.__init__).parameters)
+        accepted.discard("generation_config")  # applied to the model when the Trainer was built
         kwargs = {k: v for k, v in self.translated.module.items() if k in accepted}
         kwargs["task"] = "seq2seq-lm"
         kwargs["label_names"] = self.label_names  # transformers' find_labels, or args.label_names
@@ -35,6 +45,7 @@ class Seq2SeqTrainer(Trainer):
         return kwargs
 
     def _with_gen_kwargs(self, gen_kwargs: dict[str, Any]) -> None:
+        self._refresh_arguments()  # first: a module built again for changed arguments gets the keywords too
         module = self._evaluation_module()
         module.gen_kwargs = module._default_gen_kwargs(
             dict(gen_kwargs), self.args.generation_max_length, self.args.generation_num_beams)

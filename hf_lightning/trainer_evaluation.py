@@ -59,6 +59,15 @@ class TrainerEvaluation:
     control: Any
     translated: Any
 
+    def _refresh_arguments(self) -> None:
+        """As transformers reads its arguments at each call, changes made to ``args`` since count: translated
+        again, and the module built again where its settings changed (the model itself is kept)."""
+        translated = translate(self.args)
+        if translated != self.translated:
+            if translated.module != self.translated.module and not self._training_now():
+                self.module = None
+            self.translated = translated
+
     def _training_now(self) -> bool:
         trainer = getattr(self, "pl_trainer", None)
         return trainer is not None and trainer.training
@@ -92,11 +101,7 @@ class TrainerEvaluation:
         if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
             self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         start = time.time()
-        translated = translate(self.args)  # as transformers reads its arguments at each call: changes since count
-        if translated != self.translated:
-            if translated.module != self.translated.module and not self._training_now():
-                self.module = None  # built again with the new settings (the model itself is kept)
-            self.translated = translated
+        self._refresh_arguments()
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix

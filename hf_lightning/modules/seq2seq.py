@@ -117,7 +117,8 @@ class Seq2SeqModule(HFModule):
                                                                               "decoder_attention_mask")}
         generated = self.model.generate(**generation_inputs, **gen_kwargs)
         config = self.model.generation_config
-        config._from_model_config = False  # as transformers' Seq2SeqTrainer (the saved generation_config)
+        if config._from_model_config:  # as transformers' Seq2SeqTrainer (the saved generation_config)
+            config._from_model_config = False
         config.update(**config._get_default_generation_params(), defaults_only=True)  # as Seq2SeqTrainer
         generated = self._pad_to_generation_length(generated, config)
         loss = None

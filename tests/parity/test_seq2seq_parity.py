@@ -93,3 +93,39 @@ def test_a_compiled_model_trains_evaluates_and_generates_as_transformers(tmp_pat
     assert max_rel_diff(ours.model.state_dict(), hf.model.state_dict()) < 1e-5
     assert metrics["eval_first_token"] == hf_metrics["eval_first_token"]
     np.testing.assert_array_equal(preds.predictions, hf_preds.predictions)
+
+
+def test_generation_config_applies_when_the_trainer_is_built_as_in_transformers(tmp_path):
+    """``args.generation_config`` replaces the model's when the Seq2SeqTrainer is built (validated strictly there);
+    a model that ``model_init`` builds in ``train()`` keeps its own; ``predict_with_generate`` switched on later on
+    ``trainer.args`` counts in the next ``predict()``."""
+    config = transformers.GenerationConfig(max_length=4, num_beams=2, decoder_start_token_id=0, pad_token_id=0,
+                                           eos_token_id=1)
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        def args(out, lib=lib, **extra):
+            return lib.Seq2SeqTrainingArguments(str(tmp_path / lib.__name__ / out), report_to=[], use_cpu=True,
+                                                per_device_eval_batch_size=2, max_steps=2, **extra)
+
+        transformers.set_seed(0)
+        built = lib.Seq2SeqTrainer(model=transformers.T5ForConditionalGeneration(T5),
+                                   args=args("a", generation_config=config), data_collator=_collate)
+        at_init = (built.model.generation_config.max_length, built.model.generation_config.num_beams,
+                   built.model.generation_config._from_model_config)
+        built.args.predict_with_generate = True
+        generated = built.predict(_data(4, 2)).predictions
+        with_init = lib.Seq2SeqTrainer(model_init=lambda: transformers.T5ForConditionalGeneration(T5),
+                                       args=args("b", generation_config=config, predict_with_generate=True),
+                                       train_dataset=_data(8, 0), data_collator=_collate)
+        with_init.train()
+        try:
+            lib.Seq2SeqTrainer(model=transformers.T5ForConditionalGeneration(T5), data_collator=_collate,
+                               args=args("c", generation_config=transformers.GenerationConfig(temperature=0.5)))
+            invalid = None
+        except ValueError as err:
+            invalid = str(err).split("\n")[-1]
+        seen[lib] = (at_init, generated, with_init.model.generation_config.max_length, invalid)
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours[0] == theirs[0] == (4, 2, None)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    assert ours[2] == theirs[2] and ours[3] == theirs[3] == "Fix these issues to train your model."
