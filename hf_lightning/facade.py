@@ -220,6 +220,11 @@ class FacadeModule(HFModule):
                                       num_items_in_batch=num_items_in_batch)
         return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
 
+    def configure_callbacks(self) -> list[Any]:
+        """None: the HF-style Trainer gives the Lightning trainer that trains its `HFFlow`, and its evaluations and
+        predictions log and call back themselves (an HFFlow there would only build its arguments at each call)."""
+        return []
+
     def _preparation_metrics(self) -> dict[str, float]:
         seconds = self.hooks.model_preparation_time() if self.hooks.model_preparation_time else None
         return {} if seconds is None else {"model_preparation_time": seconds}

@@ -25,6 +25,7 @@ from transformers.trainer_pt_utils import (
     metrics_format,
     save_metrics,
 )
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.facade import FacadeModule
@@ -32,6 +33,8 @@ from hf_lightning.optim import build_optimizer, build_scheduler
 
 if TYPE_CHECKING:
     from hf_lightning.facade import FacadeDataModule
+
+log = hf_logging.get_logger("transformers.trainer")
 
 
 class TrainerMethods:
@@ -228,6 +231,8 @@ class TrainerMethods:
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Saves the model (safetensors + config), the processing class and the training arguments."""
         output_dir = output_dir or self.args.output_dir
+        if self.is_world_process_zero():
+            log.info(f"Saving model checkpoint to {output_dir}")
         module = self._evaluation_module()
         module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
         if self.is_world_process_zero():

@@ -173,7 +173,7 @@ class HFCheckpoint(Checkpoint):
         if not trainer.strategy.restore_checkpoint_after_setup:
             resuming.load_model_weights(trainer, path)
             self._resume.weights_loaded = True
-        log.info(f"Resuming training from {path} (global step {state.global_step}).")
+        log.info(f"Loading model from {path}.")  # transformers' message
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         plan = self._resume
@@ -222,6 +222,11 @@ class HFCheckpoint(Checkpoint):
         if lines:
             log.warning("Warning: The following arguments do not match the ones in the `trainer_state.json` within "
                         "the checkpoint directory: " + "".join(lines))
+        point = plan.point  # transformers' lines after its "Running training" block
+        log.info(f"  Resuming training from checkpoint with epoch {point.epoch} and global step {point.global_step}")
+        if not self.settings.ignore_data_skip:
+            log.info(f"  Fast-forwarding the dataloader past {point.epoch} epochs and {point.batches} batches to "
+                     "resume from the exact training state.")
         # transformers restores the random streams after drawing the resumed epoch's first batches (mid-epoch) or
         # before creating the epoch's iterator (at an epoch start); the same moments here.
         if plan.point.batches:
@@ -292,6 +297,7 @@ class HFCheckpoint(Checkpoint):
         final = folder.checkpoint_dir(settings.output_dir, state.global_step)
         staging = folder.staging_dir(final)
         if writer:
+            log.info(f"Saving model checkpoint to {final}")
             folder.start_staging(final)
         strategy.barrier("hf_checkpoint_staging")
         weights = strategy.lightning_module_state_dict()  # a collective under sharded strategies: every rank

@@ -7,6 +7,7 @@ loss with HF's NaN / inf filter, floating-point operations (``store_flos``) and 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -20,6 +21,7 @@ from transformers.training_args import trainer_log_levels
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.modules.records import StepRecord
+from hf_lightning.progress import updates_per_epoch
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
 
 log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
@@ -205,6 +207,10 @@ class FlowRecords:
         if examples is not None:
             log.info(f"  Num examples = {examples:,}")
         log.info(f"  Num Epochs = {state.num_train_epochs:,}")
+        batches = trainer.num_training_batches
+        updates = state.max_steps if math.isinf(batches) else updates_per_epoch(int(batches),
+                                                                                 trainer.accumulate_grad_batches)
+        log.info(f"  Num update steps per epoch = {updates:,}")
         log.info(f"  Instantaneous batch size per device = {per_device:,}")
         log.info(f"  Total train batch size (w. parallel, distributed & accumulation) = {total:,}")
         log.info(f"  Gradient Accumulation steps = {trainer.accumulate_grad_batches}")

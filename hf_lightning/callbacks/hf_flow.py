@@ -44,7 +44,7 @@ from hf_lightning import progress
 from hf_lightning.args import callback_arguments
 from hf_lightning.callbacks.contracts import CheckpointSaver
 from hf_lightning.callbacks.flow_evaluation import FlowEvaluation
-from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, process_log_level
+from hf_lightning.callbacks.flow_records import FlowRecords, MemoryTracker, log, process_log_level
 from hf_lightning.callbacks.throughput import count_input_tokens
 from hf_lightning.data.loader import split_window
 from hf_lightning.modules.records import StepRecord, step_record
@@ -349,6 +349,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
 
     # ----------------------------------------------------------------------------------------------- end
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log.info("\n\nTraining completed. Do not forget to share your model on huggingface.co/models =)\n\n")
         if self._tr_loss is not None:
             self._total_loss += float(trainer.strategy.reduce(self._tr_loss, reduce_op="mean"))
         self.store_flos(trainer, pl_module)

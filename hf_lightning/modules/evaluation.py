@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import time
 import warnings
@@ -24,10 +25,13 @@ import torch
 from transformers import EvalPrediction
 from transformers.trainer_pt_utils import EvalLoopContainer, nested_detach
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
+from transformers.utils import logging as hf_logging
 
 from hf_lightning.metrics import MetricBuffer, build_metrics
 from hf_lightning.modules.gather import gather_across_ranks, gather_objects_across_ranks
 from hf_lightning.modules.records import EvalRecord
+
+log = hf_logging.get_logger("transformers.trainer")  # transformers.Trainer's logger: log_level applies
 
 
 def import_callable(obj: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
@@ -379,12 +383,32 @@ class EvaluationMixin:
             if metrics is not None:  # nothing left from a pass that ended early (sanity check, an error)
                 metrics.reset()
         self._stage = state = _StageState(dataloader_idx, self.eval_do_concat_batches)
+        self._log_pass_start(dataloader_idx)
         from hf_lightning.strategies import forward_is_collective
 
         if self.trainer.world_size > 1 and forward_is_collective(self.trainer.strategy):
             state.batches = self._stage_batches(dataloader_idx)
             most = self.trainer.strategy.reduce(torch.tensor(float(state.batches), device=self.device), reduce_op="max")
             state.extra_forwards = int(most) - state.batches
+
+    def _log_pass_start(self, dataloader_idx: int) -> None:
+        """transformers' evaluation-loop header on its logger (``log_level`` applies): the pass, the examples, the
+        batch size."""
+        if not log.isEnabledFor(logging.INFO) or self.trainer.sanity_checking:
+            return
+        stage = self._stage_name()
+        loaders = self.trainer.predict_dataloaders if stage == "predict" else \
+            self.trainer.test_dataloaders if stage == "test" else self.trainer.val_dataloaders
+        loaders = list(loaders.values()) if isinstance(loaders, dict) else \
+            loaders if isinstance(loaders, list) else [loaders]
+        loader = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+        log.info(f"\n***** Running {'Prediction' if stage == 'predict' else 'Evaluation'} *****")
+        try:
+            log.info(f"  Num examples = {len(loader.dataset)}")
+        except (AttributeError, TypeError):
+            log.info("  Num examples: Unknown")
+        size = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+        log.info(f"  Batch size = {size}")
 
     def _stage_batches(self, dataloader_idx: int) -> int:
         total = self._batch_counts()[dataloader_idx]

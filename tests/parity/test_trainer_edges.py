@@ -580,3 +580,41 @@ def test_arguments_changed_after_the_trainer_was_built_count_in_evaluate_and_pre
                      sorted(timeless(metrics)))
     assert seen[hf_lightning] == seen[transformers]
     assert seen[transformers][1] is None and seen[transformers][3] == [4 + 2, 2]
+
+
+def test_log_level_info_prints_transformers_lines(tmp_path):
+    """``log_level="info"``: the same lines on transformers' logger (training block, each evaluation's and
+    prediction's header, checkpoint saves and rotation, training completed, best model loaded), numbers aside."""
+    import io
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    lines = {}
+    for lib in LIBS:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        hf_logging.get_logger("transformers").addHandler(handler)
+        try:
+            out = str(tmp_path / lib.__name__)
+            args = lib.TrainingArguments(out, report_to=[], use_cpu=True, disable_tqdm=True, num_train_epochs=2,
+                                         per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                                         eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                                         save_total_limit=1, log_level="info", logging_steps=1)
+            transformers.set_seed(0)
+            model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+            run = lib.Trainer(model=model, args=args, train_dataset=_marked_rows(16, 1, ()),
+                              eval_dataset=_marked_rows(6, 2, ()))
+            run.train()
+            run.evaluate()
+            run.predict(_marked_rows(5, 3, ()))
+            run.save_model(f"{out}/final")
+        finally:
+            hf_logging.get_logger("transformers").removeHandler(handler)
+            hf_logging.set_verbosity_warning()
+        text = stream.getvalue().replace(out, "OUT").replace("OUT/.tmp-", "OUT/")  # a save is staged, then renamed
+        lines[lib] = [re.sub(r"\d+\.\d+", "N", line) for line in text.splitlines()
+                      if line.strip() and not line.startswith(("{", "[")) and "setting up devices" not in line and "mtime" not in line]
+    assert lines[hf_lightning] == lines[transformers]
+    assert "***** Running Prediction *****" in lines[transformers] and "Saving model checkpoint to OUT/final" in \
+        lines[transformers]
