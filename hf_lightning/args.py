@@ -40,7 +40,13 @@ from hf_lightning._args_table import (
     _plain,
     routes_for,
 )
-from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings, warn_if_error_metric_maximised
+from hf_lightning.settings import (
+    BestMetric,
+    CheckpointSettings,
+    FlowSettings,
+    refused_optimizer,
+    warn_if_error_metric_maximised,
+)
 from hf_lightning.shared_state import accelerate_state_kept, one_process_view
 
 __all__ = [
@@ -327,6 +333,9 @@ def translate(args: TrainingArguments | transformers.TrainingArguments) -> Trans
                     problems.append(f"- {f.name}={_plain(value, args)!r}: {route.note}")
                 continue
             _put(sections, route, f.name, route.convert(value, args), writers)
+    refused = refused_optimizer(_plain(args.optim, args))
+    if refused is not None:
+        problems.append(f"- optim={_plain(args.optim, args)!r}: {refused}")
     if problems:
         raise ValueError("These TrainingArguments cannot be honoured by hf_lightning; leave them at their defaults:\n"
                          + "\n".join(problems))

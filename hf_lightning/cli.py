@@ -170,13 +170,16 @@ _GROUPINGS = {"model": (MODEL, HFModule), "data": (DATA, HFDataModule)}
 
 
 def _own_error(err: BaseException) -> BaseException | None:
-    """The innermost error of ``err``'s chain, where hf_lightning's own code raised it (a setting it refuses)."""
-    inner = err
-    while (inner.__cause__ or inner.__context__) is not None:
-        inner = inner.__cause__ or inner.__context__
-    frames = traceback.extract_tb(inner.__traceback__)
-    ours = bool(frames) and os.path.dirname(frames[-1].filename).startswith(os.path.dirname(__file__))
-    return inner if ours and isinstance(inner, (ValueError, TypeError)) else None
+    """The first error down ``err``'s chain (its causes, and contexts not suppressed) that hf_lightning's own code
+    raised: a setting it refuses, with its message."""
+    package = os.path.dirname(__file__) + os.sep
+    seen: BaseException | None = err
+    while seen is not None:
+        frames = traceback.extract_tb(seen.__traceback__)
+        if frames and frames[-1].filename.startswith(package) and isinstance(seen, (ValueError, TypeError)):
+            return seen
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return None
 
 
 def _warn_moved(moved: list[tuple[Grouping, str]]) -> None:

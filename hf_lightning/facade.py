@@ -201,12 +201,9 @@ class FacadeModule(HFModule):
     logs_eval_to_lightning = False
     loss_only_in_predict = True  # transformers.Trainer.predict obeys prediction_loss_only
 
-    def __init__(self, hooks: TrainerHooks, eval_name: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hooks = hooks
-        #: the name of the trainer's eval set this data module evaluates (``evaluate()`` of a dict, ``evaluate(name)``):
-        #: an overridden ``get_eval_dataloader`` receives it, as in transformers
-        self.eval_name = eval_name
         self.deferred_loss: Any = Ellipsis  # None while an overridden training_step runs, then its loss
         self._context: tuple[Any, int] | None = None
 

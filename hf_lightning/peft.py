@@ -127,12 +127,10 @@ class LoraModule(HFModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        base = self.model
-        self.model = apply_lora(base, lora_r, lora_alpha, lora_dropout, lora_target_modules,
+        # Activation checkpointing, switched on when the fit begins, makes the frozen embeddings' output require grad
+        # itself (transformers' activation_checkpointing_enable), as checkpointed blocks need.
+        self.model = apply_lora(self.model, lora_r, lora_alpha, lora_dropout, lora_target_modules,
                                 PEFT_TASK_TYPES.get(self.task), lora_modules_to_save, lora_bias)
-        if getattr(base, "is_activation_checkpointing", False):
-            # transformers' switch so checkpointed blocks get inputs that require grad while the embeddings are frozen.
-            base.enable_input_require_grads()
         self.trainable_report = trainable_parameters_report(self.model)
 
     @property

@@ -157,6 +157,22 @@ class BestMetric:
 _STEPS_INSIDE_BACKWARD = ("lomo", "adalomo")
 
 
+def unknown_name(field: str, value: Any, known: list[str]) -> str:
+    """The message for a name that is not one of ``known``: the field, the closest name, the choices."""
+    close = difflib.get_close_matches(str(value), known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"{field}='{value}' is unknown.{hint} Choose one of {sorted(known)}."
+
+
+def refused_optimizer(name: str) -> str | None:
+    """Why hf_lightning cannot train with the transformers optimizer ``name`` (and what to use), or None."""
+    if name not in _STEPS_INSIDE_BACKWARD and not name.endswith("_layerwise"):
+        return None
+    return ("updates the weights inside backward (transformers runs it through accelerate's backward or per-parameter "
+            "gradient hooks), which Lightning's optimizer step cannot drive: choose another optimizer (the same "
+            "family without '_layerwise', such as 'galore_adamw', or 'adamw_torch').")
+
+
 @dataclass(frozen=True)
 class OptimizerSettings(_FromArgs):
     """Optimizer and schedule (``model.init_args.optimization`` in yaml; transformers' defaults).
@@ -199,19 +215,14 @@ class OptimizerSettings(_FromArgs):
         from transformers import SchedulerType
         from transformers.training_args import OptimizerNames
 
+        refused = refused_optimizer(self.optim)
+        if refused is not None:
+            raise ValueError(f"optimization.optim='{self.optim}' {refused}")
         for field, value, names in (("optim", self.optim, OptimizerNames),
                                     ("lr_scheduler_type", self.lr_scheduler_type, SchedulerType)):
-            known = [n.value for n in names]
+            known = [n.value for n in names if field != "optim" or refused_optimizer(n.value) is None]
             if value not in known:
-                close = difflib.get_close_matches(str(value), known, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"optimization.{field}='{value}' is unknown.{hint} Choose one of {sorted(known)}.")
-        if self.optim in _STEPS_INSIDE_BACKWARD or self.optim.endswith("_layerwise"):
-            raise ValueError(
-                f"optimization.optim='{self.optim}' updates the weights inside backward (transformers runs it through "
-                "accelerate's backward or per-parameter gradient hooks), which Lightning's optimizer step cannot "
-                "drive: choose another optimizer (the same family without '_layerwise', such as 'galore_adamw', "
-                "or 'adamw_torch').")
+                raise ValueError(unknown_name(f"optimization.{field}", value, known))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ methods its `TrainerMethods` mixin (``trainer_methods.py``).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -291,10 +292,16 @@ class Trainer(TrainerEvaluation, TrainerMethods):
 
     def _report_loggers(self) -> list[Any] | bool:
         """The Lightning loggers of ``report_to``, built once per arguments object: training and every later
-        ``evaluate()`` write to the same run folder, as transformers' reporting callbacks do."""
+        ``evaluate()`` write to the same run folder, as transformers' reporting callbacks do; each trial of a
+        hyper-parameter search gets its own, in its folder."""
+        key = (self.args, self.trial_output_dir)
         kept = self.__dict__.get("_built_loggers")
-        if kept is None or kept[0] is not self.args:
-            kept = self.__dict__["_built_loggers"] = (self.args, build_loggers(self.args))
+        if kept is None or kept[0][0] is not key[0] or kept[0][1] != key[1]:
+            args = self.args
+            if self.trial_output_dir is not None:
+                args = copy.copy(args)
+                args.output_dir = self.trial_output_dir
+            kept = self.__dict__["_built_loggers"] = (key, build_loggers(args))
         return kept[1]
 
     def _lightning_trainer(self, callbacks: list[Any], **overrides: Any) -> L.Trainer:

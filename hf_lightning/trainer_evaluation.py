@@ -85,13 +85,14 @@ class TrainerEvaluation:
         ``predict()`` calls, or a dict of eval sets, re-use theirs too (the `_EVAL_PARTS_KEPT` latest)."""
         key = (stage, id(dataset), name, id(module), id(self.translated), id(self.data_collator),
                id(self.processing_class))
-        kept: dict[tuple[Any, ...], tuple[Any, Any, L.Trainer]] = self.__dict__.setdefault("_eval_parts", {})
-        if key in kept and kept[key][0] is dataset:
+        kept: dict[tuple[Any, ...], tuple[Any, ...]] = self.__dict__.setdefault("_eval_parts", {})
+        owners = (dataset, module, self.translated)  # kept alive with the parts, so that their ids stay theirs
+        if key in kept and all(a is b for a, b in zip(kept[key][:3], owners)):
             kept[key] = kept.pop(key)  # most recently used last
-            return kept[key][1], kept[key][2]
+            return kept[key][3], kept[key][4]
         datamodule = self._build_datamodule({"validation" if stage == "validate" else "test": dataset}, name)
         trainer = self._lightning_trainer([_PredictionStepEvents(self)])
-        kept[key] = (dataset, datamodule, trainer)
+        kept[key] = (*owners, datamodule, trainer)
         while len(kept) > _EVAL_PARTS_KEPT:
             kept.pop(next(iter(kept)))
         return datamodule, trainer

@@ -27,7 +27,6 @@ from transformers.trainer_pt_utils import (
 )
 from transformers.utils import logging as hf_logging
 
-from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.facade import FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
 
@@ -89,9 +88,7 @@ class TrainerMethods:
             config = {**module.optim_config, "warmup_steps": module.warmup_steps}
             model = model or self.model
             self.optimizer = build_optimizer(model, **config, optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
-                                             decay_names=self.get_decay_parameter_names(model),
-                                             world_size=self.accelerator.num_processes,
-                                             gradient_accumulation_steps=self.args.gradient_accumulation_steps)
+                                             decay_names=self.get_decay_parameter_names(model))
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
@@ -239,11 +236,6 @@ class TrainerMethods:
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     # ----------------------------------------------------------------------------------------------- search
-    def set_args(self, args: TrainingArguments) -> None:
-        """Replaces the arguments (and their translation), as a hyper-parameter trial does."""
-        self.args = ensure_args(args)
-        self.translated = translate(self.args)
-
     def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,
                               compute_objective: Callable[[dict[str, float]], float] | None = None,
                               n_trials: int = 20, direction: str | list[str] = "minimize", backend: str | None = None,

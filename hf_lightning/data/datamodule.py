@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.trainer_utils import unwrap_peft_model
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
@@ -319,13 +320,15 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         if not self.remove_unused_columns or model is None or not isinstance(
                 ds, (datasets.Dataset, datasets.IterableDataset)) or not _columns(ds):
             return ds
-        # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names.
-        signature = [*inspect.signature(model.forward).parameters, "label", "label_ids", "labels"]
+        # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names, of the
+        # model under a peft wrapper (whose forward takes *args, **kwargs) or torch.compile's
+        inspected = unwrap_peft_model(getattr(model, "_orig_mod", model))
+        signature = [*inspect.signature(inspected.forward).parameters, "label", "label_ids", "labels"]
         signature += [n for n in getattr(module, "label_names", None) or [] if n not in signature]
         # As transformers, a length column goes too (unless the forward takes it): length grouping then measures the
         # model's main input, and the collator and model never see the column.
         ignored = [c for c in _columns(ds) if c not in signature]
-        name = type(model).__name__
+        name = type(inspected).__name__
         if ignored:  # transformers' messages
             described = {"train": " in the training set", "predict": " in the test set"}.get(
                 role, " in the evaluation set")

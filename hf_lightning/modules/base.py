@@ -91,7 +91,7 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
             ``labels``). ``[]``: no labels (evaluation then has no loss).
         evaluation: How evaluation collects and scores outputs (`EvaluationSettings`: ``prediction_loss_only``,
             ``batch_eval_metrics``, ``include_for_metrics``, ``eval_use_gather_object``, ``eval_do_concat_batches``,
-            ``eval_accumulation_steps``, ``metric_threshold``); a dict works too.
+            ``eval_accumulation_steps``, ``metric_threshold``, ``nan_inf_filter``); a dict works too.
         gradient_checkpointing: Activation checkpointing, switched on when a fit begins (the model's
             ``activation_checkpointing_enable``, as transformers' ``train()``).
         gradient_checkpointing_kwargs: Its keyword arguments: ``every_n_layers`` and ``offload`` as transformers

@@ -288,7 +288,7 @@ class EvaluationMixin:
                 iter(loader)
         self._empty_stage = stage
         try:
-            self._stage = None
+            self._start_stage(0)  # as a pass would begin (transformers' header is logged for it too)
             results = self._finish_sets()
         finally:
             self._empty_stage = None

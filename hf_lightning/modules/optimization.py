@@ -20,12 +20,8 @@ class OptimizationMixin:
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         """HF's optimizer (decay / no-decay groups); override for other parameter groups."""
-        trainer = self._trainer
-        layout = {"world_size": trainer.world_size, "gradient_accumulation_steps": trainer.accumulate_grad_batches} \
-            if trainer is not None else {}
         return build_optimizer(self.model, **self.optim_config, optimizer_factory=self.optimizer_factory,
-                               optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs, warmup_steps=self.warmup_steps,
-                               **layout)
+                               optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs, warmup_steps=self.warmup_steps)
 
     def add_parameters_outside_model(self, optimizer: torch.optim.Optimizer) -> None:
         """Trainable parameters of this module that ``create_optimizer`` left out (those outside ``model``: a learned

@@ -19,8 +19,9 @@ import transformers
 from torch import nn
 from transformers.trainer import Trainer as HFTrainer
 from transformers.trainer_optimizer import is_optimizer_factory
-from transformers.training_args import ParallelMode
 from transformers.training_args import TrainingArguments as HFTrainingArguments
+
+from hf_lightning.settings import unknown_name
 
 #: A callable that builds an optimizer from parameter groups (what LightningCLI makes of ``class_path`` + init_args).
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
@@ -74,8 +75,6 @@ def build_optimizer(
     optimizer_factory: OptimizerFactory | None = None,
     optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
     decay_names: list[str] | None = None,
-    world_size: int = 1,
-    gradient_accumulation_steps: int = 1,
     warmup_steps: float = 0,
 ) -> torch.optim.Optimizer:
     """Builds the optimizer over HF's decay / no-decay groups.
@@ -94,8 +93,6 @@ def build_optimizer(
             lr=0.1)`` or a LightningCLI ``class_path``). Group weight decays are kept.
         optimizer_cls_and_kwargs: Replaces ``optim``, as ``Trainer(optimizer_cls_and_kwargs=...)``.
         decay_names: The parameters weight decay applies to, where not transformers' rule.
-        world_size: Processes training (transformers' factory reads its parallel mode).
-        gradient_accumulation_steps: Micro-batches per step (transformers' factory reads it).
         warmup_steps: The warmup (schedule-free optimizers warm up themselves).
 
     As transformers' ``create_optimizer``: an optimizer factory (Muon, Dion) is called with the model; the
@@ -114,9 +111,7 @@ def build_optimizer(
             adam_beta2=adam_beta2,
             adam_epsilon=adam_epsilon,
             optim_target_modules=optim_target_modules,
-            gradient_accumulation_steps=gradient_accumulation_steps,
             warmup_steps=warmup_steps,
-            parallel_mode=ParallelMode.DISTRIBUTED if world_size > 1 else ParallelMode.NOT_DISTRIBUTED,
         )
         # the name is checked when the settings are built; a missing package is reported by transformers
         optimizer_cls_and_kwargs = HFTrainer.get_optimizer_cls_and_kwargs(view, model)
@@ -150,8 +145,8 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """``transformers.get_scheduler`` with HF's warmup rule; raises a clear error for an unknown type."""
     known = [s.value for s in transformers.SchedulerType]
-    if lr_scheduler_type not in known:
-        raise ValueError(f"lr_scheduler_type='{lr_scheduler_type}' is unknown. Choose one of {known}.")
+    if lr_scheduler_type not in known:  # the settings check it first; a direct call is checked here
+        raise ValueError(unknown_name("lr_scheduler_type", lr_scheduler_type, known))
     return transformers.get_scheduler(
         lr_scheduler_type,
         optimizer=optimizer,

@@ -259,3 +259,12 @@ def test_help_names_the_report_and_hpo_commands(capsys):
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps the text
     assert out.startswith("usage: python -m hf_lightning ")
     assert "'python -m hf_lightning report OUTPUT_DIR'" in out and "'python -m hf_lightning hpo --config CONFIG" in out
+
+
+def test_an_error_raised_from_another_is_still_reported_by_its_own_message(tmp_path):
+    """compute_metrics that cannot be imported: hf_lightning's message (raised from the ImportError), not
+    jsonargparse's error per Union type."""
+    with pytest.raises(ValueError, match=r"^Cannot import 'nosuchpkg\.accuracy'.*Check the module path") as info:
+        main(["fit", "--config", TINY, "--model.compute_metrics", "nosuchpkg.accuracy", "--trainer.logger", "false",
+              "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
+    assert "Union" not in str(info.value)

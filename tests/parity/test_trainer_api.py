@@ -3,6 +3,7 @@ what third-party callbacks read (``accelerator``, ``model_wrapped``)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -637,3 +638,19 @@ def test_hyperparameter_search_keeps_transformers_bookkeeping(tmp_path, named):
                      trainer.state.trial_name, round(best.objective, 6))
     assert seen[hf_lightning] == seen[transformers]
     assert seen[transformers][3][0] == ("trial0" if named else "run-0")
+
+
+def test_each_hyperparameter_trial_reports_to_its_own_run(tmp_path):
+    """report_to: every trial writes its own run (in its trial folder), its steps from 1 again; not one file that
+    all trials append to."""
+    trainer = _trainer(hf_lightning, tmp_path, model_init=RegressionModel,
+                       args={"report_to": ["csv"], "max_steps": 3, "eval_strategy": "steps", "eval_steps": 3})
+    trainer.hyperparameter_search(
+        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 0.3, log=True)},
+        n_trials=2, direction="minimize")
+    out = Path(trainer.args.output_dir)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("metrics.csv"))
+    assert files == ["run-0/logs/version_0/metrics.csv", "run-1/logs/version_0/metrics.csv"]
+    for name in files:
+        steps = [int(row["step"]) for row in csv.DictReader((out / name).open()) if row.get("train/loss")]
+        assert steps == [1, 2, 3]

@@ -618,3 +618,23 @@ def test_log_level_info_prints_transformers_lines(tmp_path):
     assert lines[hf_lightning] == lines[transformers]
     assert "***** Running Prediction *****" in lines[transformers] and "Saving model checkpoint to OUT/final" in \
         lines[transformers]
+
+
+def test_a_peft_wrapped_model_keeps_the_base_models_columns(tmp_path):
+    """A PeftModel's forward takes ``*args, **kwargs``: as transformers, the unused columns are those the base model's
+    forward does not take (not every column but the labels), so training sees its inputs."""
+    peft = pytest.importorskip("peft")
+    ids = np.random.default_rng(0).integers(5, 99, (8, 6))
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": np.ones_like(ids).tolist(),
+                                       "labels": ids.tolist(), "note": ["x"] * 8})
+    seen = {}
+    for lib in LIBS:
+        transformers.set_seed(0)
+        base = transformers.BertForMaskedLM(transformers.AutoConfig.for_model(**TINY_BERT))
+        model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["query", "value"]))
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     max_steps=2, per_device_train_batch_size=4, logging_steps=1, save_strategy="no")
+        run = lib.Trainer(model=model, args=args, train_dataset=data)
+        run.train()
+        seen[lib] = [r["loss"] for r in run.state.log_history if "loss" in r]
+    assert max_rel_diff(seen[hf_lightning], seen[transformers]) <= 1e-5

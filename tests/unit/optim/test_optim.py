@@ -55,3 +55,14 @@ def test_warmup_rule_count_or_ratio():
     assert resolve_warmup_steps(2.5, 100) == args.get_warmup_steps(100) == 2
     with pytest.raises(ValueError, match="warmup_steps"):
         resolve_warmup_steps(-1, 100)
+
+
+@pytest.mark.parametrize("optim", ["lomo", "adalomo", "galore_adamw_layerwise"])
+def test_optimizers_that_step_inside_backward_are_refused_when_the_trainer_is_built(tmp_path, optim):
+    """Before anything runs, naming the TrainingArguments field (`optim`) and the alternative."""
+    import hf_lightning
+
+    args = hf_lightning.TrainingArguments(str(tmp_path), report_to=[], use_cpu=True, optim=optim)
+    with pytest.raises(ValueError, match=rf"cannot be honoured[\s\S]*- optim='{optim}': updates the weights inside "
+                                         r"backward.*'galore_adamw'"):
+        hf_lightning.Trainer(model=_bert(), args=args)
