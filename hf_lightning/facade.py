@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from transformers.integrations.integration_utils import default_logdir
 
+from hf_lightning._args_table import _logging_dir
 from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.data.loader import split_window
 from hf_lightning.modules.base import HFModule
@@ -333,9 +334,12 @@ class FacadeDataModule(HFDataModule):
 
 #: report_to names written by Lightning loggers (with transformers' TensorBoard tags: train/loss, eval/loss, ...)
 REPORTERS = {
-    # HF's TensorBoardCallback default folder: output_dir/runs/<date>_<host>; HFFlow writes HF's tags there.
-    "tensorboard": lambda args: TensorBoardLogger(save_dir=os.path.join(args.output_dir, default_logdir()), name="",
-                                                  version="", default_hp_metric=False),
+    # HF's TensorBoardCallback folder: logging_dir (hf_lightning's field), else $TENSORBOARD_LOGGING_DIR, else
+    # output_dir/runs/<date>_<host>; HFFlow writes HF's tags there.
+    "tensorboard": lambda args: TensorBoardLogger(
+        save_dir=_logging_dir(getattr(args, "logging_dir", None), args) or os.path.join(args.output_dir,
+                                                                                         default_logdir()),
+        name="", version="", default_hp_metric=False),
     "csv": lambda args: CSVLogger(save_dir=args.output_dir, name="logs"),
 }
 

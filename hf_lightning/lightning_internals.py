@@ -9,6 +9,8 @@ why ``lightning`` is capped below the next minor release in ``pyproject.toml``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 import lightning as L
@@ -112,3 +114,16 @@ def restart_training_iterator(trainer: L.Trainer) -> None:
     fetcher = trainer.fit_loop._data_fetcher
     if fetcher is not None:
         iter(fetcher)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Any:
+    """Lightning's own info lines ("GPU available", tips, "`Trainer.fit` stopped") off while the HF-style Trainer
+    builds and runs its Lightning trainers: transformers.Trainer prints none of them (warnings still show)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -24,9 +24,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
+from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_callback import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -54,6 +56,7 @@ from hf_lightning.facade import (
     build_loggers,
     reporting_callbacks,
 )
+from hf_lightning.lightning_internals import quiet_lightning
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
@@ -62,6 +65,7 @@ from hf_lightning.trainer_evaluation import TrainerEvaluation
 from hf_lightning.trainer_methods import TrainerMethods
 
 log = hf_logging.get_logger("transformers.trainer")
+
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
           "get_decay_parameter_names", "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader",
@@ -298,9 +302,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         kept = self.__dict__.get("_built_loggers")
         if kept is None or kept[0][0] is not key[0] or kept[0][1] != key[1]:
             args = self.args
-            if self.trial_output_dir is not None:
+            if self.trial_output_dir is not None:  # TensorBoard in the trial's folder, whatever logging_dir says
                 args = copy.copy(args)
                 args.output_dir = self.trial_output_dir
+                args.logging_dir = os.path.join(self.trial_output_dir, default_logdir())
             kept = self.__dict__["_built_loggers"] = (key, build_loggers(args))
         return kept[1]
 
@@ -317,7 +322,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
 
         kwargs.update(trainer_kwargs(self.args, self.model, overrides.get("max_steps")))
         kwargs.update(overrides)
-        trainer = L.Trainer(**kwargs)
+        with quiet_lightning():
+            trainer = L.Trainer(**kwargs)
         if self.args.full_determinism:  # Lightning's deterministic=True set ":4096:8"; transformers' value stays
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
         return trainer
@@ -377,6 +383,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         max_steps, max_epochs = self._max_steps(datamodule)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
+        self._describe_run_to_tensorboard()
         self._fit(module, datamodule, flow)
         self.model = uncompiled(module.model)  # transformers keeps `model` uncompiled
         self.state, self.control = flow.state, flow.control
@@ -385,6 +392,18 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self._created_lr_scheduler = not given_scheduler and self.lr_scheduler is not None
         metrics = dict(getattr(flow, "train_metrics", {}))
         return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
+
+    def _describe_run_to_tensorboard(self) -> None:
+        """transformers' TensorBoardCallback at the start of each train(): the arguments and the model's config as
+        text entries (``args``, ``model_config``)."""
+        if not self.is_world_process_zero():
+            return
+        for logger in self.pl_trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("args", self.args.to_json_string())
+                config = getattr(self.model, "config", None)
+                if config is not None:
+                    logger.experiment.add_text("model_config", config.to_json_string())
 
     def _fit(self, module: FacadeModule, datamodule: FacadeDataModule, flow: HFFlow) -> None:
         """``lightning.Trainer.fit``, with Ctrl+C behaving as in transformers.Trainer.
@@ -397,7 +416,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         main_thread = threading.current_thread() is threading.main_thread()
         handler = signal.getsignal(signal.SIGINT) if main_thread else None
         try:
-            self.pl_trainer.fit(module, datamodule=datamodule)
+            with quiet_lightning():
+                self.pl_trainer.fit(module, datamodule=datamodule)
         except SystemExit:
             if not self.pl_trainer.interrupted:
                 raise
@@ -424,9 +444,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if self.args.include_num_input_tokens_seen not in ("no", False):
             logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
         self.state.log_history.append({**logs, "step": self.state.global_step})
-        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
         loggers = self._report_loggers()
         if loggers and self.is_world_process_zero():  # evaluate() after training: eval/loss, ... as transformers
+            # before the callbacks' on_log, as transformers' reporting callbacks come before the user's
             write_to_loggers(loggers, logs, self.state.global_step)
             for logger in loggers:
                 logger.save()
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)

@@ -16,6 +16,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from hf_lightning.args import translate
 from hf_lightning.facade import FacadeModule
+from hf_lightning.lightning_internals import quiet_lightning
 
 #: How many (data set, stage) evaluation set-ups a Trainer keeps.
 _EVAL_PARTS_KEPT = 8
@@ -114,10 +115,11 @@ class TrainerEvaluation:
         if callable(switch):
             switch()
         passes = module.finished_passes
-        if stage == "validate":
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        else:
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        with quiet_lightning():
+            if stage == "validate":
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            else:
+                trainer.predict(module, datamodule=datamodule, return_predictions=False)
         if module.finished_passes == passes:  # no batch to evaluate: Lightning skipped the pass
             module.finish_empty_pass(stage)
         return module.eval_record.metrics if stage == "validate" else module.prediction_output

@@ -142,6 +142,15 @@ class TrainerMethods:
         as in transformers)."""
         HFTrainer.create_model_card(self, **kwargs)
 
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: hf_lightning does not upload. Save, then upload with transformers' own methods."""
+        raise NotImplementedError(
+            "Trainer.push_to_hub is not supported by hf_lightning: call trainer.save_model(folder), then "
+            "trainer.model.push_to_hub(repo_id) (and processing_class.push_to_hub(repo_id)), or upload the folder "
+            "with huggingface_hub.upload_folder.")
+
+    init_hf_repo = push_to_hub
+
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """transformers' ``get_decay_parameter_names``: the parameters weight decay applies to (not biases, not norm
         layers), the split the default optimizer uses."""

@@ -27,6 +27,7 @@ class FlowEvaluation:
     control_validation: bool
     last_eval_metrics: dict[str, float]
     _validations: int
+    _sets_written: int = 0
 
     def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
         """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
@@ -40,6 +41,7 @@ class FlowEvaluation:
             # Evaluation sets without a batch (empty, or drop_last with fewer samples than a batch): Lightning ran no
             # pass; transformers still evaluates them (speed metrics only), logs and calls on_evaluate.
             trainer.lightning_module.finish_empty_pass("validate")
+            self._sets_written = 0
             self.on_validation_end(trainer, trainer.lightning_module)
         if self._validations == before:
             strategy = self.settings.eval_strategy
@@ -53,18 +55,41 @@ class FlowEvaluation:
             self.event("on_prediction_step")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.handler.eval_dataloader = trainer.val_dataloaders
+        self._sets_written = 0
+        loaders = trainer.val_dataloaders  # callbacks see the loader of the set being evaluated, as in transformers
+        self.handler.eval_dataloader = next(iter(loaders.values())) if isinstance(loaders, dict) and loaders \
+            else loaders
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        """A dict of evaluation sets: as transformers evaluates one set after the other, each set's record and
+        on_evaluate come when it is done, before the next set's prediction steps."""
+        if dataloader_idx == 0 or trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        finish = getattr(pl_module, "finish_sets_before", None)
+        done = finish(dataloader_idx) if callable(finish) else []
+        for set_metrics in done:
+            self._write_set(set_metrics, trainer)
+        loaders = trainer.val_dataloaders
+        if done and isinstance(loaders, dict):
+            self.handler.eval_dataloader = list(loaders.values())[dataloader_idx]
+
+    def _write_set(self, set_metrics: dict[str, float], trainer: L.Trainer) -> None:
+        self.write_log(set_metrics, trainer)
+        self.event("on_evaluate", metrics=set_metrics)
+        self._sets_written += 1
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
         metrics: dict[str, float] = {}
-        # As HF's `evaluate`: per evaluation set (one, or each of a dict of sets) a log record and on_evaluate; the
-        # metrics passed on gain `epoch`; the best metric is then chosen from all sets' metrics together.
+        # As HF's `evaluate`: per evaluation set (one, or each of a dict of sets) a log record and on_evaluate (those
+        # of the sets before the last already written as the next began); the metrics passed on gain `epoch`; the
+        # best metric is then chosen from all sets' metrics together.
         sets = pl_module.eval_record.per_set if isinstance(pl_module, ReportsEvaluations) else [{}]
+        for set_metrics in sets[self._sets_written:]:
+            self._write_set(set_metrics, trainer)
         for set_metrics in sets:
-            self.write_log(set_metrics, trainer)
-            self.event("on_evaluate", metrics=set_metrics)
             metrics.update(set_metrics)
         self.last_eval_metrics = metrics
         self._validations += 1

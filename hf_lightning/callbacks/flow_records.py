@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from transformers import TrainerState
 from transformers.integrations.integration_utils import rewrite_logs
 from transformers.trainer_callback import ExportableState
@@ -36,10 +37,21 @@ def process_log_level(args: Any, main: bool) -> int:
 
 def write_to_loggers(loggers: list[Any], logs: dict[str, Any], step: int) -> None:
     """One log record to Lightning loggers with the tags of HF's TensorBoard integration (``train/loss``,
-    ``eval/loss``, ...: transformers' ``rewrite_logs``); numbers only, as transformers' TensorBoard callback."""
-    scalars = {k: v for k, v in rewrite_logs(logs).items() if isinstance(v, (int, float))}
+    ``eval/loss``, ...: transformers' ``rewrite_logs``), as transformers' TensorBoard callback writes it: numbers as
+    scalars, strings as text (TensorBoard), anything else dropped with its warning."""
+    rewritten = rewrite_logs(logs)
+    scalars = {k: v for k, v in rewritten.items() if isinstance(v, (int, float))}
+    texts = {k: v for k, v in rewritten.items() if isinstance(v, str)}
+    for k, v in rewritten.items():
+        if k not in scalars and k not in texts:
+            log.warning(f'Trainer is attempting to log a value of "{v}" of type {type(v)} for key "{k}" as a scalar. '
+                        "This invocation of Tensorboard's writer.add_scalar() is incorrect so we dropped this "
+                        "attribute.")
     for logger in loggers:
         logger.log_metrics(scalars, step=step)
+        if texts and isinstance(logger, TensorBoardLogger):
+            for k, v in texts.items():
+                logger.experiment.add_text(k, v, step)
 
 
 class MemoryTracker(TrainerMemoryTracker):

@@ -268,6 +268,14 @@ class EvaluationMixin:
             self._finished_sets.append(self._finish())
             self._start_stage(len(self._finished_sets))
 
+    def finish_sets_before(self, dataloader_idx: int) -> list[dict[str, float]]:
+        """Finishes the evaluation sets before ``dataloader_idx`` that are not yet finished (collectively, on every
+        rank) and returns their metrics: `HFFlow` writes each set's record as the next set begins."""
+        before = len(self._finished_sets)
+        if self._stage is not None:
+            self._advance_to(dataloader_idx)
+        return self._finished_sets[before:]
+
     def _finish_sets(self) -> list[dict[str, float]]:
         """The metrics of every evaluation set of this stage, in order."""
         if self._stage is None:

@@ -654,3 +654,10 @@ def test_each_hyperparameter_trial_reports_to_its_own_run(tmp_path):
     for name in files:
         steps = [int(row["step"]) for row in csv.DictReader((out / name).open()) if row.get("train/loss")]
         assert steps == [1, 2, 3]
+
+
+def test_push_to_hub_says_what_to_do_instead(tmp_path):
+    trainer = _trainer(hf_lightning, tmp_path)
+    for method in (trainer.push_to_hub, trainer.init_hf_repo):
+        with pytest.raises(NotImplementedError, match=r"trainer\.save_model\(folder\).*model\.push_to_hub\(repo_id\)"):
+            method()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -638,3 +639,107 @@ def test_a_peft_wrapped_model_keeps_the_base_models_columns(tmp_path):
         run.train()
         seen[lib] = [r["loss"] for r in run.state.log_history if "loss" in r]
     assert max_rel_diff(seen[hf_lightning], seen[transformers]) <= 1e-5
+
+
+def test_tensorboard_writes_where_transformers_writes(tmp_path, monkeypatch):
+    """report_to="tensorboard": $TENSORBOARD_LOGGING_DIR as transformers reads it; hf_lightning's own logging_dir
+    field wins over it; otherwise output_dir/runs/<date>_<host>."""
+    def events(folder) -> list[str]:
+        return [str(p.parent) for p in Path(folder).rglob("events.out.tfevents.*")]
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "from-env"))
+    for lib in LIBS:
+        trainer(lib, str(tmp_path / f"{lib.__name__}-env"), report_to=["tensorboard"], max_steps=2).train()
+        assert events(tmp_path / "from-env"), lib.__name__
+        assert not events(tmp_path / f"{lib.__name__}-env")
+        for found in events(tmp_path / "from-env"):
+            (Path(found) / next(Path(found).glob("events.out.tfevents.*")).name).unlink()
+    trainer(hf_lightning, str(tmp_path / "field"), report_to=["tensorboard"], max_steps=2,
+            logging_dir=str(tmp_path / "own")).train()
+    assert events(tmp_path / "own") == [str(tmp_path / "own")]
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR")
+    trainer(hf_lightning, str(tmp_path / "default"), report_to=["tensorboard"], max_steps=2).train()
+    assert [Path(p).parent for p in events(tmp_path / "default")] == [tmp_path / "default" / "runs"]
+
+
+class _SetRecorder(transformers.TrainerCallback):
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        self.events.append(("on_prediction_step", len(eval_dataloader)))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.events.append(("on_log", sorted(k for k in logs if k.endswith("_loss"))))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.events.append(("on_evaluate", sorted(k for k in metrics if k.endswith("_loss"))))
+
+
+def test_a_dict_of_eval_sets_during_training_is_evaluated_one_set_after_the_other(tmp_path):
+    """Each set's prediction steps (callbacks see that set's loader), then its record and on_evaluate, then the
+    next set's, as transformers' evaluate() runs them."""
+    seen = {}
+    for lib in LIBS:
+        recorder = _SetRecorder()
+        run = trainer(lib, str(tmp_path / lib.__name__), {"a": RegressionDataset(6, seed=1),
+                                                          "b": RegressionDataset(4, seed=2)},
+                      per_device_eval_batch_size=2, eval_strategy="epoch", num_train_epochs=1)
+        run.add_callback(recorder)
+        run.train()
+        seen[lib] = recorder.events
+    assert seen[hf_lightning] == seen[transformers]
+    evaluation = [e for e in seen[transformers] if e[0] != "on_log" or e[1]]
+    assert evaluation[:8] == [("on_prediction_step", 3)] * 3 + [("on_log", ["eval_a_loss"]),
+                                                               ("on_evaluate", ["eval_a_loss"])] + \
+        [("on_prediction_step", 2)] * 2 + [("on_log", ["eval_b_loss"])]
+
+
+def test_lightning_prints_nothing_of_its_own_in_the_hf_style_trainer(tmp_path):
+    """transformers.Trainer prints no "GPU available" / tips / "`Trainer.fit` stopped" lines; nor does the
+    HF-style Trainer that runs on Lightning (the Lightning door keeps them)."""
+    import logging
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        run = trainer(hf_lightning, str(tmp_path), RegressionDataset(8, seed=1), eval_strategy="epoch",
+                      num_train_epochs=1)
+        run.train()
+        run.evaluate()
+        run.predict(RegressionDataset(4, seed=2))
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    assert records == []
+    assert logging.getLogger("lightning.pytorch").level == logging.INFO  # left as Lightning set it
+
+
+class _DropsEvalLoss(transformers.TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs.pop("eval_loss", None)
+        logs["added_by_callback"] = 1.0
+
+
+def test_reporting_sees_the_record_before_the_callbacks_change_it(tmp_path):
+    """transformers' TensorBoardCallback comes before the user's callbacks: a callback that changes the record in
+    on_log does not change what is reported to TensorBoard, during training and in a later evaluate()."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        run = trainer(lib, str(out), RegressionDataset(8, seed=1), report_to=["tensorboard"], max_steps=2)
+        run.add_callback(_DropsEvalLoss())
+        run.train()  # (transformers' TensorBoardCallback only has a folder once training began)
+        run.evaluate()
+        found = set()
+        for events in out.rglob("events.out.tfevents.*"):
+            accumulator = EventAccumulator(str(events))
+            accumulator.Reload()
+            found |= set(accumulator.Tags()["scalars"]) | set(accumulator.Tags()["tensors"])
+        tags[lib] = (sorted(found), sorted(run.state.log_history[-1]))
+    assert tags[hf_lightning] == tags[transformers]
+    assert "eval/loss" in tags[transformers][0] and "train/added_by_callback" not in tags[transformers][0]
+    assert "args/text_summary" in tags[transformers][0]  # the arguments as text (this model has no config)
