@@ -45,8 +45,12 @@ def _warmup(value: Any, args: Any) -> Any:
 
 
 def _precision(value: Any, args: Any) -> str:
-    """"16-mixed" (fp16), "bf16-mixed" (bf16), else "32-true" """
-    return "16-mixed" if args.fp16 else "bf16-mixed" if args.bf16 else "32-true"
+    """"16-mixed" (fp16 on a GPU), "bf16-mixed" (bf16), else "32-true" (fp16 on the CPU too, as accelerate)"""
+    if args.fp16:
+        import torch
+
+        return "32-true" if args.use_cpu or not torch.cuda.is_available() else "16-mixed"
+    return "bf16-mixed" if args.bf16 else "32-true"
 
 
 def _accelerator(value: Any, args: Any) -> str:

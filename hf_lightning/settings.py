@@ -190,7 +190,7 @@ class OptimizerSettings(_FromArgs):
         lr_scheduler_kwargs: Extra scheduler arguments (e.g. ``num_cycles``).
         warmup_steps: Warmup steps (>= 1; a fraction is dropped, as transformers does) or ratio of the total steps
             (< 1).
-        max_grad_norm: Gradient clipping norm; 0 disables clipping (the norm is still logged).
+        max_grad_norm: Gradient clipping norm; 0 or less disables clipping (the norm is still logged).
     """
 
     learning_rate: float = 5e-5
@@ -207,9 +207,9 @@ class OptimizerSettings(_FromArgs):
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.learning_rate < 0 or self.max_grad_norm < 0 or self.warmup_steps < 0:
-            raise ValueError(f"optimization: learning_rate={self.learning_rate}, max_grad_norm={self.max_grad_norm} "
-                             f"and warmup_steps={self.warmup_steps} must be >= 0.")
+        if self.learning_rate < 0 or self.warmup_steps < 0:  # a max_grad_norm <= 0 means no clipping, as in HF
+            raise ValueError(f"optimization: learning_rate={self.learning_rate} and warmup_steps={self.warmup_steps} "
+                             "must be >= 0.")
         # Names are checked here, when the settings are built (before any model or data loads), not when
         # configure_optimizers first needs them.
         from transformers import SchedulerType

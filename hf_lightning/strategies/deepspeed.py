@@ -62,7 +62,7 @@ class HFDeepSpeedStrategy(DeepSpeedStrategy):
     def setup(self, trainer: L.Trainer) -> None:
         module = self.lightning_module
         if "gradient_clipping" not in self.config and getattr(module, "max_grad_norm", None) is not None:
-            self.config["gradient_clipping"] = float(module.max_grad_norm)
+            self.config["gradient_clipping"] = max(float(module.max_grad_norm), 0.0)  # <= 0: no clipping
         super().setup(trainer)
 
     def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -743,3 +743,26 @@ def test_reporting_sees_the_record_before_the_callbacks_change_it(tmp_path):
     assert tags[hf_lightning] == tags[transformers]
     assert "eval/loss" in tags[transformers][0] and "train/added_by_callback" not in tags[transformers][0]
     assert "args/text_summary" in tags[transformers][0]  # the arguments as text (this model has no config)
+
+
+@pytest.mark.parametrize("args", [dict(fp16=True), dict(fp16=True, fp16_full_eval=True), dict(max_grad_norm=-1.0)],
+                         ids=["fp16", "fp16_full_eval", "negative_max_grad_norm"])
+def test_cpu_runs_of_gpu_options_train_as_transformers(tmp_path, args):
+    """fp16 on the CPU trains in fp32 in transformers (accelerate turns fp16 on only on a GPU), fp16_full_eval
+    evaluates a float16 model; a max_grad_norm below 0 means no clipping."""
+    seen = {}
+    for lib in LIBS:
+        run = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                    max_steps=4, per_device_train_batch_size=4, logging_steps=1, save_strategy="no",
+                                    **args)
+        transformers.set_seed(0)
+        model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+        trainer_ = lib.Trainer(model=model, args=run, train_dataset=_marked_rows(16, 1, ()),
+                               eval_dataset=_marked_rows(8, 2, ()))
+        trainer_.train()
+        seen[lib] = (trainer_.state.log_history, trainer_.evaluate(),
+                     {k: v.float().clone() for k, v in model.state_dict().items()})
+    for mine, expected in zip(seen[hf_lightning][0], seen[transformers][0], strict=True):
+        assert_same_records(mine, expected)
+    assert_same_records(seen[hf_lightning][1], seen[transformers][1])
+    assert max_rel_diff(seen[hf_lightning][2], seen[transformers][2]) <= 1e-6
