@@ -367,13 +367,25 @@ def test_translate_realistic_fine_tuning_config() -> None:
 @pytest.mark.parametrize("kwargs, key, expected", [
     ({"warmup_steps": 10.0}, "optimization.warmup_steps", 10),
     ({"warmup_steps": 0.25}, "optimization.warmup_steps", 0.25),
-    ({"fp16": True}, "precision", "16-mixed"), ({"use_cpu": True}, "accelerator", "cpu"),
+    ({"use_cpu": True}, "accelerator", "cpu"),
     ({"full_determinism": False}, "deterministic", None)])
 def test_translate_conversions(kwargs: dict, key: str, expected: object) -> None:
     out = translate(TrainingArguments(**kwargs))
     group, _, leaf = key.rpartition(".")
     got = out.module[group][leaf] if group else out.trainer[key]
     assert got == expected and type(got) is type(expected)
+
+
+def test_fp16_is_mixed_precision_on_a_gpu_and_fp32_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As accelerate: fp16 autocast and loss scaling on a GPU only; on the CPU (use_cpu, or no CUDA) it trains in
+    fp32 (Lightning's "16-mixed" would silently become bf16 there)."""
+    on_gpu, on_cpu = TrainingArguments(fp16=True), TrainingArguments(fp16=True, use_cpu=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert translate(on_gpu).trainer["precision"] == "16-mixed"
+    assert translate(on_cpu).trainer["precision"] == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert translate(on_gpu).trainer["precision"] == "32-true"
+    assert translate(TrainingArguments(bf16=True, use_cpu=True)).trainer["precision"] == "bf16-mixed"
 
 
 def test_translate_logging_dir_falls_back_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
