@@ -43,6 +43,7 @@ from hf_lightning._args_table import (
 from hf_lightning.settings import (
     BestMetric,
     CheckpointSettings,
+    CompileSettings,
     FlowSettings,
     refused_optimizer,
     warn_if_error_metric_maximised,
@@ -339,6 +340,7 @@ def translate(args: TrainingArguments | transformers.TrainingArguments) -> Trans
     if problems:
         raise ValueError("These TrainingArguments cannot be honoured by hf_lightning; leave them at their defaults:\n"
                          + "\n".join(problems))
+    CompileSettings(**sections.get(MODULE, {}).get("compilation", {}))  # an unknown backend fails here, as at Trainer()
     return TranslatedArgs(
         module=sections.get(MODULE, {}), datamodule=sections.get(DATAMODULE, {}), trainer=sections.get(TRAINER, {}),
         flow=FlowSettings(**sections.get(LOGGING, {})), checkpoint=CheckpointSettings(**sections.get(CHECKPOINT, {})),

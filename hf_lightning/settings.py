@@ -278,6 +278,12 @@ class CompileSettings(_FromArgs):
         if self.torch_compile_scope not in ("model", "blocks"):
             raise ValueError(f"compilation.torch_compile_scope='{self.torch_compile_scope}': use 'model' (the whole "
                              "model) or 'blocks' (each repeated encoder / decoder block, compiled once).")
+        if self.torch_compile_backend is not None:
+            from torch._dynamo import list_backends  # the backends torch.compile takes, registered ones included
+
+            if self.torch_compile_backend not in list_backends(exclude_tags=()):  # transformers raises at Trainer()
+                raise ValueError(unknown_name("compilation.torch_compile_backend", self.torch_compile_backend,
+                                              list_backends()))  # the choices shown: debug / experimental left out
 
     @property
     def enabled(self) -> bool:

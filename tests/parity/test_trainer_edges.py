@@ -523,6 +523,15 @@ def test_a_best_metric_missing_from_the_evaluation_is_reported_as_transformers_r
     assert "'eval_f1'" in messages[hf_lightning] and "'eval_mae'" in messages[hf_lightning]
 
 
+def test_an_unknown_compile_backend_fails_when_the_trainer_is_built_as_in_transformers(tmp_path):
+    for lib in LIBS:  # both refuse it in Trainer(), before any training
+        with pytest.raises(ValueError) as info:
+            trainer(lib, str(tmp_path / lib.__name__), torch_compile_backend="inductr")
+        assert "inductr" in str(info.value).lower()
+    assert "torch_compile_backend='inductr' is unknown. Did you mean 'inductor'?" in str(info.value)
+    trainer(hf_lightning, str(tmp_path / "debug"), torch_compile_backend="eager_debug")  # any registered backend
+
+
 def test_full_determinism_leaves_transformers_cublas_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
