@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSam
 
 from hf_lightning import progress
 from hf_lightning.data.collators import build_collator
-from hf_lightning.data.loader import HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
+from hf_lightning.data.loader import EpochDataLoader, HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
 from hf_lightning.data.samplers import SeededLengthGroupedSampler, ShardedSequentialSampler
 
 
@@ -65,7 +65,7 @@ class DataLoaders:
         if isinstance(ds, IterableDataset):
             return DataLoader(ds, batch_size=self.batch_size, drop_last=self.loader.drop_last, **self._loader_kwargs())
         batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.loader.drop_last, world, rank)
-        return DataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
+        return EpochDataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
 
     def wrap_train_loader(self, loader: Any) -> TrainLoader:
         """Groups a loader's batches into accumulation windows tagged with their label counts."""

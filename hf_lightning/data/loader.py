@@ -86,6 +86,7 @@ class HFBatchSampler(Sampler[list[int]]):
         self.skip_batches = 0  # consumed by the next __iter__ (resume inside an epoch)
 
     def set_epoch(self, epoch: int) -> None:
+        """The order of the next pass; Lightning sets it on ``sampler`` itself before each training epoch."""
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
@@ -102,6 +103,13 @@ class HFBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         skip, self.skip_batches = self.skip_batches, 0
+        yield from self._my_batches(skip)
+        # As accelerate's loaders: a pass that ran to its end moves on to the next epoch's order (a loader iterated
+        # by hand reshuffles); a pass broken off keeps it. Lightning sets the epoch before each epoch anyway.
+        if hasattr(self.sampler, "set_epoch") and isinstance(getattr(self.sampler, "epoch", None), int):
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+
+    def _my_batches(self, skip: int) -> Iterator[list[int]]:
         for i, chunk in enumerate(self._global_batches()):
             if i < skip:
                 continue
@@ -113,6 +121,14 @@ class HFBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return progress.batches_per_epoch(len(self.sampler), self.batch_size * self.num_replicas, self.drop_last)
+
+
+class EpochDataLoader(DataLoader):
+    """The training DataLoader, with the ``set_epoch`` of accelerate's prepared loaders: the order of the next pass."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batch_sampler, "set_epoch"):
+            self.batch_sampler.set_epoch(epoch)
 
 
 def count_label_items(batch: Any, shift_labels: bool = False) -> int | None:

@@ -532,6 +532,20 @@ def test_an_unknown_compile_backend_fails_when_the_trainer_is_built_as_in_transf
     trainer(hf_lightning, str(tmp_path / "debug"), torch_compile_backend="eager_debug")  # any registered backend
 
 
+def test_the_training_loader_iterated_by_hand_reshuffles_per_pass_as_transformers(tmp_path):
+    def passes(loader: Any) -> list[list[float]]:
+        orders = [[float(x) for b in loader for x in b["input_x"]] for _ in range(3)]
+        loader.set_epoch(0)
+        orders.append([float(x) for b in loader for x in b["input_x"]])
+        next(iter(loader))  # a pass broken off keeps its order for the next one
+        orders.append([float(x) for b in loader for x in b["input_x"]])
+        return orders
+
+    seen = {lib: passes(trainer(lib, str(tmp_path / lib.__name__)).get_train_dataloader()) for lib in LIBS}
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][0] != seen[transformers][1] and seen[transformers][3] == seen[transformers][0]
+
+
 def test_full_determinism_leaves_transformers_cublas_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
