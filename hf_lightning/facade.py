@@ -287,9 +287,12 @@ class FacadeModule(HFModule):
 class FacadeDataModule(HFDataModule):
     """HFDataModule whose loaders come from the HF-style Trainer's ``get_*_dataloader`` overrides when there are any."""
 
-    def __init__(self, hooks: TrainerHooks, eval_name: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, hooks: TrainerHooks, eval_name: str | None = None, kept_eval_loaders: dict | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hooks = hooks
+        if kept_eval_loaders is not None:
+            self.__dict__["_kept_eval_loaders"] = kept_eval_loaders
         #: the name of the trainer's eval set this data module evaluates (``evaluate()`` of a dict, ``evaluate(name)``):
         #: an overridden ``get_eval_dataloader`` receives it, as in transformers
         self.eval_name = eval_name

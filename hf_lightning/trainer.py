@@ -270,8 +270,9 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             # the global RNG's seed when the loader is built (args.seed, unless something reseeded torch since)
             kwargs["seed"] = torch.initial_seed()
         settings = {**self.translated.datamodule, "batch_size": self._train_batch_size, **kwargs}
-        return FacadeDataModule(TrainerHooks.of(self), eval_name=eval_name, dataset=dataset, tokenizer=tokenizer, collator=self.data_collator,
-                                tokenize=False, validation_size=0.0, test_size=0.0, **settings)
+        return FacadeDataModule(TrainerHooks.of(self), eval_name=eval_name, dataset=dataset, tokenizer=tokenizer,
+                                collator=self.data_collator, tokenize=False, validation_size=0.0, test_size=0.0,
+                                kept_eval_loaders=self.__dict__.setdefault("_kept_eval_loaders", {}), **settings)
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
         """(max_steps, max_epochs) with HF's rule: max_steps, else ceil(epochs * updates per epoch)."""

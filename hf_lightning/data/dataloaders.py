@@ -15,7 +15,14 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSam
 
 from hf_lightning import progress
 from hf_lightning.data.collators import build_collator
-from hf_lightning.data.loader import EpochDataLoader, HFBatchSampler, HFRandomSampler, TrainLoader, count_label_items
+from hf_lightning.data.loader import (
+    EpochDataLoader,
+    HFBatchSampler,
+    HFRandomSampler,
+    KeptWorkersDataLoader,
+    TrainLoader,
+    count_label_items,
+)
 from hf_lightning.data.samplers import SeededLengthGroupedSampler, ShardedSequentialSampler
 
 
@@ -79,14 +86,32 @@ class DataLoaders:
 
     def _eval_loader(self, role: str) -> DataLoader:
         ds = self.split(role)
+        if self.loader.persistent_workers and self.loader.num_workers > 0 and role != "predict":
+            # As transformers: one loader per evaluation set, kept, so that its workers live from one evaluation to
+            # the next (and go on with their random streams: a random collator draws as in transformers).
+            source = self.raw_splits().get(role, ds)
+            key = (role.split("/")[0], id(source), self.eval_batch_size, self.loader, id(self.collator))
+            kept = self.kept_eval_loaders
+            if key not in kept or kept[key][0] is not source:
+                kept[key] = (source, self._new_eval_loader(ds, KeptWorkersDataLoader))
+            return kept[key][1]
+        return self._new_eval_loader(ds)
+
+    @property
+    def kept_eval_loaders(self) -> dict[Any, Any]:
+        """The evaluation loaders kept with their workers: this data module's (an HF-style Trainer shares one dict
+        among the data modules it builds, so ``evaluate()`` after ``train()`` goes on with training's loader)."""
+        return self.__dict__.setdefault("_kept_eval_loaders", {})
+
+    def _new_eval_loader(self, ds: Any, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         if isinstance(ds, IterableDataset):
-            return DataLoader(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
+            return loader_class(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
         world, rank = self._world()
         count = len(ds)
         if self.loader.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
             count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world
         sampler = ShardedSequentialSampler(count, world, rank)
-        return DataLoader(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
+        return loader_class(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | dict[str, DataLoader] | list:
         """The validation loader, or ``{name: loader}`` for several sets (Lightning runs them in turn; the module

@@ -134,7 +134,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
         self.loader = DATA.regroup({"loader": loader}, flat, type(self).__name__)["loader"]
         # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
-        DATA.save_hyperparameters(self, {"loader": self.loader}, ["tokenizer", "collator", "hooks", "num_labels"]
+        DATA.save_hyperparameters(self, {"loader": self.loader}, ["tokenizer", "collator", "hooks", "kept_eval_loaders", "num_labels"]
                                   + ([] if isinstance(dataset, str) else ["dataset"]))
         self.dataset = dataset
         self.data_files = data_files

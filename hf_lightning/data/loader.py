@@ -131,6 +131,28 @@ class EpochDataLoader(DataLoader):
             self.batch_sampler.set_epoch(epoch)
 
 
+class KeptWorkersDataLoader(DataLoader):
+    """An evaluation DataLoader with ``persistent_workers`` whose workers outlive the Lightning loop that ran it:
+    Lightning shuts a loader's workers down when ``validate()`` / ``predict()`` ends; transformers keeps them from one
+    ``evaluate()`` to the next (and they go on with their random streams)."""
+
+    @property
+    def _iterator(self) -> None:  # what Lightning's loop resets and shuts down: nothing
+        return None
+
+    @_iterator.setter
+    def _iterator(self, value: Any) -> None:
+        pass
+
+    def __iter__(self) -> Any:
+        kept = self.__dict__.get("_kept_iterator")
+        if kept is None:
+            kept = self.__dict__["_kept_iterator"] = self._get_iterator()
+        else:
+            kept._reset(self)
+        return kept
+
+
 def count_label_items(batch: Any, shift_labels: bool = False) -> int | None:
     """HF's ``num_items_in_batch`` for one micro-batch: labels != -100 (``labels[..., 1:]`` for causal LM)."""
     if not isinstance(batch, Mapping) or "labels" not in batch or not torch.is_tensor(batch["labels"]):

@@ -546,6 +546,32 @@ def test_the_training_loader_iterated_by_hand_reshuffles_per_pass_as_transformer
     assert seen[transformers][0] != seen[transformers][1] and seen[transformers][3] == seen[transformers][0]
 
 
+def _noisy_collator(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Draws from the worker's random stream per batch (as a masked-LM collator does)."""
+    x = torch.tensor([f["input_x"] for f in features])
+    return {"input_x": x + torch.rand(len(features)), "labels": torch.tensor([f["labels"] for f in features])}
+
+
+def test_persistent_eval_workers_live_from_one_evaluation_to_the_next_as_in_transformers(tmp_path):
+    """With ``dataloader_persistent_workers`` the evaluation loaders (and their workers, with their random streams) are
+    kept: during training, by ``evaluate()`` after it, for a dict of sets; ``predict()`` gets fresh workers."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), {"a": RegressionDataset(8, seed=1), "b": RegressionDataset(8)},
+                      eval_strategy="epoch", dataloader_num_workers=1, dataloader_persistent_workers=True,
+                      per_device_eval_batch_size=4)
+        run.data_collator = _noisy_collator
+        run.model.a.data.fill_(1.0)  # the input noise reaches the loss
+        run.train()
+        draws = [r["eval_a_loss"] for r in run.state.log_history if "eval_a_loss" in r] + [torch.rand(1).item()]
+        for _ in range(2):
+            draws += [run.evaluate()["eval_a_loss"], run.evaluate(metric_key_prefix="again")["again_b_loss"],
+                      float(run.predict(RegressionDataset(8, seed=2)).predictions.sum()), torch.rand(1).item()]
+        seen[lib] = draws
+    assert max_rel_diff(seen[hf_lightning], seen[transformers]) <= 1e-5, seen
+    assert len(set(seen[transformers][:2] + seen[transformers][3::4])) == 4  # each evaluation drew its own noise
+
+
 def test_full_determinism_leaves_transformers_cublas_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
