@@ -241,11 +241,16 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             kwargs["label_names"] = self.label_names
         return kwargs
 
-    def _build_module(self) -> FacadeModule:
-        module = self.module_class(TrainerHooks.of(self), model=self.model, **self._module_kwargs())
+    def _hand_over_functions(self, module: FacadeModule) -> None:
+        """The user's functions, as they are set on the Trainer now (transformers reads its attributes at each use:
+        ``trainer.compute_metrics = ...`` after the first evaluation counts in the next)."""
         module.compute_loss_func = self.compute_loss_func
         module.compute_metrics = self.compute_metrics
         module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics
+
+    def _build_module(self) -> FacadeModule:
+        module = self.module_class(TrainerHooks.of(self), model=self.model, **self._module_kwargs())
+        self._hand_over_functions(module)
         module.optimizer_cls_and_kwargs = self.optimizer_cls_and_kwargs
         if getattr(self, "loss_is_scaled_for_ga", None) is not None:
             module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga

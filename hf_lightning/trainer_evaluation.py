@@ -8,6 +8,7 @@ evaluation are kept between calls on the same data set. A mixin of `Trainer`, wh
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -76,6 +77,8 @@ class TrainerEvaluation:
     def _evaluation_module(self) -> FacadeModule:
         if self.module is None or self.module.model is not self.model:
             self.module = self._build_module()
+        elif not self._training_now():
+            self._hand_over_functions(self.module)
         return self.module
 
     def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule,
@@ -119,9 +122,13 @@ class TrainerEvaluation:
             if stage == "validate":
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             else:
-                trainer.predict(module, datamodule=datamodule, return_predictions=False)
+                with warnings.catch_warnings():  # predict_step returns None with prediction_loss_only, by design
+                    warnings.filterwarnings("ignore", message=r"predict returned None")
+                    trainer.predict(module, datamodule=datamodule, return_predictions=False)
         if module.finished_passes == passes:  # no batch to evaluate: Lightning skipped the pass
             module.finish_empty_pass(stage)
+        if not self._training_now():  # as transformers: the model stays in eval mode (Lightning restores the mode)
+            self.model.eval()
         return module.eval_record.metrics if stage == "validate" else module.prediction_output
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,

@@ -47,6 +47,19 @@ def import_callable(obj: Callable[..., Any] | str | None) -> Callable[..., Any] 
         raise ValueError(f"Cannot import '{obj}': {err}. Check the module path and function name.") from err
 
 
+def _length(dataset: Any) -> int | None:
+    """``len(dataset)``, or None for a data set without a length."""
+    try:
+        return len(dataset)
+    except TypeError:
+        return None
+
+
+def _loader_batch_size(loader: Any) -> int | None:
+    """The batch size of an evaluation loader (Lightning wraps the batch sampler of a prediction loader)."""
+    return getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+
+
 def _batch_size(inputs: dict[str, Any]) -> int:
     for value in inputs.values():
         if torch.is_tensor(value) and value.dim() > 0:
@@ -73,6 +86,9 @@ class _StageState:
         self.inputs: Any = None
         self.losses: Any = None
         self.metric_buffer: MetricBuffer | None = None  # the torchmetrics collection's inputs, fed in blocks
+        #: ``batch_eval_metrics``: the last ``compute_metrics`` result, and a batch not scored yet (unknown length)
+        self.batch_results: Any = None
+        self.pending_batch: EvalPrediction | None = None
         self.start = time.time()
         # Sharded parameters are gathered in every forward: a rank with fewer batches adds forwards (outputs unused)
         # after its last batch so that every rank runs as many (`extra_forwards` of them, after `batches` batches).
@@ -138,7 +154,8 @@ class EvaluationMixin:
             labels = labels[0]
         with torch.no_grad():
             if with_loss:
-                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True,
+                                                  num_items_in_batch=self._eval_num_items(inputs))
                 loss = loss.detach().mean()
                 skip = [*ignore_keys, "loss"]
             else:
@@ -153,6 +170,19 @@ class EvaluationMixin:
         if isinstance(logits, (tuple, list)) and len(logits) == 1:
             logits = logits[0]
         return loss, logits, labels
+
+    def _eval_num_items(self, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """transformers' ``num_items_in_batch`` of an evaluation batch: its label items (``labels[..., 1:]`` for a
+        loss that shifts them), where the model takes loss keywords or a ``compute_loss_func`` is given, else None.
+        On the device, no sync. Ranks evaluate different numbers of batches here, so the count is this rank's."""
+        if "labels" not in inputs or not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            return None
+        labels = inputs["shift_labels"] if "shift_labels" in inputs else inputs["labels"]
+        if not torch.is_tensor(labels):
+            return None
+        if getattr(self, "loss_shifts_labels", False) and "shift_labels" not in inputs:
+            labels = labels[..., 1:]
+        return labels.ne(-100).sum().float()  # float, as transformers divides it by the parallel sizes
 
     # ----------------------------------------------------------------------------------------------- steps
     def _stage_name(self) -> str:
@@ -175,7 +205,10 @@ class EvaluationMixin:
         state, stage = self._stage, self._stage_name()
         inputs = dict(batch)
         size = _batch_size(inputs)
-        only_loss = self.prediction_loss_only and (stage != "predict" or self.loss_only_in_predict)
+        if stage == "predict":
+            only_loss = self.prediction_loss_only and self.loss_only_in_predict
+        else:  # as transformers' evaluate(): nothing to score the predictions with -> the loss only (no generation)
+            only_loss = self.prediction_loss_only or (self.compute_metrics is None and self._metrics_for(stage) is None)
         loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
         state.num_steps += 1
         state.num_samples += size
@@ -190,7 +223,7 @@ class EvaluationMixin:
                 state.finite_loss = counted if state.finite_loss is None else state.finite_loss + counted
         if logits is None:
             return loss, logits, labels
-        if self.preprocess_logits_for_metrics is not None and labels is not None:
+        if self.preprocess_logits_for_metrics is not None:  # as transformers: also without labels (labels=None)
             logits = self.preprocess_logits_for_metrics(logits, labels)
         metrics = self._metrics_for(stage)
         if metrics is not None and labels is not None and torch.is_tensor(logits):
@@ -210,9 +243,8 @@ class EvaluationMixin:
     def _collect(self, state: _StageState, logits: Any, labels: Any, inputs: dict[str, Any], loss: Any,
                  size: int) -> None:
         if self.batch_eval_metrics and self.compute_metrics is not None:
-            extra = self._extra_fields(inputs, loss, size)
-            self._batch_results = self.compute_metrics(
-                EvalPrediction(logits, labels, **extra), compute_result=state.num_steps == self._num_eval_batches())
+            if labels is not None:  # as transformers: a batch without labels is not scored
+                self._score_batch(state, EvalPrediction(logits, labels, **self._extra_fields(inputs, loss, size)))
             if self._stage_name() != "predict":  # predict() still returns every prediction, as transformers
                 return
         # On the device, as transformers' evaluation loop: no host copy (and no wait for the device) per batch
@@ -223,15 +255,27 @@ class EvaluationMixin:
         if "inputs" in self.include_for_metrics:
             outputs["inputs"].add(inputs.get(getattr(self.model, "main_input_name", "input_ids")))
         if "loss" in self.include_for_metrics and loss is not None:
-            outputs["losses"].add(loss.float().repeat(size))
+            outputs["losses"].add(loss.repeat(size))  # the loss's own dtype, as transformers
         if self.eval_accumulation_steps is not None and state.num_steps % self.eval_accumulation_steps == 0:
             for container in outputs.values():  # transformers' eval_accumulation_steps: bounded device memory
                 container.to_cpu_and_numpy()
 
+    def _score_batch(self, state: _StageState, prediction: EvalPrediction) -> None:
+        """``compute_metrics`` of one batch with ``batch_eval_metrics``; ``compute_result`` on the set's last batch.
+        Where the number of batches is unknown (an iterable data set), each batch is scored when the next one
+        arrives and the last one when the set ends (`_finish`), so the last call still gets ``compute_result``."""
+        total = self._batch_counts()[self._stage.dataloader_idx]
+        if math.isfinite(total):
+            state.batch_results = self.compute_metrics(prediction, compute_result=state.num_steps == int(total))
+            return
+        if state.pending_batch is not None:
+            state.batch_results = self.compute_metrics(state.pending_batch, compute_result=False)
+        state.pending_batch = prediction
+
     def _extra_fields(self, inputs: dict[str, Any], loss: Any, size: int) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        if "inputs" in self.include_for_metrics:
-            extra["inputs"] = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
+        if "inputs" in self.include_for_metrics:  # as transformers: the whole batch, per batch
+            extra["inputs"] = inputs
         if "loss" in self.include_for_metrics and loss is not None:
             extra["losses"] = loss.repeat(size)
         return extra
@@ -241,9 +285,6 @@ class EvaluationMixin:
         trainer = self.trainer
         return trainer.num_test_batches if trainer.testing else \
             trainer.num_predict_batches if trainer.predicting else trainer.num_val_batches
-
-    def _num_eval_batches(self) -> int:
-        return int(self._batch_counts()[self._stage.dataloader_idx])
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         return self._eval_step(batch, dataloader_idx)[0]
@@ -315,18 +356,19 @@ class EvaluationMixin:
         results: dict[str, float] = {}
         # Every rank takes part in each collective below, also a rank whose share of the data set is empty.
         num_samples = self._summed(float(state.num_samples))
+        loss: float | None = None
         if strategy.reduce_boolean_decision(state.loss_sum is not None, all=False):
             zero = torch.zeros((), dtype=torch.float64 if self.device.type != "mps" else torch.float32,
                                device=self.device)
             local = state.loss_sum.detach() if state.loss_sum is not None else zero
             total = strategy.reduce(local, reduce_op="sum") if several else local
-            results["loss"] = float(total / num_samples)
-            if self.nan_inf_filter and not math.isfinite(results["loss"]):
+            loss = float(total / num_samples)
+            if self.nan_inf_filter and not math.isfinite(loss):
                 # as transformers: the batches with a finite loss, if there are any
                 local = state.finite_loss if state.finite_loss is not None else zero.repeat(2)
                 finite_sum, finite_samples = (strategy.reduce(local, reduce_op="sum") if several else local).tolist()
                 if finite_samples > 0:
-                    results["loss"] = finite_sum / finite_samples
+                    loss = finite_sum / finite_samples
         metrics = self._metrics_for(stage)
         buffer = state.metric_buffer
         if buffer is not None:
@@ -344,12 +386,25 @@ class EvaluationMixin:
             state.preds, state.labels, state.inputs, state.losses = (
                 gather_objects_across_ranks(v) if objects else gather_across_ranks(self, v)
                 for v in (state.preds, state.labels, state.inputs, state.losses))
-        results.update(self._hf_metrics(state))
-        results.update(self._preparation_metrics())
-        results = {k if k.startswith(f"{prefix}_") else f"{prefix}_{k}": v for k, v in results.items()}
+        # transformers' keys, in its order: compute_metrics' (then the torchmetrics'), the loss (it replaces a
+        # "<prefix>_loss" of compute_metrics'), the preparation time, the keys without the prefix moved to the end
+        # with it (so a bare "loss" of compute_metrics' wins), then the speed metrics.
+        results = {**self._hf_metrics(state), **results}
+        if loss is not None:
+            results[f"{prefix}_loss"] = loss
+        results.update({f"{prefix}_{k}": v for k, v in self._preparation_metrics().items()})
+        for key in [k for k in results if not k.startswith(f"{prefix}_")]:
+            results[f"{prefix}_{key}"] = results.pop(key)
         steps = strategy.reduce(torch.tensor(float(state.num_steps), device=self.device), reduce_op="max") \
             if several else state.num_steps
-        results.update(speed_metrics(prefix, state.start, num_samples=int(num_samples), num_steps=int(steps)))
+        # as transformers: the data set's length where it has one (also with dataloader_drop_last), and the batches
+        # of that many samples
+        loader = self._stage_loader(state.dataloader_idx)
+        samples = _length(getattr(loader, "dataset", None)) or int(num_samples)
+        batch_size = _loader_batch_size(loader)
+        if samples != int(num_samples) and batch_size:
+            steps = math.ceil(samples / (batch_size * self.trainer.world_size))
+        results.update(speed_metrics(prefix, state.start, num_samples=samples, num_steps=int(steps)))
         if stage == "predict":
             self.prediction_output = PredictionOutput(state.preds, state.labels, results)
         return results
@@ -363,7 +418,10 @@ class EvaluationMixin:
         if self.compute_metrics is None:
             return {}
         if self.batch_eval_metrics:
-            return denumpify_detensorize(getattr(self, "_batch_results", {}) or {})
+            if state.pending_batch is not None:
+                state.batch_results = self.compute_metrics(state.pending_batch, compute_result=True)
+                state.pending_batch = None
+            return denumpify_detensorize(state.batch_results or {})
         if state.preds is None or state.labels is None:
             return {}
         extra: dict[str, Any] = {}
@@ -405,18 +463,22 @@ class EvaluationMixin:
         if not log.isEnabledFor(logging.INFO) or self.trainer.sanity_checking:
             return
         stage = self._stage_name()
-        loaders = self.trainer.predict_dataloaders if stage == "predict" else \
-            self.trainer.test_dataloaders if stage == "test" else self.trainer.val_dataloaders
-        loaders = list(loaders.values()) if isinstance(loaders, dict) else \
-            loaders if isinstance(loaders, list) else [loaders]
-        loader = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+        loader = self._stage_loader(dataloader_idx)
         log.info(f"\n***** Running {'Prediction' if stage == 'predict' else 'Evaluation'} *****")
         try:
             log.info(f"  Num examples = {len(loader.dataset)}")
         except (AttributeError, TypeError):
             log.info("  Num examples: Unknown")
-        size = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
-        log.info(f"  Batch size = {size}")
+        log.info(f"  Batch size = {_loader_batch_size(loader)}")
+
+    def _stage_loader(self, dataloader_idx: int) -> Any:
+        """The loader of evaluation set ``dataloader_idx`` of the running stage (None if there is none)."""
+        stage = self._stage_name()
+        loaders = self.trainer.predict_dataloaders if stage == "predict" else \
+            self.trainer.test_dataloaders if stage == "test" else self.trainer.val_dataloaders
+        loaders = list(loaders.values()) if isinstance(loaders, dict) else \
+            loaders if isinstance(loaders, list) else [loaders]
+        return loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
 
     def _stage_batches(self, dataloader_idx: int) -> int:
         total = self._batch_counts()[dataloader_idx]

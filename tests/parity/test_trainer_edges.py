@@ -20,7 +20,7 @@ import torch
 import transformers
 
 import hf_lightning
-from tests.helpers.tiny import TINY_BERT, RegressionDataset, StrictRegressionModel
+from tests.helpers.tiny import TINY_BERT, IterableRegression, RegressionDataset, StrictRegressionModel
 from tests.parity.harness import SPEED, max_rel_diff
 
 LIBS = (transformers, hf_lightning)
@@ -815,3 +815,141 @@ def test_cpu_runs_of_gpu_options_train_as_transformers(tmp_path, args):
         assert_same_records(mine, expected)
     assert_same_records(seen[hf_lightning][1], seen[transformers][1])
     assert max_rel_diff(seen[hf_lightning][2], seen[transformers][2]) <= 1e-6
+
+
+# ----------------------------------------------------------------------------------------------- evaluation outputs
+class _Unlabeled(torch.utils.data.Dataset):
+    """The regression inputs without labels."""
+
+    def __init__(self, length: int) -> None:
+        self.data = RegressionDataset(length)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_x": self.data[i]["input_x"]}
+
+
+def _shape(value: Any) -> Any:
+    """Types, shapes and dtypes of what compute_metrics / preprocess_logits_for_metrics were given."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_shape(v) for v in value]
+    if torch.is_tensor(value) or isinstance(value, np.ndarray):
+        return (type(value).__name__, tuple(value.shape), str(value.dtype).replace("torch.", ""))
+    return value
+
+
+def test_batch_eval_metrics_sees_what_transformers_passes(tmp_path):
+    """Per batch: the whole batch as ``inputs``, the losses in their dtype; not called for a batch without labels;
+    ``compute_result`` on the last batch of a stream too; an evaluation without batches reports no old result."""
+    seen = {}
+    for lib in LIBS:
+        calls = []
+
+        def per_batch(pred: transformers.EvalPrediction, compute_result: bool = False, calls: list = calls) -> dict:
+            calls.append((_shape(pred.inputs), _shape(pred.losses), _shape(pred.label_ids), compute_result))
+            return {"seen": float(len(calls))}
+
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(10), compute_metrics=per_batch,
+                      batch_eval_metrics=True, include_for_metrics=["inputs", "loss"], per_device_eval_batch_size=4)
+        results = [run.evaluate(), run.evaluate(IterableRegression(10)), run.predict(_Unlabeled(6)).metrics]
+        run.args.dataloader_drop_last = True
+        results.append(run.evaluate(RegressionDataset(3)))  # no whole batch: no result at all
+        seen[lib] = (calls, results)
+    assert seen[hf_lightning][0] == seen[transformers][0]
+    for ours, theirs in zip(*(seen[lib][1] for lib in (hf_lightning, transformers)), strict=True):
+        assert list(timeless(ours)) == list(timeless(theirs))
+        assert_same_records(ours, theirs)
+    assert [c[-1] for c in seen[transformers][0]] == [False, False, True] * 2
+
+
+def test_evaluate_without_metrics_computes_the_loss_only_and_leaves_the_model_in_eval_mode(tmp_path):
+    seen = {}
+    for lib in LIBS:
+        events: list[Any] = []
+
+        class Recording(lib.Trainer):
+            def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, events=events):
+                events.append(("prediction_loss_only", prediction_loss_only))
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     per_device_eval_batch_size=4)
+        run = Recording(model=StrictRegressionModel(), args=args, eval_dataset=RegressionDataset(6),
+                        preprocess_logits_for_metrics=lambda logits, labels, events=events: events.append(
+                            ("preprocess", _shape(labels))) or logits + 1000)
+        run.model.train()
+        events.append(("eval loss", round(run.evaluate()["eval_loss"], 6)))
+        events.append(("training", run.model.training))
+        run.model.train()
+        output = run.predict(_Unlabeled(6))  # predictions preprocessed without labels (labels=None)
+        events.append(("predictions", output.predictions.round(3).tolist(), output.label_ids))
+        events.append(("training", run.model.training))
+        seen[lib] = events
+    assert seen[hf_lightning] == seen[transformers]
+    assert ("preprocess", None) in seen[transformers] and ("training", False) in seen[transformers]
+
+
+def test_functions_set_on_the_trainer_after_an_evaluation_count_in_the_next(tmp_path):
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(8), compute_metrics=None)
+        records = [sorted(run.evaluate())]
+        run.compute_metrics = lambda pred: {"first": 1.0}
+        records.append(sorted(run.evaluate()))
+        run.compute_metrics = lambda pred: {"second": 2.0}
+        run.preprocess_logits_for_metrics = lambda logits, labels: logits + 100
+        records.append(sorted(run.evaluate()))
+        records.append(run.predict(RegressionDataset(4)).predictions.round(3).tolist())
+        seen[lib] = records
+    assert seen[hf_lightning] == seen[transformers]
+    assert "eval_second" in seen[transformers][2]
+
+
+def test_the_evaluation_loss_gets_num_items_in_batch_as_in_transformers(tmp_path):
+    seen = {}
+    for lib in LIBS:
+        counts = []
+
+        def summed(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None, counts: list = counts) -> Any:
+            counts.append(None if num_items_in_batch is None else (float(num_items_in_batch),
+                                                                   str(num_items_in_batch.dtype)))
+            return ((outputs[0] - labels) ** 2).sum() / num_items_in_batch
+
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(10), compute_metrics=None,
+                      per_device_eval_batch_size=4)
+        run.compute_loss_func = summed
+        seen[lib] = (round(run.evaluate()["eval_loss"], 6), counts)
+    assert seen[hf_lightning] == seen[transformers]
+    assert [c[0] for c in seen[transformers][1]] == [4.0, 4.0, 2.0]
+
+
+def test_metric_keys_come_in_transformers_order_with_its_loss_and_sample_counts(tmp_path, monkeypatch):
+    """Keys in order (not sorted); a compute_metrics ``eval_loss`` gives way to the real loss, a bare ``loss`` wins;
+    the speed metrics count the data set's samples, also with ``dataloader_drop_last``."""
+    import importlib
+
+    counted = []
+    for name in ("transformers.trainer", "hf_lightning.modules.evaluation"):
+        module = importlib.import_module(name)
+        original = module.speed_metrics
+        monkeypatch.setattr(module, "speed_metrics", lambda split, start, num_samples=None, num_steps=None, *a,
+                            _original=original, **k: counted.append((split, num_samples, num_steps))
+                            or _original(split, start, num_samples, num_steps, *a, **k))
+    seen = {}
+    for lib in LIBS:
+        counted.clear()
+        scores = [{"eval_f1": 2.0, "acc": 1.0, "eval_loss": 123.0}, {"loss": 7.0, "f1": 1.0}]
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(21), per_device_eval_batch_size=4,
+                      compute_metrics=lambda pred, scores=scores: dict(scores[0]), dataloader_drop_last=True)
+        records = [list(run.evaluate().items())]
+        scores.pop(0)
+        records.append(list(run.evaluate(metric_key_prefix="test").items()))
+        records.append(list(run.predict(RegressionDataset(21)).metrics.items()))
+        seen[lib] = ([[(k, "<timing>" if k.endswith(SPEED) else round(v, 6)) for k, v in r] for r in records],
+                     list(counted))
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][1][0] == ("eval", 21, 6)
