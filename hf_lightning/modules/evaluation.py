@@ -197,6 +197,11 @@ class EvaluationMixin:
     def _metrics_for(self, stage: str) -> Any:
         return self.val_metrics if stage == "validate" else self.test_metrics
 
+    def _scores_predictions(self, stage: str) -> bool:
+        """Whether anything scores the predictions of a validation / test (``compute_metrics``, the torchmetrics
+        ``metrics``; a task's own metrics in subclasses); without, the evaluation computes the loss only."""
+        return self.compute_metrics is not None or self._metrics_for(stage) is not None
+
     def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
         if self._stage is None:
             self._stage = _StageState(dataloader_idx, self.eval_do_concat_batches)
@@ -208,7 +213,7 @@ class EvaluationMixin:
         if stage == "predict":
             only_loss = self.prediction_loss_only and self.loss_only_in_predict
         else:  # as transformers' evaluate(): nothing to score the predictions with -> the loss only (no generation)
-            only_loss = self.prediction_loss_only or (self.compute_metrics is None and self._metrics_for(stage) is None)
+            only_loss = self.prediction_loss_only or not self._scores_predictions(stage)
         loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
         state.num_steps += 1
         state.num_samples += size

@@ -164,6 +164,9 @@ class Seq2SeqModule(HFModule):
             return None, None
         return (self.test_rouge, self.test_gen_len) if stage == "test" else (self.val_rouge, self.val_gen_len)
 
+    def _scores_predictions(self, stage: str) -> bool:
+        return super()._scores_predictions(stage) or self._rouge_metrics()[0] is not None
+
     def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
         loss, generated, labels = super()._eval_step(batch, dataloader_idx)
         rouge, gen_len = self._rouge_metrics()

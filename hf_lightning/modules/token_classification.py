@@ -147,6 +147,9 @@ class TokenClassificationModule(HFModule):
             return None
         return self.test_entity_metric if stage == "test" else self.val_entity_metric
 
+    def _scores_predictions(self, stage: str) -> bool:
+        return super()._scores_predictions(stage) or self._entity_metric() is not None
+
     def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
         loss, logits, labels = super()._eval_step(batch, dataloader_idx)
         metric = self._entity_metric()
