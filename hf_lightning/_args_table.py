@@ -183,7 +183,10 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "per_device_eval_batch_size": Route(DATAMODULE, "eval_batch_size"),
     "prediction_loss_only": Route(MODULE, "evaluation.prediction_loss_only",
                                   "validation and test compute the loss only; `lightning.Trainer.predict` still returns "
-                                  "the predictions it is called for (the HF-style `predict()` obeys it, as transformers)"),
+                                  "the predictions it is called for (the HF-style `predict()` obeys it, as transformers). "
+                                  "As transformers' `evaluate()`, a validation with nothing to score its predictions (no "
+                                  "`compute_metrics`, no `metrics`, no task metric such as ROUGE or seqeval) computes the "
+                                  "loss only, whatever this is: no logits kept, no generation"),
     "eval_on_start": Route(LOGGING),
     "eval_do_concat_batches": Route(MODULE, "evaluation.eval_do_concat_batches"),
     "eval_use_gather_object": Route(MODULE, "evaluation.eval_use_gather_object",
