@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -116,14 +117,39 @@ def restart_training_iterator(trainer: L.Trainer) -> None:
         iter(fetcher)
 
 
+#: Lightning 2.6's ``_tree_flatten`` (its CombinedLoader, in every loop of either door) builds a ``LeafSpec``, which
+#: newer torch deprecates with a FutureWarning; a matter of the two versions, not of the user's code.
+_LEAFSPEC_DEPRECATION = {"message": r"`isinstance\(treespec, LeafSpec\)` is deprecated", "category": FutureWarning,
+                         "module": r"lightning\.pytorch\.utilities\._pytree"}
+
+
+def ignore_lightning_version_warnings() -> None:
+    """Hides the LeafSpec deprecation that Lightning's own code triggers (exactly that message, from that module).
+    Installed once at import; called again where a run starts, in case the filters were reset since (as pytest does)."""
+    pattern = _LEAFSPEC_DEPRECATION["message"]
+    if not any(action == "ignore" and message is not None and message.pattern == pattern
+               for action, message, *_ in warnings.filters):
+        warnings.filterwarnings("ignore", **_LEAFSPEC_DEPRECATION)
+
+
+ignore_lightning_version_warnings()
+
+
 @contextlib.contextmanager
 def quiet_lightning() -> Any:
     """Lightning's own info lines ("GPU available", tips, "`Trainer.fit` stopped") off while the HF-style Trainer
-    builds and runs its Lightning trainers: transformers.Trainer prints none of them (warnings still show)."""
+    builds and runs its Lightning trainers: transformers.Trainer prints none of them. Warnings still show, but for two
+    of Lightning's own that transformers has no counterpart of, hidden here exactly: "Total length of `list` across
+    ranks is zero" (the data module's empty list of validation loaders, Lightning's way to run no validation, when
+    there is no eval set) and the LeafSpec deprecation (`ignore_lightning_version_warnings`).
+    """
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero", category=UserWarning)
+            ignore_lightning_version_warnings()
+            yield
     finally:
         logger.setLevel(level)

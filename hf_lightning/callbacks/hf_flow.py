@@ -16,7 +16,8 @@ on_epoch_end): Lightning has no public hook to validate at a given optimizer ste
 epoch loop's `_should_check_val_fx` is switched off and the loop is run with the steps Lightning's epoch loop takes.
 Saving is delegated to a trainer callback with ``save_hf_checkpoint(trainer, pl_module)`` (HFCheckpoint), and the
 end of training (best model, pruning) to its ``finish_hf_training(trainer, pl_module)``, run before on_train_end.
-A resume inside an epoch (Lightning skips on_train_epoch_start then) fires on_epoch_begin from on_train_start.
+A resume inside an epoch (Lightning skips on_train_epoch_start then) fires on_epoch_begin before its first batch (or
+before on_epoch_end, when a resume at the end of an iterable data set's pass leaves the epoch without a batch).
 Difference: Lightning clips gradients after ``on_before_optimizer_step``, so on_pre_optimizer_step sees them unclipped.
 Two mixins hold parts of it: `FlowRecords` (``flow_records.py``: log records, losses, flos, best metric) and
 `FlowEvaluation` (``flow_evaluation.py``: ``_evaluate`` and the validation hooks).
@@ -306,6 +307,10 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._epoch_ended:  # Lightning ended the epoch on its own (max_time, another callback's stop)
+            if not self._epoch_began:
+                # A resume from a checkpoint saved at the end of a pass over an iterable data set: Lightning ends that
+                # epoch without starting it again (and without a batch); transformers runs it empty, begin and end.
+                self.on_train_epoch_start(trainer, pl_module)
             self._end_epoch(trainer, pl_module)
 
     def _end_step(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> None:

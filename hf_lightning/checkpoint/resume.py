@@ -121,6 +121,7 @@ def lightning_loop_state(template: dict[str, Any], point: ResumePoint, num_batch
 
 def restore_loops(trainer: L.Trainer, point: ResumePoint) -> None:
     """Loads the loop progress of `point` into ``trainer.fit_loop`` (before ``fit_loop.run``)."""
+    quiet_mid_epoch_resume_warning()  # inside an epoch Lightning warns, also when ignore_data_skip skips nothing
     num_batches = trainer.num_training_batches
     template = internals.fit_loop_state(trainer)
     internals.load_fit_loop_state(trainer, lightning_loop_state(template, point, num_batches))
@@ -139,7 +140,12 @@ def skip_seen_batches(trainer: L.Trainer, batches: int) -> None:
             f"at an epoch end, or set ignore_data_skip=True to restart the epoch from its first batch."
         )
     skip(batches)
-    # Lightning warns that a loader without state_dict cannot resume inside an epoch; this one skips the seen batches.
+    quiet_mid_epoch_resume_warning()
+
+
+def quiet_mid_epoch_resume_warning() -> None:
+    """Silences Lightning's warning that a loader without ``state_dict`` cannot resume inside an epoch: the loader
+    skips the seen batches, or (``ignore_data_skip``) restarts the epoch on purpose; transformers warns of neither."""
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
                             category=PossibleUserWarning)
 

@@ -1,7 +1,8 @@
 """The DataLoaders of `HFDataModule`: collation, HF's per-epoch sample order sharded over ranks, accumulation windows
 for training, and contiguous per-rank blocks for evaluation. A mixin of `HFDataModule`, which provides ``split``,
-``raw_splits``, ``validation_roles``, ``attached_module``, ``resolve_tokenizer``, the batch and order settings
-(``batch_size``, ``sampling_strategy``...) and ``loader`` (`LoaderSettings`: workers, pinning, ``drop_last``).
+``raw_splits``, ``validation_roles``, ``attached_module``, ``resolve_tokenizer``, ``role_collate_fn``, the batch and
+order settings (``batch_size``, ``sampling_strategy``...) and ``loader`` (`LoaderSettings`: workers, pinning,
+``drop_last``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ class DataLoaders:
             return 1, 0
         return self.trainer.world_size, self.trainer.global_rank
 
-    def _loader_kwargs(self) -> dict[str, Any]:
+    def _loader_kwargs(self, role: str) -> dict[str, Any]:
         loader = self.loader
-        kwargs: dict[str, Any] = {"collate_fn": self.collate_fn, "num_workers": loader.num_workers,
+        kwargs: dict[str, Any] = {"collate_fn": self.role_collate_fn(role), "num_workers": loader.num_workers,
                                   "pin_memory": loader.pin_memory and torch.cuda.is_available()}
         if loader.num_workers > 0:
             kwargs.update(persistent_workers=loader.persistent_workers, prefetch_factor=loader.prefetch_factor,
@@ -70,9 +71,10 @@ class DataLoaders:
         if isinstance(ds, datasets.IterableDataset) and world > 1:  # each rank takes every world-th example
             ds = datasets.distributed.split_dataset_by_node(ds, rank=rank, world_size=world)
         if isinstance(ds, IterableDataset):
-            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.loader.drop_last, **self._loader_kwargs())
+            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.loader.drop_last,
+                              **self._loader_kwargs("train"))
         batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.loader.drop_last, world, rank)
-        return EpochDataLoader(ds, batch_sampler=batches, **self._loader_kwargs())
+        return EpochDataLoader(ds, batch_sampler=batches, **self._loader_kwargs("train"))
 
     def wrap_train_loader(self, loader: Any) -> TrainLoader:
         """Groups a loader's batches into accumulation windows tagged with their label counts."""
@@ -93,9 +95,9 @@ class DataLoaders:
             key = (role.split("/")[0], id(source), self.eval_batch_size, self.loader, id(self.collator))
             kept = self.kept_eval_loaders
             if key not in kept or kept[key][0] is not source:
-                kept[key] = (source, self._new_eval_loader(ds, KeptWorkersDataLoader))
+                kept[key] = (source, self._new_eval_loader(ds, role, KeptWorkersDataLoader))
             return kept[key][1]
-        return self._new_eval_loader(ds)
+        return self._new_eval_loader(ds, role)
 
     @property
     def kept_eval_loaders(self) -> dict[Any, Any]:
@@ -103,15 +105,15 @@ class DataLoaders:
         among the data modules it builds, so ``evaluate()`` after ``train()`` goes on with training's loader)."""
         return self.__dict__.setdefault("_kept_eval_loaders", {})
 
-    def _new_eval_loader(self, ds: Any, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
+    def _new_eval_loader(self, ds: Any, role: str, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         if isinstance(ds, IterableDataset):
-            return loader_class(ds, batch_size=self.eval_batch_size, **self._loader_kwargs())
+            return loader_class(ds, batch_size=self.eval_batch_size, **self._loader_kwargs(role))
         world, rank = self._world()
         count = len(ds)
         if self.loader.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
             count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world
         sampler = ShardedSequentialSampler(count, world, rank)
-        return loader_class(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs())
+        return loader_class(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs(role))
 
     def val_dataloader(self) -> DataLoader | dict[str, DataLoader] | list:
         """The validation loader, or ``{name: loader}`` for several sets (Lightning runs them in turn; the module

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.trainer_utils import unwrap_peft_model
+from transformers.trainer_utils import RemoveColumnsCollator, unwrap_peft_model
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
@@ -314,27 +314,37 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         """The LightningModule this data feeds (the trainer's), or None before one is attached."""
         return self.trainer.lightning_module if self.trainer is not None else None
 
-    def _remove_unused(self, ds: Any, role: str = "train") -> Any:
+    def signature_columns(self) -> tuple[list[str], str] | None:
+        """The columns the attached model takes and its class name, or None when nothing is removed (the flag off,
+        or no model attached yet).
+
+        HF's rule (``Trainer._set_signature_columns_if_needed``): the named parameters of the model's forward (the
+        model under a peft wrapper, whose forward takes ``*args, **kwargs``, or under torch.compile), ``label``,
+        ``label_ids`` and the module's ``label_names`` (``labels`` for a module that has none). With no label names
+        (a forward without label arguments, ``label_names=[]``), a ``labels`` column goes, as in transformers.
+        """
         module = self.attached_module()
         model = getattr(module, "model", None)
-        if not self.remove_unused_columns or model is None or not isinstance(
-                ds, (datasets.Dataset, datasets.IterableDataset)) or not _columns(ds):
+        if not self.remove_unused_columns or model is None:
+            return None
+        model = getattr(model, "_orig_mod", model)
+        label_names = getattr(module, "label_names", None)
+        signature = [*inspect.signature(unwrap_peft_model(model).forward).parameters, "label", "label_ids"]
+        signature += [n for n in (["labels"] if label_names is None else label_names) if n not in signature]
+        return signature, type(model).__name__
+
+    def _remove_unused(self, ds: Any, role: str = "train") -> Any:
+        columns = self.signature_columns()
+        if columns is None or not isinstance(ds, (datasets.Dataset, datasets.IterableDataset)) or not _columns(ds):
             return ds
-        # HF's rule (Trainer._set_signature_columns_if_needed): the forward's named parameters + label names, of the
-        # model under a peft wrapper (whose forward takes *args, **kwargs) or torch.compile's
-        inspected = unwrap_peft_model(getattr(model, "_orig_mod", model))
-        signature = [*inspect.signature(inspected.forward).parameters, "label", "label_ids", "labels"]
-        signature += [n for n in getattr(module, "label_names", None) or [] if n not in signature]
+        signature, name = columns
         # As transformers, a length column goes too (unless the forward takes it): length grouping then measures the
         # model's main input, and the collator and model never see the column.
         ignored = [c for c in _columns(ds) if c not in signature]
-        name = type(inspected).__name__
-        if ignored:  # transformers' messages
-            described = {"train": " in the training set", "predict": " in the test set"}.get(
-                role, " in the evaluation set")
-            log.info(f"The following columns{described} don't have a corresponding argument in `{name}.forward` and "
-                     f"have been ignored: {', '.join(ignored)}. If {', '.join(ignored)} are not expected by "
-                     f"`{name}.forward`,  you can safely ignore this message.")
+        if ignored:  # transformers' message (Trainer._remove_unused_columns)
+            log.info(f"The following columns in the {_description(role)} set don't have a corresponding argument in "
+                     f"`{name}.forward` and have been ignored: {', '.join(ignored)}. If {', '.join(ignored)} are not "
+                     f"expected by `{name}.forward`,  you can safely ignore this message.")
         if len(ignored) == len(_columns(ds)):
             raise ValueError(
                 f"No columns in the dataset match the model's forward method signature: ({', '.join(signature)}). "
@@ -342,6 +352,19 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
                 "You may need to set `remove_unused_columns=False` in `TrainingArguments` (data.remove_unused_columns "
                 "in yaml).")
         return ds.remove_columns(ignored)
+
+    def role_collate_fn(self, role: str) -> Callable[..., Any]:
+        """The collator of one role's loader. A data set that is not a ``datasets`` one (a torch ``Dataset`` of
+        dicts, a generator stream) has no columns to remove up front: as transformers
+        (``Trainer._get_collator_with_removed_columns``), its features lose the keys the model does not take before
+        the collator sees them, with transformers' own ``RemoveColumnsCollator`` (which logs the ignored keys once)."""
+        collate = self.collate_fn
+        columns = self.signature_columns()
+        if columns is None or isinstance(self.split(role), (datasets.Dataset, datasets.IterableDataset)):
+            return collate  # `datasets` data sets lost their unused columns in `setup` (`_remove_unused`)
+        signature, name = columns
+        return RemoveColumnsCollator(collate, signature, logger=log, model_name=name,
+                                     description=_description(role))
 
     def validation_roles(self) -> list[str]:
         """The roles of the validation sets: ``["validation"]``, or ``validation/<name>`` per named set."""
@@ -386,6 +409,11 @@ def _columns(ds: Any) -> list[str]:
     if names is None and isinstance(ds, datasets.IterableDataset):
         names = list(next(iter(ds)).keys())
     return list(names or [])
+
+
+def _description(role: str) -> str:
+    """transformers' name of a role's data set in its "The following columns in the ... set" message."""
+    return {"train": "Training", "predict": "test"}.get(role, "Evaluation")
 
 
 def _named_sets(validation_split: str | list[str] | dict[str, str]) -> dict[str, str] | None:

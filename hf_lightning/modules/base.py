@@ -26,6 +26,7 @@ from transformers.utils import can_return_loss, find_labels
 from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.groups import MODEL, group_field
+from hf_lightning.lightning_internals import ignore_lightning_version_warnings
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.export import ExportMixin
 from hf_lightning.modules.loading import (
@@ -386,6 +387,7 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        ignore_lightning_version_warnings()  # the filters may have been reset since import (Lightning door included)
         if stage == "fit" and self.gradient_checkpointing:
             enable_activation_checkpointing(uncompiled(self.model), self.gradient_checkpointing_kwargs)
 

@@ -1,14 +1,19 @@
 """HFDataModule (hf_lightning/data/datamodule.py): tokenising, dynamic padding, column errors, several processes,
-the grouped loader settings (flat keywords still accepted)."""
+the grouped loader settings (flat keywords still accepted), a torch data set's unused keys."""
 
 from __future__ import annotations
 
+import warnings
+
 import datasets
+import lightning as L
 import pytest
 
+from hf_lightning import HFModule
 from hf_lightning.data import HFDataModule
 from hf_lightning.data.loader import split_window
 from hf_lightning.settings import LoaderSettings
+from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
 
 
 def test_datamodule_tokenises_pads_dynamically_and_renames_labels():
@@ -64,3 +69,23 @@ def test_loader_settings_and_the_flat_keywords_of_earlier_releases():
         HFDataModule(**common, num_worker=2)
     with pytest.raises(ValueError, match=r"loader\.num_workers=-1"):
         LoaderSettings(num_workers=-1)
+
+
+class _Indexed(RegressionDataset):
+    def __getitem__(self, i: int) -> dict:
+        return {**super().__getitem__(i), "idx": i}
+
+
+def test_the_lightning_door_drops_the_unused_keys_of_a_torch_data_set_and_hides_lightnings_leafspec_warning():
+    """A torch data set from Python: its items lose the keys the model's forward does not take before the collator
+    (as transformers' RemoveColumnsCollator), and the LeafSpec deprecation that Lightning's own code triggers with a
+    newer torch stays hidden, also after the warning filters were reset (hf_lightning sets it again at each run)."""
+    data = HFDataModule(dataset={"train": _Indexed(8), "validation": _Indexed(4, seed=1)}, tokenize=False, batch_size=4,
+                        collator="default")
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        trainer.fit(HFModule(model=StrictRegressionModel()), datamodule=data)
+    assert trainer.global_step == 2 and "eval_loss" in trainer.callback_metrics
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]

@@ -1,0 +1,184 @@
+"""Data paths the other parity files do not take, each run with transformers.Trainer beside hf_lightning.Trainer on the
+same model, data and seed: a torch data set whose items carry keys the model does not take, a ``labels`` column a
+model's forward does not take, a resume at the end of a pass over an iterable data set, a resume inside an epoch with ``ignore_data_skip``, and the warnings of a plain run."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import warnings
+from typing import Any
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import transformers
+from transformers.utils import logging as hf_logging
+
+import hf_lightning
+from tests.helpers.tiny import IterableRegression, RegressionDataset, StrictRegressionModel
+from tests.parity.harness import max_rel_diff
+
+LIBS = (transformers, hf_lightning)
+
+
+def trainer(lib: Any, out: str, train_dataset: Any = None, **args: Any) -> Any:
+    base = {"report_to": [], "use_cpu": True, "disable_tqdm": True, "logging_steps": 1, "learning_rate": 0.1,
+            "per_device_train_batch_size": 4, "num_train_epochs": 1, "save_strategy": "no"}
+    kwargs = {"data_collator": args.pop("data_collator")} if "data_collator" in args else {}
+    training_args = lib.TrainingArguments(out, **{**base, **args})
+    transformers.set_seed(training_args.seed)
+    return lib.Trainer(model=StrictRegressionModel(), args=training_args, train_dataset=train_dataset, **kwargs)
+
+
+class _Indexed(RegressionDataset):
+    """Items with the target as ``label`` (the default collator renames it) and an ``idx`` the model does not take."""
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = super().__getitem__(i)
+        return {"input_x": item["input_x"], "label": item["labels"], "idx": i}
+
+
+def test_a_torch_data_set_loses_the_keys_the_model_does_not_take_before_the_collator(tmp_path):
+    """A torch ``Dataset`` (not a ``datasets`` one) has no columns to remove up front: transformers drops the unused
+    keys of each item before the collator (``RemoveColumnsCollator``) in train(), evaluate() and predict(), keeps the
+    label keys, and logs the ignored keys once per loader."""
+    seen = {}
+    for lib in LIBS:
+        keys: list[list[str]] = []
+
+        def collate(features: list[dict[str, Any]], keys: list = keys) -> Any:
+            keys.append(sorted(features[0]))
+            return transformers.default_data_collator(features)
+
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        hf_logging.get_logger("transformers").addHandler(handler)
+        try:
+            run = trainer(lib, str(tmp_path / lib.__name__), _Indexed(16), data_collator=collate, log_level="info")
+            result = run.train()
+            metrics = run.evaluate(_Indexed(8, seed=1))
+            predictions = run.predict(_Indexed(8, seed=2)).predictions
+        finally:
+            hf_logging.get_logger("transformers").removeHandler(handler)
+            hf_logging.set_verbosity_warning()
+        lines = [line for line in stream.getvalue().splitlines() if "don't have a corresponding argument" in line]
+        seen[lib] = (keys, result.training_loss, metrics["eval_loss"], predictions, lines)
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours[0] == theirs[0] and theirs[0][0] == ["input_x", "label"]
+    assert max_rel_diff(list(ours[1:4]), list(theirs[1:4])) <= 1e-5
+    assert ours[4] == theirs[4] and len(theirs[4]) == 3  # Training, Evaluation, test: once each
+    assert "The following columns in the Training set" in theirs[4][0] and "ignored: idx." in theirs[4][0]
+
+
+def test_a_torch_data_set_keeps_every_key_without_remove_unused_columns(tmp_path):
+    errors = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), _Indexed(8), remove_unused_columns=False)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'idx'") as info:
+            run.train()
+        errors[lib] = str(info.value)
+    assert errors[hf_lightning] == errors[transformers]
+
+
+class _NoLabels(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, input_x: torch.Tensor) -> tuple:
+        return (input_x * self.a,)
+
+
+@pytest.mark.parametrize("as_datasets", [False, True], ids=["torch", "datasets"])
+def test_labels_a_forward_does_not_take_are_an_unused_column(tmp_path, as_datasets):
+    """The label names are those of the model's forward (none here): transformers drops a ``labels`` column like any
+    other the forward does not take, and predicts without labels."""
+    data = RegressionDataset(8)
+    if as_datasets:
+        data = datasets.Dataset.from_dict({"input_x": data.x, "labels": data.y})
+    outputs = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True)
+        outputs[lib] = lib.Trainer(model=_NoLabels(), args=args).predict(data)
+    ours, theirs = outputs[hf_lightning], outputs[transformers]
+    assert theirs.label_ids is None and ours.label_ids is None
+    assert np.allclose(ours.predictions, theirs.predictions) and sorted(ours.metrics) == sorted(theirs.metrics)
+
+
+class _Events(transformers.TrainerCallback):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, float]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.events.append(("on_train_begin", state.global_step, round(state.epoch or 0, 4)))
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.events.append(("on_epoch_begin", state.global_step, round(state.epoch or 0, 4)))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.append(("on_step_end", state.global_step, round(state.epoch or 0, 4)))
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.events.append(("on_epoch_end", state.global_step, round(state.epoch or 0, 4)))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.events.append(("on_train_end", state.global_step, round(state.epoch or 0, 4)))
+
+
+def test_a_resume_at_the_end_of_a_pass_over_an_iterable_data_set_begins_the_epoch_it_ends(tmp_path):
+    """Three batches per pass, checkpoint-3 saved at the end of the first: transformers runs that epoch again, empty
+    (on_epoch_begin, on_epoch_end), then the next; there is no on_epoch_end without its on_epoch_begin."""
+    args = dict(max_steps=6, save_strategy="steps", save_steps=3)
+    seen = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        trainer(lib, str(out / "full"), IterableRegression(12), **args).train()
+        shutil.copytree(out / "full" / "checkpoint-3", out / "part" / "checkpoint-3")
+        run = trainer(lib, str(out / "part"), IterableRegression(12), **args)
+        recorder = _Events()
+        run.add_callback(recorder)
+        run.train(resume_from_checkpoint=str(out / "part" / "checkpoint-3"))
+        seen[lib] = (recorder.events, {k: v.clone() for k, v in run.model.state_dict().items()})
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours[0] == theirs[0]
+    assert [e[0] for e in theirs[0][:4]] == ["on_train_begin", "on_epoch_begin", "on_epoch_end", "on_epoch_begin"]
+    assert max_rel_diff(ours[1], theirs[1]) <= 1e-5
+
+
+def _warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+
+
+def test_a_resume_inside_an_epoch_with_ignore_data_skip_warns_as_transformers(tmp_path):
+    """``ignore_data_skip=True`` restarts the epoch from its first batch on purpose: no warning of Lightning's that
+    the loader cannot resume inside an epoch (transformers has none)."""
+    args = dict(num_train_epochs=2, save_strategy="steps", save_steps=2, ignore_data_skip=True)
+    seen = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        trainer(lib, str(out / "full"), RegressionDataset(16), **args).train()
+        shutil.copytree(out / "full" / "checkpoint-2", out / "part" / "checkpoint-2")
+        with warnings.catch_warnings(record=True) as caught:
+            run = trainer(lib, str(out / "part"), RegressionDataset(16), **args)
+            run.train(resume_from_checkpoint=str(out / "part" / "checkpoint-2"))
+        seen[lib] = (_warnings(caught), run.state.log_history[-1]["train_loss"])
+    assert seen[hf_lightning][0] == seen[transformers][0]
+    assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) <= 1e-5
+
+
+def test_a_plain_run_warns_only_where_transformers_warns(tmp_path):
+    """train() without an eval set, evaluate() and predict(): none of Lightning's warnings (the empty list of
+    validation loaders, Lightning's use of a pytree class newer torch deprecates) where transformers warns of nothing."""
+    seen = {}
+    for lib in LIBS:
+        with warnings.catch_warnings(record=True) as caught:  # the filters as they stand (pytest's, the libraries')
+            run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(16))
+            run.train()
+            run.evaluate(RegressionDataset(8, seed=1))
+            predictions = run.predict(RegressionDataset(8, seed=2)).predictions
+        seen[lib] = (_warnings(caught), predictions)
+    assert seen[hf_lightning][0] == seen[transformers][0]
+    assert np.allclose(seen[hf_lightning][1], seen[transformers][1], atol=1e-6)
