@@ -168,7 +168,8 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self.optimizer_factory = optimizer
         self.optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None
         self.metric_scheduler: Any = None  # a schedule stepped on the eval metric (reduce_lr_on_plateau, greedy)
-        if label_smoothing_factor and getattr(self.model.config, "problem_type", None) == "multi_label_classification":
+        config = getattr(self.model, "config", None)  # a plain nn.Module has none: smoothing applies as usual
+        if label_smoothing_factor and getattr(config, "problem_type", None) == "multi_label_classification":
             warnings.warn("Label smoothing is not compatible with multi-label classification. Disabling label "
                           "smoothing for this training run.", UserWarning, stacklevel=2)  # transformers' warning
             label_smoothing_factor = 0.0

@@ -38,6 +38,27 @@ def test_label_smoothing_uses_transformers_label_smoother():
     torch.testing.assert_close(loss, expected)
 
 
+def test_label_smoothing_works_for_a_model_without_a_config():
+    """A plain nn.Module has no ``config``: transformers.Trainer fails on it when built (it reads
+    ``model.config.problem_type``); here its loss is smoothed as any other."""
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 4)
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+            return {"logits": self.linear(x)}
+
+    args = transformers.TrainingArguments("unused", label_smoothing_factor=0.1, report_to=[], use_cpu=True)
+    with pytest.raises(AttributeError, match="config"):
+        transformers.Trainer(model=Classifier(), args=args)
+    module = HFModule(model=Classifier(), label_smoothing_factor=0.1)
+    inputs = {"x": torch.randn(5, 3), "labels": torch.tensor([0, 1, 2, 3, 0])}
+    loss = module.compute_loss(module.model, dict(inputs))
+    expected = transformers.trainer_pt_utils.LabelSmoother(0.1)(module.model(inputs["x"]), inputs["labels"])
+    torch.testing.assert_close(loss, expected)
+
+
 def test_save_pretrained_round_trips(tmp_path):
     module = HFModule(model="minilm", num_labels=2)
     module.save_pretrained(tmp_path)
