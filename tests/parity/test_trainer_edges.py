@@ -552,9 +552,10 @@ def _noisy_collator(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {"input_x": x + torch.rand(len(features)), "labels": torch.tensor([f["labels"] for f in features])}
 
 
-def test_persistent_eval_workers_live_from_one_evaluation_to_the_next_as_in_transformers(tmp_path):
+def test_persistent_eval_workers_live_from_one_evaluation_to_the_next_as_in_transformers(tmp_path, monkeypatch):
     """With ``dataloader_persistent_workers`` the evaluation loaders (and their workers, with their random streams) are
     kept: during training, by ``evaluate()`` after it, for a dict of sets; ``predict()`` gets fresh workers."""
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)  # left by an in-process LightningCLI run (seeds workers)
     seen = {}
     for lib in LIBS:
         run = trainer(lib, str(tmp_path / lib.__name__), {"a": RegressionDataset(8, seed=1), "b": RegressionDataset(8)},
