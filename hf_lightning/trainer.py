@@ -162,7 +162,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             is_local_process_zero=self.is_local_process_zero(), is_world_process_zero=self.is_world_process_zero(),
             stateful_callbacks=[cb for cb in [*self.callback_handler.callbacks, self.control]
                                 if isinstance(cb, ExportableState)])
-        self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(Trainer, name)}
+        door = getattr(self, "_door", Trainer)  # Seq2SeqTrainer's own hooks are not the user's overrides
+        self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(door, name)}
         self.module: FacadeModule | None = None
         #: where a hyper-parameter search trial's checkpoints go (None outside a search)
         self.trial_output_dir: str | None = None

@@ -129,3 +129,29 @@ def test_generation_config_applies_when_the_trainer_is_built_as_in_transformers(
     assert ours[0] == theirs[0] == (4, 2, None)
     np.testing.assert_array_equal(ours[1], theirs[1])
     assert ours[2] == theirs[2] and ours[3] == theirs[3] == "Fix these issues to train your model."
+
+
+def test_a_subclass_calling_super_prediction_step_still_generates_as_in_transformers(tmp_path):
+    """An override of ``prediction_step`` that calls ``super()`` gets ``Seq2SeqTrainer``'s (generating) step, also
+    when called directly with generation keywords."""
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        calls: list[dict] = []
+
+        class Recording(lib.Seq2SeqTrainer):
+            def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, calls=calls,
+                                **gen_kwargs):
+                calls.append(sorted(gen_kwargs))
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
+                                               **gen_kwargs)
+
+        args = lib.Seq2SeqTrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True,
+                                            predict_with_generate=True, generation_max_length=6, disable_tqdm=True)
+        transformers.set_seed(0)
+        run = Recording(model=transformers.T5ForConditionalGeneration(T5), args=args, data_collator=_collate)
+        predicted = run.predict(_data(3, 2)).predictions
+        batch = {k: v for k, v in _collate([_data(3, 2)[i] for i in range(3)]).items()}
+        _, direct, _ = run.prediction_step(run.model, batch, False, max_new_tokens=2)
+        seen[lib] = (predicted.tolist(), direct.tolist(), calls)
+    assert seen[hf_lightning] == seen[transformers]
+    assert np.asarray(seen[transformers][0]).dtype == np.int64 and np.asarray(seen[transformers][1]).ndim == 2  # ids
