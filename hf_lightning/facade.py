@@ -310,6 +310,9 @@ class FacadeDataModule(HFDataModule):
             module = self.hooks.columns_module()
         return module
 
+    def _validate_labels(self, ds: Any, split: str) -> None:
+        """None: transformers.Trainer checks no label values (a model's own loss reports what it cannot take)."""
+
     def base_train_dataloader(self) -> Any:
         return self.train_loader()
 

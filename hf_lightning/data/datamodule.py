@@ -294,10 +294,13 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         module = self.attached_module()
-        config = getattr(getattr(module, "model", None), "config", None)
+        model = getattr(module, "model", None)
+        config = getattr(model, "config", None)
         num_labels = getattr(config, "num_labels", None)
         if not isinstance(ds, datasets.Dataset) or "labels" not in ds.column_names or num_labels in (None, 1):
             return
+        if not type(model).__name__.endswith("ForSequenceClassification"):
+            return  # class ids bounded by num_labels: other heads' labels are not (multiple choice: the choice index)
         feature = ds.features["labels"]  # only one integer class id per example is checked (not token labels)
         if config.problem_type == "multi_label_classification" or not isinstance(feature, datasets.Value) \
                 or not feature.dtype.startswith("int"):

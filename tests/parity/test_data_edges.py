@@ -182,3 +182,21 @@ def test_a_plain_run_warns_only_where_transformers_warns(tmp_path):
         seen[lib] = (_warnings(caught), predictions)
     assert seen[hf_lightning][0] == seen[transformers][0]
     assert np.allclose(seen[hf_lightning][1], seen[transformers][1], atol=1e-6)
+
+
+def test_multiple_choice_labels_beyond_num_labels_train_and_evaluate_as_in_transformers(tmp_path):
+    """A multiple-choice model's label is the choice index, not bounded by ``config.num_labels`` (2 by default)."""
+    rng = np.random.RandomState(0)
+    data = datasets.Dataset.from_dict({"input_ids": rng.randint(5, 100, (8, 3, 6)).tolist(),
+                                       "labels": [0, 1, 2, 0, 1, 2, 0, 1]})
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=37)
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, max_steps=2,
+                                     per_device_train_batch_size=4, per_device_eval_batch_size=4, disable_tqdm=True)
+        transformers.set_seed(0)
+        run = lib.Trainer(model=transformers.BertForMultipleChoice(config), args=args, train_dataset=data,
+                          eval_dataset=data)
+        seen[lib] = (run.train().training_loss, run.evaluate()["eval_loss"])
+    assert max_rel_diff(seen[hf_lightning], seen[transformers]) <= 1e-6, seen
