@@ -129,6 +129,9 @@ class TrainingArguments(HFTrainingArguments):
                           "grow with depth)."},
     )
 
+    #: transformers' repr is its str, which hides the tokens (a generated dataclass repr would print hub_token)
+    __repr__ = HFTrainingArguments.__str__
+
     def __post_init__(self) -> None:
         warn_if_error_metric_maximised(self.metric_for_best_model, self.greater_is_better)
         with one_process_view(), accelerate_state_kept():
@@ -171,6 +174,8 @@ class Seq2SeqTrainingArguments(TrainingArguments, HFSeq2SeqTrainingArguments):
     Adds ``sortish_sampler``, ``predict_with_generate``, ``generation_max_length``, ``generation_num_beams`` and
     ``generation_config`` (transformers' own fields, defaults and ``to_dict``) to ``TrainingArguments``.
     """
+
+    __repr__ = HFTrainingArguments.__str__  # tokens hidden (transformers' Seq2Seq class prints hub_token)
 
 
 def ensure_args(

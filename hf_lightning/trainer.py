@@ -37,7 +37,7 @@ from transformers.trainer_callback import (
     ProgressCallback,
 )
 from transformers.trainer_pt_utils import LabelSmoother
-from transformers.trainer_utils import TrainOutput, enable_full_determinism, set_seed, unwrap_peft_model
+from transformers.trainer_utils import TrainOutput, enable_full_determinism, has_length, set_seed, unwrap_peft_model
 from transformers.utils import can_return_loss, find_labels
 from transformers.utils import logging as hf_logging
 
@@ -128,6 +128,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self.model_init = model_init
         if model is None and model_init is None:
             raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument.")
+        if model is not None and model_init is not None:  # as transformers 5
+            raise ValueError("`Trainer` requires either a `model` or `model_init` argument, but not both.")
         if model is None:
             model = self.call_model_init()
         self.model = model
@@ -183,6 +185,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
             raise ValueError("`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
                              "`args.load_best_model_at_end` is set to `True`.")
+        if self.train_dataset is not None and not has_length(self.train_dataset) and args.max_steps <= 0:
+            raise ValueError("The train_dataset does not implement __len__, so the number of training steps cannot be "
+                             "inferred; max_steps has to be specified. The total number of steps must be known in "
+                             "advance to bound the training loop and to configure the learning rate scheduler.")
         if DebugOption.TPU_METRICS_DEBUG in args.debug:
             raise ValueError("debug='tpu_metrics_debug' prints torch_xla's TPU metrics: hf_lightning does not run on "
                              "TPUs. Remove it from `debug` (underflow_overflow is supported).")

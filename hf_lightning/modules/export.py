@@ -45,6 +45,7 @@ class ExportMixin:
 
             os.makedirs(path, exist_ok=True)
             weights = model.state_dict() if weights is None else weights
-            save_file({k: v.contiguous() for k, v in weights.items()}, f"{path}/model.safetensors")
+            save_file({k: v.contiguous() for k, v in weights.items()}, f"{path}/model.safetensors",
+                      metadata={"format": "pt"})  # as transformers (from_pretrained checks the format)
         if self.tokenizer_to_save is not None:
             self.tokenizer_to_save.save_pretrained(path)

@@ -954,3 +954,30 @@ def test_metric_keys_come_in_transformers_order_with_its_loss_and_sample_counts(
                      list(counted))
     assert seen[hf_lightning] == seen[transformers]
     assert seen[transformers][1][0] == ("eval", 21, 6)
+
+
+def test_the_trainer_refuses_what_transformers_refuses_when_built(tmp_path):
+    """A model and a model_init together; a train set without a length and no max_steps."""
+    messages = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True)
+        found = []
+        for kwargs in ({"model": StrictRegressionModel(), "model_init": StrictRegressionModel},
+                       {"model": StrictRegressionModel(), "train_dataset": IterableRegression(8)}):
+            with pytest.raises(ValueError) as info:
+                lib.Trainer(args=args, **kwargs)
+            found.append(str(info.value))
+        messages[lib] = found
+    assert messages[hf_lightning] == messages[transformers]
+
+
+def test_save_model_of_a_plain_module_writes_transformers_safetensors(tmp_path):
+    from safetensors import safe_open
+
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__))
+        run.save_model()
+        with safe_open(str(tmp_path / lib.__name__ / "model.safetensors"), "pt") as file:
+            seen[lib] = (file.metadata(), sorted(file.keys()))
+    assert seen[hf_lightning] == seen[transformers] == ({"format": "pt"}, ["a", "b"])

@@ -468,3 +468,11 @@ def test_doc_tables_match_the_code() -> None:
     assert "from hf_lightning import Trainer, TrainingArguments" in text
     assert _between(text, "<!-- BEGIN FIELD TABLE", "<!-- END FIELD TABLE -->") == migration_table_markdown()
     assert _between(text, "<!-- BEGIN LEGACY TABLE", "<!-- END LEGACY TABLE -->") == legacy_table_markdown()
+
+
+@pytest.mark.parametrize("cls", [TrainingArguments, Seq2SeqTrainingArguments])
+def test_the_repr_hides_the_hub_token_as_transformers_repr_does(cls) -> None:
+    args = cls(output_dir="unused", hub_token="hf_secret_value")
+    theirs = transformers.TrainingArguments(output_dir="unused", hub_token="hf_secret_value")
+    assert "hf_secret_value" not in repr(args) and "hf_secret_value" not in repr(theirs)
+    assert repr(args) == str(args) and "<HUB_TOKEN>" in repr(args)
