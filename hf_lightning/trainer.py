@@ -254,6 +254,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         module.compute_loss_func = self.compute_loss_func
         module.compute_metrics = self.compute_metrics
         module.preprocess_logits_for_metrics = self.preprocess_logits_for_metrics
+        module.accepts_loss_kwargs_given = self.__dict__.get("_given_accepts_loss_kwargs")
 
     def _build_module(self) -> FacadeModule:
         module = self.module_class(TrainerHooks.of(self), model=self.model, **self._module_kwargs())

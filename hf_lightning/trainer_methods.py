@@ -45,6 +45,7 @@ class TrainerMethods:
     optimizer_cls_and_kwargs: Any
     train_dataset: Any
     eval_dataset: Any
+    args: Any
 
     # transformers' own helpers (they read self.model / self.optimizer / self.args / self.state)
     get_learning_rates = get_learning_rates
@@ -65,6 +66,53 @@ class TrainerMethods:
         """transformers' ``model_wrapped``: the model being trained. Lightning's strategies shard or wrap the
         LightningModule that holds it (FSDP2 shards it in place), so this is ``model``."""
         return self.model
+
+    # transformers' read-only flags that scripts consult
+    @property
+    def is_deepspeed_enabled(self) -> bool:
+        """Whether training runs under DeepSpeed (``args.deepspeed``; Lightning's DeepSpeedStrategy)."""
+        return bool(self.args.deepspeed)
+
+    @property
+    def is_fsdp_enabled(self) -> bool:
+        """Whether training runs under FSDP (``args.fsdp``; Lightning's FSDP / ModelParallel strategy)."""
+        return bool(self.args.fsdp)
+
+    @property
+    def is_in_train(self) -> bool:
+        """True while ``train()`` runs (callbacks and overridden hooks can tell training's evaluations apart)."""
+        return self._training_now()
+
+    @property
+    def is_model_parallel(self) -> bool:
+        """As transformers: a model spread over several devices by ``device_map`` (``hf_device_map``)."""
+        device_map = getattr(self.model, "hf_device_map", None) or {}
+        return len({d for d in device_map.values() if d not in ("cpu", "disk")}) > 1
+
+    @property
+    def place_model_on_device(self) -> bool:
+        """transformers' rule: the arguments' ``place_model_on_device`` where set, else whether the model is moved to
+        the device as a whole (not when a strategy shards it, it is spread, or it evaluates in half precision)."""
+        if self.args.place_model_on_device is not None:
+            return self.args.place_model_on_device
+        args = self.args
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled or self.is_model_parallel
+                    or args.fp16_full_eval or args.bf16_full_eval)
+
+    @property
+    def model_accepts_loss_kwargs(self) -> bool:
+        """transformers' rule: the model's forward takes ``**kwargs`` (``num_items_in_batch`` is passed to it). As in
+        transformers, a script may set it (False: the loss is a mean, divided by the accumulation steps)."""
+        given = self.__dict__.get("_given_accepts_loss_kwargs")
+        return given if given is not None else self._evaluation_module().model_accepts_loss_kwargs
+
+    @model_accepts_loss_kwargs.setter
+    def model_accepts_loss_kwargs(self, value: bool) -> None:
+        self.__dict__["_given_accepts_loss_kwargs"] = bool(value)
+
+    @property
+    def neftune_noise_alpha(self) -> float | None:
+        return self.args.neftune_noise_alpha
 
     # ----------------------------------------------------------------------------------------------- loss / steps
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,

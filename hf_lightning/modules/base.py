@@ -263,6 +263,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         Read on every step: the signature test is done once per model object (``inspect.signature`` costs about
         0.1 ms, a few percent of a small model's step).
         """
+        given = getattr(self, "accepts_loss_kwargs_given", None)  # set on the HF-style Trainer, as in transformers
+        if given is not None:
+            return given
         unwrapped = uncompiled(self.model)  # torch.compile's wrapper forwards **kwargs
         if hasattr(unwrapped, "accepts_loss_kwargs"):
             return bool(unwrapped.accepts_loss_kwargs)

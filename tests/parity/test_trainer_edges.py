@@ -981,3 +981,39 @@ def test_save_model_of_a_plain_module_writes_transformers_safetensors(tmp_path):
         with safe_open(str(tmp_path / lib.__name__ / "model.safetensors"), "pt") as file:
             seen[lib] = (file.metadata(), sorted(file.keys()))
     assert seen[hf_lightning] == seen[transformers] == ({"format": "pt"}, ["a", "b"])
+
+
+def test_the_trainer_flags_scripts_read_and_set_are_transformers(tmp_path):
+    """``is_deepspeed_enabled``, ``is_fsdp_enabled``, ``is_in_train`` (in and out of training),
+    ``is_model_parallel``, ``place_model_on_device``, ``model_accepts_loss_kwargs`` (a forward with and without
+    ``**kwargs``, and set to False by the script: the loss is then divided by the accumulation steps)."""
+    from tests.helpers.tiny import RegressionModel
+
+    seen = {}
+    for lib in LIBS:
+        flags: list[Any] = []
+
+        class Flags(transformers.TrainerCallback):
+            def on_step_end(self, args, state, control, flags=flags, **kwargs):
+                flags.append(("in train", self.run.is_in_train))
+
+        run = trainer(lib, str(tmp_path / lib.__name__), gradient_accumulation_steps=2, max_steps=2)
+        flags += [(name, getattr(run, name)) for name in ("is_deepspeed_enabled", "is_fsdp_enabled", "is_in_train",
+                                                          "is_model_parallel", "place_model_on_device",
+                                                          "model_accepts_loss_kwargs", "neftune_noise_alpha")]
+        callback = Flags()
+        callback.run = run
+        run.add_callback(callback)
+        run.train()
+        flags.append(("after", run.is_in_train))
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__ / "kw"), report_to=[], use_cpu=True,
+                                     disable_tqdm=True, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                                     max_steps=2, learning_rate=0.1, save_strategy="no")
+        transformers.set_seed(0)
+        kw = lib.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset(16))
+        flags.append(("kwargs model", kw.model_accepts_loss_kwargs))
+        kw.model_accepts_loss_kwargs = False
+        flags.append(("set", kw.model_accepts_loss_kwargs, round(kw.train().training_loss, 5)))
+        seen[lib] = flags
+    assert seen[hf_lightning] == seen[transformers]
+    assert ("in train", True) in seen[transformers] and ("kwargs model", True) in seen[transformers]
