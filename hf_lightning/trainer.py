@@ -385,6 +385,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         given_scheduler = self.lr_scheduler is not None
         datamodule = self._datamodule = self._build_datamodule(
             {"train": self.train_dataset, "validation": self.eval_dataset})
+        self._datamodule_sources = self._data_sources()
         self.module = module = self._build_module()
         module.ignore_keys = ignore_keys_for_eval
         # The translated settings drive both callbacks; the user's arguments are what transformers' callbacks see.

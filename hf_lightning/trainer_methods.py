@@ -210,12 +210,24 @@ class TrainerMethods:
 
     # ----------------------------------------------------------------------------------------------- data
     def _run_datamodule(self) -> FacadeDataModule:
-        """The data module of the current (or last) ``train()``, else one over the trainer's data sets."""
+        """The data module of the running (or last) ``train()``, else one over the trainer's data sets. Outside
+        training, as transformers builds its loaders at each call: built again once the data sets, the collator,
+        the processing class or the arguments (``trainer.args``) changed."""
         datamodule = getattr(self, "_datamodule", None)
-        if datamodule is None:
+        if datamodule is not None and self._training_now():
+            return datamodule
+        self._refresh_arguments()
+        sources = self._data_sources()
+        kept = self.__dict__.get("_datamodule_sources")
+        if datamodule is None or kept is None or any(a is not b for a, b in zip(kept, sources, strict=True)):
             datamodule = self._datamodule = self._build_datamodule(
                 {"train": self.train_dataset, "validation": self.eval_dataset})
+            self._datamodule_sources = sources
         return datamodule
+
+    def _data_sources(self) -> tuple[Any, ...]:
+        """What the run data module is built from (compared by identity)."""
+        return self.train_dataset, self.eval_dataset, self.data_collator, self.processing_class, self.translated
 
     def get_train_dataloader(self) -> Any:
         """The training DataLoader of micro-batches (HF's sample order, collator and unused columns removed)."""

@@ -1017,3 +1017,19 @@ def test_the_trainer_flags_scripts_read_and_set_are_transformers(tmp_path):
         seen[lib] = flags
     assert seen[hf_lightning] == seen[transformers]
     assert ("in train", True) in seen[transformers] and ("kwargs model", True) in seen[transformers]
+
+
+def test_loaders_asked_for_by_hand_follow_the_data_sets_and_arguments_set_since(tmp_path):
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(12, seed=1), per_device_eval_batch_size=4)
+        lengths = [(len(run.get_train_dataloader()), len(run.get_eval_dataloader()))]
+        run.train_dataset, run.eval_dataset = RegressionDataset(64), RegressionDataset(40, seed=2)
+        lengths.append((len(run.get_train_dataloader()), len(run.get_eval_dataloader())))
+        run.args.per_device_eval_batch_size = 10
+        lengths.append(len(run.get_eval_dataloader()))
+        run.train()
+        run.train_dataset = RegressionDataset(16)
+        lengths.append(len(run.get_train_dataloader()))
+        seen[lib] = lengths
+    assert seen[hf_lightning] == seen[transformers] == [(4, 3), (8, 10), 4, 2]
