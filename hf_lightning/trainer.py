@@ -214,7 +214,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                              is_world_process_zero=self.is_world_process_zero())
         if trial is not None:
             state.is_hyper_param_search = True
-            state.trial_name, state.trial_params = self.state.trial_name, self.state.trial_params
+            from transformers.integrations import hp_params
+
+            # as transformers: the trial's parameters (an optuna trial's, or a dict given to train(trial=...))
+            state.trial_name, state.trial_params = self.state.trial_name, hp_params(trial)
         return state
 
     def call_model_init(self, trial: Any = None) -> nn.Module:

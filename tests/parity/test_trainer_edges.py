@@ -1033,3 +1033,17 @@ def test_loaders_asked_for_by_hand_follow_the_data_sets_and_arguments_set_since(
         lengths.append(len(run.get_train_dataloader()))
         seen[lib] = lengths
     assert seen[hf_lightning] == seen[transformers] == [(4, 3), (8, 10), 4, 2]
+
+
+def test_train_with_a_trial_keeps_its_parameters_in_the_state_as_transformers(tmp_path):
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     max_steps=2, save_steps=2, per_device_train_batch_size=4)
+        run = lib.Trainer(model_init=StrictRegressionModel, args=args, train_dataset=RegressionDataset(16))
+        run.train(trial={"learning_rate": 0.5})
+        saved = json.loads((tmp_path / lib.__name__ / "checkpoint-2" / "trainer_state.json").read_text())
+        seen[lib] = (run.state.trial_params, run.state.is_hyper_param_search, saved["trial_params"],
+                     run.args.learning_rate)
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][0] == {"learning_rate": 0.5}
