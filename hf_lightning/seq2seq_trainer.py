@@ -66,6 +66,3 @@ class Seq2SeqTrainer(Trainer):
                 **gen_kwargs: Any) -> PredictionOutput:
         self._with_gen_kwargs(gen_kwargs)
         return super().predict(test_dataset, ignore_keys, metric_key_prefix)
-
-
-Seq2SeqTrainer._door = Seq2SeqTrainer  # the class whose hooks count as the defaults (`Trainer.overridden`)

@@ -164,7 +164,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             is_local_process_zero=self.is_local_process_zero(), is_world_process_zero=self.is_world_process_zero(),
             stateful_callbacks=[cb for cb in [*self.callback_handler.callbacks, self.control]
                                 if isinstance(cb, ExportableState)])
-        door = getattr(self, "_door", Trainer)  # Seq2SeqTrainer's own hooks are not the user's overrides
+        # the user's overrides: hooks of a class below hf_lightning's own (Seq2SeqTrainer's hooks are defaults)
+        door = next(c for c in type(self).__mro__ if c.__module__.startswith("hf_lightning."))
         self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(door, name)}
         self.module: FacadeModule | None = None
         #: where a hyper-parameter search trial's checkpoints go (None outside a search)

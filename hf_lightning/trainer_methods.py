@@ -93,9 +93,9 @@ class TrainerMethods:
     def place_model_on_device(self) -> bool:
         """transformers' rule: the arguments' ``place_model_on_device`` where set, else whether the model is moved to
         the device as a whole (not when a strategy shards it, it is spread, or it evaluates in half precision)."""
-        if self.args.place_model_on_device is not None:
-            return self.args.place_model_on_device
         args = self.args
+        if args.place_model_on_device is not None:
+            return args.place_model_on_device
         return not (self.is_deepspeed_enabled or self.is_fsdp_enabled or self.is_model_parallel
                     or args.fp16_full_eval or args.bf16_full_eval)
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers import EvalPrediction
 from transformers.trainer_pt_utils import EvalLoopContainer, nested_detach
-from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, speed_metrics
+from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, has_length, speed_metrics
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.metrics import MetricBuffer, build_metrics
@@ -45,14 +45,6 @@ def import_callable(obj: Callable[..., Any] | str | None) -> Callable[..., Any] 
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"Cannot import '{obj}': {err}. Check the module path and function name.") from err
-
-
-def _length(dataset: Any) -> int | None:
-    """``len(dataset)``, or None for a data set without a length."""
-    try:
-        return len(dataset)
-    except TypeError:
-        return None
 
 
 def _loader_batch_size(loader: Any) -> int | None:
@@ -405,7 +397,8 @@ class EvaluationMixin:
         # as transformers: the data set's length where it has one (also with dataloader_drop_last), and the batches
         # of that many samples
         loader = self._stage_loader(state.dataloader_idx)
-        samples = _length(getattr(loader, "dataset", None)) or int(num_samples)
+        dataset = getattr(loader, "dataset", None)
+        samples = (len(dataset) if has_length(dataset) else 0) or int(num_samples)
         batch_size = _loader_batch_size(loader)
         if samples != int(num_samples) and batch_size:
             steps = math.ceil(samples / (batch_size * self.trainer.world_size))
@@ -470,10 +463,8 @@ class EvaluationMixin:
         stage = self._stage_name()
         loader = self._stage_loader(dataloader_idx)
         log.info(f"\n***** Running {'Prediction' if stage == 'predict' else 'Evaluation'} *****")
-        try:
-            log.info(f"  Num examples = {len(loader.dataset)}")
-        except (AttributeError, TypeError):
-            log.info("  Num examples: Unknown")
+        dataset = getattr(loader, "dataset", None)
+        log.info(f"  Num examples = {len(dataset)}" if has_length(dataset) else "  Num examples: Unknown")
         log.info(f"  Batch size = {_loader_batch_size(loader)}")
 
     def _stage_loader(self, dataloader_idx: int) -> Any:
