@@ -292,9 +292,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                                 kept_eval_loaders=self.__dict__.setdefault("_kept_eval_loaders", {}), **settings)
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
-        """(max_steps, max_epochs) with HF's rule: max_steps, else ceil(epochs * updates per epoch)."""
+        """(max_steps, max_epochs) with HF's rule: max_steps, else ceil(epochs * updates per epoch); a max_steps of 0
+        or no epochs (``num_train_epochs`` 0 or below) trains nothing, as in transformers."""
         args = self.args
-        if args.max_steps > 0:
+        if args.max_steps >= 0:
             return args.max_steps, -1
         try:
             if "get_train_dataloader" in self.overridden:
@@ -310,7 +311,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
         updates = progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
-        return progress.total_updates(args.num_train_epochs, updates), math.ceil(args.num_train_epochs)
+        epochs = max(args.num_train_epochs, 0)
+        return progress.total_updates(epochs, updates), math.ceil(epochs)
 
     def _report_loggers(self) -> list[Any] | bool:
         """The Lightning loggers of ``report_to``, built once per arguments object: training and every later

@@ -43,15 +43,23 @@ __all__ = [
 ]
 
 
-def _checked_accelerator_config(args: Any) -> None:
-    """``accelerator_config`` / ``parallelism_config`` values that would change results raise (nothing is ignored)."""
+def _checked_accelerator_config(args: Any, world_size: int) -> None:
+    """``accelerator_config`` / ``parallelism_config`` values that would change results raise (nothing is ignored).
+
+    ``split_batches`` / ``dispatch_batches`` change nothing in one process (transformers trains as without them); with
+    several processes they would change which samples each process reads, so they are refused there.
+    """
     config = args.accelerator_config
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
     refused = {
-        "split_batches": "set per_device_train_batch_size to the global batch divided by the number of processes",
-        "dispatch_batches": "each process reads its own shard of the data; leave it unset",
         "use_configured_state": "the process group is created by Lightning's strategy; leave it False",
     }
+    if world_size > 1:
+        refused = {
+            "split_batches": "set per_device_train_batch_size to the global batch divided by the number of processes",
+            "dispatch_batches": "each process reads its own shard of the data; leave it unset",
+            **refused,
+        }
     bad = [f"accelerator_config['{k}']={config[k]!r}: {why}" for k, why in refused.items() if config.get(k)]
     if config.get("use_seedable_sampler") is False:
         bad.append("accelerator_config['use_seedable_sampler']=False: the sample order is always seeded "
@@ -110,12 +118,12 @@ def trainer_kwargs(args: Any, model: nn.Module | None = None, num_training_steps
         num_training_steps: Optimizer steps of a ``fit``; None for evaluation / prediction.
         env: The environment to read the launcher's layout from (default ``os.environ``).
     """
-    _checked_accelerator_config(args)
+    devices, num_nodes = launch_layout(env)
+    _checked_accelerator_config(args, devices * num_nodes)
     if args.tf32 is not None:  # transformers' own switch (TrainingArguments already applied it; idempotent)
         from transformers.utils.import_utils import enable_tf32, is_torch_tf32_available
 
         if is_torch_tf32_available():
             enable_tf32(bool(args.tf32))
-    devices, num_nodes = launch_layout(env)
     strategy = STRATEGIES[strategy_name(args, devices * num_nodes)](args, model, num_training_steps)
     return {"strategy": strategy, "devices": devices, "num_nodes": num_nodes}

@@ -73,8 +73,11 @@ def test_one_process_keeps_lightning_defaults():
 
 
 def test_accelerator_config_values_that_change_results_raise():
-    with pytest.raises(ValueError, match="split_batches"):
-        S.trainer_kwargs(_args(accelerator_config={"split_batches": True}), env={})
+    # one process: nothing to split or dispatch (transformers trains as without them)
+    for key in ("split_batches", "dispatch_batches"):
+        assert S.trainer_kwargs(_args(accelerator_config={key: True}), env={})["strategy"] == "auto"
+        with pytest.raises(ValueError, match=key):
+            S.trainer_kwargs(_args(accelerator_config={key: True}), env=TORCHRUN_2x2)
     with pytest.raises(ValueError, match="use_seedable_sampler"):
         S.trainer_kwargs(_args(accelerator_config={"use_seedable_sampler": False}), env={})
 

@@ -795,11 +795,13 @@ def test_reporting_sees_the_record_before_the_callbacks_change_it(tmp_path):
     assert "args/text_summary" in tags[transformers][0]  # the arguments as text (this model has no config)
 
 
-@pytest.mark.parametrize("args", [dict(fp16=True), dict(fp16=True, fp16_full_eval=True), dict(max_grad_norm=-1.0)],
-                         ids=["fp16", "fp16_full_eval", "negative_max_grad_norm"])
+@pytest.mark.parametrize("args", [dict(fp16=True), dict(fp16=True, fp16_full_eval=True), dict(max_grad_norm=-1.0),
+                                  dict(accelerator_config={"split_batches": True, "dispatch_batches": True})],
+                         ids=["fp16", "fp16_full_eval", "negative_max_grad_norm", "split_batches_one_process"])
 def test_cpu_runs_of_gpu_options_train_as_transformers(tmp_path, args):
     """fp16 on the CPU trains in fp32 in transformers (accelerate turns fp16 on only on a GPU), fp16_full_eval
-    evaluates a float16 model; a max_grad_norm below 0 means no clipping."""
+    evaluates a float16 model; a max_grad_norm below 0 means no clipping; split / dispatched batches in one process
+    are the batches themselves."""
     seen = {}
     for lib in LIBS:
         run = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
@@ -1047,3 +1049,30 @@ def test_train_with_a_trial_keeps_its_parameters_in_the_state_as_transformers(tm
                      run.args.learning_rate)
     assert seen[hf_lightning] == seen[transformers]
     assert seen[transformers][0] == {"learning_rate": 0.5}
+
+
+@pytest.mark.parametrize("epochs", [0, -1])
+def test_no_epochs_train_nothing_and_report_as_transformers(tmp_path, epochs):
+    """``num_train_epochs`` 0 or below: no step, the train record of an empty run (transformers' result)."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), num_train_epochs=epochs)
+        result = run.train()
+        seen[lib] = (result.global_step, result.training_loss, timeless(result.metrics),
+                     [timeless(r) for r in run.state.log_history])
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[hf_lightning][0] == 0
+
+
+def test_max_steps_zero_changes_no_weight_as_in_transformers(tmp_path):
+    """``max_steps=0`` is step-based, not a fall-back to epochs: transformers runs one step at learning rate 0, which
+    leaves the weights as they were; hf_lightning runs none (docs/parity.md). Either way the model is untouched."""
+    weights = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), max_steps=0)
+        before = {k: v.clone() for k, v in run.model.state_dict().items()}
+        run.train()
+        assert run.state.max_steps == 0
+        weights[lib] = {k: v.clone() for k, v in run.model.state_dict().items()}
+        assert max_rel_diff(weights[lib], before) == 0.0
+    assert max_rel_diff(weights[hf_lightning], weights[transformers]) == 0.0
