@@ -60,8 +60,13 @@ class DataLoaders:
         if self.sampling_strategy == "sequential":
             return SequentialSampler(ds)
         if self.sampling_strategy == "group_by_length":
-            lengths = ds[self.length_column_name] if self.length_column_name in ds.column_names else None
-            return SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed)
+            # a column of lengths where the data set has one (datasets.Dataset), else the lengths of the items' main
+            # input: the processing class's first model input, as transformers measures
+            columns = getattr(ds, "column_names", None) or ()
+            lengths = ds[self.length_column_name] if self.length_column_name in columns else None
+            names = getattr(self.resolve_tokenizer(), "model_input_names", None)
+            return SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed,
+                                              model_input_name=names[0] if names else None)
         return HFRandomSampler(len(ds), seed)
 
     def train_loader(self) -> DataLoader:

@@ -32,8 +32,10 @@ class ShardedSequentialSampler(Sampler[int]):
 class SeededLengthGroupedSampler(LengthGroupedSampler):
     """transformers' LengthGroupedSampler with HF's per-epoch reseeding (``seed + epoch``)."""
 
-    def __init__(self, batch_size: int, dataset: Any, lengths: list[int] | None, seed: int) -> None:
-        super().__init__(batch_size, dataset=dataset, lengths=lengths, generator=torch.Generator())
+    def __init__(self, batch_size: int, dataset: Any, lengths: list[int] | None, seed: int,
+                 model_input_name: str | None = None) -> None:
+        super().__init__(batch_size, dataset=dataset, lengths=lengths, generator=torch.Generator(),
+                         model_input_name=model_input_name)
         self.seed = seed
         self.epoch = 0
 

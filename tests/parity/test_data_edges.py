@@ -200,3 +200,17 @@ def test_multiple_choice_labels_beyond_num_labels_train_and_evaluate_as_in_trans
                           eval_dataset=data)
         seen[lib] = (run.train().training_loss, run.evaluate()["eval_loss"])
     assert max_rel_diff(seen[hf_lightning], seen[transformers]) <= 1e-6, seen
+
+
+def test_grouping_by_length_a_data_set_without_lengths_fails_as_in_transformers(tmp_path):
+    """A torch data set with neither a length column nor the model's main input: transformers' own message."""
+    messages = {}
+    for lib in (transformers, hf_lightning):
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     save_strategy="no", train_sampling_strategy="group_by_length")
+        run = lib.Trainer(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(16))
+        with pytest.raises(ValueError) as raised:
+            run.train()
+        messages[lib] = str(raised.value)
+    assert messages[hf_lightning] == messages[transformers]
+    assert "'input_ids'" in messages[hf_lightning]
