@@ -135,13 +135,20 @@ def ignore_lightning_version_warnings() -> None:
 ignore_lightning_version_warnings()
 
 
+#: Lightning's advice on its loaders' workers (more workers on a machine with many cores, persistent ones with the
+#: spawn start method): the HF-style Trainer's loaders follow the ``dataloader_*`` arguments, and transformers gives
+#: no such advice.
+_LOADER_ADVICE = (r"The '\w+' does not have many workers", r"Consider setting `persistent_workers=True`")
+
+
 @contextlib.contextmanager
 def quiet_lightning() -> Any:
     """Lightning's own info lines ("GPU available", tips, "`Trainer.fit` stopped") off while the HF-style Trainer
-    builds and runs its Lightning trainers: transformers.Trainer prints none of them. Warnings still show, but for two
-    of Lightning's own that transformers has no counterpart of, hidden here exactly: "Total length of `list` across
-    ranks is zero" (the data module's empty list of validation loaders, Lightning's way to run no validation, when
-    there is no eval set) and the LeafSpec deprecation (`ignore_lightning_version_warnings`).
+    builds and runs its Lightning trainers: transformers.Trainer prints none of them. Warnings still show, but for
+    those of Lightning's own that transformers has no counterpart of, hidden here exactly: "Total length of `list`
+    across ranks is zero" (the data module's empty list of validation loaders, Lightning's way to run no validation,
+    when there is no eval set), the advice on loader workers (`_LOADER_ADVICE`) and the LeafSpec deprecation
+    (`ignore_lightning_version_warnings`).
     """
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
@@ -149,6 +156,8 @@ def quiet_lightning() -> Any:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero", category=UserWarning)
+            for advice in _LOADER_ADVICE:
+                warnings.filterwarnings("ignore", message=advice)
             ignore_lightning_version_warnings()
             yield
     finally:

@@ -69,7 +69,7 @@ log = hf_logging.get_logger("transformers.trainer")
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
           "get_decay_parameter_names", "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader",
-          "evaluation_loop", "log")
+          "evaluation_loop", "log", "evaluate")
 
 
 class Trainer(TrainerEvaluation, TrainerMethods):
@@ -175,6 +175,21 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if getattr(self.model, "config", None) is not None:  # as transformers (use_cache defaults to False)
             self.model.config.use_cache = self.args.use_cache
         self._memory_tracker.stop_stage("init")
+
+    @property
+    def control(self) -> TrainerControl:
+        """transformers' ``TrainerControl``: while ``train()`` runs, the one training answers to (an ``evaluate()``
+        called then, from an override or a callback, resets its ``should_evaluate`` as in transformers)."""
+        flow = self.__dict__.get("_flow")
+        return flow.control if flow is not None and self._training_now() else self.__dict__["_control"]
+
+    @control.setter
+    def control(self, value: TrainerControl) -> None:
+        flow = self.__dict__.get("_flow")
+        if flow is not None and self._training_now():
+            flow.control = value
+        else:
+            self.__dict__["_control"] = value
 
     def _check_arguments(self) -> None:
         """transformers.Trainer's own checks of the arguments against what it was given, before any training."""
@@ -401,6 +416,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         flow.state = self.state = self._fresh_state(trial)
         if "log" in self.overridden:
             flow.log_override = self.log
+        if {"evaluate", "evaluation_loop"} & self.overridden:  # as transformers: each evaluation in training calls them
+            flow.evaluate_override = lambda: self.evaluate(ignore_keys=ignore_keys_for_eval)
         max_steps, max_epochs = self._max_steps(datamodule)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)

@@ -7,13 +7,16 @@ evaluation are kept between calls on the same data set. A mixin of `Trainer`, wh
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
-from transformers.trainer_utils import PredictionOutput
+from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, speed_metrics
 
 from hf_lightning.args import translate
 from hf_lightning.facade import FacadeModule
@@ -21,6 +24,8 @@ from hf_lightning.lightning_internals import quiet_lightning
 
 #: How many (data set, stage) evaluation set-ups a Trainer keeps.
 _EVAL_PARTS_KEPT = 8
+#: The speed metrics `evaluate` / `predict` add to what ``evaluation_loop`` returns.
+_SPEED_KEYS = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 
 class _PredictionStepEvents(L.Callback):
@@ -60,6 +65,7 @@ class TrainerEvaluation:
     state: Any
     control: Any
     translated: Any
+    overridden: set[str]
 
     def _refresh_arguments(self) -> None:
         """As transformers reads its arguments at each call, changes made to ``args`` since count: translated
@@ -77,9 +83,31 @@ class TrainerEvaluation:
     def _evaluation_module(self) -> FacadeModule:
         if self.module is None or self.module.model is not self.model:
             self.module = self._build_module()
-        elif not self._training_now():
+        else:  # as transformers reads its attributes at each evaluation, also one during training
             self._hand_over_functions(self.module)
         return self.module
+
+    def _loop_trainer(self) -> L.Trainer:
+        """The Lightning Trainer that runs `evaluation_loop` over the loaders it is given (built once)."""
+        kept = self.__dict__.get("_kept_loop_trainer")
+        if kept is None or kept[0] is not self.translated:
+            kept = self.__dict__["_kept_loop_trainer"] = (self.translated,
+                                                          self._lightning_trainer([_PredictionStepEvents(self)]))
+        return kept[1]
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _loss_only(module: FacadeModule, loss_only: bool | None) -> Iterator[None]:
+        """``prediction_loss_only`` as an `evaluation_loop` call gives it (None: the arguments')."""
+        if loss_only is None:
+            yield
+            return
+        kept = module.prediction_loss_only, module.loss_only_in_predict
+        module.prediction_loss_only, module.loss_only_in_predict = loss_only, True
+        try:
+            yield
+        finally:
+            module.prediction_loss_only, module.loss_only_in_predict = kept
 
     def _evaluation_parts(self, dataset: Any, stage: str, module: FacadeModule,
                           name: str | None = None) -> tuple[Any, L.Trainer]:
@@ -102,7 +130,7 @@ class TrainerEvaluation:
         return datamodule, trainer
 
     def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str,
-                  name: str | None = None) -> Any:
+                  name: str | None = None, dataloader: Any = None, loss_only: bool | None = None) -> Any:
         if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
             self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         start = time.time()
@@ -110,7 +138,11 @@ class TrainerEvaluation:
         module = self._evaluation_module()
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix
-        datamodule, trainer = self._evaluation_parts(dataset, stage, module, name)
+        if dataloader is None:
+            datamodule, trainer = self._evaluation_parts(dataset, stage, module, name)
+            data = {"datamodule": datamodule}
+        else:  # evaluation_loop: the batches of the loader given, as they come
+            trainer, data = self._loop_trainer(), {"dataloaders": dataloader}
         if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
             self._model_prepared = True
             self.model_preparation_time = round(time.time() - start, 4)
@@ -118,18 +150,53 @@ class TrainerEvaluation:
         if callable(switch):
             switch()
         passes = module.finished_passes
-        with quiet_lightning():
+        with quiet_lightning(), self._loss_only(module, loss_only):
             if stage == "validate":
-                trainer.validate(module, datamodule=datamodule, verbose=False)
+                trainer.validate(module, verbose=False, **data)
             else:
                 with warnings.catch_warnings():  # predict_step returns None with prediction_loss_only, by design
                     warnings.filterwarnings("ignore", message=r"predict returned None")
-                    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+                    trainer.predict(module, return_predictions=False, **data)
         if module.finished_passes == passes:  # no batch to evaluate: Lightning skipped the pass
             module.finish_empty_pass(stage)
         if not self._training_now():  # as transformers: the model stays in eval mode (Lightning restores the mode)
             self.model.eval()
         return module.eval_record.metrics if stage == "validate" else module.prediction_output
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> EvalLoopOutput:
+        """transformers' ``evaluation_loop``, for an overridden ``evaluate`` / ``predict`` to call: each batch of
+        ``dataloader``, as it comes, through ``prediction_step`` (Lightning's predict loop, ``on_prediction_step``
+        after each); the predictions and labels, ``compute_metrics``' results and the loss, prefixed, and the number
+        of samples. No speed metrics, log record or ``on_evaluate`` (``evaluate`` / ``predict`` add them). A subclass
+        may override it: ``evaluate`` and ``predict`` (also the evaluations during training) then call the override.
+
+        Args:
+            dataloader: The batches (``get_eval_dataloader()`` / ``get_test_dataloader(...)``, or any loader of dicts).
+            description: "Evaluation" or "Prediction" (the log line).
+            prediction_loss_only: The loss only (no predictions, no metrics); None: ``args.prediction_loss_only``.
+            ignore_keys: Keys of the model's output dict left out of the predictions.
+            metric_key_prefix: The prefix of the metric keys.
+        """
+        loss_only = self.args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
+        output = self._run_eval(None, metric_key_prefix, ignore_keys, "predict", dataloader=dataloader,
+                                loss_only=bool(loss_only))
+        metrics = {k: v for k, v in output.metrics.items()
+                   if not (k.startswith(f"{metric_key_prefix}_") and k.endswith(_SPEED_KEYS))}
+        return EvalLoopOutput(output.predictions, output.label_ids, metrics, self.module.last_num_samples)
+
+    def _through_evaluation_loop(self, loader: Any, description: str, prefix: str, ignore_keys: list[str] | None,
+                                 loss_only: bool | None) -> EvalLoopOutput:
+        """transformers' ``evaluate`` / ``predict`` around an overridden `evaluation_loop`: its output, with the
+        speed metrics of the whole call (the model's preparation time left out)."""
+        start = time.time()
+        output = self.evaluation_loop(loader, description=description, prediction_loss_only=loss_only,
+                                      ignore_keys=ignore_keys, metric_key_prefix=prefix)
+        start += output.metrics.get(f"{prefix}_model_preparation_time", 0.0)
+        total_batch_size = self.args.eval_batch_size * self.args.world_size
+        output.metrics.update(speed_metrics(prefix, start, num_samples=output.num_samples,
+                                            num_steps=math.ceil(output.num_samples / total_batch_size)))
+        return output
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -150,7 +217,12 @@ class TrainerEvaluation:
         if dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         self._memory_tracker.start_stage("eval")
-        metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate", name)
+        if "evaluation_loop" in self.overridden:
+            metrics = self._through_evaluation_loop(
+                self.get_eval_dataloader(name if name is not None else dataset), "Evaluation", metric_key_prefix,
+                ignore_keys, True if self.compute_metrics is None else None).metrics
+        else:
+            metrics = self._run_eval(dataset, metric_key_prefix, ignore_keys, "validate", name)
         self.log(metrics)  # as in transformers, log() adds "epoch" to the returned dict too
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         self._memory_tracker.stop_stage("eval", metrics)  # after the log, as transformers (returned metrics only)
@@ -160,7 +232,12 @@ class TrainerEvaluation:
                 metric_key_prefix: str = "test") -> PredictionOutput:
         """HF's ``predict``: predictions (ragged ones padded with -100), label_ids and metrics."""
         self._memory_tracker.start_stage("test")
-        output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
+        if "evaluation_loop" in self.overridden:
+            loop = self._through_evaluation_loop(self.get_test_dataloader(test_dataset), "Prediction",
+                                                 metric_key_prefix, ignore_keys, None)
+            output = PredictionOutput(loop.predictions, loop.label_ids, loop.metrics)
+        else:
+            output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
         self._memory_tracker.stop_stage("test", output.metrics)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return output

@@ -274,9 +274,6 @@ class TrainerMethods:
             loader.total_batch_size = per_device * self.accelerator.num_processes
         return loader
 
-    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("evaluation_loop runs in Lightning's validation loop; override prediction_step.")
-
     # ----------------------------------------------------------------------------------------------- callbacks
     def add_callback(self, callback: Any) -> None:
         self.callback_handler.add_callback(callback)

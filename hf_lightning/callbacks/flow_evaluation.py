@@ -26,11 +26,20 @@ class FlowEvaluation:
     handler: Any
     control_validation: bool
     last_eval_metrics: dict[str, float]
+    evaluate_override: Any
     _validations: int
     _sets_written: int = 0
 
     def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
-        """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch)."""
+        """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch); with an
+        overridden ``Trainer.evaluate``, calls it instead, as transformers' ``_evaluate`` does (the override's
+        ``super().evaluate()`` evaluates, logs its record and calls ``on_evaluate``); its returned metrics are the
+        ones the best model and a metric-stepped schedule are chosen by."""
+        if self.evaluate_override is not None:
+            metrics = self.evaluate_override()
+            self.last_eval_metrics = metrics
+            self._validations += 1
+            return metrics
         before = self._validations
         # An HF-style Trainer whose get_eval_dataloader is overridden is asked for the loaders at each evaluation (the
         # first uses those Lightning asked for as the fit began).

@@ -143,6 +143,8 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
             handler.add_callback(callback)
         self.handler = handler
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
+        #: set by the HF-style Trainer when a subclass overrides Trainer.evaluate: () -> the metrics it returns
+        self.evaluate_override: Any = None
         self._log_trainer: L.Trainer | None = None
         self.control_validation = settings.eval_strategy != "no" if control_validation is None else control_validation
         self._tr_loss: torch.Tensor | None = None

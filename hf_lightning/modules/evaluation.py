@@ -123,6 +123,7 @@ class EvaluationMixin:
         self.eval_record = EvalRecord()
         self._finished_sets: list[dict[str, float]] = []
         self.prediction_output: PredictionOutput | None = None
+        self.last_num_samples = 0  # the samples of the last pass (transformers' EvalLoopOutput.num_samples)
         self._stage: _StageState | None = None
         #: passes finished (a pass over no batches is skipped by Lightning, hooks and all: `finish_empty_pass`)
         self.finished_passes = 0
@@ -402,6 +403,7 @@ class EvaluationMixin:
         batch_size = _loader_batch_size(loader)
         if samples != int(num_samples) and batch_size:
             steps = math.ceil(samples / (batch_size * self.trainer.world_size))
+        self.last_num_samples = samples  # transformers' EvalLoopOutput.num_samples
         results.update(speed_metrics(prefix, state.start, num_samples=samples, num_steps=int(steps)))
         if stage == "predict":
             self.prediction_output = PredictionOutput(state.preds, state.labels, results)

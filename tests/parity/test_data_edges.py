@@ -169,13 +169,18 @@ def test_a_resume_inside_an_epoch_with_ignore_data_skip_warns_as_transformers(tm
     assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) <= 1e-5
 
 
-def test_a_plain_run_warns_only_where_transformers_warns(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_plain_run_warns_only_where_transformers_warns(tmp_path, monkeypatch, workers):
     """train() without an eval set, evaluate() and predict(): none of Lightning's warnings (the empty list of
-    validation loaders, Lightning's use of a pytree class newer torch deprecates) where transformers warns of nothing."""
+    validation loaders, Lightning's use of a pytree class newer torch deprecates, its advice to use more loader
+    workers on a machine with many cores) where transformers warns of nothing."""
+    from lightning.pytorch.trainer.connectors import data_connector
+
+    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda devices: 15)  # a 16-core machine
     seen = {}
     for lib in LIBS:
         with warnings.catch_warnings(record=True) as caught:  # the filters as they stand (pytest's, the libraries')
-            run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(16))
+            run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(16), dataloader_num_workers=workers)
             run.train()
             run.evaluate(RegressionDataset(8, seed=1))
             predictions = run.predict(RegressionDataset(8, seed=2)).predictions

@@ -1076,3 +1076,79 @@ def test_max_steps_zero_changes_no_weight_as_in_transformers(tmp_path):
         weights[lib] = {k: v.clone() for k, v in run.model.state_dict().items()}
         assert max_rel_diff(weights[lib], before) == 0.0
     assert max_rel_diff(weights[hf_lightning], weights[transformers]) == 0.0
+
+
+def _overriding_trainers(lib: Any) -> dict[str, type]:
+    """Trainer subclasses as ported scripts write them: an ``evaluate`` adding a metric (and a log record) to
+    ``super().evaluate()``; transformers' question-answering example's ``evaluate`` (``evaluation_loop`` with
+    ``compute_metrics`` set aside, the predictions post-processed, then its own record and ``on_evaluate``); an
+    ``evaluation_loop`` adding a metric to ``super().evaluation_loop()``."""
+
+    class AddsMetric(lib.Trainer):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            metrics[f"{metric_key_prefix}_custom"] = -float(self.state.global_step)  # best: the first evaluation
+            self.log({f"{metric_key_prefix}_extra": 1.0})
+            return metrics
+
+    class PostProcesses(lib.Trainer):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            loader = self.get_eval_dataloader(eval_dataset)
+            compute_metrics, self.compute_metrics = self.compute_metrics, None
+            try:
+                output = self.evaluation_loop(loader, description="Evaluation", prediction_loss_only=None,
+                                              ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            finally:
+                self.compute_metrics = compute_metrics
+            assert output.predictions is not None
+            post = transformers.EvalPrediction(output.predictions * 2, output.label_ids)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in compute_metrics(post).items()}
+            metrics.update(output.metrics, samples=output.num_samples)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    class ExtendsLoop(lib.Trainer):
+        def evaluation_loop(self, *args, **kwargs):
+            output = super().evaluation_loop(*args, **kwargs)
+            output.metrics[f"{kwargs['metric_key_prefix']}_extra"] = float(output.num_samples)
+            return output
+
+    return {"adds_metric": AddsMetric, "post_processes": PostProcesses, "extends_loop": ExtendsLoop}
+
+
+@pytest.mark.parametrize("kind", ["adds_metric", "post_processes", "extends_loop"])
+def test_overridden_evaluate_and_evaluation_loop_run_as_in_transformers(tmp_path, kind):
+    """transformers' evaluations during training call the subclass's ``evaluate`` (its metrics choose the best
+    checkpoint; ``on_evaluate`` resets the training's ``should_evaluate``), and ``evaluate`` / ``predict`` call an
+    overridden ``evaluation_loop``: the records, the best checkpoint, predict() and a later evaluate() as transformers'."""
+    best = {"adds_metric": "custom", "post_processes": "mae", "extends_loop": "extra"}[kind]
+    seen = {}
+    for lib in LIBS:
+        args = lib.TrainingArguments(
+            str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=2,
+            per_device_train_batch_size=8, per_device_eval_batch_size=5, max_steps=6, eval_strategy="steps",
+            eval_steps=2, save_strategy="steps", save_steps=2, load_best_model_at_end=True,
+            metric_for_best_model=best, greater_is_better=kind != "post_processes")
+        transformers.set_seed(args.seed)
+        run = _overriding_trainers(lib)[kind](model=StrictRegressionModel(), args=args,
+                                              train_dataset=RegressionDataset(32),
+                                              eval_dataset=RegressionDataset(16, seed=1), compute_metrics=mae)
+        run.train()
+        predicted = run.predict(RegressionDataset(7, seed=2))
+        seen[lib] = {"records": [timeless(r) for r in run.state.log_history],
+                     "best": run.state.best_model_checkpoint.rsplit("/", 1)[-1],
+                     "predict": (predicted.predictions, predicted.label_ids, timeless(predicted.metrics)),
+                     "evaluate": timeless(run.evaluate())}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert len(ours["records"]) == len(theirs["records"])
+    for mine, expected in zip(ours["records"], theirs["records"], strict=True):
+        assert_same_records(mine, expected)
+    assert ours["best"] == theirs["best"]
+    assert max_rel_diff(ours["predict"], theirs["predict"]) <= 1e-5
+    assert sorted(ours["predict"][2]) == sorted(theirs["predict"][2])
+    assert_same_records(ours["evaluate"], theirs["evaluate"])
+    if kind == "adds_metric":  # chosen by the metric only the override returns (it is not logged)
+        assert ours["best"] == "checkpoint-2" and "eval_custom" in ours["evaluate"]
+    else:
+        assert any(f"eval_{best}" in r for r in ours["records"])
