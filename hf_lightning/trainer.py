@@ -321,8 +321,15 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                 from hf_lightning.strategies import launch_layout
 
                 devices, nodes = launch_layout()
-                batches = progress.batches_per_epoch(len(self.train_dataset), self._train_batch_size * devices * nodes,
-                                                     args.dataloader_drop_last)
+                if args.train_sampling_strategy == "batch_rebalance":  # per step: batch x GA x processes samples
+                    accumulate = args.gradient_accumulation_steps
+                    batches = accumulate * progress.batches_per_epoch(
+                        len(self.train_dataset), self._train_batch_size * accumulate * devices * nodes,
+                        args.dataloader_drop_last)
+                else:
+                    batches = progress.batches_per_epoch(len(self.train_dataset),
+                                                         self._train_batch_size * devices * nodes,
+                                                         args.dataloader_drop_last)
         except TypeError:
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
         updates = progress.updates_per_epoch(batches, args.gradient_accumulation_steps)

@@ -7,12 +7,13 @@ order settings (``batch_size``, ``sampling_strategy``...) and ``loader`` (`Loade
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import datasets
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
+from transformers.trainer_pt_utils import BatchRebalanceSampler
 
 from hf_lightning import progress
 from hf_lightning.data.collators import build_collator
@@ -24,7 +25,7 @@ from hf_lightning.data.loader import (
     TrainLoader,
     count_label_items,
 )
-from hf_lightning.data.samplers import SeededLengthGroupedSampler, ShardedSequentialSampler
+from hf_lightning.data.samplers import RebalancedBatches, SeededLengthGroupedSampler, ShardedSequentialSampler
 
 
 class DataLoaders:
@@ -60,14 +61,35 @@ class DataLoaders:
         if self.sampling_strategy == "sequential":
             return SequentialSampler(ds)
         if self.sampling_strategy == "group_by_length":
-            # a column of lengths where the data set has one (datasets.Dataset), else the lengths of the items' main
-            # input: the processing class's first model input, as transformers measures
-            columns = getattr(ds, "column_names", None) or ()
-            lengths = ds[self.length_column_name] if self.length_column_name in columns else None
-            names = getattr(self.resolve_tokenizer(), "model_input_names", None)
+            lengths, name = self._lengths(ds)
             return SeededLengthGroupedSampler(self.batch_size * self._world()[0], ds, lengths, seed,
-                                              model_input_name=names[0] if names else None)
+                                              model_input_name=name)
         return HFRandomSampler(len(ds), seed)
+
+    def _lengths(self, ds: Any) -> tuple[list[int] | None, str | None]:
+        """(the data set's column of lengths where it has one (a datasets.Dataset), else None; the name of the items'
+        main input, whose lengths are measured then: the processing class's first model input), as transformers."""
+        columns = getattr(ds, "column_names", None) or ()
+        lengths = ds[self.length_column_name] if self.length_column_name in columns else None
+        names = getattr(self.resolve_tokenizer(), "model_input_names", None)
+        return lengths, (names[0] if names else None)
+
+    def _rebalanced_batches(self, ds: Any, world: int, rank: int) -> RebalancedBatches:
+        """``train_sampling_strategy="batch_rebalance"``: transformers' ``BatchRebalanceSampler`` over the lengths,
+        one optimizer step's samples (batch x accumulation x processes) at a time, seeded as transformers seeds it."""
+        lengths, name = self._lengths(ds)
+        if lengths is None:
+            name = name or "input_ids"
+            if not isinstance(ds[0], Mapping) or name not in ds[0]:
+                raise ValueError("Can only automatically infer lengths for datasets whose items are dictionaries with "
+                                 f"an '{name}' key.")
+            lengths = [len(item[name]) for item in ds]
+        elif torch.is_tensor(lengths):
+            lengths = lengths.tolist()
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        return RebalancedBatches(BatchRebalanceSampler(
+            lengths=lengths, effective_batch_size=self.batch_size * accumulate * world, dp_size=world,
+            grad_accum=accumulate, rank=rank, drop_last=self.loader.drop_last))
 
     def train_loader(self) -> DataLoader:
         """The per-rank micro-batch DataLoader (HF order; ranks shard one permutation)."""
@@ -78,7 +100,10 @@ class DataLoaders:
         if isinstance(ds, IterableDataset):
             return DataLoader(ds, batch_size=self.batch_size, drop_last=self.loader.drop_last,
                               **self._loader_kwargs("train"))
-        batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.loader.drop_last, world, rank)
+        if self.sampling_strategy == "batch_rebalance":
+            batches: Sampler[list[int]] = self._rebalanced_batches(ds, world, rank)
+        else:
+            batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.loader.drop_last, world, rank)
         return EpochDataLoader(ds, batch_sampler=batches, **self._loader_kwargs("train"))
 
     def wrap_train_loader(self, loader: Any) -> TrainLoader:

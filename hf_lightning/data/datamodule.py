@@ -59,7 +59,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             dict works too.
         seed: Seed of the per-epoch sample order (``seed + epoch``), as HF's ``seed``.
         data_seed: Replaces ``seed`` for the sample order, as HF's ``data_seed``.
-        sampling_strategy: ``random`` (HF default), ``sequential``, or ``group_by_length`` (fewer pad tokens).
+        sampling_strategy: ``random`` (HF default), ``sequential``, ``group_by_length`` (fewer pad tokens), or
+            ``batch_rebalance`` (transformers' cost-balanced micro-batches of variable size: each optimizer step's
+            samples split by padded length across ranks and accumulation steps).
         length_column_name: Precomputed lengths for ``group_by_length``, used where the column survives
             ``remove_unused_columns`` (off, or the model's forward takes it), as transformers; else the lengths of the
             model's main input are computed.
@@ -108,7 +110,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen, and copied per data module)
         seed: int = 42,
         data_seed: int | None = None,
-        sampling_strategy: Literal["random", "sequential", "group_by_length"] = "random",
+        sampling_strategy: Literal["random", "sequential", "group_by_length", "batch_rebalance"] = "random",
         length_column_name: str = "length",
         remove_unused_columns: bool = True,
         train_split: str = "train",
@@ -130,8 +132,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             raise ValueError(f"batch_size={batch_size} / eval_batch_size={eval_batch_size} must be >= 1.")
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding='{padding}' must be 'longest' (dynamic) or 'max_length'.")
-        if sampling_strategy not in ("random", "sequential", "group_by_length"):
-            raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential or group_by_length.")
+        if sampling_strategy not in ("random", "sequential", "group_by_length", "batch_rebalance"):
+            raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential, group_by_length or "
+                             "batch_rebalance.")
         self.loader = DATA.regroup({"loader": loader}, flat, type(self).__name__)["loader"]
         # The tokenizer is the module's by default: logging it here would clash with the module's hparams.
         DATA.save_hyperparameters(self, {"loader": self.loader}, ["tokenizer", "collator", "hooks", "kept_eval_loaders", "num_labels"]

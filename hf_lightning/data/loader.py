@@ -200,7 +200,7 @@ class TrainLoader:
     def skip_first_batches(self, num_batches: int) -> None:
         """Makes the next epoch start after ``num_batches`` batches (resume), without loading them."""
         sampler = self.dataloader.batch_sampler
-        if isinstance(sampler, HFBatchSampler):
+        if hasattr(sampler, "skip_batches"):  # HFBatchSampler, RebalancedBatches
             sampler.skip_batches = num_batches
         self._start_batch = num_batches
 
@@ -229,7 +229,7 @@ class TrainLoader:
         start, self._start_batch = self._start_batch, 0
         total = len(self.dataloader) if _has_len(self.dataloader) else None
         iterator = iter(self.dataloader)
-        if start and not isinstance(self.dataloader.batch_sampler, HFBatchSampler):
+        if start and not hasattr(self.dataloader.batch_sampler, "skip_batches"):
             for _ in range(start):  # e.g. an iterable dataset: the seen batches must be drawn to be skipped
                 next(iterator, None)
         # Lightning's fetcher reads a loader without a length one batch ahead itself; a sized one it does not.

@@ -45,3 +45,27 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
     def __iter__(self) -> Iterator[int]:
         self.generator.manual_seed(self.seed + self.epoch)
         return super().__iter__()
+
+
+class RebalancedBatches(Sampler[list[int]]):
+    """transformers' ``BatchRebalanceSampler`` (``train_sampling_strategy="batch_rebalance"``: per optimizer step,
+    micro-batches of variable size balanced by padded-length cost across ranks and accumulation steps), with the
+    bookkeeping of `HFBatchSampler`: the batches a resume skips, and a pass run to its end moving to the next
+    epoch's order."""
+
+    def __init__(self, rebalance: Any) -> None:
+        self.sampler = rebalance
+        self.skip_batches = 0  # consumed by the next __iter__ (resume inside an epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip_batches = self.skip_batches, 0
+        for i, batch in enumerate(self.sampler):
+            if i >= skip:
+                yield batch
+        self.sampler.set_epoch(self.sampler.epoch + 1)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

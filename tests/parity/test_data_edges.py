@@ -18,7 +18,7 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 import hf_lightning
-from tests.helpers.tiny import IterableRegression, RegressionDataset, StrictRegressionModel
+from tests.helpers.tiny import TINY_BERT, IterableRegression, RegressionDataset, StrictRegressionModel
 from tests.parity.harness import max_rel_diff
 
 LIBS = (transformers, hf_lightning)
@@ -219,3 +219,38 @@ def test_grouping_by_length_a_data_set_without_lengths_fails_as_in_transformers(
         messages[lib] = str(raised.value)
     assert messages[hf_lightning] == messages[transformers]
     assert "'input_ids'" in messages[hf_lightning]
+
+
+def test_batch_rebalance_feeds_transformers_batches_and_resumes_inside_an_epoch(tmp_path):
+    """``train_sampling_strategy="batch_rebalance"``: transformers' cost-balanced micro-batches of variable size (the
+    same samples in the same batches, accumulation windows and epochs), and a resume from a checkpoint inside an
+    epoch going on with the batches an uninterrupted run trains on."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    texts = [" ".join(["word"] * (3 + (7 * i) % 23)) for i in range(30)]
+    data = datasets.Dataset.from_list([{**tokenizer(t), "label": i % 2} for i, t in enumerate(texts)])
+    seen = {}
+    for lib in LIBS:
+        runs = []
+        for resume in (None, "checkpoint-3"):
+            shapes: list[tuple[int, ...]] = []
+
+            def collate(features: list[dict[str, Any]], shapes: list = shapes) -> Any:
+                batch = transformers.DataCollatorWithPadding(tokenizer)(features)
+                shapes.append(tuple(batch["input_ids"].shape))
+                return batch
+
+            args = lib.TrainingArguments(
+                str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True, num_train_epochs=2,
+                per_device_train_batch_size=4, gradient_accumulation_steps=2, logging_steps=1, save_steps=3,
+                train_sampling_strategy="batch_rebalance")
+            transformers.set_seed(0)
+            model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT,
+                                                                                                 num_labels=2))
+            run = lib.Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
+            run.train(resume_from_checkpoint=str(tmp_path / lib.__name__ / resume) if resume else None)
+            runs.append((shapes, run.state.max_steps, [(r.get("epoch"), r["step"]) for r in run.state.log_history]))
+        seen[lib] = runs
+    assert seen[hf_lightning] == seen[transformers]
+    (whole, steps, records), (resumed, _, _) = seen[hf_lightning]
+    assert steps == 8 and len({size for size, _ in whole}) > 1  # micro-batches of variable size
+    assert resumed == whole[6:]  # 3 steps x 2 micro-batches skipped
