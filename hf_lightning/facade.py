@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from torch.utils.data import SequentialSampler
 from transformers.integrations.integration_utils import default_logdir
 
 from hf_lightning._args_table import _logging_dir
 from hf_lightning.data.datamodule import HFDataModule
-from hf_lightning.data.loader import split_window
+from hf_lightning.data.loader import WINDOW_KEY, WindowedBatch, split_window
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.evaluation import EvaluationMixin
 
@@ -142,6 +143,11 @@ class TrainerHooks:
             ``trainer.optimizer`` / ``trainer.lr_scheduler`` are the live ones during training, as in transformers.
         model_preparation_time: ``() -> seconds or None``: the Trainer's ``model_preparation_time`` (set by an
             evaluation before any training, as transformers); every later evaluation reports it.
+        prepare_inputs: ``(inputs) -> inputs``: an overridden ``_prepare_inputs`` / ``_prepare_input``, applied to
+            every batch once it is on the device (training, evaluation, prediction), as transformers applies it.
+        floating_point_ops: ``(inputs) -> flos``: an overridden ``floating_point_ops`` (``total_flos``).
+        train_sampler: ``(train_dataset) -> Sampler or None``: an overridden ``_get_train_sampler``.
+        eval_sampler: ``(eval_dataset) -> Sampler or None``: an overridden ``_get_eval_sampler``.
     """
 
     compute_loss: Callable[..., Any] | None = None
@@ -156,6 +162,10 @@ class TrainerHooks:
     columns_module: Callable[[], Any] | None = None
     optimizers_built: Callable[[Any, Any], None] | None = None
     model_preparation_time: Callable[[], float | None] | None = None
+    prepare_inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    floating_point_ops: Callable[[dict[str, Any]], float] | None = None
+    train_sampler: Callable[[Any], Any] | None = None
+    eval_sampler: Callable[[Any], Any] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -165,7 +175,8 @@ class TrainerHooks:
             return getattr(trainer, name) if name in trainer.overridden else None
 
         def given_optimizer(model: Any) -> torch.optim.Optimizer | None:
-            if not {"create_optimizer", "get_decay_parameter_names"} & trainer.overridden and trainer.optimizer is None:
+            own = {"create_optimizer", "get_decay_parameter_names", "get_optimizer_cls_and_kwargs"}
+            if not own & trainer.overridden and trainer.optimizer is None:
                 return None  # transformers' default, built by the module
             trainer.model = model
             return trainer.create_optimizer()
@@ -190,6 +201,10 @@ class TrainerHooks:
             get_test_dataloader=overridden("get_test_dataloader"), columns_module=trainer._evaluation_module,
             optimizers_built=optimizers_built,
             model_preparation_time=lambda: getattr(trainer, "model_preparation_time", None),
+            prepare_inputs=trainer._prepare_inputs if {"_prepare_inputs", "_prepare_input"} & trainer.overridden
+            else None,
+            floating_point_ops=overridden("floating_point_ops"), train_sampler=overridden("_get_train_sampler"),
+            eval_sampler=overridden("_get_eval_sampler"),
         )
 
 
@@ -218,6 +233,24 @@ class FacadeModule(HFModule):
                                       num_items_in_batch=num_items_in_batch)
         return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
 
+    def _prepared(self, batch: Any) -> Any:
+        """The batch (on the device) through an overridden ``_prepare_inputs``, its window tag kept."""
+        if self.hooks.prepare_inputs is None:
+            return batch
+        inputs, window = split_window(batch)
+        inputs = self.hooks.prepare_inputs(inputs)
+        if window is None:
+            return inputs
+        return {**inputs, WINDOW_KEY: window} if isinstance(inputs, dict) else WindowedBatch(inputs, window)
+
+    def _eval_step(self, batch: Any, dataloader_idx: int = 0) -> tuple[Any, Any, Any]:
+        return super()._eval_step(self._prepared(batch), dataloader_idx)
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> float:
+        if self.hooks.floating_point_ops is not None:
+            return self.hooks.floating_point_ops(inputs)
+        return super().floating_point_ops(inputs)
+
     def configure_callbacks(self) -> list[Any]:
         """None: the HF-style Trainer gives the Lightning trainer that trains its `HFFlow`, and its evaluations and
         predictions log and call back themselves (an HFFlow there would only build its arguments at each call)."""
@@ -234,13 +267,15 @@ class FacadeModule(HFModule):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        batch = self._prepared(batch)
         if self.hooks.training_step is None:
             return super().training_step(batch, batch_idx)
         inputs, window = split_window(batch)
         self.step_record.flos += self.floating_point_ops(inputs)
         self._context, self.deferred_loss = (window, batch_idx), None
         num_items = None
-        if window is not None and window.num_items is not None:
+        counted = self.model_accepts_loss_kwargs or self.compute_loss_func is not None
+        if counted and window is not None and window.num_items is not None:  # as transformers' get_batch_samples
             num_items = self._window_num_items(window, batch_idx)
         try:
             reported = self.hooks.training_step(self.model, inputs, num_items)
@@ -312,6 +347,22 @@ class FacadeDataModule(HFDataModule):
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         """None: transformers.Trainer checks no label values (a model's own loss reports what it cannot take)."""
+
+    def train_sampler(self, ds: Any) -> Any:
+        """An overridden ``_get_train_sampler``'s order (called with the data set after its columns were removed,
+        as transformers calls it), cut into batches as every order is; else the arguments'."""
+        if self.hooks.train_sampler is not None:
+            sampler = self.hooks.train_sampler(ds)
+            return sampler if sampler is not None else SequentialSampler(ds)
+        return super().train_sampler(ds)
+
+    def eval_sampler(self, ds: Any, count: int, world: int, rank: int) -> Any:
+        if self.hooks.eval_sampler is not None:
+            if world > 1:
+                raise ValueError("An overridden _get_eval_sampler with several processes: hf_lightning shards the "
+                                 "evaluation data itself; override get_eval_dataloader instead, or run one process.")
+            return self.hooks.eval_sampler(ds)
+        return super().eval_sampler(ds, count, world, rank)
 
     def base_train_dataloader(self) -> Any:
         return self.train_loader()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerState
-from transformers.trainer_utils import BestRun, default_compute_objective, default_hp_space_optuna
+from transformers.trainer_utils import BestRun, HPSearchBackend, default_compute_objective, default_hp_space_optuna
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.modules.records import eval_metrics
@@ -64,6 +64,9 @@ def hyperparameter_search(
     optuna = _optuna()
     hp_space = hp_space or default_hp_space_optuna
     compute_objective = compute_objective or default_compute_objective
+    # as transformers: what the search runs with, on the trainer for callbacks and subclasses to read
+    trainer.hp_search_backend, trainer.hp_name, trainer.compute_objective = HPSearchBackend.OPTUNA, hp_name, \
+        compute_objective
     def objective(trial: Any) -> float:
         params = hp_space(trial)
         for key, value in params.items():  # transformers' _hp_search_setup: onto the arguments, in the field's type
@@ -96,6 +99,7 @@ def hyperparameter_search(
         study.optimize(objective, n_trials=n_trials, **run)
     finally:
         trainer.trial_output_dir = None
+        trainer.hp_search_backend = None  # as transformers, after the search
     if len(study.directions) > 1:
         return [BestRun(str(best.number), best.values, best.params) for best in study.best_trials]
     best = study.best_trial

@@ -69,7 +69,43 @@ log = hf_logging.get_logger("transformers.trainer")
 
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
           "get_decay_parameter_names", "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader",
-          "evaluation_loop", "log", "evaluate")
+          "evaluation_loop", "log", "evaluate", "_prepare_inputs", "_prepare_input", "floating_point_ops",
+          "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save")
+
+
+#: transformers.Trainer methods its own loop calls that hf_lightning's engine (Lightning's loops, `HFFlow`,
+#: `HFCheckpoint`) does not: a subclass overriding one is warned, with what to use instead.
+_NOT_CALLED = {
+    "_inner_training_loop": "override training_step / compute_loss, or add a TrainerCallback",
+    "_maybe_log_save_evaluate": "use a TrainerCallback (on_log / on_evaluate / on_save) or override log / evaluate",
+    "_evaluate": "override evaluate (called at each evaluation during training)",
+    "_save_checkpoint": "override save_model or _save (called for each checkpoint's model files), or use a "
+                        "TrainerCallback's on_save",
+    "_load_best_model": "use a TrainerCallback's on_train_end",
+    "_load_from_checkpoint": "load the weights before train(), or override the model's load_state_dict",
+    "_load_optimizer_and_scheduler": "pass optimizers=(optimizer, scheduler) or override create_optimizer",
+    "_load_rng_state": "seed in a TrainerCallback's on_train_begin",
+    "_wrap_model": "Lightning's strategy wraps the model; choose it with the arguments (fsdp, deepspeed, ddp_*)",
+    "create_accelerator_and_postprocess": "Lightning's Trainer replaces accelerate here; use the arguments",
+    "get_batch_samples": "override compute_loss (it receives num_items_in_batch)",
+    "compute_loss_context_manager": "override compute_loss (autocast follows the precision arguments)",
+    "autocast_smart_context_manager": "override compute_loss (autocast follows the precision arguments)",
+    "_set_signature_columns_if_needed": "set remove_unused_columns=False and drop columns in your collator",
+    "_remove_unused_columns": "set remove_unused_columns=False and drop columns in your collator",
+    "_hp_search_setup": "set the trial's values in hp_space / model_init",
+    "_report_to_hp_search": "compute the objective with compute_objective",
+    "store_flos": "override floating_point_ops",
+    "prediction_loop": "override evaluation_loop or prediction_step",
+}
+
+
+def _warn_of_overrides_not_called(cls: type, door: type) -> None:
+    """A warning per transformers method a subclass overrides that hf_lightning never calls (`_NOT_CALLED`)."""
+    for name, instead in _NOT_CALLED.items():
+        mine = getattr(cls, name, None)
+        if mine is not None and mine is not getattr(door, name, None):
+            warnings.warn(f"{cls.__name__} overrides {name}, which hf_lightning's training loop does not call, so "
+                          f"the override changes nothing there: {instead}.", UserWarning, stacklevel=3)
 
 
 class Trainer(TrainerEvaluation, TrainerMethods):
@@ -167,7 +203,13 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         # the user's overrides: hooks of a class below hf_lightning's own (Seq2SeqTrainer's hooks are defaults)
         door = next(c for c in type(self).__mro__ if c.__module__.startswith("hf_lightning."))
         self.overridden = {name for name in _HOOKS if getattr(type(self), name) is not getattr(door, name)}
+        _warn_of_overrides_not_called(type(self), door)
         self.module: FacadeModule | None = None
+        # transformers' attributes scripts read: the search's backend and naming (set during hyperparameter_search),
+        # DeepSpeed's engine (Lightning's strategy holds it here)
+        self.hp_search_backend: Any = None
+        self.hp_name: Callable[[Any], str] | None = None
+        self.deepspeed: Any = None
         #: where a hyper-parameter search trial's checkpoints go (None outside a search)
         self.trial_output_dir: str | None = None
         self._flow: HFFlow | None = None
@@ -476,7 +518,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         settings = self.translated.checkpoint
         if self.trial_output_dir is not None:  # a hyper-parameter search trial's folder (transformers' _get_output_dir)
             settings = settings.replace(output_dir=self.trial_output_dir)
-        return [flow, HFCheckpoint(settings=settings, resume_from_checkpoint=resume)]
+        checkpoint = HFCheckpoint(settings=settings, resume_from_checkpoint=resume)
+        if {"save_model", "_save"} & self.overridden:  # as transformers' _save_checkpoint: the model files through it
+            checkpoint.save_model_override = lambda folder: self.save_model(folder, _internal_call=True)
+        return [flow, checkpoint]
 
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,8 +25,11 @@ from transformers.trainer_pt_utils import (
     metrics_format,
     save_metrics,
 )
+from transformers.trainer_utils import has_length
 from transformers.utils import logging as hf_logging
 
+from hf_lightning.checkpoint import folder
+from hf_lightning.data.loader import count_label_items
 from hf_lightning.facade import FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
 
@@ -46,6 +49,13 @@ class TrainerMethods:
     train_dataset: Any
     eval_dataset: Any
     args: Any
+    overridden: set[str]
+    module: FacadeModule | None
+    accelerator: Any
+    state: Any
+    model_accepts_loss_kwargs: bool
+    compute_loss_func: Any
+    processing_class: Any
 
     # transformers' own helpers (they read self.model / self.optimizer / self.args / self.state)
     get_learning_rates = get_learning_rates
@@ -135,7 +145,10 @@ class TrainerMethods:
             module = self._evaluation_module()
             config = {**module.optim_config, "warmup_steps": module.warmup_steps}
             model = model or self.model
-            self.optimizer = build_optimizer(model, **config, optimizer_cls_and_kwargs=self.optimizer_cls_and_kwargs,
+            cls_and_kwargs = self.optimizer_cls_and_kwargs
+            if cls_and_kwargs is None and "get_optimizer_cls_and_kwargs" in self.overridden:
+                cls_and_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)  # as transformers asks it
+            self.optimizer = build_optimizer(model, **config, optimizer_cls_and_kwargs=cls_and_kwargs,
                                              decay_names=self.get_decay_parameter_names(model))
         return self.optimizer
 
@@ -151,6 +164,90 @@ class TrainerMethods:
         return self.lr_scheduler
 
     get_optimizer_cls_and_kwargs = staticmethod(HFTrainer.get_optimizer_cls_and_kwargs)
+
+    # ----------------------------------------------------------------------------------------------- batches
+    @property
+    def _signature_columns(self) -> list[str] | None:
+        """transformers' ``_signature_columns``: the columns the model takes, once a loader was built (None before,
+        and with ``remove_unused_columns`` off)."""
+        if self.__dict__.get("_datamodule") is None and not self.__dict__.get("_eval_parts"):
+            return None
+        columns = self._run_datamodule().signature_columns()
+        return columns[0] if columns else None
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """transformers' ``_get_train_sampler``: the training order of the arguments (``train_sampling_strategy``,
+        seeded per epoch), None for a data set without a length. A subclass may override it: training then reads
+        its sampler's order, cut into batches."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if dataset is None or not has_length(dataset):
+            return None
+        return self._run_datamodule().train_sampler(dataset)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """transformers' ``_get_eval_sampler``: the data set's order (None without a length). A subclass may
+        override it (one process): evaluation and prediction then read its order."""
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def _prepare_input(self, data: Any) -> Any:
+        """transformers' ``_prepare_input``: tensors (in dicts, lists, tuples) moved to the training device. A
+        subclass may override it or `_prepare_inputs`: every batch then goes through it once it is on the device."""
+        device = self.accelerator.device
+        if isinstance(data, Mapping):
+            return type(data)({k: self._prepare_input(v) for k, v in data.items()})
+        if isinstance(data, (tuple, list)):
+            return type(data)(self._prepare_input(v) for v in data)
+        return data.to(device) if torch.is_tensor(data) else data
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """transformers' ``_prepare_inputs``: `_prepare_input`, refusing an empty batch."""
+        inputs = self._prepare_input(inputs)
+        if len(inputs) == 0:
+            columns = ",".join(self._signature_columns or [])
+            raise ValueError("The batch received was empty, your model won't be able to train on it. Double-check "
+                             f"that your training dataset contains keys expected by the model: {columns}.")
+        return inputs
+
+    def get_batch_samples(self, epoch_iterator: Iterator[Any], num_batches: int,
+                          device: torch.device | None = None) -> tuple[list[Any], torch.Tensor | None]:
+        """transformers' ``get_batch_samples``: the next ``num_batches`` batches of ``epoch_iterator`` and the label
+        tokens they hold (transformers' count, for code that drives a loop by hand). Training counts each window
+        itself; overriding this changes nothing there (a warning says so)."""
+        batches = [batch for _, batch in zip(range(num_batches), epoch_iterator)]
+        if not batches or "labels" not in batches[0] or not (self.model_accepts_loss_kwargs
+                                                             or self.compute_loss_func is not None):
+            return batches, None
+        shift = bool(getattr(self.module, "loss_shifts_labels", False))
+        counts = [count_label_items(batch, shift_labels=shift) for batch in batches]
+        if any(count is None for count in counts):
+            return batches, None
+        total = torch.tensor(sum(counts))
+        return batches, total.to(device) if device is not None else total
+
+    @property
+    def current_flos(self) -> float:
+        """transformers' ``current_flos``: the operations counted since they were last stored in the state."""
+        record = getattr(self.module, "step_record", None)
+        return float(record.flos) if record is not None else 0.0
+
+    @current_flos.setter
+    def current_flos(self, value: float) -> None:
+        record = getattr(self.module, "step_record", None)
+        if record is not None:
+            record.flos = float(value)
+
+    def store_flos(self) -> None:
+        """transformers' ``store_flos``: the operations counted so far (summed over processes) added to
+        ``state.total_flos``, and the count started again."""
+        flow, pl_trainer = self.__dict__.get("_flow"), self.__dict__.get("pl_trainer")
+        if flow is not None and self._training_now():
+            flow.store_flos(pl_trainer, pl_trainer.lightning_module)
+            self.state = flow.state
+            return
+        self.state.total_flos += self.current_flos
+        self.current_flos = 0.0
 
     def num_examples(self, dataloader: Any) -> int:
         """transformers' ``num_examples``: the loader's data set length, else its batches x the batch size."""
@@ -292,12 +389,34 @@ class TrainerMethods:
             self.state.save_to_json(os.path.join(self.args.output_dir, "trainer_state.json"))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Saves the model (safetensors + config), the processing class and the training arguments."""
+        """Saves the model (safetensors + config), the processing class and the training arguments (``_save``).
+        Every process calls it (sharded weights are gathered); an overridden ``_save`` runs where transformers runs
+        it, on the process that saves (``args.should_save``). With ``save_model`` or ``_save`` overridden, each
+        checkpoint's model files come from ``save_model(checkpoint_folder, _internal_call=True)``, as in
+        transformers."""
+        output_dir = output_dir or self.args.output_dir
+        if "_save" in self.overridden:
+            if self.args.should_save:
+                self._save(output_dir)
+            return
+        self._save(output_dir)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """transformers' ``_save``: the model's files, the processing class and ``training_args.bin``."""
         output_dir = output_dir or self.args.output_dir
         if self.is_world_process_zero():
             log.info(f"Saving model checkpoint to {output_dir}")
         module = self._evaluation_module()
-        module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
+        if state_dict is None:
+            module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
+        elif self.is_world_process_zero():  # the weights given (an override's ``super()._save(dir, state_dict)``)
+            os.makedirs(output_dir, exist_ok=True)
+            if hasattr(self.model, "save_pretrained"):
+                self.model.save_pretrained(output_dir, state_dict=state_dict)
+            else:
+                folder.save_model_files(self.model, output_dir, state_dict, None)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
         if self.is_world_process_zero():
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -120,6 +121,9 @@ class HFCheckpoint(Checkpoint):
         self._sigterm: SigtermRequest | None = None
         self._jit_step = -1
         self._saved_step: int | None = None  # the global step of the last save (the same on every rank)
+        #: set by the HF-style Trainer when a subclass overrides save_model / _save: ``(folder) -> None`` writes each
+        #: checkpoint's model files, called on every rank
+        self.save_model_override: Callable[[str], None] | None = None
 
     def _over(self, base: CheckpointSettings) -> CheckpointSettings:
         """``base`` with the explicitly given settings applied (a new metric re-derives its direction)."""
@@ -300,7 +304,9 @@ class HFCheckpoint(Checkpoint):
             log.info(f"Saving model checkpoint to {final}")
             folder.start_staging(final)
         strategy.barrier("hf_checkpoint_staging")
-        weights = strategy.lightning_module_state_dict()  # a collective under sharded strategies: every rank
+        save_model = self.save_model_override
+        # a collective under sharded strategies: every rank (an overridden save_model gathers what it saves itself)
+        weights = strategy.lightning_module_state_dict() if save_model is None else {}
         with_state = not settings.save_only_model and bool(trainer.optimizers)
         optimizer_state = strategy.optimizer_state(trainer.optimizers[0]) if with_state else None
         self._update_best(settings, state)
@@ -310,6 +316,8 @@ class HFCheckpoint(Checkpoint):
         try:
             if with_state:
                 folder.save_rng_state(staging, trainer.global_rank, trainer.world_size)
+            if save_model is not None:  # every rank, as transformers' _save_checkpoint calls save_model
+                save_model(staging)
         except Exception as err:  # noqa: BLE001 - every failed write is agreed on, then re-raised
             failure = folder.SaveFailure.of(err, staging)
         rng_saved = strategy.reduce_boolean_decision(failure is None, all=True)  # also the barrier after the RNG
@@ -343,9 +351,11 @@ class HFCheckpoint(Checkpoint):
     def _write_folder(self, trainer: L.Trainer, staging: str, weights: dict[str, torch.Tensor],
                       optimizer_state: dict[str, Any] | None) -> None:
         flow = self.flow
-        model, prefix = resuming.inner_model(trainer.lightning_module)
-        model_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        folder.save_model_files(model, staging, model_weights, getattr(trainer.lightning_module, "tokenizer_to_save", None))
+        if self.save_model_override is None:  # else the overridden save_model wrote the model's files
+            model, prefix = resuming.inner_model(trainer.lightning_module)
+            model_weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+            folder.save_model_files(model, staging, model_weights,
+                                    getattr(trainer.lightning_module, "tokenizer_to_save", None))
         if optimizer_state is not None:
             folder.save_torch(optimizer_state, os.path.join(staging, OPTIMIZER_NAME))
             scheduler = trainer_scheduler(trainer)

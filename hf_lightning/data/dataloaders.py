@@ -142,8 +142,12 @@ class DataLoaders:
         count = len(ds)
         if self.loader.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
             count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world
-        sampler = ShardedSequentialSampler(count, world, rank)
-        return loader_class(ds, batch_size=self.eval_batch_size, sampler=sampler, **self._loader_kwargs(role))
+        return loader_class(ds, batch_size=self.eval_batch_size, sampler=self.eval_sampler(ds, count, world, rank),
+                            **self._loader_kwargs(role))
+
+    def eval_sampler(self, ds: Any, count: int, world: int, rank: int) -> Sampler[int] | None:
+        """The evaluation order: this rank's contiguous block of the first ``count`` samples."""
+        return ShardedSequentialSampler(count, world, rank)
 
     def val_dataloader(self) -> DataLoader | dict[str, DataLoader] | list:
         """The validation loader, or ``{name: loader}`` for several sets (Lightning runs them in turn; the module

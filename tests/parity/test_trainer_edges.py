@@ -1152,3 +1152,131 @@ def test_overridden_evaluate_and_evaluation_loop_run_as_in_transformers(tmp_path
         assert ours["best"] == "checkpoint-2" and "eval_custom" in ours["evaluate"]
     else:
         assert any(f"eval_{best}" in r for r in ours["records"])
+
+
+class _SGDFromClass:
+    """``get_optimizer_cls_and_kwargs`` overridden: plain SGD at the arguments' learning rate."""
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args, model=None):
+        return torch.optim.SGD, {"lr": args.learning_rate, "momentum": 0.5}
+
+
+def _subset_sampler(self, eval_dataset):
+    return list(range(0, len(eval_dataset), 2)) if eval_dataset is not None else None
+
+
+def _halved_inputs(self, inputs):
+    inputs = super(type(self), self)._prepare_inputs(inputs)
+    return {**inputs, "input_x": inputs["input_x"] * 0.5}
+
+
+def _halved_input(self, data):
+    data = super(type(self), self)._prepare_input(data)
+    return data * 0.5 if torch.is_tensor(data) and data.is_floating_point() and data.dim() == 1 else data
+
+
+def _extra_file(self, output_dir=None, state_dict=None):
+    super(type(self), self)._save(output_dir, state_dict)
+    Path(output_dir, "extra.txt").write_text(f"step {self.state.global_step}")
+
+
+def _classic_training_step(self, model, inputs, num_items_in_batch=None):
+    self.seen_num_items.append(num_items_in_batch)
+    model.train()
+    inputs = self._prepare_inputs(inputs)
+    with self.compute_loss_context_manager():
+        loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+    self.accelerator.backward(loss)
+    return loss.detach()
+
+
+_OVERRIDES = {
+    "_save": {"_save": _extra_file},
+    "_get_train_sampler": {"_get_train_sampler": lambda self, train_dataset=None:
+                           torch.utils.data.SequentialSampler(train_dataset)},
+    "_get_eval_sampler": {"_get_eval_sampler": _subset_sampler},
+    "_prepare_inputs": {"_prepare_inputs": _halved_inputs},
+    "_prepare_input": {"_prepare_input": _halved_input},
+    "floating_point_ops": {"floating_point_ops": lambda self, inputs: 1000.0},
+    "get_optimizer_cls_and_kwargs": dict(vars(_SGDFromClass)),
+    "training_step": {"training_step": _classic_training_step},
+}
+
+
+@pytest.mark.parametrize("name", list(_OVERRIDES))
+def test_overridden_transformers_methods_take_effect_as_in_transformers(tmp_path, name):
+    """Methods ported subclasses override, each changing something observable: each checkpoint's files through
+    ``_save``; the training order of ``_get_train_sampler``; the evaluated samples of ``_get_eval_sampler``; the
+    inputs of ``_prepare_inputs`` / ``_prepare_input``; ``total_flos`` of ``floating_point_ops``; the optimizer of
+    ``get_optimizer_cls_and_kwargs``; a pre-5.x ``training_step`` calling ``_prepare_inputs``,
+    ``compute_loss_context_manager`` and ``accelerator.backward`` (and the ``num_items_in_batch`` it receives).
+    The evaluation set is one batch: with a sampler that leaves samples out, transformers (accelerate's
+    ``gather_for_metrics``) cuts the last batch's predictions to ``len(dataset) % batch size``."""
+    seen = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        cls = type(f"Ported_{name}", (lib.Trainer,), {k: v for k, v in _OVERRIDES[name].items()
+                                                       if not k.startswith("__")})
+        args = lib.TrainingArguments(str(out), report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=1,
+                                     learning_rate=0.1, per_device_train_batch_size=8, max_steps=4,
+                                     eval_strategy="steps", eval_steps=2, save_steps=2)
+        transformers.set_seed(args.seed)
+        run = cls(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(32),
+                  eval_dataset=RegressionDataset(6, seed=1), compute_metrics=mae)
+        run.seen_num_items = []
+        run.train()
+        predicted = run.predict(RegressionDataset(6, seed=2))
+        run.save_model(str(out / "final"))
+        files = {p.relative_to(out).as_posix(): p.read_text() if p.suffix == ".txt" else None
+                 for p in out.rglob("*") if p.is_file() and p.name not in ("training_args.json", "training_args.bin")
+                 and p.parent.name != "runs"}
+        seen[lib] = {"records": [timeless(r) for r in run.state.log_history], "flos": run.state.total_flos,
+                     "weights": {k: v.clone() for k, v in run.model.state_dict().items()},
+                     "predict": (predicted.predictions, timeless(predicted.metrics)), "files": files,
+                     "optimizer": type(getattr(run.optimizer, "optimizer", run.optimizer)).__name__,
+                     "num_items": run.seen_num_items}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    for mine, expected in zip(ours["records"], theirs["records"], strict=True):
+        assert_same_records(mine, expected)
+    assert max_rel_diff(ours["weights"], theirs["weights"]) <= 1e-5
+    assert max_rel_diff(ours["predict"], theirs["predict"]) <= 1e-5
+    assert {k: ours[k] for k in ("flos", "files", "optimizer", "num_items")} == \
+        {k: theirs[k] for k in ("flos", "files", "optimizer", "num_items")}
+    changed = {"_save": "extra.txt" in str(ours["files"]), "floating_point_ops": ours["flos"] == 4000.0,
+               "get_optimizer_cls_and_kwargs": ours["optimizer"] == "SGD",
+               "training_step": len(ours["num_items"]) == 4, "_get_eval_sampler": ours["predict"][0].shape == (3,)}
+    assert changed.get(name, True)
+
+
+def test_an_override_the_training_loop_never_calls_is_named_in_a_warning():
+    """transformers' own loop methods (``_maybe_log_save_evaluate``, ...) are not run by hf_lightning's engine: a
+    subclass overriding one is told so, with what to override instead; the methods it does call are not warned of."""
+    class Custom(hf_lightning.Trainer):
+        def _maybe_log_save_evaluate(self, *args, **kwargs):
+            raise AssertionError("never called")
+
+        def compute_loss(self, *args, **kwargs):
+            return super().compute_loss(*args, **kwargs)
+
+    with pytest.warns(UserWarning, match=r"Custom overrides _maybe_log_save_evaluate.*TrainerCallback") as caught:
+        Custom(model=StrictRegressionModel(), args=hf_lightning.TrainingArguments("unused", report_to=[]))
+    assert not any("compute_loss" in str(w.message) for w in caught)
+
+
+def test_flos_and_search_attributes_read_as_in_transformers(tmp_path):
+    """``current_flos`` / ``store_flos()``, ``get_batch_samples``, ``_signature_columns`` and the search attributes
+    outside a search, before and after training."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), max_steps=2)
+        before = (run.current_flos, run.hp_search_backend, run.hp_name, run._signature_columns)
+        run.train()
+        run.current_flos = 100
+        run.store_flos()
+        loader = run.get_train_dataloader()
+        batches, count = run.get_batch_samples(iter(loader), 2, torch.device("cpu"))
+        seen[lib] = (before, run.current_flos, run.state.total_flos, len(batches), count,
+                     sorted(set(run._signature_columns)), run.hp_search_backend)
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[hf_lightning][2] == 100
