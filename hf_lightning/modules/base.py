@@ -309,9 +309,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         return (loss, outputs) if return_outputs else loss
 
     # ----------------------------------------------------------------------------------------------- training
-    def _probe_scaled_for_ga(self, inputs: dict[str, Any]) -> bool:
-        """Whether `compute_loss` divides by ``num_items_in_batch``; its two forwards leave no trace
-        (`hf_lightning.modules.probe`)."""
+    def _probe_scaled_for_ga(self, inputs: dict[str, Any]) -> bool | None:
+        """Whether `compute_loss` divides by ``num_items_in_batch`` (None: not clear-cut); its two forwards leave no
+        trace (`hf_lightning.modules.probe`)."""
         return loss_scales_with_num_items(self, inputs)
 
     def _window_num_items(self, window: WindowInfo, batch_idx: int) -> torch.Tensor:
@@ -334,7 +334,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
                 return self.compute_loss(self.model, inputs)
             return self.compute_loss(self.model, inputs, num_items_in_batch=self._window_num_items(window, batch_idx))
         if countable and self.loss_is_scaled_for_ga is None:
-            self.loss_is_scaled_for_ga = self._probe_scaled_for_ga(inputs)
+            verdict = self._probe_scaled_for_ga(inputs)
+            # not clear-cut: transformers' rule (the count goes to a model taking **kwargs or to compute_loss_func,
+            # whose loss is then not divided by the accumulation steps)
+            self.loss_is_scaled_for_ga = verdict if verdict is not None else \
+                bool(self.model_accepts_loss_kwargs or self.compute_loss_func is not None)
         if countable and self.loss_is_scaled_for_ga:
             loss = self.compute_loss(self.model, inputs, num_items_in_batch=self._window_num_items(window, batch_idx))
             if self.average_tokens_across_devices:

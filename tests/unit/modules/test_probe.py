@@ -71,3 +71,24 @@ def test_the_probe_does_not_compile_a_compiled_model():
         module.model.train()
         module.model(**_batch(64, [4, 4]))  # the training forward is compiled
         assert dynamo_utils.counters["stats"]["unique_graphs"] > 0, scope
+
+
+class _CountPlusPenalty(torch.nn.Module):
+    """A loss over num_items_in_batch plus a penalty the count does not divide (as a router / auxiliary loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, input_x, labels=None, num_items_in_batch=None, **kwargs):
+        error = ((input_x * self.weight - labels) ** 2).sum()
+        return (error / (num_items_in_batch or len(labels)) + self.weight ** 2, input_x)
+
+
+def test_a_loss_neither_halved_nor_unchanged_by_the_count_is_not_clear_cut():
+    """Such a loss gets no verdict (None), and training then takes transformers' rule: the count is passed (the model
+    takes **kwargs) and the loss is not divided by the accumulation steps."""
+    module = HFModule(model=_CountPlusPenalty())
+    inputs = {"input_x": torch.randn(4), "labels": torch.randn(4)}
+    assert module._probe_scaled_for_ga(inputs) is None
+    assert module.model_accepts_loss_kwargs
