@@ -111,7 +111,8 @@ class DataLoaders:
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         module = self.attached_module()
         shift = bool(getattr(module, "loss_shifts_labels", False))
-        return TrainLoader(loader, accumulate, lambda b: count_label_items(b, shift_labels=shift))
+        return TrainLoader(loader, accumulate, lambda b: count_label_items(b, shift_labels=shift),
+                           epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0)
 
     def train_dataloader(self) -> Any:
         return self.wrap_train_loader(self.train_loader())

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from hf_lightning import progress
 
@@ -173,6 +173,9 @@ class TrainLoader:
         dataloader: The per-rank micro-batch loader.
         accumulate_grad_batches: Micro-batches per optimizer step (set by the module from the Lightning Trainer).
         count_items: Counts the loss items of a batch (`count_label_items` by default).
+        epoch: The training epoch about to iterate (the Lightning Trainer's ``current_epoch``): a data set without a
+            length that has ``set_epoch`` (a shuffled ``datasets.IterableDataset``) gets it before each pass, so each
+            pass is shuffled anew, as accelerate's loaders do for transformers.Trainer.
     """
 
     def __init__(
@@ -180,10 +183,12 @@ class TrainLoader:
         dataloader: DataLoader,
         accumulate_grad_batches: int = 1,
         count_items: Callable[[Any], int | None] = count_label_items,
+        epoch: Callable[[], int] | None = None,
     ) -> None:
         self.dataloader = dataloader
         self.accumulate_grad_batches = accumulate_grad_batches
         self.count_items = count_items
+        self.epoch = epoch
         self._start_batch = 0
 
     @property
@@ -228,6 +233,10 @@ class TrainLoader:
     def __iter__(self) -> Iterator[Any]:
         start, self._start_batch = self._start_batch, 0
         total = len(self.dataloader) if _has_len(self.dataloader) else None
+        dataset = getattr(self.dataloader, "dataset", None)
+        set_epoch = getattr(dataset, "set_epoch", None)
+        if self.epoch is not None and isinstance(dataset, IterableDataset) and callable(set_epoch):
+            set_epoch(self.epoch())
         iterator = iter(self.dataloader)
         if start and not hasattr(self.dataloader.batch_sampler, "skip_batches"):
             for _ in range(start):  # e.g. an iterable dataset: the seen batches must be drawn to be skipped

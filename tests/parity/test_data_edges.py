@@ -251,6 +251,31 @@ def test_batch_rebalance_feeds_transformers_batches_and_resumes_inside_an_epoch(
             runs.append((shapes, run.state.max_steps, [(r.get("epoch"), r["step"]) for r in run.state.log_history]))
         seen[lib] = runs
     assert seen[hf_lightning] == seen[transformers]
-    (whole, steps, records), (resumed, _, _) = seen[hf_lightning]
+    (whole, steps, _), (resumed, _, _) = seen[hf_lightning]
     assert steps == 8 and len({size for size, _ in whole}) > 1  # micro-batches of variable size
     assert resumed == whole[6:]  # 3 steps x 2 micro-batches skipped
+
+
+def test_a_shuffled_stream_is_shuffled_anew_each_pass_as_in_transformers(tmp_path):
+    """A ``datasets.IterableDataset`` with ``.shuffle(seed, buffer_size)`` and ``max_steps`` beyond one pass: each pass
+    gets the next epoch (``set_epoch``), so its order differs from the first pass's, and is transformers' order."""
+    seen = {}
+    for lib in LIBS:
+        rows = datasets.Dataset.from_dict({"input_x": [float(i) for i in range(10)],
+                                           "labels": [0.5 * i for i in range(10)]})
+        stream = rows.to_iterable_dataset(num_shards=1).shuffle(seed=0, buffer_size=4)
+        order: list[list[int]] = []
+
+        def collate(features: list[dict[str, Any]], order: list = order) -> dict[str, torch.Tensor]:
+            order.append([int(f["input_x"]) for f in features])
+            return {k: torch.tensor([f[k] for f in features]) for k in features[0]}
+
+        run = trainer(lib, str(tmp_path / lib.__name__), stream, max_steps=6, data_collator=collate)
+        run.train()
+        seen[lib] = (order, [r.get("loss") for r in run.state.log_history])
+    assert seen[hf_lightning][0] == seen[transformers][0]
+    assert max_rel_diff(seen[hf_lightning][1][:-1], seen[transformers][1][:-1]) <= 1e-6
+    first, second = seen[hf_lightning][0][:3], seen[hf_lightning][0][3:]
+    assert sorted(i for batch in first for i in batch) == sorted(i for batch in second for i in batch) \
+        == list(range(10))
+    assert first != second
