@@ -129,6 +129,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         preprocess_logits_for_metrics: ``fn(logits, labels)`` run on each evaluation batch.
     """
 
+    #: transformers' switch for a loss computed by a subclass: True, already normalised over the accumulation window;
+    #: False, divided by the accumulation steps; None, found out on the first window (docs/parity.md, difference 1)
+    loss_is_scaled_for_ga: bool | None = None
+
     def __init__(
         self,
         model: nn.Module | None = None,
@@ -321,7 +325,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         module = self.module_class(TrainerHooks.of(self), model=self.model, **self._module_kwargs())
         self._hand_over_functions(module)
         module.optimizer_cls_and_kwargs = self.optimizer_cls_and_kwargs
-        if getattr(self, "loss_is_scaled_for_ga", None) is not None:
+        if self.loss_is_scaled_for_ga is not None:
             module.loss_is_scaled_for_ga = self.loss_is_scaled_for_ga
         if self.processing_class is not None:
             module.tokenizer = self.processing_class

@@ -1270,7 +1270,8 @@ def test_flos_and_search_attributes_read_as_in_transformers(tmp_path):
     seen = {}
     for lib in LIBS:
         run = trainer(lib, str(tmp_path / lib.__name__), max_steps=2)
-        before = (run.current_flos, run.hp_search_backend, run.hp_name, run._signature_columns)
+        before = (run.current_flos, run.hp_search_backend, run.hp_name, run._signature_columns,
+                  run.loss_is_scaled_for_ga)
         run.train()
         run.current_flos = 100
         run.store_flos()
