@@ -44,7 +44,23 @@ TRAINING_ARGS_JSON = "training_args.json"
 STAGING_PREFIX = ".tmp-"
 _REPLACED_PREFIX = ".old-"
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")  # transformers' own pattern
-_WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+#: peft's adapter files (a ``PeftModel``'s checkpoint holds only them, as transformers.Trainer writes it)
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME, *ADAPTER_WEIGHT_FILES)
+
+
+def is_peft_model(model: Any) -> bool:
+    """Whether ``model`` is peft's ``PeftModel`` (False when peft is not installed)."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def has_adapter_weights(folder: str) -> bool:
+    """Whether ``folder`` is a peft adapter folder (``adapter_model.safetensors`` / ``.bin``)."""
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ADAPTER_WEIGHT_FILES)
 
 
 def checkpoint_dir(output_dir: str, global_step: int) -> str:
@@ -178,9 +194,11 @@ def save_model_files(model: nn.Module, folder: str, state_dict: dict[str, torch.
     """The model part of a checkpoint, as transformers' ``Trainer._save`` writes it.
 
     A ``PreTrainedModel`` goes through ``save_pretrained`` (``config.json`` + ``model.safetensors``, tied weights
-    dropped); any other module's ``state_dict`` is written with safetensors. The tokenizer (if any) is saved beside it.
+    dropped); a peft ``PeftModel`` too (the adapter folder: ``adapter_config.json`` + ``adapter_model.safetensors``,
+    the adapters and ``modules_to_save`` taken from the state dict given); any other module's ``state_dict`` is
+    written with safetensors. The tokenizer (if any) is saved beside it.
     """
-    if isinstance(model, PreTrainedModel):
+    if isinstance(model, PreTrainedModel) or is_peft_model(model):
         model.save_pretrained(folder, state_dict=state_dict, is_main_process=True)
     else:
         tensors = {k: v.contiguous() for k, v in state_dict.items()}

@@ -222,12 +222,17 @@ def inner_model(pl_module: L.LightningModule) -> tuple[torch.nn.Module, str]:
 
 
 def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:
-    """Loads ``model.safetensors`` (or a sharded / ``.bin`` layout) into the Lightning module's model.
+    """Loads ``model.safetensors`` (or a sharded / ``.bin`` layout; a peft adapter folder into a ``PeftModel``)
+    into the Lightning module's model.
 
     The weights are keyed like the inner model (``HFModule.model``); they are loaded through
     ``trainer.strategy.load_model_state_dict`` so strategies that shard parameters can place them.
     """
     model, prefix = inner_model(trainer.lightning_module)
+    if ckpt_folder.is_peft_model(model) and ckpt_folder.has_adapter_weights(checkpoint):
+        # as transformers: a PeftModel's checkpoint is its adapter folder, loaded into the active adapter
+        model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
+        return
     weights = ckpt_folder.load_weights(checkpoint)
     expected = set(model.state_dict())
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})  # save_pretrained drops tied copies

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from hf_lightning.checkpoint.folder import is_peft_model
 from hf_lightning.modules.loading import uncompiled
 
 
@@ -36,7 +37,7 @@ class ExportMixin:
         if not writes:
             return
         model = uncompiled(self.model)  # torch.compile's wrapper: save the model itself
-        if isinstance(model, PreTrainedModel):
+        if isinstance(model, PreTrainedModel) or is_peft_model(model):  # a PeftModel: its adapter folder
             model.save_pretrained(path, safe_serialization=safe_serialization, state_dict=weights)
         else:
             import os

@@ -1281,3 +1281,46 @@ def test_flos_and_search_attributes_read_as_in_transformers(tmp_path):
                      sorted(set(run._signature_columns)), run.hp_search_backend)
     assert seen[hf_lightning] == seen[transformers]
     assert seen[hf_lightning][2] == 100
+
+
+def test_a_peft_model_checkpoints_adapters_and_resumes_from_either_library_as_transformers(tmp_path):
+    """A LoRA ``PeftModel``: each checkpoint and ``save_model`` write peft's adapter folder (``adapter_config.json``,
+    ``adapter_model.safetensors``), as transformers does; ``PeftModel.from_pretrained`` loads the saved folder; a run
+    resumed from the other library's middle checkpoint ends with the uninterrupted run's weights; the best checkpoint
+    is loaded into the adapters at the end."""
+    peft = pytest.importorskip("peft")
+    ids = np.random.default_rng(0).integers(5, 99, (24, 6))
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+    config = transformers.AutoConfig.for_model(**TINY_BERT, num_labels=2)
+
+    def lora(lib: Any, out: str, **args: Any) -> Any:
+        transformers.set_seed(0)
+        model = peft.get_peft_model(transformers.BertForSequenceClassification(config),
+                                    peft.LoraConfig(r=2, target_modules=["query", "value"], task_type="SEQ_CLS"))
+        training_args = lib.TrainingArguments(
+            out, report_to=[], use_cpu=True, disable_tqdm=True, learning_rate=1e-2, per_device_train_batch_size=4,
+            num_train_epochs=2, save_steps=3, eval_strategy="steps", eval_steps=3, load_best_model_at_end=True, **args)
+        return lib.Trainer(model=model, args=training_args, train_dataset=data, eval_dataset=data.select(range(8)))
+
+    seen = {}
+    for lib in LIBS:
+        run = lora(lib, str(tmp_path / lib.__name__))
+        run.train()
+        run.save_model(str(tmp_path / lib.__name__ / "final"))
+        files = sorted(os.listdir(tmp_path / lib.__name__ / "checkpoint-3"))
+        transformers.set_seed(0)  # the same base weights: the folder holds the adapters and the head
+        loaded = peft.PeftModel.from_pretrained(transformers.BertForSequenceClassification(config),
+                                                str(tmp_path / lib.__name__ / "final"))
+        seen[lib] = {"files": [f for f in files if f != "training_args.json"], "best": run.state.best_model_checkpoint,
+                     "weights": {k: v.clone() for k, v in run.model.state_dict().items()},
+                     "loaded": {k: v.clone() for k, v in loaded.state_dict().items()}}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert ours["files"] == theirs["files"] and "adapter_model.safetensors" in ours["files"]
+    assert "model.safetensors" not in ours["files"]
+    assert ours["best"].rsplit("/", 1)[-1] == theirs["best"].rsplit("/", 1)[-1]
+    assert max_rel_diff(ours["weights"], theirs["weights"]) <= 1e-5
+    assert max_rel_diff(ours["loaded"], ours["weights"]) == 0.0
+    for writer, reader in ((transformers, hf_lightning), (hf_lightning, transformers)):
+        resumed = lora(reader, str(tmp_path / f"{writer.__name__}_by_{reader.__name__}"))
+        resumed.train(resume_from_checkpoint=str(tmp_path / writer.__name__ / "checkpoint-6"))
+        assert max_rel_diff({k: v for k, v in resumed.model.state_dict().items()}, seen[writer]["weights"]) <= 1e-5
