@@ -12,6 +12,7 @@ methods its `TrainerMethods` mixin (``trainer_methods.py``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 import os
@@ -99,6 +100,11 @@ _NOT_CALLED = {
 }
 
 
+def _field_values(args: Any) -> dict[str, Any]:
+    """A copy of every field value of a ``TrainingArguments``."""
+    return {f.name: copy.deepcopy(getattr(args, f.name)) for f in dataclasses.fields(args) if hasattr(args, f.name)}
+
+
 def _warn_of_overrides_not_called(cls: type, door: type) -> None:
     """A warning per transformers method a subclass overrides that hf_lightning never calls (`_NOT_CALLED`)."""
     for name, instead in _NOT_CALLED.items():
@@ -157,6 +163,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             raise TypeError(f"Trainer got unexpected arguments {sorted(kwargs)}.")
         self.pl_trainer: L.Trainer | None = None
         self.args = ensure_args(args)
+        if args is not None and args is not self.args:  # a transformers.TrainingArguments, copied: its later changes
+            self._given_args = (args, _field_values(args))  # count, as transformers reads the object it was given
         self.translated = translate(self.args)  # raises on fields that cannot be honoured, before any training
         ensure_accelerate_state(self.args)  # a transformers.Trainer in the same process keeps working
         main = self.is_local_process_zero() if self.args.log_on_each_node else self.is_world_process_zero()
@@ -236,6 +244,20 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             flow.control = value
         else:
             self.__dict__["_control"] = value
+
+    def _sync_given_args(self) -> None:
+        """A ``transformers.TrainingArguments`` given to the Trainer is copied into ``self.args``; the fields a script
+        changed on that object since are copied again, so they count as in transformers (``args.num_train_epochs =
+        2`` before a second ``train()``). Changes made on ``trainer.args`` stay."""
+        given = self.__dict__.get("_given_args")
+        if given is None:
+            return
+        original, seen = given
+        now = _field_values(original)
+        for name, value in now.items():
+            if name in seen and value != seen[name]:
+                setattr(self.args, name, copy.deepcopy(value))
+        self._given_args = (original, now)
 
     def _check_arguments(self) -> None:
         """transformers.Trainer's own checks of the arguments against what it was given, before any training."""
@@ -425,6 +447,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         # Translated again: as transformers reads its arguments when training, changes made since __init__ count.
+        self._sync_given_args()
         self.translated = translate(self.args)
         if self.model_init is not None:
             enable_full_determinism(self.args.seed) if self.args.full_determinism else set_seed(self.args.seed)

@@ -67,9 +67,13 @@ class TrainerEvaluation:
     translated: Any
     overridden: set[str]
 
+    def _sync_given_args(self) -> None:  # provided by Trainer
+        raise NotImplementedError
+
     def _refresh_arguments(self) -> None:
         """As transformers reads its arguments at each call, changes made to ``args`` since count: translated
         again, and the module built again where its settings changed (the model itself is kept)."""
+        self._sync_given_args()
         translated = translate(self.args)
         if translated != self.translated:
             if translated.module != self.translated.module and not self._training_now():

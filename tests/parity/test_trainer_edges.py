@@ -1324,3 +1324,26 @@ def test_a_peft_model_checkpoints_adapters_and_resumes_from_either_library_as_tr
         resumed = lora(reader, str(tmp_path / f"{writer.__name__}_by_{reader.__name__}"))
         resumed.train(resume_from_checkpoint=str(tmp_path / writer.__name__ / "checkpoint-6"))
         assert max_rel_diff({k: v for k, v in resumed.model.state_dict().items()}, seen[writer]["weights"]) <= 1e-5
+
+
+def test_changes_to_the_transformers_arguments_object_given_count_as_in_transformers(tmp_path):
+    """A script that keeps its ``transformers.TrainingArguments`` and changes it after building the Trainer (one
+    more epoch, then ``train(resume_from_checkpoint=True)``; a new eval batch size): transformers reads the object it
+    was given, and so do these changes here (hf_lightning works on a copy of a transformers object)."""
+    seen = {}
+    for lib in LIBS:
+        args = transformers.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True,
+                                              disable_tqdm=True, per_device_train_batch_size=8, num_train_epochs=1,
+                                              save_steps=2, logging_steps=2, learning_rate=0.1)
+        transformers.set_seed(args.seed)
+        run = lib.Trainer(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(32),
+                          eval_dataset=RegressionDataset(10, seed=1))
+        run.train()
+        args.num_train_epochs = 2
+        args.per_device_eval_batch_size = 3
+        result = run.train(resume_from_checkpoint=True)
+        seen[lib] = (result.global_step, result.training_loss, run.evaluate()["eval_steps_per_second"] > 0,
+                     len(run.get_eval_dataloader()),
+                     {k: v.clone() for k, v in run.model.state_dict().items()})
+    assert seen[hf_lightning][:4] == seen[transformers][:4] and seen[hf_lightning][0] == 8
+    assert max_rel_diff(seen[hf_lightning][4], seen[transformers][4]) <= 1e-6
