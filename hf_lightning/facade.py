@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections.abc import Callable
@@ -145,6 +146,8 @@ class TrainerHooks:
             evaluation before any training, as transformers); every later evaluation reports it.
         prepare_inputs: ``(inputs) -> inputs``: an overridden ``_prepare_inputs`` / ``_prepare_input``, applied to
             every batch once it is on the device (training, evaluation, prediction), as transformers applies it.
+        loss_context: ``() -> context manager``: an overridden ``compute_loss_context_manager`` (or
+            ``autocast_smart_context_manager``), entered around each ``compute_loss`` call, as transformers does.
         floating_point_ops: ``(inputs) -> flos``: an overridden ``floating_point_ops`` (``total_flos``).
         train_sampler: ``(train_dataset) -> Sampler or None``: an overridden ``_get_train_sampler``.
         eval_sampler: ``(eval_dataset) -> Sampler or None``: an overridden ``_get_eval_sampler``.
@@ -163,6 +166,7 @@ class TrainerHooks:
     optimizers_built: Callable[[Any, Any], None] | None = None
     model_preparation_time: Callable[[], float | None] | None = None
     prepare_inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    loss_context: Callable[[], Any] | None = None
     floating_point_ops: Callable[[dict[str, Any]], float] | None = None
     train_sampler: Callable[[Any], Any] | None = None
     eval_sampler: Callable[[Any], Any] | None = None
@@ -203,6 +207,8 @@ class TrainerHooks:
             model_preparation_time=lambda: getattr(trainer, "model_preparation_time", None),
             prepare_inputs=trainer._prepare_inputs if {"_prepare_inputs", "_prepare_input"} & trainer.overridden
             else None,
+            loss_context=trainer.compute_loss_context_manager
+            if {"compute_loss_context_manager", "autocast_smart_context_manager"} & trainer.overridden else None,
             floating_point_ops=overridden("floating_point_ops"), train_sampler=overridden("_get_train_sampler"),
             eval_sampler=overridden("_get_eval_sampler"),
         )
@@ -226,12 +232,13 @@ class FacadeModule(HFModule):
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         hooks = self.hooks
-        if hooks.compute_loss is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if hooks.compute_loss_takes_num_items:
-            return hooks.compute_loss(model, inputs, return_outputs=return_outputs,
-                                      num_items_in_batch=num_items_in_batch)
-        return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
+        with hooks.loss_context() if hooks.loss_context is not None else contextlib.nullcontext():
+            if hooks.compute_loss is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if hooks.compute_loss_takes_num_items:
+                return hooks.compute_loss(model, inputs, return_outputs=return_outputs,
+                                          num_items_in_batch=num_items_in_batch)
+            return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
 
     def _prepared(self, batch: Any) -> Any:
         """The batch (on the device) through an overridden ``_prepare_inputs``, its window tag kept."""

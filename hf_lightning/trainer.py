@@ -71,7 +71,8 @@ log = hf_logging.get_logger("transformers.trainer")
 _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer", "create_scheduler",
           "get_decay_parameter_names", "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader",
           "evaluation_loop", "log", "evaluate", "_prepare_inputs", "_prepare_input", "floating_point_ops",
-          "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save")
+          "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save",
+          "compute_loss_context_manager", "autocast_smart_context_manager")
 
 
 #: transformers.Trainer methods its own loop calls that hf_lightning's engine (Lightning's loops, `HFFlow`,
@@ -89,8 +90,6 @@ _NOT_CALLED = {
     "_wrap_model": "Lightning's strategy wraps the model; choose it with the arguments (fsdp, deepspeed, ddp_*)",
     "create_accelerator_and_postprocess": "Lightning's Trainer replaces accelerate here; use the arguments",
     "get_batch_samples": "override compute_loss (it receives num_items_in_batch)",
-    "compute_loss_context_manager": "override compute_loss (autocast follows the precision arguments)",
-    "autocast_smart_context_manager": "override compute_loss (autocast follows the precision arguments)",
     "_set_signature_columns_if_needed": "set remove_unused_columns=False and drop columns in your collator",
     "_remove_unused_columns": "set remove_unused_columns=False and drop columns in your collator",
     "_hp_search_setup": "set the trial's values in hp_space / model_init",

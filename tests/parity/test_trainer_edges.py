@@ -1191,6 +1191,11 @@ def _classic_training_step(self, model, inputs, num_items_in_batch=None):
     return loss.detach()
 
 
+def _counted_context(self):
+    self.seen_num_items.append("loss context")
+    return super(type(self), self).compute_loss_context_manager()
+
+
 _OVERRIDES = {
     "_save": {"_save": _extra_file},
     "_get_train_sampler": {"_get_train_sampler": lambda self, train_dataset=None:
@@ -1201,6 +1206,7 @@ _OVERRIDES = {
     "floating_point_ops": {"floating_point_ops": lambda self, inputs: 1000.0},
     "get_optimizer_cls_and_kwargs": dict(vars(_SGDFromClass)),
     "training_step": {"training_step": _classic_training_step},
+    "compute_loss_context_manager": {"compute_loss_context_manager": _counted_context},
 }
 
 
@@ -1210,8 +1216,8 @@ def test_overridden_transformers_methods_take_effect_as_in_transformers(tmp_path
     ``_save``; the training order of ``_get_train_sampler``; the evaluated samples of ``_get_eval_sampler``; the
     inputs of ``_prepare_inputs`` / ``_prepare_input``; ``total_flos`` of ``floating_point_ops``; the optimizer of
     ``get_optimizer_cls_and_kwargs``; a pre-5.x ``training_step`` calling ``_prepare_inputs``,
-    ``compute_loss_context_manager`` and ``accelerator.backward`` (and the ``num_items_in_batch`` it receives).
-    The evaluation set is one batch: with a sampler that leaves samples out, transformers (accelerate's
+    ``compute_loss_context_manager`` and ``accelerator.backward`` (and the ``num_items_in_batch`` it receives); the
+    context ``compute_loss_context_manager`` opens around each loss (training and evaluation). The evaluation set is one batch: with a sampler that leaves samples out, transformers (accelerate's
     ``gather_for_metrics``) cuts the last batch's predictions to ``len(dataset) % batch size``."""
     seen = {}
     for lib in LIBS:
@@ -1245,7 +1251,8 @@ def test_overridden_transformers_methods_take_effect_as_in_transformers(tmp_path
         {k: theirs[k] for k in ("flos", "files", "optimizer", "num_items")}
     changed = {"_save": "extra.txt" in str(ours["files"]), "floating_point_ops": ours["flos"] == 4000.0,
                "get_optimizer_cls_and_kwargs": ours["optimizer"] == "SGD",
-               "training_step": len(ours["num_items"]) == 4, "_get_eval_sampler": ours["predict"][0].shape == (3,)}
+               "training_step": len(ours["num_items"]) == 4, "_get_eval_sampler": ours["predict"][0].shape == (3,),
+               "compute_loss_context_manager": ours["num_items"].count("loss context") >= 4}
     assert changed.get(name, True)
 
 
