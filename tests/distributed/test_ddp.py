@@ -117,3 +117,23 @@ def test_resume_with_another_number_of_processes(facade_ddp, facade_single, tmp_
     assert two_to_one["world_size"] == 1 and two_to_one["global_step"] == facade_ddp["global_step"]
     for name, value in facade_ddp["weights"].items():
         assert two_to_one["weights"][name] == pytest.approx(value, abs=1e-5)
+
+
+def test_an_overridden_evaluate_chooses_the_best_checkpoint_under_ddp(tmp_path):
+    """Each evaluation during training runs the subclass's ``evaluate`` on both ranks (a standalone evaluation inside
+    the running fit): every sample is evaluated once, and the records, the best checkpoint (chosen by the override's
+    metric) and a final ``evaluate()`` equal those of one process with the same global batch."""
+    from tests.distributed.override_job import run
+
+    two = tmp_path / "two"
+    two.mkdir()
+    run_job(torchrun(str(HERE / "override_job.py"), str(two), "4"), two / "job.log")
+    ddp, single = read_result(two), run(str(tmp_path / "one"), 8)
+    assert ddp["best"] == single["best"] == "checkpoint-2"
+    assert ddp["final"]["eval_count"] == 10.0 and ddp["final"]["eval_custom"] == -6.0
+    assert len(ddp["records"]) == len(single["records"])
+    for mine, expected in zip(ddp["records"], single["records"], strict=True):
+        assert sorted(mine) == sorted(expected)
+        assert np.allclose([mine[k] for k in sorted(mine)], [expected[k] for k in sorted(expected)], rtol=1e-6)
+    assert np.allclose([ddp["final"][k] for k in sorted(ddp["final"])],
+                       [single["final"][k] for k in sorted(single["final"])], rtol=1e-6)
