@@ -177,7 +177,8 @@ class TrainerEvaluation:
 
         Args:
             dataloader: The batches (``get_eval_dataloader()`` / ``get_test_dataloader(...)``, or any loader of dicts).
-            description: "Evaluation" or "Prediction" (the log line).
+            description: "Evaluation" or "Prediction": transformers' signature (the log header here names the pass
+                Lightning runs, "Prediction").
             prediction_loss_only: The loss only (no predictions, no metrics); None: ``args.prediction_loss_only``.
             ignore_keys: Keys of the model's output dict left out of the predictions.
             metric_key_prefix: The prefix of the metric keys.

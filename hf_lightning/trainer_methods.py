@@ -411,12 +411,7 @@ class TrainerMethods:
             module.save_pretrained(output_dir)  # every rank: sharded weights are gathered, rank zero writes
         elif self.is_world_process_zero():  # the weights given (an override's ``super()._save(dir, state_dict)``)
             os.makedirs(output_dir, exist_ok=True)
-            if hasattr(self.model, "save_pretrained"):
-                self.model.save_pretrained(output_dir, state_dict=state_dict)
-            else:
-                folder.save_model_files(self.model, output_dir, state_dict, None)
-            if self.processing_class is not None:
-                self.processing_class.save_pretrained(output_dir)
+            folder.save_model_files(self.model, output_dir, state_dict, self.processing_class)
         if self.is_world_process_zero():
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 

@@ -62,7 +62,34 @@ class HFRandomSampler(Sampler[int]):
         return self.num_samples
 
 
-class HFBatchSampler(Sampler[list[int]]):
+class ResumableBatches(Sampler[list[int]]):
+    """Batches of an epoch order (``sampler``) that a resume can start part-way through, without loading the
+    batches it skips (``skip_batches``, consumed by the next pass), and that move to the next epoch's order after a
+    pass run to its end, as accelerate's loaders do (a loader iterated by hand reshuffles; a pass broken off keeps its
+    order; Lightning sets the epoch before each epoch anyway). Subclasses give the pass's batches (`_batches`)."""
+
+    sampler: Any
+    skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order of the next pass; Lightning sets it on ``sampler`` itself before each training epoch."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def _batches(self) -> Iterator[list[int]]:
+        """This rank's batches of one pass, in order (an empty one counts as a batch but is not yielded)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip_batches = self.skip_batches, 0
+        for i, batch in enumerate(self._batches()):
+            if i >= skip and batch:
+                yield batch
+        if hasattr(self.sampler, "set_epoch") and isinstance(getattr(self.sampler, "epoch", None), int):
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+
+
+class HFBatchSampler(ResumableBatches):
     """Global batches of ``batch_size * num_replicas`` consecutive indices; rank ``rank`` takes its slice.
 
     Args:
@@ -83,12 +110,6 @@ class HFBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.num_replicas = num_replicas
         self.rank = rank
-        self.skip_batches = 0  # consumed by the next __iter__ (resume inside an epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The order of the next pass; Lightning sets it on ``sampler`` itself before each training epoch."""
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
 
     def _global_batches(self) -> Iterator[list[int]]:
         size = self.batch_size * self.num_replicas
@@ -101,23 +122,11 @@ class HFBatchSampler(Sampler[list[int]]):
         if chunk and not self.drop_last:
             yield chunk
 
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self.skip_batches = self.skip_batches, 0
-        yield from self._my_batches(skip)
-        # As accelerate's loaders: a pass that ran to its end moves on to the next epoch's order (a loader iterated
-        # by hand reshuffles); a pass broken off keeps it. Lightning sets the epoch before each epoch anyway.
-        if hasattr(self.sampler, "set_epoch") and isinstance(getattr(self.sampler, "epoch", None), int):
-            self.sampler.set_epoch(self.sampler.epoch + 1)
-
-    def _my_batches(self, skip: int) -> Iterator[list[int]]:
-        for i, chunk in enumerate(self._global_batches()):
-            if i < skip:
-                continue
+    def _batches(self) -> Iterator[list[int]]:
+        for chunk in self._global_batches():
             # A short last global batch is split as evenly as possible; a rank may get an empty share.
             share = math.ceil(len(chunk) / self.num_replicas)
-            mine = chunk[self.rank * share : (self.rank + 1) * share]
-            if mine:
-                yield mine
+            yield chunk[self.rank * share : (self.rank + 1) * share]
 
     def __len__(self) -> int:
         return progress.batches_per_epoch(len(self.sampler), self.batch_size * self.num_replicas, self.drop_last)
@@ -205,7 +214,7 @@ class TrainLoader:
     def skip_first_batches(self, num_batches: int) -> None:
         """Makes the next epoch start after ``num_batches`` batches (resume), without loading them."""
         sampler = self.dataloader.batch_sampler
-        if hasattr(sampler, "skip_batches"):  # HFBatchSampler, RebalancedBatches
+        if isinstance(sampler, ResumableBatches):
             sampler.skip_batches = num_batches
         self._start_batch = num_batches
 
@@ -238,7 +247,7 @@ class TrainLoader:
         if self.epoch is not None and isinstance(dataset, IterableDataset) and callable(set_epoch):
             set_epoch(self.epoch())
         iterator = iter(self.dataloader)
-        if start and not hasattr(self.dataloader.batch_sampler, "skip_batches"):
+        if start and not isinstance(self.dataloader.batch_sampler, ResumableBatches):
             for _ in range(start):  # e.g. an iterable dataset: the seen batches must be drawn to be skipped
                 next(iterator, None)
         # Lightning's fetcher reads a loader without a length one batch ahead itself; a sized one it does not.

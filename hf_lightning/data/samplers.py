@@ -9,6 +9,8 @@ import torch
 from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from hf_lightning.data.loader import ResumableBatches
+
 
 class ShardedSequentialSampler(Sampler[int]):
     """Evaluation order: rank ``r`` takes the ``r``-th contiguous block, with no padded duplicates.
@@ -47,25 +49,16 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
-class RebalancedBatches(Sampler[list[int]]):
+class RebalancedBatches(ResumableBatches):
     """transformers' ``BatchRebalanceSampler`` (``train_sampling_strategy="batch_rebalance"``: per optimizer step,
-    micro-batches of variable size balanced by padded-length cost across ranks and accumulation steps), with the
-    bookkeeping of `HFBatchSampler`: the batches a resume skips, and a pass run to its end moving to the next
-    epoch's order."""
+    micro-batches of variable size balanced by padded-length cost across ranks and accumulation steps), resumable
+    part-way through a pass like `HFBatchSampler`."""
 
     def __init__(self, rebalance: Any) -> None:
         self.sampler = rebalance
-        self.skip_batches = 0  # consumed by the next __iter__ (resume inside an epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self.skip_batches = self.skip_batches, 0
-        for i, batch in enumerate(self.sampler):
-            if i >= skip:
-                yield batch
-        self.sampler.set_epoch(self.sampler.epoch + 1)
+    def _batches(self) -> Iterator[list[int]]:
+        return iter(self.sampler)
 
     def __len__(self) -> int:
         return len(self.sampler)
