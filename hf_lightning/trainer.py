@@ -72,17 +72,14 @@ _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer"
           "get_decay_parameter_names", "get_train_dataloader", "get_eval_dataloader", "get_test_dataloader",
           "evaluation_loop", "log", "evaluate", "_prepare_inputs", "_prepare_input", "floating_point_ops",
           "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save",
-          "compute_loss_context_manager", "autocast_smart_context_manager")
+          "compute_loss_context_manager", "autocast_smart_context_manager", "_maybe_log_save_evaluate", "_evaluate",
+          "_save_checkpoint")
 
 
 #: transformers.Trainer methods its own loop calls that hf_lightning's engine (Lightning's loops, `HFFlow`,
 #: `HFCheckpoint`) does not: a subclass overriding one is warned, with what to use instead.
 _NOT_CALLED = {
     "_inner_training_loop": "override training_step / compute_loss, or add a TrainerCallback",
-    "_maybe_log_save_evaluate": "use a TrainerCallback (on_log / on_evaluate / on_save) or override log / evaluate",
-    "_evaluate": "override evaluate (called at each evaluation during training)",
-    "_save_checkpoint": "override save_model or _save (called for each checkpoint's model files), or use a "
-                        "TrainerCallback's on_save",
     "_load_best_model": "use a TrainerCallback's on_train_end",
     "_load_from_checkpoint": "load the weights before train(), or override the model's load_state_dict",
     "_load_optimizer_and_scheduler": "pass optimizers=(optimizer, scheduler) or override create_optimizer",
@@ -493,6 +490,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             flow.log_override = self.log
         if {"evaluate", "evaluation_loop"} & self.overridden:  # as transformers: each evaluation in training calls them
             flow.evaluate_override = lambda: self.evaluate(ignore_keys=ignore_keys_for_eval)
+        self._route_step_end_overrides(flow, trial, ignore_keys_for_eval)
         max_steps, max_epochs = self._max_steps(datamodule)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
@@ -548,6 +546,77 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if {"save_model", "_save"} & self.overridden:  # as transformers' _save_checkpoint: the model files through it
             checkpoint.save_model_override = lambda folder: self.save_model(folder, _internal_call=True)
         return [flow, checkpoint]
+
+    # ----------------------------------------------------------------------------------------------- step end
+    def _route_step_end_overrides(self, flow: HFFlow, trial: Any, ignore_keys_for_eval: list[str] | None) -> None:
+        """A subclass's ``_maybe_log_save_evaluate`` / ``_evaluate`` / ``_save_checkpoint`` is called where
+        transformers' loop calls it, with transformers' arguments; the base methods below do HFFlow's work."""
+        if "_maybe_log_save_evaluate" in self.overridden:
+            def log_save_evaluate() -> None:
+                record = flow._record
+                tr_loss = flow._tr_loss if flow._tr_loss is not None else torch.zeros(())
+                self._maybe_log_save_evaluate(
+                    tr_loss, None if record is None else record.grad_norm, self.model_wrapped, trial,
+                    self.pl_trainer.current_epoch, ignore_keys_for_eval, flow._start_time,
+                    None if record is None else record.learning_rate)
+            flow.log_save_evaluate_override = log_save_evaluate
+        if "_evaluate" in self.overridden:
+            flow.evaluate_step_override = lambda skip_scheduler=False: self._evaluate(
+                trial, ignore_keys_for_eval, skip_scheduler=skip_scheduler)
+        if "_save_checkpoint" in self.overridden:
+            flow.save_checkpoint_override = lambda: self._save_checkpoint(self.model_wrapped, trial)
+
+    def _running_flow(self, method: str) -> HFFlow:
+        flow = self._flow
+        if flow is None or not self._training_now():
+            raise RuntimeError(f"Trainer.{method} runs inside train() (at the end of each step and epoch); outside "
+                               "it, use evaluate(), save_model(output_dir) and save_state().")
+        return flow
+
+    def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, grad_norm: Any, model: nn.Module, trial: Any,
+                                 epoch: float, ignore_keys_for_eval: list[str] | None, start_time: float,
+                                 learning_rate: float | None = None) -> None:
+        """transformers' step end: logs the training loss, evaluates and saves a checkpoint as ``self.control``
+        says (``should_log`` / ``should_evaluate`` / ``should_save``). ``train()`` calls it at the end of each
+        optimizer step and epoch; a subclass may override it (and call ``super()``) as in transformers."""
+        flow = self._running_flow("_maybe_log_save_evaluate")
+        flow.log_evaluate_save(self.pl_trainer, self.pl_trainer.lightning_module)
+
+    def _evaluate(self, trial: Any, ignore_keys_for_eval: list[str] | None,
+                  skip_scheduler: bool = False) -> dict[str, float]:
+        """transformers' ``_evaluate``: evaluates, then steps a ``reduce_lr_on_plateau`` schedule with
+        ``metric_for_best_model`` unless ``skip_scheduler``. During ``train()`` the evaluation runs in the fit."""
+        if self._flow is not None and self._training_now():
+            return self._flow.evaluate_and_schedule(self.pl_trainer, self.pl_trainer.lightning_module,
+                                                    skip_scheduler)
+        metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
+        if not skip_scheduler and isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            name = self.args.metric_for_best_model or "loss"
+            key = name if name.startswith("eval_") else f"eval_{name}"
+            if key not in metrics:
+                raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not "
+                               f"found in the evaluation metrics. The available evaluation metrics are: "
+                               f"{list(metrics.keys())}. Consider changing the `metric_for_best_model`.")
+            self.lr_scheduler.step(metrics[key])
+        return metrics
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """transformers' ``_save_checkpoint``: writes ``checkpoint-{global_step}`` (model files through
+        ``save_model``, optimizer, scheduler, RNG and trainer state) and rotates; called inside ``train()`` when
+        ``control.should_save`` is set. A subclass may override it and call ``super()`` (the folder then exists)."""
+        flow = self._running_flow("_save_checkpoint")
+        flow.save_checkpoint(self.pl_trainer, self.pl_trainer.lightning_module)
+
+    @property
+    def _globalstep_last_logged(self) -> int:
+        """transformers' step of the last training-loss record (what ``_maybe_log_save_evaluate`` compares)."""
+        flow = self._flow
+        return flow._last_logged if flow is not None else self.state.global_step
+
+    @_globalstep_last_logged.setter
+    def _globalstep_last_logged(self, step: int) -> None:
+        if self._flow is not None:
+            self._flow._last_logged = step
 
     # ----------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

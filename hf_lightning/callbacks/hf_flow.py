@@ -145,6 +145,11 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
         #: set by the HF-style Trainer when a subclass overrides Trainer.evaluate: () -> the metrics it returns
         self.evaluate_override: Any = None
+        #: set by the HF-style Trainer when a subclass overrides transformers' step-end methods, each a () -> ... that
+        #: calls the override: ``_maybe_log_save_evaluate``, ``_evaluate`` (-> the metrics), ``_save_checkpoint``
+        self.log_save_evaluate_override: Any = None
+        self.evaluate_step_override: Any = None
+        self.save_checkpoint_override: Any = None
         self._log_trainer: L.Trainer | None = None
         self.control_validation = settings.eval_strategy != "no" if control_validation is None else control_validation
         self._tr_loss: torch.Tensor | None = None
@@ -254,8 +259,11 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self._seen_step = trainer.global_step
         self._last_logged = state.global_step
         self.event("on_train_begin")
-        if self.settings.eval_on_start:
-            self._evaluate(trainer)
+        if self.settings.eval_on_start:  # transformers: _evaluate(trial, ignore_keys, skip_scheduler=True)
+            if self.evaluate_step_override is not None:
+                self.evaluate_step_override(skip_scheduler=True)
+            else:
+                self._evaluate(trainer)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_event_fired = True
@@ -340,19 +348,48 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
             internals.end_epoch_after_this_batch(trainer)
 
     def _log_evaluate_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """transformers' ``_maybe_log_save_evaluate`` at each step's and epoch's end (or a subclass's override)."""
+        if self.log_save_evaluate_override is not None:
+            self.log_save_evaluate_override()
+        else:
+            self.log_evaluate_save(trainer, pl_module)
+
+    def log_evaluate_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Logs, evaluates and saves as the control flags say (transformers' ``_maybe_log_save_evaluate``)."""
         if self.control.should_log and self.state.global_step > self._last_logged:
             self.write_log(self._train_logs(trainer, pl_module), trainer, start_time=self._start_time)
         if self.control.should_evaluate:
-            metrics = self._evaluate(trainer)
-            self._step_metric_scheduler(pl_module, metrics)
+            if self.evaluate_step_override is not None:
+                metrics = self.evaluate_step_override(skip_scheduler=False)
+            else:
+                metrics = self.evaluate_and_schedule(trainer, pl_module)
             is_new_best = self.determine_best_metric(metrics)
             if self.checkpoint_settings.save_strategy == "best":
                 self.control.should_save = is_new_best
         if self.control.should_save:
-            saver = find_saver(trainer)
-            if saver is not None:
-                saver.save_hf_checkpoint(trainer, pl_module)
+            if self.save_checkpoint_override is not None:
+                self.save_checkpoint_override()
                 self.event("on_save")
+            elif self.save_checkpoint(trainer, pl_module):
+                self.event("on_save")
+
+    def evaluate_and_schedule(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                              skip_scheduler: bool = False) -> dict[str, float]:
+        """transformers' ``_evaluate``: evaluates, then steps a metric-driven schedule (``reduce_lr_on_plateau``)."""
+        metrics = self._evaluate(trainer)
+        if not skip_scheduler:
+            self._step_metric_scheduler(pl_module, metrics)
+        return metrics
+
+    @staticmethod
+    def save_checkpoint(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """transformers' ``_save_checkpoint``: ``checkpoint-{global_step}`` through the trainer's `HFCheckpoint`
+        (False where it has none)."""
+        saver = find_saver(trainer)
+        if saver is None:
+            return False
+        saver.save_hf_checkpoint(trainer, pl_module)
+        return True
 
     # ----------------------------------------------------------------------------------------------- end
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

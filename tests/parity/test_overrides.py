@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import pytest
 import torch
 import transformers
@@ -9,7 +12,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 import hf_lightning
 from tests.helpers.tiny import RegressionDataset, RegressionModel, StrictRegressionModel
-from tests.parity.harness import assert_same, max_rel_diff, run
+from tests.parity.harness import assert_same, max_rel_diff, run, strip_speed
 
 REG = dict(per_device_train_batch_size=8, num_train_epochs=2, learning_rate=0.1)
 
@@ -225,3 +228,87 @@ def test_a_loss_over_the_count_with_an_extra_term_accumulates_as_in_transformers
                      {k: v.clone() for k, v in model.state_dict().items()})
     assert max_rel_diff(seen[hf_lightning][:2], seen[transformers][:2]) <= 1e-5
     assert max_rel_diff(seen[hf_lightning][2], seen[transformers][2]) <= 1e-5
+
+
+class StepEndOverrides:
+    """transformers' step-end methods overridden as research code does: an extra record at logging steps, an extra
+    metric, an extra file in each checkpoint; each call recorded with what it was given."""
+
+    def _maybe_log_save_evaluate(self, tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval, start_time,
+                                 learning_rate=None):
+        self.calls.append(("step_end", self.state.global_step, float(tr_loss), epoch, learning_rate,
+                           None if grad_norm is None else float(grad_norm), model is self.model, trial,
+                           self.control.should_log, self.control.should_evaluate, self.control.should_save,
+                           self._globalstep_last_logged))
+        if self.control.should_log and self.state.global_step % 2:
+            self.log({"odd_step": float(self.state.global_step)})  # on_log resets should_log, as transformers'
+        super()._maybe_log_save_evaluate(tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval, start_time,
+                                         learning_rate)
+
+    def _evaluate(self, trial, ignore_keys_for_eval, skip_scheduler=False):
+        metrics = dict(super()._evaluate(trial, ignore_keys_for_eval, skip_scheduler))
+        self.calls.append(("evaluate", self.state.global_step, sorted(metrics), skip_scheduler))
+        metrics["eval_step"] = float(self.state.global_step)  # seen by the best-model choice, not logged
+        return metrics
+
+    def _save_checkpoint(self, model, trial):
+        if self.state.global_step == 8:  # no super(): no checkpoint at step 8, on_save still comes
+            self.calls.append(("skipped", 8))
+            return
+        super()._save_checkpoint(model, trial)
+        folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+        self.calls.append(("saved", self.state.global_step, os.path.isdir(folder),
+                           os.path.basename(self.state.best_model_checkpoint or "")))
+        with open(os.path.join(folder, "note.txt"), "w") as f:
+            f.write(str(self.state.global_step))
+
+
+class SaveEvents(transformers.TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_save(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def test_overridden_step_end_methods_are_called_as_in_transformers(tmp_path):
+    """``_maybe_log_save_evaluate``, ``_evaluate`` and ``_save_checkpoint`` overrides: the same calls with the same
+    arguments, records, best checkpoint, checkpoint folders (with the override's file), and no warning."""
+    outcomes = []
+    for library in (transformers, hf_lightning):
+        events = SaveEvents()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no "override not called" warning
+            hf_side = library is transformers
+            trainer = _subclass(library.Trainer, StepEndOverrides)(
+                model=StrictRegressionModel(), train_dataset=RegressionDataset(length=40), callbacks=[events],
+                eval_dataset=RegressionDataset(length=16, seed=1), args=library.TrainingArguments(
+                    str(tmp_path / library.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                    per_device_train_batch_size=8, num_train_epochs=3, learning_rate=0.1, logging_steps=3,
+                    eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4, save_total_limit=2,
+                    load_best_model_at_end=True, metric_for_best_model="loss",
+                    eval_on_start=True, lr_scheduler_type="reduce_lr_on_plateau"))
+        assert hf_side or isinstance(trainer, hf_lightning.Trainer)
+        trainer.calls = []
+        transformers.set_seed(0)
+        out = trainer.train()
+        folders = {name: sorted(set(os.listdir(tmp_path / library.__name__ / name)) - {"training_args.json"})
+                   for name in os.listdir(tmp_path / library.__name__)}
+        outcomes.append((trainer.calls, strip_speed(trainer.state.log_history), folders, events.steps,
+                         os.path.basename(trainer.state.best_model_checkpoint), out.global_step, out.training_loss))
+    (hf_calls, hf_log, hf_folders, hf_saves, hf_best, hf_steps, hf_loss), ours = outcomes
+    assert ours[2:6] == (hf_folders, hf_saves, hf_best, hf_steps)
+    assert sorted(hf_folders) == ["checkpoint-12", "checkpoint-15"] and "note.txt" in hf_folders["checkpoint-15"]
+    assert [c[:2] for c in ours[0]] == [c[:2] for c in hf_calls] and ("skipped", 8) in hf_calls
+    assert max_rel_diff(ours[0], hf_calls) < 1e-6  # float32 running loss summed in another order
+    assert max_rel_diff(ours[1], hf_log) < 1e-6 and max_rel_diff(ours[6], hf_loss) < 1e-6
+    assert any("odd_step" in r for r in hf_log)
+
+
+def test_step_end_methods_outside_train_say_what_to_use(tmp_path):
+    trainer = hf_lightning.Trainer(model=RegressionModel(), args=hf_lightning.TrainingArguments(
+        str(tmp_path), report_to=[], use_cpu=True), eval_dataset=RegressionDataset(length=8))
+    with pytest.raises(RuntimeError, match="inside train"):
+        trainer._save_checkpoint(trainer.model, None)
+    metrics = trainer._evaluate(None, None)  # as transformers: evaluate() outside training
+    assert "eval_loss" in metrics
