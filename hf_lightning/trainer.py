@@ -46,8 +46,9 @@ from hf_lightning import progress
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level, write_to_loggers
-from hf_lightning.callbacks.hf_flow import HFFlow
+from hf_lightning.callbacks.hf_flow import HFFlow, find_saver
 from hf_lightning.checkpoint import resolve_checkpoint
+from hf_lightning.checkpoint.resume import load_weights_into
 from hf_lightning.data.collators import trainer_default_collator
 from hf_lightning.facade import (
     FacadeAccelerator,
@@ -73,14 +74,13 @@ _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer"
           "evaluation_loop", "log", "evaluate", "_prepare_inputs", "_prepare_input", "floating_point_ops",
           "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save",
           "compute_loss_context_manager", "autocast_smart_context_manager", "_maybe_log_save_evaluate", "_evaluate",
-          "_save_checkpoint")
+          "_save_checkpoint", "_load_best_model")
 
 
 #: transformers.Trainer methods its own loop calls that hf_lightning's engine (Lightning's loops, `HFFlow`,
 #: `HFCheckpoint`) does not: a subclass overriding one is warned, with what to use instead.
 _NOT_CALLED = {
     "_inner_training_loop": "override training_step / compute_loss, or add a TrainerCallback",
-    "_load_best_model": "use a TrainerCallback's on_train_end",
     "_load_from_checkpoint": "load the weights before train(), or override the model's load_state_dict",
     "_load_optimizer_and_scheduler": "pass optimizers=(optimizer, scheduler) or override create_optimizer",
     "_load_rng_state": "seed in a TrainerCallback's on_train_begin",
@@ -545,6 +545,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         checkpoint = HFCheckpoint(settings=settings, resume_from_checkpoint=resume)
         if {"save_model", "_save"} & self.overridden:  # as transformers' _save_checkpoint: the model files through it
             checkpoint.save_model_override = lambda folder: self.save_model(folder, _internal_call=True)
+        if "_load_best_model" in self.overridden:
+            checkpoint.load_best_override = self._load_best_model
         return [flow, checkpoint]
 
     # ----------------------------------------------------------------------------------------------- step end
@@ -606,6 +608,21 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         ``control.should_save`` is set. A subclass may override it and call ``super()`` (the folder then exists)."""
         flow = self._running_flow("_save_checkpoint")
         flow.save_checkpoint(self.pl_trainer, self.pl_trainer.lightning_module)
+
+    def _load_best_model(self) -> None:
+        """transformers' ``_load_best_model``: loads ``state.best_model_checkpoint``'s weights (or adapter) into the
+        model; ``train()`` calls it at the end with ``load_best_model_at_end``, and a subclass may override it."""
+        best = self.state.best_model_checkpoint
+        if self._flow is not None and self._training_now():
+            saver = find_saver(self.pl_trainer)
+            if saver is not None:
+                saver.load_best(self.pl_trainer)
+                return
+        if best is None:
+            raise ValueError("There is no best model to load: state.best_model_checkpoint is None (train with "
+                             "eval_strategy, save_strategy and metric_for_best_model set).")
+        log.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
+        load_weights_into(self.model, best)
 
     @property
     def _globalstep_last_logged(self) -> int:

@@ -124,6 +124,8 @@ class HFCheckpoint(Checkpoint):
         #: set by the HF-style Trainer when a subclass overrides save_model / _save: ``(folder) -> None`` writes each
         #: checkpoint's model files, called on every rank
         self.save_model_override: Callable[[str], None] | None = None
+        #: a subclass's ``_load_best_model`` (HF-style Trainer), called instead of loading the best weights here
+        self.load_best_override: Callable[[], None] | None = None
 
     def _over(self, base: CheckpointSettings) -> CheckpointSettings:
         """``base`` with the explicitly given settings applied (a new metric re-derives its direction)."""
@@ -369,6 +371,12 @@ class HFCheckpoint(Checkpoint):
         folder.save_training_args(flow.args, staging)
 
     # ----------------------------------------------------------------------------------------------- end
+    def load_best(self, trainer: L.Trainer) -> None:
+        """Loads ``best_model_checkpoint``'s weights into the trained model (transformers' ``_load_best_model``)."""
+        state = self.flow.state
+        log.info(f"Loading best model from {state.best_model_checkpoint} (score: {state.best_metric}).")
+        resuming.load_model_weights(trainer, state.best_model_checkpoint)
+
     def finish_hf_training(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> None:
         """transformers' end of training: load the best weights, prune to the best with ``save_total_limit=1``.
 
@@ -377,8 +385,10 @@ class HFCheckpoint(Checkpoint):
         settings, state = self.settings, self.flow.state
         best = state.best_model_checkpoint
         if settings.load_best_model_at_end and best is not None:
-            log.info(f"Loading best model from {best} (score: {state.best_metric}).")
-            resuming.load_model_weights(trainer, best)
+            if self.load_best_override is not None:
+                self.load_best_override()
+            else:
+                self.load_best(trainer)
         writer = trainer.local_rank == 0 if settings.save_on_each_node else trainer.is_global_zero
         if writer and best is not None and settings.save_total_limit == 1 and os.path.isdir(best):
             folder.keep_only_best(settings.output_dir, best)

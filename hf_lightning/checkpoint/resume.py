@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +230,19 @@ def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:
     ``trainer.strategy.load_model_state_dict`` so strategies that shard parameters can place them.
     """
     model, prefix = inner_model(trainer.lightning_module)
+    place = None
+    if forward_is_collective(trainer.strategy):  # sharded parameters: the strategy places each shard
+        def place(weights: dict[str, torch.Tensor]) -> None:
+            trainer.strategy.load_model_state_dict({"state_dict": {prefix + k: v for k, v in weights.items()}},
+                                                   strict=False)
+    load_weights_into(model, checkpoint, place)
+
+
+def load_weights_into(model: torch.nn.Module, checkpoint: str,
+                      place: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:
+    """Loads a checkpoint folder's weights into ``model`` as transformers does: a peft adapter folder into the
+    active adapter, else the weights (missing and unexpected keys warned) through the model's own
+    ``load_state_dict`` (an override, a buffer whose size changes), or through ``place``."""
     if ckpt_folder.is_peft_model(model) and ckpt_folder.has_adapter_weights(checkpoint):
         # as transformers: a PeftModel's checkpoint is its adapter folder, loaded into the active adapter
         model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
@@ -242,8 +256,7 @@ def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:
         log.warning(f"There were missing keys in the checkpoint model loaded: {missing}.")
     if unexpected:
         log.warning(f"There were unexpected keys in the checkpoint model loaded: {unexpected}.")
-    if forward_is_collective(trainer.strategy):  # sharded parameters: the strategy places each shard
-        trainer.strategy.load_model_state_dict({"state_dict": {prefix + k: v for k, v in weights.items()}},
-                                               strict=False)
-    else:  # as transformers: the model's own load_state_dict (an override, a buffer whose size changes)
+    if place is not None:
+        place(weights)
+    else:
         model.load_state_dict(weights, strict=False)

@@ -312,3 +312,45 @@ def test_step_end_methods_outside_train_say_what_to_use(tmp_path):
         trainer._save_checkpoint(trainer.model, None)
     metrics = trainer._evaluate(None, None)  # as transformers: evaluate() outside training
     assert "eval_loss" in metrics
+    with pytest.raises(ValueError, match="best_model_checkpoint is None"):
+        trainer._load_best_model()
+    best = tmp_path / "checkpoint-1"
+    trainer.save_model(str(best))
+    saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        trainer.model.a.add_(1.0)
+    trainer.state.best_model_checkpoint = str(best)
+    trainer._load_best_model()  # as transformers: the folder's weights back in the model
+    assert max_rel_diff(trainer.model.state_dict(), saved) == 0.0
+
+
+class RecordBestLoad:
+    def _load_best_model(self):
+        self.loaded = (self.state.global_step, os.path.basename(self.state.best_model_checkpoint))
+        super()._load_best_model()
+
+
+class KeepLastWeights:
+    def _load_best_model(self):  # no super(): the last step's weights stay
+        self.loaded = "skipped"
+
+
+@pytest.mark.parametrize("mixin", [RecordBestLoad, KeepLastWeights])
+def test_an_overridden_load_best_model_is_called_at_the_end_as_in_transformers(tmp_path, mixin):
+    args = dict(REG, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                metric_for_best_model="step_score", greater_is_better=False, num_train_epochs=3)
+
+    def first_epoch_best(prediction):  # the best checkpoint is the first, so loading it changes the weights
+        first_epoch_best.calls = getattr(first_epoch_best, "calls", 0) + 1
+        return {"step_score": float(first_epoch_best.calls % 3 or 3)}
+
+    kwargs = dict(eval_dataset=RegressionDataset(length=16, seed=1), evaluate=False,
+                  trainer_kwargs={"compute_metrics": first_epoch_best})
+    hf = run(_subclass(transformers.Trainer, mixin), StrictRegressionModel, RegressionDataset(), tmp_path, **kwargs,
+             **args)
+    first_epoch_best.calls = 0
+    ours = run(_subclass(hf_lightning.Trainer, mixin), StrictRegressionModel, RegressionDataset(), tmp_path,
+               **kwargs, **args)
+    assert ours.trainer.loaded == hf.trainer.loaded
+    assert hf.trainer.loaded in ("skipped", (24, "checkpoint-8"))
+    assert_same(hf, ours, rtol=1e-6)
