@@ -48,6 +48,7 @@ from hf_lightning.callbacks.checkpoint import HFCheckpoint
 from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level, write_to_loggers
 from hf_lightning.callbacks.hf_flow import HFFlow, find_saver
 from hf_lightning.checkpoint import resolve_checkpoint
+from hf_lightning.checkpoint import resume as resuming
 from hf_lightning.checkpoint.resume import load_weights_into
 from hf_lightning.data.collators import trainer_default_collator
 from hf_lightning.facade import (
@@ -74,14 +75,13 @@ _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer"
           "evaluation_loop", "log", "evaluate", "_prepare_inputs", "_prepare_input", "floating_point_ops",
           "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save",
           "compute_loss_context_manager", "autocast_smart_context_manager", "_maybe_log_save_evaluate", "_evaluate",
-          "_save_checkpoint", "_load_best_model")
+          "_save_checkpoint", "_load_best_model", "_load_from_checkpoint")
 
 
 #: transformers.Trainer methods its own loop calls that hf_lightning's engine (Lightning's loops, `HFFlow`,
 #: `HFCheckpoint`) does not: a subclass overriding one is warned, with what to use instead.
 _NOT_CALLED = {
     "_inner_training_loop": "override training_step / compute_loss, or add a TrainerCallback",
-    "_load_from_checkpoint": "load the weights before train(), or override the model's load_state_dict",
     "_load_optimizer_and_scheduler": "pass optimizers=(optimizer, scheduler) or override create_optimizer",
     "_load_rng_state": "seed in a TrainerCallback's on_train_begin",
     "_wrap_model": "Lightning's strategy wraps the model; choose it with the arguments (fsdp, deepspeed, ddp_*)",
@@ -547,6 +547,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             checkpoint.save_model_override = lambda folder: self.save_model(folder, _internal_call=True)
         if "_load_best_model" in self.overridden:
             checkpoint.load_best_override = self._load_best_model
+        if "_load_from_checkpoint" in self.overridden:
+            checkpoint.load_resumed_override = self._load_from_checkpoint
         return [flow, checkpoint]
 
     # ----------------------------------------------------------------------------------------------- step end
@@ -623,6 +625,17 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                              "eval_strategy, save_strategy and metric_for_best_model set).")
         log.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
         load_weights_into(self.model, best)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """transformers' ``_load_from_checkpoint``: loads a checkpoint folder's weights (or adapter) into ``model``
+        (default: the trained model). ``train(resume_from_checkpoint=...)`` calls it before the first step; a
+        subclass may override it."""
+        fitting = self.pl_trainer is not None and self.pl_trainer.state.fn == "fit" \
+            and self.pl_trainer.state.status == "running"
+        if model is None and fitting:
+            resuming.load_model_weights(self.pl_trainer, resume_from_checkpoint)  # sharded strategies place them
+            return
+        load_weights_into(self.model if model is None else model, resume_from_checkpoint)
 
     @property
     def _globalstep_last_logged(self) -> int:

@@ -126,6 +126,8 @@ class HFCheckpoint(Checkpoint):
         self.save_model_override: Callable[[str], None] | None = None
         #: a subclass's ``_load_best_model`` (HF-style Trainer), called instead of loading the best weights here
         self.load_best_override: Callable[[], None] | None = None
+        #: a subclass's ``_load_from_checkpoint(folder)``, called instead of loading the resumed weights here
+        self.load_resumed_override: Callable[[str], None] | None = None
 
     def _over(self, base: CheckpointSettings) -> CheckpointSettings:
         """``base`` with the explicitly given settings applied (a new metric re-derives its direction)."""
@@ -177,9 +179,15 @@ class HFCheckpoint(Checkpoint):
             if control is not None:
                 flow.control = control
         if not trainer.strategy.restore_checkpoint_after_setup:
-            resuming.load_model_weights(trainer, path)
-            self._resume.weights_loaded = True
+            self._load_resumed_weights(trainer, path)
         log.info(f"Loading model from {path}.")  # transformers' message
+
+    def _load_resumed_weights(self, trainer: L.Trainer, path: str) -> None:
+        if self.load_resumed_override is not None:  # transformers' train() calls _load_from_checkpoint here
+            self.load_resumed_override(path)
+        else:
+            resuming.load_model_weights(trainer, path)
+        self._resume.weights_loaded = True
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         plan = self._resume
@@ -189,7 +197,7 @@ class HFCheckpoint(Checkpoint):
             raise ValueError(f"Both a Lightning checkpoint (ckpt_path={trainer.ckpt_path}) and "
                              f"resume_from_checkpoint={plan.checkpoint} were given: resume from one of them.")
         if not plan.weights_loaded:
-            resuming.load_model_weights(trainer, plan.checkpoint)
+            self._load_resumed_weights(trainer, plan.checkpoint)
         resuming.restore_optimizers(trainer, plan.checkpoint)
         if trainer.train_dataloader is None:  # the batches per epoch are needed: set up the data as Lightning does
             internals.set_up_training_data(trainer)

@@ -354,3 +354,34 @@ def test_an_overridden_load_best_model_is_called_at_the_end_as_in_transformers(t
     assert ours.trainer.loaded == hf.trainer.loaded
     assert hf.trainer.loaded in ("skipped", (24, "checkpoint-8"))
     assert_same(hf, ours, rtol=1e-6)
+
+
+class ShiftedResume:
+    """A resume that loads the checkpoint's weights, then changes them: the run goes on from what it left."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self.resumed_from = os.path.basename(resume_from_checkpoint)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with torch.no_grad():
+            self.model.a.add_(0.5)
+
+
+def test_an_overridden_load_from_checkpoint_loads_the_resumed_weights_as_in_transformers(tmp_path):
+    outcomes = []
+    for library in (transformers, hf_lightning):
+        out = str(tmp_path / library.__name__)
+
+        def trainer(cls, max_steps, library=library, out=out):
+            transformers.set_seed(0)
+            return cls(model=StrictRegressionModel(), train_dataset=RegressionDataset(), args=library.TrainingArguments(
+                out, report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=1, save_strategy="steps",
+                save_steps=4, max_steps=max_steps, **REG))
+
+        trainer(library.Trainer, 6).train()
+        resumed = trainer(_subclass(library.Trainer, ShiftedResume), 10)
+        resumed.train(resume_from_checkpoint=True)
+        outcomes.append((resumed.resumed_from, strip_speed(resumed.state.log_history),
+                         {k: v.clone() for k, v in resumed.model.state_dict().items()}))
+    (hf_from, hf_log, hf_weights), (from_, log, weights) = outcomes
+    assert from_ == hf_from == "checkpoint-6"
+    assert max_rel_diff(log, hf_log) < 1e-6 and max_rel_diff(weights, hf_weights) < 1e-6
