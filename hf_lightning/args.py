@@ -132,6 +132,16 @@ class TrainingArguments(HFTrainingArguments):
     #: transformers' repr is its str, which hides the tokens (a generated dataclass repr would print hub_token)
     __repr__ = HFTrainingArguments.__str__
 
+    def to_dict(self) -> dict[str, Any]:
+        """transformers' ``to_dict`` (what trackers record as the run's config, ``training_args.json``, the
+        TensorBoard ``args`` text); hf_lightning's own fields (``logging_dir``, ``torch_compile_scope``) only where
+        they are set away from their defaults, so a default run records exactly transformers' dict."""
+        values = super().to_dict()
+        for own in _OWN_FIELDS:
+            if values.get(own.name, own.default) == own.default:
+                values.pop(own.name, None)
+        return values
+
     def __post_init__(self) -> None:
         warn_if_error_metric_maximised(self.metric_for_best_model, self.greater_is_better)
         with one_process_view(), accelerate_state_kept():
@@ -164,6 +174,10 @@ class TrainingArguments(HFTrainingArguments):
                     f"subclass hf_lightning.{cls.__name__} with these fields")
             raise ValueError(f"{type(args).__name__} has fields {unknown} that {cls.__name__} does not know; {hint}.")
         return cls(**copy.deepcopy(values))
+
+
+#: the fields hf_lightning adds to transformers' (set in the class body above)
+_OWN_FIELDS = tuple(f for f in fields(TrainingArguments) if f.name not in {g.name for g in fields(HFTrainingArguments)})
 
 
 @_accepts_legacy_names

@@ -37,7 +37,6 @@ from hf_lightning.settings import (
 )
 from tests.unit.args_helpers import (
     HF_FIELDS,
-    OWN_DEFAULTS,
     OWN_FIELDS,
     SEQ2SEQ_FIELDS,
     UNSUPPORTED_VALUES,
@@ -77,8 +76,10 @@ def test_defaults_equal_transformers_for_every_field(ours: type, theirs: type) -
     a, b = ours(), theirs()
     for name in names:
         assert getattr(a, name) == getattr(b, name), name
-    assert a.to_dict() == {**b.to_dict(), **OWN_DEFAULTS}
+    assert a.to_dict() == b.to_dict()  # the run's recorded config: our own fields only where they are set
     assert a.output_dir == "trainer_output"
+    changed = ours(logging_dir="tb", torch_compile_scope="blocks").to_dict()
+    assert {k: changed[k] for k in OWN_FIELDS} == {"logging_dir": "tb", "torch_compile_scope": "blocks"}
 
 
 BAD_INPUTS = [
@@ -120,7 +121,7 @@ def test_normalisation_matches_transformers() -> None:
     kwargs = {"eval_strategy": "steps", "logging_steps": 7, "load_best_model_at_end": True, "save_steps": 14,
               "report_to": "none", "torch_compile_mode": "default", "use_cpu": True, "debug": "underflow_overflow"}
     ours, theirs = TrainingArguments(**kwargs), transformers.TrainingArguments(**kwargs)
-    assert ours.to_dict() == {**theirs.to_dict(), **OWN_DEFAULTS}
+    assert ours.to_dict() == theirs.to_dict()
     assert (ours.eval_steps, ours.metric_for_best_model, ours.greater_is_better) == (7, "loss", False)
     assert ours.torch_compile and ours.torch_compile_backend == "inductor" and ours.dataloader_pin_memory is False
 
@@ -266,7 +267,7 @@ def test_from_hf_round_trip_copies_every_field() -> None:
     assert type(ours) is TrainingArguments
     for name in HF_FIELDS:
         assert getattr(ours, name) == getattr(hf, name), name
-    assert ours.to_dict() == {**hf.to_dict(), **OWN_DEFAULTS}
+    assert ours.to_dict() == hf.to_dict()
     ours.lr_scheduler_kwargs["num_cycles"] = 2.0
     assert hf.lr_scheduler_kwargs == {"num_cycles": 0.5}
 
@@ -279,7 +280,7 @@ def test_seq2seq_from_hf_and_ensure_args() -> None:
     assert type(ours) is Seq2SeqTrainingArguments
     for name in SEQ2SEQ_FIELDS:
         assert getattr(ours, name) == getattr(hf, name), name
-    assert ours.to_dict() == {**hf.to_dict(), **OWN_DEFAULTS}
+    assert ours.to_dict() == hf.to_dict()
     with pytest.raises(ValueError, match="Seq2SeqTrainingArguments.from_hf"):
         TrainingArguments.from_hf(hf)
 
