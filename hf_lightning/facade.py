@@ -151,6 +151,8 @@ class TrainerHooks:
         floating_point_ops: ``(inputs) -> flos``: an overridden ``floating_point_ops`` (``total_flos``).
         train_sampler: ``(train_dataset) -> Sampler or None``: an overridden ``_get_train_sampler``.
         eval_sampler: ``(eval_dataset) -> Sampler or None``: an overridden ``_get_eval_sampler``.
+        signature_columns: ``() -> columns or None``: the ``_signature_columns`` an overridden
+            ``_set_signature_columns_if_needed`` (or a script) set: the columns loaders keep (None: the model's).
     """
 
     compute_loss: Callable[..., Any] | None = None
@@ -170,6 +172,7 @@ class TrainerHooks:
     floating_point_ops: Callable[[dict[str, Any]], float] | None = None
     train_sampler: Callable[[Any], Any] | None = None
     eval_sampler: Callable[[Any], Any] | None = None
+    signature_columns: Callable[[], list[str] | None] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -211,6 +214,7 @@ class TrainerHooks:
             if {"compute_loss_context_manager", "autocast_smart_context_manager"} & trainer.overridden else None,
             floating_point_ops=overridden("floating_point_ops"), train_sampler=overridden("_get_train_sampler"),
             eval_sampler=overridden("_get_eval_sampler"),
+            signature_columns=trainer._columns_set,
         )
 
 
@@ -351,6 +355,15 @@ class FacadeDataModule(HFDataModule):
         if module is None and self.hooks.columns_module is not None:
             module = self.hooks.columns_module()
         return module
+
+    def signature_columns(self) -> tuple[list[str], str] | None:
+        """The columns an overridden ``_set_signature_columns_if_needed`` keeps (as transformers' ``
+        _remove_unused_columns`` reads ``_signature_columns``), else the model's."""
+        found = super().signature_columns()
+        if found is None or self.hooks.signature_columns is None:
+            return found
+        columns = self.hooks.signature_columns()
+        return found if columns is None else (list(columns), found[1])
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         """None: transformers.Trainer checks no label values (a model's own loss reports what it cannot take)."""

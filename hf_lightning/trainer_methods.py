@@ -29,6 +29,7 @@ from transformers.trainer_utils import has_length
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.checkpoint import folder
+from hf_lightning.data.datamodule import model_signature_columns
 from hf_lightning.data.loader import count_label_items
 from hf_lightning.facade import FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
@@ -168,12 +169,35 @@ class TrainerMethods:
     # ----------------------------------------------------------------------------------------------- batches
     @property
     def _signature_columns(self) -> list[str] | None:
-        """transformers' ``_signature_columns``: the columns the model takes, once a loader was built (None before,
-        and with ``remove_unused_columns`` off)."""
+        """transformers' ``_signature_columns``: the columns loaders keep, once a loader was built (None before,
+        and with ``remove_unused_columns`` off); what ``_set_signature_columns_if_needed`` (or a script) set."""
+        if "_signature_columns_set" in self.__dict__:
+            return self.__dict__["_signature_columns_set"]
+        if "_set_signature_columns_if_needed" in self.overridden:  # as transformers: None until the override sets it
+            return None
         if self.__dict__.get("_datamodule") is None and not self.__dict__.get("_eval_parts"):
             return None
         columns = self._run_datamodule().signature_columns()
         return columns[0] if columns else None
+
+    @_signature_columns.setter
+    def _signature_columns(self, columns: list[str] | None) -> None:
+        self.__dict__["_signature_columns_set"] = columns
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """transformers' ``_set_signature_columns_if_needed``: sets ``_signature_columns`` to the columns the model
+        takes (its forward's arguments, ``label``, ``label_ids`` and the label names) if nothing set it. A subclass
+        may override it to keep more columns: loaders then keep the ``_signature_columns`` it sets."""
+        if self.__dict__.get("_signature_columns_set") is None:
+            module = self._evaluation_module()
+            self._signature_columns = model_signature_columns(module.model, getattr(module, "label_names", None))
+
+    def _columns_set(self) -> list[str] | None:
+        """The ``_signature_columns`` a subclass or script set (None: the model's): an overridden
+        ``_set_signature_columns_if_needed`` is called first, as transformers calls it before removing columns."""
+        if "_set_signature_columns_if_needed" in self.overridden:
+            self._set_signature_columns_if_needed()
+        return self.__dict__.get("_signature_columns_set")
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         """transformers' ``_get_train_sampler``: the training order of the arguments (``train_sampling_strategy``,

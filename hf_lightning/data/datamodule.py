@@ -31,6 +31,14 @@ _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json
 _STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 
+def model_signature_columns(model: Any, label_names: list[str] | None) -> list[str]:
+    """HF's columns a model takes (``Trainer._set_signature_columns_if_needed``): the named parameters of its
+    forward (under a peft wrapper, the wrapped model's), ``label``, ``label_ids`` and the label names (``labels``
+    when there are none)."""
+    model = getattr(model, "_orig_mod", model)
+    signature = [*inspect.signature(unwrap_peft_model(model).forward).parameters, "label", "label_ids"]
+    return signature + [n for n in (["labels"] if label_names is None else label_names) if n not in signature]
+
 class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
     """Loads, tokenises and batches a data set the way ``transformers.Trainer`` would.
 
@@ -334,10 +342,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         if not self.remove_unused_columns or model is None:
             return None
         model = getattr(model, "_orig_mod", model)
-        label_names = getattr(module, "label_names", None)
-        signature = [*inspect.signature(unwrap_peft_model(model).forward).parameters, "label", "label_ids"]
-        signature += [n for n in (["labels"] if label_names is None else label_names) if n not in signature]
-        return signature, type(model).__name__
+        return model_signature_columns(model, getattr(module, "label_names", None)), type(model).__name__
 
     def _remove_unused(self, ds: Any, role: str = "train") -> Any:
         columns = self.signature_columns()

@@ -385,3 +385,48 @@ def test_an_overridden_load_from_checkpoint_loads_the_resumed_weights_as_in_tran
     (hf_from, hf_log, hf_weights), (from_, log, weights) = outcomes
     assert from_ == hf_from == "checkpoint-6"
     assert max_rel_diff(log, hf_log) < 1e-6 and max_rel_diff(weights, hf_weights) < 1e-6
+
+
+class KeepWeightColumn:
+    """TRL-style: the loss needs a column the model's forward does not take, kept by the signature columns."""
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["input_x", "labels", "weight"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weight = inputs.pop("weight")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = (weight * (outputs[0] - labels) ** 2).mean()
+        return (loss, outputs) if return_outputs else loss
+
+
+class SetColumnsInInit(KeepWeightColumn):
+    _set_signature_columns_if_needed = transformers.Trainer._set_signature_columns_if_needed
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._signature_columns = ["input_x", "labels", "weight"]  # a script's choice, kept by the base method
+
+
+@pytest.mark.parametrize("mixin", [KeepWeightColumn, SetColumnsInInit])
+def test_the_signature_columns_a_subclass_sets_are_the_columns_loaders_keep(tmp_path, mixin):
+    import datasets
+
+    data = RegressionDataset()
+    rows = {"input_x": data.x.tolist(), "labels": data.y.tolist(), "weight": [1.0 + i % 3 for i in range(len(data))],
+            "note": ["dropped"] * len(data)}
+    dataset = datasets.Dataset.from_dict(rows)
+    if mixin is SetColumnsInInit:  # the base method of the library the subclass runs on
+        hf_mixin = mixin
+        ours_mixin = type("SetColumnsInInit", (SetColumnsInInit,), {
+            "_set_signature_columns_if_needed": hf_lightning.Trainer._set_signature_columns_if_needed})
+    else:
+        hf_mixin = ours_mixin = mixin
+    hf = run(_subclass(transformers.Trainer, hf_mixin), StrictRegressionModel, dataset, tmp_path, **REG)
+    ours = run(_subclass(hf_lightning.Trainer, ours_mixin), StrictRegressionModel, dataset, tmp_path, **REG)
+    assert_same(hf, ours, rtol=1e-6)
+    assert ours.trainer._signature_columns == hf.trainer._signature_columns == ["input_x", "labels", "weight"]
+    batch = next(iter(ours.trainer.get_train_dataloader()))
+    assert sorted(batch) == ["input_x", "labels", "weight"]
