@@ -202,6 +202,11 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
 
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        accumulate = trainer.accumulate_grad_batches
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches={accumulate!r} must be an integer >= 1 (the micro-batches "
+                             "per optimizer step): set --trainer.accumulate_grad_batches (or gradient_accumulation_steps"
+                             ") to 1 or more.")
         if trainer.world_size > 1:
             from hf_lightning.strategies import synchronize_exit
 

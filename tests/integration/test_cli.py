@@ -268,3 +268,18 @@ def test_an_error_raised_from_another_is_still_reported_by_its_own_message(tmp_p
         main(["fit", "--config", TINY, "--model.compute_metrics", "nosuchpkg.accuracy", "--trainer.logger", "false",
               "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
     assert "Union" not in str(info.value)
+
+
+def test_a_model_that_is_neither_packaged_nor_a_folder_nor_reachable_is_named_with_the_fix(tmp_path):
+    """Offline, an unknown model name: the error names the value, the packaged models and the setting to change
+    (not transformers' hub message inside jsonargparse's error per Union type)."""
+    with pytest.raises(ValueError, match=r"^model='no-such-model' is not a packaged model \(minilm.*--model\.model"):
+        main(["fit", "--config", TINY, "--model.model", "no-such-model", "--model.from_config", "false",
+              "--trainer.logger", "false", "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
+
+
+def test_no_accumulation_is_refused_before_training_with_the_setting_to_change(tmp_path):
+    with pytest.raises(ValueError, match=r"^trainer\.accumulate_grad_batches=0 must be an integer >= 1"):
+        main(["fit", "--config", TINY, "--trainer.accumulate_grad_batches", "0", "--trainer.logger", "false",
+              "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
+    assert not list(tmp_path.rglob("checkpoint-*"))
