@@ -140,6 +140,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             raise ValueError(f"batch_size={batch_size} / eval_batch_size={eval_batch_size} must be >= 1.")
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding='{padding}' must be 'longest' (dynamic) or 'max_length'.")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length={max_length} must be >= 1 (tokens per example), or unset for the tokenizer's "
+                             "maximum.")
         if sampling_strategy not in ("random", "sequential", "group_by_length", "batch_rebalance"):
             raise ValueError(f"sampling_strategy='{sampling_strategy}': use random, sequential, group_by_length or "
                              "batch_rebalance.")
@@ -225,7 +228,14 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         if files is None and source is not None and os.path.exists(source):
             files = source
         if files is None:  # a hub id (works where a hub is reachable)
-            return datasets.load_dataset(source, self.dataset_config, streaming=self.streaming)
+            try:
+                return datasets.load_dataset(source, self.dataset_config, streaming=self.streaming)
+            except (ConnectionError, FileNotFoundError) as err:
+                raise ValueError(
+                    f"dataset='{source}' is not a packaged data set ({', '.join(DATASETS)}), a data file or folder "
+                    f"that exists, or a Hugging Face Hub data set that can be downloaded from here "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Set the data module's "
+                    "`dataset` (--data.dataset in the CLI) or `data_files` to one of them.") from err
         first = files if isinstance(files, str) else next(iter(files.values())) if isinstance(files, dict) else files[0]
         first = first[0] if isinstance(first, list) else first
         ext = os.path.splitext(str(first))[1].lower()

@@ -283,3 +283,15 @@ def test_no_accumulation_is_refused_before_training_with_the_setting_to_change(t
         main(["fit", "--config", TINY, "--trainer.accumulate_grad_batches", "0", "--trainer.logger", "false",
               "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
     assert not list(tmp_path.rglob("checkpoint-*"))
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--data.dataset", "no_such_data_set", r"^dataset='no_such_data_set' is not a packaged data set \(movie_reviews"),
+    ("--data.dataset", "missing/file.csv", r"^dataset='missing/file\.csv' is not a packaged data set.*--data\.dataset"),
+    ("--data.max_length", "0", r"^max_length=0 must be >= 1"),
+])
+def test_bad_data_settings_are_named_with_the_fix_before_training(tmp_path, flag, value, message):
+    with pytest.raises(ValueError, match=message):
+        main(["fit", "--config", TINY, flag, value, "--trainer.logger", "false", "--export_dir", "none",
+              "--trainer.default_root_dir", str(tmp_path)])
+    assert not list(tmp_path.rglob("checkpoint-*"))
