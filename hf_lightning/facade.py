@@ -17,6 +17,7 @@ from transformers.integrations.integration_utils import default_logdir
 from hf_lightning._args_table import _logging_dir
 from hf_lightning.data.datamodule import HFDataModule
 from hf_lightning.data.loader import WINDOW_KEY, WindowedBatch, split_window
+from hf_lightning.modules.autocast import forward_only_autocast
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.evaluation import EvaluationMixin
 
@@ -289,7 +290,8 @@ class FacadeModule(HFModule):
         if counted and window is not None and window.num_items is not None:  # as transformers' get_batch_samples
             num_items = self._window_num_items(window, batch_idx)
         try:
-            reported = self.hooks.training_step(self.model, inputs, num_items)
+            with forward_only_autocast(self.autocast_models(), self.device.type):
+                reported = self.hooks.training_step(self.model, inputs, num_items)
         finally:
             loss, self.deferred_loss = self.deferred_loss, Ellipsis
         if loss is None:

@@ -27,6 +27,7 @@ from hf_lightning.data.builtin import resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.groups import MODEL, group_field
 from hf_lightning.lightning_internals import ignore_lightning_version_warnings
+from hf_lightning.modules.autocast import forward_only_autocast
 from hf_lightning.modules.evaluation import EvaluationMixin
 from hf_lightning.modules.export import ExportMixin
 from hf_lightning.modules.loading import (
@@ -348,6 +349,10 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         size = window.size if window is not None else self.trainer.accumulate_grad_batches
         return loss / size
 
+    def autocast_models(self) -> list[nn.Module]:
+        """The models whose forward runs under mixed precision's autocast (`forward_only_autocast`): the model."""
+        return [self.model]
+
     def floating_point_ops(self, inputs: dict[str, Any]) -> float:
         """HF's ``Trainer.floating_point_ops``: 6 x main-input elements x non-embedding parameters."""
         main = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
@@ -360,7 +365,8 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, window = split_window(batch)
         self.step_record.flos += self.floating_point_ops(inputs)
-        loss = self._normalise(inputs, window, batch_idx)
+        with forward_only_autocast(self.autocast_models(), self.device.type):  # as transformers: the loss outside in float32
+            loss = self._normalise(inputs, window, batch_idx)
         self.record_step_loss(loss.detach(), window)
         # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.
         return loss * self.trainer.accumulate_grad_batches

@@ -97,6 +97,10 @@ class DistillationModule(HFModule):
             outputs = self.teacher(**teacher_inputs)
         return _student_logits(outputs, has_loss=False)
 
+    def autocast_models(self) -> list[nn.Module]:
+        """The student and the teacher: both forwards under mixed precision's autocast, outputs in float32."""
+        return [self.model, self.teacher]
+
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,

@@ -28,6 +28,7 @@ from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, 
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.metrics import MetricBuffer, build_metrics
+from hf_lightning.modules.autocast import forward_only_autocast
 from hf_lightning.modules.gather import gather_across_ranks, gather_objects_across_ranks
 from hf_lightning.modules.records import EvalRecord
 
@@ -207,7 +208,8 @@ class EvaluationMixin:
             only_loss = self.prediction_loss_only and self.loss_only_in_predict
         else:  # as transformers' evaluate(): nothing to score the predictions with -> the loss only (no generation)
             only_loss = self.prediction_loss_only or not self._scores_predictions(stage)
-        loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
+        with forward_only_autocast(self.autocast_models(), self.device.type):
+            loss, logits, labels = self.prediction_step(self.model, inputs, only_loss, ignore_keys=self.ignore_keys)
         state.num_steps += 1
         state.num_samples += size
         if state.extra_forwards and state.num_steps == state.batches:

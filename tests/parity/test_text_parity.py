@@ -44,6 +44,37 @@ def test_tiny_bert_classifier_with_label_smoothing_and_metrics(tmp_path):
     assert worst < 1e-5
 
 
+class ScaledLogitsLoss:
+    """An overridden compute_loss with its own arithmetic on the logits (run in float32 outside autocast)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = torch.nn.functional.cross_entropy(outputs.logits * 1.7, labels) + outputs.logits.pow(2).mean() * 0.01
+        return (loss, outputs) if return_outputs else loss
+
+
+@pytest.mark.parametrize("setting", ["label_smoothing", "compute_loss"])
+def test_bf16_mixed_precision_autocasts_the_forward_only_as_transformers(tmp_path, setting):
+    """bf16 autocast (on the CPU here) around the model's forward only, its outputs in float32: a label smoother or an
+    overridden compute_loss works on float32 logits outside autocast, as with accelerate in transformers. Records,
+    weights, eval metrics and predictions agree to float32 rounding (the step's loss under whole-step autocast
+    differed by about 3e-3)."""
+    args = dict(bf16=True, per_device_train_batch_size=8, num_train_epochs=1, learning_rate=3e-3,
+                per_device_eval_batch_size=8, eval_strategy="epoch")
+    extra: dict = {"label_smoothing_factor": 0.2} if setting == "label_smoothing" else {}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
+    runs = []
+    for library in (transformers, hf_lightning):
+        cls = library.Trainer if setting == "label_smoothing" else type("T", (ScaledLogitsLoss, library.Trainer), {})
+        runs.append(run(cls, lambda: _bert_classifier(0.0), _tokenized(32, 0), tmp_path, evaluate=True,
+                        eval_dataset=_tokenized(16, 1), predict_dataset=_tokenized(8, 2),
+                        trainer_kwargs={"processing_class": tokenizer}, **args, **extra))
+    hf, ours = runs
+    assert ours.predictions.predictions.dtype == hf.predictions.predictions.dtype == np.float32
+    assert_same(hf, ours, rtol=1e-5)
+
+
 def _lm_dataset(n: int, seed: int) -> datasets.Dataset:
     gen = torch.Generator().manual_seed(seed)
     rows = []
