@@ -372,15 +372,27 @@ class Trainer(TrainerEvaluation, TrainerMethods):
 
     def _max_steps(self, datamodule: FacadeDataModule) -> tuple[int, int]:
         """(max_steps, max_epochs) with HF's rule: max_steps, else ceil(epochs * updates per epoch); a max_steps of 0
-        or no epochs (``num_train_epochs`` 0 or below) trains nothing, as in transformers."""
+        or no epochs (``num_train_epochs`` 0 or below) trains nothing, as in transformers. With max_steps, the passes
+        are bounded as transformers bounds them (ceil(max_steps / updates per epoch), none for an iterable data set),
+        so a stop of the epoch (``should_epoch_stop``) in the last of them ends training."""
         args = self.args
         if args.max_steps >= 0:
-            return args.max_steps, -1
+            updates = self._updates_per_epoch(sized_only=True)
+            return args.max_steps, -1 if not updates else max(1, math.ceil(args.max_steps / updates))
+        updates = self._updates_per_epoch()
+        epochs = max(args.num_train_epochs, 0)
+        return progress.total_updates(epochs, updates), math.ceil(epochs)
+
+    def _updates_per_epoch(self, sized_only: bool = False) -> int | None:
+        """Optimizer steps per pass over the training data (per rank: global batches of per_device x processes
+        samples, as HFBatchSampler cuts them); None for a data set without a length when ``sized_only``."""
+        args = self.args
+        if sized_only and "get_train_dataloader" in self.overridden:
+            return None  # not asked for an extra loader (transformers builds one per train())
         try:
             if "get_train_dataloader" in self.overridden:
                 batches = len(self.get_train_dataloader())
             else:
-                # per rank: the global batch of per_device x world size samples (HFBatchSampler's global batches);
                 # the launcher's layout (torchrun or srun), as the Lightning Trainer will see it
                 from hf_lightning.strategies import launch_layout
 
@@ -395,10 +407,10 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                                                          self._train_batch_size * devices * nodes,
                                                          args.dataloader_drop_last)
         except TypeError:
+            if sized_only:
+                return None
             raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
-        updates = progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
-        epochs = max(args.num_train_epochs, 0)
-        return progress.total_updates(epochs, updates), math.ceil(epochs)
+        return progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
 
     def _report_loggers(self) -> list[Any] | bool:
         """The Lightning loggers of ``report_to``, built once per arguments object: training and every later

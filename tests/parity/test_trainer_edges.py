@@ -21,7 +21,7 @@ import transformers
 
 import hf_lightning
 from tests.helpers.tiny import TINY_BERT, IterableRegression, RegressionDataset, StrictRegressionModel
-from tests.parity.harness import SPEED, max_rel_diff
+from tests.parity.harness import SPEED, max_rel_diff, run
 
 LIBS = (transformers, hf_lightning)
 
@@ -1358,3 +1358,35 @@ def test_changes_to_the_transformers_arguments_object_given_count_as_in_transfor
                      {k: v.clone() for k, v in run.model.state_dict().items()})
     assert seen[hf_lightning][:4] == seen[transformers][:4] and seen[hf_lightning][0] == 8
     assert max_rel_diff(seen[hf_lightning][4], seen[transformers][4]) <= 1e-6
+
+
+class _StopEpochAt(transformers.TrainerCallback):
+    def __init__(self, step):
+        self.step, self.events = step, []
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.events.append(("epoch_begin", state.global_step))
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.events.append(("epoch_end", state.global_step))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_epoch_stop = True
+
+
+@pytest.mark.parametrize("max_steps", [7, 20])
+def test_an_epoch_stop_under_max_steps_ends_the_passes_transformers_runs(tmp_path, max_steps):
+    """With max_steps, transformers runs ceil(max_steps / steps per epoch) passes: an epoch stop in the last of them
+    ends training (max_steps 7 fits the first 13-step pass); with two passes the second one runs whole and training
+    ends there, short of max_steps."""
+    outcomes = []
+    for library in (transformers, hf_lightning):
+        stop = _StopEpochAt(3)
+        result = run(library.Trainer, StrictRegressionModel, RegressionDataset(length=39), tmp_path,
+                     trainer_kwargs={"callbacks": [stop]}, per_device_train_batch_size=3, max_steps=max_steps,
+                     learning_rate=0.05)
+        outcomes.append((stop.events, result.global_step, result.trainer.state.epoch, result.train_loss))
+    assert outcomes[1][:3] == outcomes[0][:3]
+    assert outcomes[0][1] == (3 if max_steps == 7 else 3 + 13)  # the second pass whole, not on to max_steps
+    assert max_rel_diff(outcomes[1][3], outcomes[0][3]) < 1e-6
