@@ -90,6 +90,7 @@ class FlowRecords:
     _tr_loss: torch.Tensor | None
     _total_loss: float
     _last_logged: int
+    _state_restored: bool
     _initial_tokens: int
 
     def write_log(self, logs: dict[str, float], trainer: L.Trainer | None = None,
@@ -241,4 +242,5 @@ class FlowRecords:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.state = TrainerState(**state_dict["trainer_state"])
+        self._state_restored = True  # a resume: the saved callback states stay in the state, as in transformers
         self._total_loss = state_dict.get("total_loss", 0.0)

@@ -163,6 +163,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self._optimizer_event_fired = False
         self._epoch_ended = False
         self._epoch_began = False  # on_epoch_begin fired for the epoch now running
+        self._state_restored = False  # load_state_dict ran for the coming fit (a resume)
         self._validations = 0
         self._pending_tokens: torch.Tensor | int = 0
         self._initial_tokens = 0
@@ -246,7 +247,9 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         state.train_batch_size = self._batch_size
         state.is_local_process_zero = trainer.local_rank == 0
         state.is_world_process_zero = trainer.is_global_zero
-        state.stateful_callbacks = self.callback_states()  # as transformers' _init_training_state
+        if not self._state_restored:  # as transformers' _init_training_state (a resume keeps the loaded ones)
+            state.stateful_callbacks = self.callback_states()
+        self._state_restored = False
         self.handler.optimizer = trainer.optimizers[0] if trainer.optimizers else None
         self.handler.lr_scheduler = trainer_scheduler(trainer)
         self.handler.train_dataloader = trainer.train_dataloader

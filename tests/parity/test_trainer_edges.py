@@ -1390,3 +1390,23 @@ def test_an_epoch_stop_under_max_steps_ends_the_passes_transformers_runs(tmp_pat
     assert outcomes[1][:3] == outcomes[0][:3]
     assert outcomes[0][1] == (3 if max_steps == 7 else 3 + 13)  # the second pass whole, not on to max_steps
     assert max_rel_diff(outcomes[1][3], outcomes[0][3]) < 1e-6
+
+
+def test_a_resume_that_saves_no_checkpoint_keeps_the_loaded_callback_states(tmp_path):
+    """transformers replaces its state with the checkpoint's trainer_state.json on resume: its stateful_callbacks
+    (the TrainerControl as it was saved) stay until the next checkpoint, and save_state() writes them."""
+    written = {}
+    for library in (transformers, hf_lightning):
+        out = tmp_path / library.__name__
+        common = dict(report_to=[], use_cpu=True, disable_tqdm=True, per_device_train_batch_size=8)
+        for max_steps, save, resume in ((4, "steps", None), (6, "no", str(out / "checkpoint-4"))):
+            transformers.set_seed(0)
+            trainer = library.Trainer(model=StrictRegressionModel(), train_dataset=RegressionDataset(),
+                                      args=library.TrainingArguments(str(out), max_steps=max_steps, save_steps=4,
+                                                                     save_strategy=save, **common))
+            trainer.train(resume_from_checkpoint=resume)
+        trainer.save_state()
+        written[library] = json.loads((out / "trainer_state.json").read_text())["stateful_callbacks"]
+        assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert written[hf_lightning] == written[transformers]
+    assert written[transformers]["TrainerControl"]["args"]["should_training_stop"]  # as saved at step 4
