@@ -243,6 +243,6 @@ class TrainerEvaluation:
             output = PredictionOutput(loop.predictions, loop.label_ids, loop.metrics)
         else:
             output = self._run_eval(test_dataset, metric_key_prefix, ignore_keys, "predict")
-        self._memory_tracker.stop_stage("test", output.metrics)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_stage("test", output.metrics)  # after on_predict, as transformers
         return output

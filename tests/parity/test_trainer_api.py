@@ -235,14 +235,28 @@ def test_resume_uses_the_models_load_state_dict_and_restores_each_stateful_callb
     assert ours["order"] == hf["order"] and max_rel_diff(ours["weights"], hf["weights"]) < 1e-6
 
 
+class _MetricsSeen(transformers.TrainerCallback):
+    def __init__(self):
+        self.metrics = []
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.metrics.append(dict(metrics))
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self.metrics.append(dict(metrics))
+
+
 def test_memory_metrics_as_transformers(tmp_path):
     """skip_memory_metrics=False: the same *_mem_* keys in the train / evaluate / predict metrics and the logs."""
     keys = {}
     for lib in (transformers, hf_lightning):
+        seen = _MetricsSeen()
         trainer = _trainer(lib, tmp_path, args={"skip_memory_metrics": False, "eval_strategy": "epoch"})
+        trainer.add_callback(seen)
         outputs = [trainer.train().metrics, trainer.evaluate(), trainer.predict(RegressionDataset(8, seed=3)).metrics]
-        keys[lib.__name__] = [sorted(k for k in m if "_mem_" in k) for m in outputs + trainer.state.log_history]
-    assert keys["hf_lightning"] == keys["transformers"]
+        keys[lib.__name__] = [sorted(k for k in m if "_mem_" in k)
+                              for m in outputs + trainer.state.log_history + seen.metrics]
+    assert keys["hf_lightning"] == keys["transformers"]  # on_predict sees the metrics before the memory ones
     assert "train_mem_cpu_alloc_delta" in keys["transformers"][0] and "init_mem_cpu_alloc_delta" in keys["transformers"][0]
 
 
