@@ -245,6 +245,12 @@ class FacadeModule(HFModule):
                                           num_items_in_batch=num_items_in_batch)
             return hooks.compute_loss(model, inputs, return_outputs=return_outputs)  # the pre-5.x signature
 
+    def loss_is_the_models(self) -> bool:
+        """The model's own loss: no overridden ``compute_loss`` / ``training_step`` / loss context either."""
+        hooks = self.hooks
+        return hooks.compute_loss is None and hooks.training_step is None and hooks.loss_context is None \
+            and self.label_smoother is None and self.loss is None and self.compute_loss_func is None
+
     def _prepared(self, batch: Any) -> Any:
         """The batch (on the device) through an overridden ``_prepare_inputs``, its window tag kept."""
         if self.hooks.prepare_inputs is None:
@@ -290,7 +296,7 @@ class FacadeModule(HFModule):
         if counted and window is not None and window.num_items is not None:  # as transformers' get_batch_samples
             num_items = self._window_num_items(window, batch_idx)
         try:
-            with forward_only_autocast(self.autocast_models(), self.device.type):
+            with forward_only_autocast(self.autocast_models(training=True), self.device.type):
                 reported = self.hooks.training_step(self.model, inputs, num_items)
         finally:
             loss, self.deferred_loss = self.deferred_loss, Ellipsis

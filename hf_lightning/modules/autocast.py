@@ -25,7 +25,7 @@ def forward_only_autocast(models: Sequence[nn.Module], device_type: str) -> Iter
     """Inside an autocast region of ``device_type``: each model's forward keeps autocast (same dtype) and returns its
     floating outputs in float32; everything else in the block runs without autocast. A no-op where autocast is off
     (full precision, DeepSpeed's own bfloat16, a model cast to half precision)."""
-    if not torch.is_autocast_enabled(device_type):
+    if not models or not torch.is_autocast_enabled(device_type):
         yield
         return
     dtype = torch.get_autocast_dtype(device_type)

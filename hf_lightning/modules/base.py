@@ -307,6 +307,8 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
                     f"were {','.join(inputs.keys())}. Give labels in the data (data.label_column) or override compute_loss."
                 )
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+            if loss.dtype in (torch.float16, torch.bfloat16):  # as transformers' float32 outputs of the forward
+                loss = loss.float()
         return (loss, outputs) if return_outputs else loss
 
     # ----------------------------------------------------------------------------------------------- training
@@ -349,9 +351,17 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         size = window.size if window is not None else self.trainer.accumulate_grad_batches
         return loss / size
 
-    def autocast_models(self) -> list[nn.Module]:
-        """The models whose forward runs under mixed precision's autocast (`forward_only_autocast`): the model."""
-        return [self.model]
+    def autocast_models(self, training: bool = False) -> list[nn.Module]:
+        """The models whose forward alone runs under mixed precision's autocast (`forward_only_autocast`): the model;
+        none for a training step whose loss is the model's own (nothing runs outside its forward but the loss's cast
+        to float32: Lightning's autocast region stays, and the logits are not copied to float32)."""
+        return [] if training and self.loss_is_the_models() else [self.model]
+
+    def loss_is_the_models(self) -> bool:
+        """Whether ``compute_loss`` takes the model's own loss (no label smoother, ``loss``, ``compute_loss_func`` or
+        override)."""
+        return self.label_smoother is None and self.loss is None and self.compute_loss_func is None \
+            and type(self).compute_loss is HFModule.compute_loss
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> float:
         """HF's ``Trainer.floating_point_ops``: 6 x main-input elements x non-embedding parameters."""
@@ -365,7 +375,7 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, window = split_window(batch)
         self.step_record.flos += self.floating_point_ops(inputs)
-        with forward_only_autocast(self.autocast_models(), self.device.type):  # as transformers: the loss outside in float32
+        with forward_only_autocast(self.autocast_models(training=True), self.device.type):
             loss = self._normalise(inputs, window, batch_idx)
         self.record_step_loss(loss.detach(), window)
         # Lightning divides what training_step returns by accumulate_grad_batches; the loss is already normalised.

@@ -97,7 +97,7 @@ class DistillationModule(HFModule):
             outputs = self.teacher(**teacher_inputs)
         return _student_logits(outputs, has_loss=False)
 
-    def autocast_models(self) -> list[nn.Module]:
+    def autocast_models(self, training: bool = False) -> list[nn.Module]:
         """The student and the teacher: both forwards under mixed precision's autocast, outputs in float32."""
         return [self.model, self.teacher]
 

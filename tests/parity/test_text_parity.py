@@ -54,10 +54,11 @@ class ScaledLogitsLoss:
         return (loss, outputs) if return_outputs else loss
 
 
-@pytest.mark.parametrize("setting", ["label_smoothing", "compute_loss"])
+@pytest.mark.parametrize("setting", ["model_loss", "label_smoothing", "compute_loss"])
 def test_bf16_mixed_precision_autocasts_the_forward_only_as_transformers(tmp_path, setting):
     """bf16 autocast (on the CPU here) around the model's forward only, its outputs in float32: a label smoother or an
-    overridden compute_loss works on float32 logits outside autocast, as with accelerate in transformers. Records,
+    overridden compute_loss works on float32 logits outside autocast, as with accelerate in transformers (the
+    model's own loss: in float32 as transformers' converted outputs, the logits left in bfloat16). Records,
     weights, eval metrics and predictions agree to float32 rounding (the step's loss under whole-step autocast
     differed by about 3e-3)."""
     args = dict(bf16=True, per_device_train_batch_size=8, num_train_epochs=1, learning_rate=3e-3,
@@ -66,7 +67,7 @@ def test_bf16_mixed_precision_autocasts_the_forward_only_as_transformers(tmp_pat
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
     runs = []
     for library in (transformers, hf_lightning):
-        cls = library.Trainer if setting == "label_smoothing" else type("T", (ScaledLogitsLoss, library.Trainer), {})
+        cls = type("T", (ScaledLogitsLoss, library.Trainer), {}) if setting == "compute_loss" else library.Trainer
         runs.append(run(cls, lambda: _bert_classifier(0.0), _tokenized(32, 0), tmp_path, evaluate=True,
                         eval_dataset=_tokenized(16, 1), predict_dataset=_tokenized(8, 2),
                         trainer_kwargs={"processing_class": tokenizer}, **args, **extra))
