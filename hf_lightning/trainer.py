@@ -45,7 +45,12 @@ from transformers.utils import logging as hf_logging
 from hf_lightning import progress
 from hf_lightning.args import TrainingArguments, ensure_args, translate
 from hf_lightning.callbacks.checkpoint import HFCheckpoint
-from hf_lightning.callbacks.flow_records import MemoryTracker, process_log_level, write_to_loggers
+from hf_lightning.callbacks.flow_records import (
+    MemoryTracker,
+    process_log_level,
+    schedule_metric_missing,
+    write_to_loggers,
+)
 from hf_lightning.callbacks.hf_flow import HFFlow, find_saver
 from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.checkpoint import resume as resuming
@@ -498,11 +503,14 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                                    control_validation=True)
         flow.memory_tracker = self._memory_tracker  # one tracker: the init metrics come with the first stage's
         flow.state = self.state = self._fresh_state(trial)
+        flow.control = self.__dict__["_control"]  # as transformers: one TrainerControl across train() calls
         if "log" in self.overridden:
             flow.log_override = self.log
         if {"evaluate", "evaluation_loop"} & self.overridden:  # as transformers: each evaluation in training calls them
             flow.evaluate_override = lambda: self.evaluate(ignore_keys=ignore_keys_for_eval)
         self._route_step_end_overrides(flow, trial, ignore_keys_for_eval)
+        if self.eval_dataset is None and "get_eval_dataloader" not in self.overridden:
+            flow.no_eval_data = "Trainer: evaluation requires an eval_dataset."  # transformers' get_eval_dataloader
         max_steps, max_epochs = self._max_steps(datamodule)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
@@ -610,9 +618,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             name = self.args.metric_for_best_model or "loss"
             key = name if name.startswith("eval_") else f"eval_{name}"
             if key not in metrics:
-                raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not "
-                               f"found in the evaluation metrics. The available evaluation metrics are: "
-                               f"{list(metrics.keys())}. Consider changing the `metric_for_best_model`.")
+                raise schedule_metric_missing(key, metrics)
             self.lr_scheduler.step(metrics[key])
         return metrics
 

@@ -27,6 +27,8 @@ class FlowEvaluation:
     control_validation: bool
     last_eval_metrics: dict[str, float]
     evaluate_override: Any
+    #: the HF-style Trainer's error for an evaluation without an evaluation set (None: the data module decides)
+    no_eval_data: str | None = None
     _validations: int
     _sets_written: int = 0
 
@@ -40,6 +42,8 @@ class FlowEvaluation:
             self.last_eval_metrics = metrics
             self._validations += 1
             return metrics
+        if self.no_eval_data is not None:  # an evaluation asked for (a callback's should_evaluate) with no eval set
+            raise ValueError(self.no_eval_data)
         before = self._validations
         # An HF-style Trainer whose get_eval_dataloader is overridden is asked for the loaders at each evaluation (the
         # first uses those Lightning asked for as the fit began).

@@ -54,6 +54,14 @@ def write_to_loggers(loggers: list[Any], logs: dict[str, Any], step: int) -> Non
                 logger.experiment.add_text(k, v, step)
 
 
+
+def schedule_metric_missing(key: str, metrics: dict[str, Any]) -> KeyError:
+    """transformers' error for a metric-stepped schedule (``reduce_lr_on_plateau``) whose metric the evaluation lacks."""
+    return KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not found in the "
+                    f"evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. Please ensure "
+                    f"that the `compute_metrics` function returns a dictionary that includes '{key}' or consider "
+                    "changing the `metric_for_best_model` via the TrainingArguments.")
+
 class MemoryTracker(TrainerMemoryTracker):
     """transformers' memory metrics (``skip_memory_metrics=False``: ``<stage>_mem_cpu_alloc_delta``, ...).
 
@@ -199,9 +207,7 @@ class FlowRecords:
         name = self.best.name or "loss"
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
-            raise KeyError(f"The `metric_for_best_model` training argument is set to '{key}', which is not found in "
-                           f"the evaluation metrics {sorted(metrics)}: the learning-rate schedule steps on it. Return "
-                           "it from compute_metrics or change metric_for_best_model.")
+            raise schedule_metric_missing(key, metrics)
         scheduler.step(metrics[key])
 
     def _log_run_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

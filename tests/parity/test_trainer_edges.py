@@ -1410,3 +1410,45 @@ def test_a_resume_that_saves_no_checkpoint_keeps_the_loaded_callback_states(tmp_
         assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
     assert written[hf_lightning] == written[transformers]
     assert written[transformers]["TrainerControl"]["args"]["should_training_stop"]  # as saved at step 4
+
+
+class _AskEvaluationAt1(transformers.TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            control.should_evaluate = True
+
+
+@pytest.mark.parametrize("case", ["evaluation_without_eval_set", "plateau_metric_missing"])
+def test_errors_raised_during_training_as_transformers(tmp_path, case):
+    """The same error, at the same step, with transformers' message: an evaluation a callback asks for without an
+    eval set; a reduce_lr_on_plateau schedule whose metric (eval_loss) a dict of eval sets does not produce."""
+    if case == "evaluation_without_eval_set":
+        kwargs = dict(trainer_kwargs={"callbacks": [_AskEvaluationAt1()]}, save_strategy="steps", save_steps=2)
+    else:
+        kwargs = dict(eval_dataset={"a": RegressionDataset(length=8, seed=1), "b": RegressionDataset(length=8, seed=2)},
+                      eval_strategy="steps", eval_steps=2, lr_scheduler_type="reduce_lr_on_plateau")
+    raised = []
+    for library in (transformers, hf_lightning):
+        with pytest.raises((ValueError, KeyError)) as info:
+            run(library.Trainer, StrictRegressionModel, RegressionDataset(length=24), tmp_path / library.__name__,
+                per_device_train_batch_size=4, num_train_epochs=1, **kwargs)
+        checkpoints = sorted(p.name for p in (tmp_path / library.__name__).rglob("checkpoint-*"))
+        raised.append((type(info.value), str(info.value), checkpoints))
+    assert raised[1] == raised[0]
+
+
+def test_a_second_train_keeps_the_trainer_control_as_transformers(tmp_path):
+    """One TrainerControl across train() calls: a stop requested in the first run is in the state the second starts
+    with (its stateful_callbacks), as transformers snapshots its control before on_train_begin resets it."""
+    class StopAt2(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    seen = []
+    for library in (transformers, hf_lightning):
+        result = run(library.Trainer, StrictRegressionModel, RegressionDataset(), tmp_path / library.__name__,
+                     trainer_kwargs={"callbacks": [StopAt2()]}, per_device_train_batch_size=8, num_train_epochs=1)
+        result.trainer.train()
+        seen.append((result.trainer.state.stateful_callbacks["TrainerControl"], result.trainer.state.global_step))
+    assert seen[1] == seen[0]
