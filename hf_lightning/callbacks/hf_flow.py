@@ -253,9 +253,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.handler.optimizer = trainer.optimizers[0] if trainer.optimizers else None
         self.handler.lr_scheduler = trainer_scheduler(trainer)
         self.handler.train_dataloader = trainer.train_dataloader
-        if self._step_hook is not None:  # left over from an interrupted fit
-            self._step_hook.remove()
-            self._step_hook = None
+        self._remove_step_hook()  # left over from an interrupted fit
         if hasattr(self.handler.optimizer, "register_step_post_hook"):
             # torch's post-hook fires right after optimizer.step(), before Lightning steps the scheduler: HF's point.
             self._step_hook = self.handler.optimizer.register_step_post_hook(self._on_optimizer_step)
@@ -419,6 +417,12 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         if saver is not None:  # HF loads the best model (HFCheckpoint) before on_train_end
             saver.finish_hf_training(trainer, pl_module)
         self.event("on_train_end")
+        self._remove_step_hook()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._remove_step_hook()  # the optimizer may train again (a second train()) under another HFFlow
+
+    def _remove_step_hook(self) -> None:
         if self._step_hook is not None:
             self._step_hook.remove()
             self._step_hook = None

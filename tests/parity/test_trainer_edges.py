@@ -1452,3 +1452,33 @@ def test_a_second_train_keeps_the_trainer_control_as_transformers(tmp_path):
         result.trainer.train()
         seen.append((result.trainer.state.stateful_callbacks["TrainerControl"], result.trainer.state.global_step))
     assert seen[1] == seen[0]
+
+
+def test_a_train_after_one_that_raised_fires_each_event_once_as_transformers(tmp_path):
+    """The first train() raises in a callback; the second train() of the same Trainer (same optimizer) fires
+    on_optimizer_step once per step, with its own state (the interrupted fit's optimizer hook is gone)."""
+    class RaiseOnce(transformers.TrainerCallback):
+        def __init__(self):
+            self.raised, self.steps = False, []
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2 and not self.raised:
+                self.raised = True
+                raise RuntimeError("stop here")
+
+    seen = []
+    for library in (transformers, hf_lightning):
+        callback = RaiseOnce()
+        trainer = library.Trainer(model=StrictRegressionModel(), train_dataset=RegressionDataset(length=24),
+                                  callbacks=[callback], args=library.TrainingArguments(
+                                      str(tmp_path / library.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                      per_device_train_batch_size=8, num_train_epochs=1, save_strategy="no"))
+        with pytest.raises(RuntimeError, match="stop here"):
+            trainer.train()
+        first = list(callback.steps)
+        trainer.train()
+        seen.append((first, callback.steps[len(first):]))
+    assert seen[1] == seen[0] == ([0, 1], [0, 1, 2])
