@@ -231,6 +231,24 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             self.model.config.use_cache = self.args.use_cache
         self._memory_tracker.stop_stage("init")
 
+    def _fitting(self) -> bool:
+        """Whether this Trainer's ``train()`` is inside its Lightning fit (its HFFlow holds the live state)."""
+        trainer = self.__dict__.get("pl_trainer")
+        return self.__dict__.get("_flow") is not None and trainer is not None and trainer.state.fn == "fit" \
+            and trainer.state.status == "running"
+
+    @property
+    def state(self) -> TrainerState:
+        """transformers' ``TrainerState``: during ``train()``, the one training writes (a resume replaces it with the
+        checkpoint's, as transformers does), so overrides and callbacks read the live step, epoch and history."""
+        return self._flow.state if self._fitting() else self.__dict__["_state"]
+
+    @state.setter
+    def state(self, value: TrainerState) -> None:
+        if self._fitting():
+            self._flow.state = value
+        self.__dict__["_state"] = value
+
     @property
     def control(self) -> TrainerControl:
         """transformers' ``TrainerControl``: while ``train()`` runs, the one training answers to (an ``evaluate()``

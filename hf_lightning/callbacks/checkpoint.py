@@ -277,7 +277,11 @@ class HFCheckpoint(Checkpoint):
         step = self.flow.state.global_step
         log.warning(f"SIGTERM received: saving a checkpoint at step {step} and stopping training.")
         if self._saved_step != step:  # this step's regular save may have just run
-            self.save_hf_checkpoint(trainer, pl_module)
+            override = self.flow.save_checkpoint_override  # transformers' JIT checkpoint calls _save_checkpoint
+            if override is not None:
+                override()
+            else:
+                self.save_hf_checkpoint(trainer, pl_module)
             self.flow.event("on_save")
         self.flow.control.should_training_stop = True
         trainer.should_stop = True

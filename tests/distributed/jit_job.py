@@ -1,6 +1,6 @@
 """A training process that SIGTERMs itself mid-window (tests/distributed/test_jit_checkpoint.py).
 
-    python tests/distributed/jit_job.py DOOR OUT_DIR MODE      (DOOR: facade | lightning; MODE: full | signal | resume)
+    python tests/distributed/jit_job.py DOOR OUT_DIR MODE      (DOOR: facade | facade_override | lightning; MODE: full | signal | resume)
 
 ``signal``: at the first micro-batch of optimizer step 6 (of 16; 2 micro-batches per step) the process sends itself
 SIGTERM (under torchrun: rank 0 only). ``resume``: resumes from the newest checkpoint in OUT_DIR. Every mode ends by
@@ -32,6 +32,16 @@ class SigtermAt(transformers.TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class MarkingTrainer(hf_lightning.Trainer):
+    """A ``_save_checkpoint`` override (door ``facade_override``): the JIT checkpoint goes through it, as in
+    transformers, and it marks the folder ``super()`` wrote."""
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        with open(os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}", "marked.txt"), "w") as f:
+            f.write("saved through _save_checkpoint")
+
+
 def main(door: str, out: str, mode: str) -> None:
     args = hf_lightning.TrainingArguments(
         out, per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2, learning_rate=0.1,
@@ -41,8 +51,9 @@ def main(door: str, out: str, mode: str) -> None:
     callbacks = [SigtermAt()] if mode == "signal" else []
     transformers.set_seed(42)
     model = StrictRegressionModel()
-    if door == "facade":
-        trainer = hf_lightning.Trainer(model=model, args=args, train_dataset=RegressionDataset(), callbacks=callbacks)
+    if door in ("facade", "facade_override"):
+        cls = MarkingTrainer if door == "facade_override" else hf_lightning.Trainer
+        trainer = cls(model=model, args=args, train_dataset=RegressionDataset(), callbacks=callbacks)
         trainer.train(resume_from_checkpoint=resume)
         rank, step = int(os.environ.get("RANK", "0")), trainer.state.global_step
     else:

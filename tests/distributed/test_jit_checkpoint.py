@@ -36,8 +36,9 @@ def _job(door: str, out: Path, mode: str, ddp: bool) -> str:
     return _run(cmd, out.parent / f"{out.name}-{mode}.log")
 
 
-@pytest.mark.parametrize("door, ddp", [("facade", False), ("lightning", False), ("facade", True)],
-                         ids=["facade", "lightning-door", "facade-ddp"])
+@pytest.mark.parametrize("door, ddp", [("facade", False), ("lightning", False), ("facade", True),
+                                       ("facade_override", False)],
+                         ids=["facade", "lightning-door", "facade-ddp", "facade-save-checkpoint-override"])
 def test_sigterm_mid_window_checkpoints_exits_cleanly_and_resumes_exactly(tmp_path, door, ddp):
     full, cut = tmp_path / "full", tmp_path / "cut"
     full.mkdir()
@@ -47,6 +48,7 @@ def test_sigterm_mid_window_checkpoints_exits_cleanly_and_resumes_exactly(tmp_pa
     assert "FINISHED signal at step 6" in log  # the window in flight finished, then training stopped cleanly
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-6"]
     assert folder.is_complete(str(cut / "checkpoint-6"))
+    assert (cut / "checkpoint-6" / "marked.txt").exists() == (door == "facade_override")
     log = _job(door, cut, "resume", ddp)
     total = 8 if ddp else 16  # 64 samples, 2 epochs, 2 micro-batches of 4 per step (x 2 ranks with DDP)
     assert f"FINISHED resume at step {total}" in log

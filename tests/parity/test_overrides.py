@@ -430,3 +430,26 @@ def test_the_signature_columns_a_subclass_sets_are_the_columns_loaders_keep(tmp_
     assert ours.trainer._signature_columns == hf.trainer._signature_columns == ["input_x", "labels", "weight"]
     batch = next(iter(ours.trainer.get_train_dataloader()))
     assert sorted(batch) == ["input_x", "labels", "weight"]
+
+
+class StepsSeen:
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.steps_seen = getattr(self, "steps_seen", []) + [(self.state.global_step, len(self.state.log_history))]
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def test_overrides_read_the_live_state_in_a_resumed_run(tmp_path):
+    """A resume replaces the state with the checkpoint's: an override reading ``self.state`` sees the resumed
+    step and history at every step, as in transformers."""
+    seen = []
+    for library in (transformers, hf_lightning):
+        out = str(tmp_path / library.__name__)
+        for max_steps, resume in ((4, None), (7, True)):
+            transformers.set_seed(0)
+            trainer = _subclass(library.Trainer, StepsSeen)(
+                model=StrictRegressionModel(), train_dataset=RegressionDataset(), args=library.TrainingArguments(
+                    out, report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=1, save_steps=4,
+                    max_steps=max_steps, **REG))
+            trainer.train(resume_from_checkpoint=resume)
+        seen.append(trainer.steps_seen)
+    assert seen[1] == seen[0] == [(4, 4), (5, 5), (6, 6)]
