@@ -253,14 +253,12 @@ class Trainer(TrainerEvaluation, TrainerMethods):
     def control(self) -> TrainerControl:
         """transformers' ``TrainerControl``: while ``train()`` runs, the one training answers to (an ``evaluate()``
         called then, from an override or a callback, resets its ``should_evaluate`` as in transformers)."""
-        flow = self.__dict__.get("_flow")
-        return flow.control if flow is not None and self._training_now() else self.__dict__["_control"]
+        return self._flow.control if self._fitting() else self.__dict__["_control"]
 
     @control.setter
     def control(self, value: TrainerControl) -> None:
-        flow = self.__dict__.get("_flow")
-        if flow is not None and self._training_now():
-            flow.control = value
+        if self._fitting():
+            self._flow.control = value
         else:
             self.__dict__["_control"] = value
 
