@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import datasets
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch.utils.data import SequentialSampler
 from transformers.integrations.integration_utils import default_logdir
 
 from hf_lightning._args_table import _logging_dir
-from hf_lightning.data.datamodule import HFDataModule
+from hf_lightning.data.datamodule import HFDataModule, description_of
 from hf_lightning.data.loader import WINDOW_KEY, WindowedBatch, split_window
 from hf_lightning.modules.autocast import forward_only_autocast
 from hf_lightning.modules.base import HFModule
@@ -152,6 +153,9 @@ class TrainerHooks:
         floating_point_ops: ``(inputs) -> flos``: an overridden ``floating_point_ops`` (``total_flos``).
         train_sampler: ``(train_dataset) -> Sampler or None``: an overridden ``_get_train_sampler``.
         eval_sampler: ``(eval_dataset) -> Sampler or None``: an overridden ``_get_eval_sampler``.
+        remove_unused_columns: ``(dataset, description) -> dataset``: an overridden ``_remove_unused_columns``,
+            given each ``datasets.Dataset`` a loader is built from (description ``Training`` / ``Evaluation`` /
+            ``test``), as transformers gives it.
         signature_columns: ``() -> columns or None``: the ``_signature_columns`` an overridden
             ``_set_signature_columns_if_needed`` (or a script) set: the columns loaders keep (None: the model's).
     """
@@ -174,6 +178,7 @@ class TrainerHooks:
     train_sampler: Callable[[Any], Any] | None = None
     eval_sampler: Callable[[Any], Any] | None = None
     signature_columns: Callable[[], list[str] | None] | None = None
+    remove_unused_columns: Callable[..., Any] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -216,6 +221,7 @@ class TrainerHooks:
             floating_point_ops=overridden("floating_point_ops"), train_sampler=overridden("_get_train_sampler"),
             eval_sampler=overridden("_get_eval_sampler"),
             signature_columns=trainer._columns_set,
+            remove_unused_columns=overridden("_remove_unused_columns"),
         )
 
 
@@ -372,6 +378,11 @@ class FacadeDataModule(HFDataModule):
             return found
         columns = self.hooks.signature_columns()
         return found if columns is None else (list(columns), found[1])
+
+    def _remove_unused(self, ds: Any, role: str = "train") -> Any:
+        if self.hooks.remove_unused_columns is not None and isinstance(ds, datasets.Dataset):
+            return self.hooks.remove_unused_columns(ds, description=description_of(role))
+        return super()._remove_unused(ds, role)
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         """None: transformers.Trainer checks no label values (a model's own loss reports what it cannot take)."""

@@ -29,7 +29,7 @@ from transformers.trainer_utils import has_length
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.checkpoint import folder
-from hf_lightning.data.datamodule import model_signature_columns
+from hf_lightning.data.datamodule import HFDataModule, model_signature_columns
 from hf_lightning.data.loader import count_label_items
 from hf_lightning.facade import FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
@@ -191,6 +191,14 @@ class TrainerMethods:
         if self.__dict__.get("_signature_columns_set") is None:
             module = self._evaluation_module()
             self._signature_columns = model_signature_columns(module.model, getattr(module, "label_names", None))
+
+    def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
+        """transformers' ``_remove_unused_columns``: the ``datasets.Dataset`` without the columns the model does not
+        take (``_signature_columns``); unchanged with ``remove_unused_columns`` off. A subclass may override it:
+        every loader's ``datasets.Dataset`` then goes through the override (the description ``Training`` /
+        ``Evaluation`` / ``test``)."""
+        role = {"Training": "train", "test": "predict"}.get(description or "", "validation")
+        return HFDataModule._remove_unused(self._run_datamodule(), dataset, role)
 
     def _columns_set(self) -> list[str] | None:
         """The ``_signature_columns`` a subclass or script set (None: the model's): an overridden

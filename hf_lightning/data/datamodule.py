@@ -363,7 +363,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         # model's main input, and the collator and model never see the column.
         ignored = [c for c in _columns(ds) if c not in signature]
         if ignored:  # transformers' message (Trainer._remove_unused_columns)
-            log.info(f"The following columns in the {_description(role)} set don't have a corresponding argument in "
+            log.info(f"The following columns in the {description_of(role)} set don't have a corresponding argument in "
                      f"`{name}.forward` and have been ignored: {', '.join(ignored)}. If {', '.join(ignored)} are not "
                      f"expected by `{name}.forward`,  you can safely ignore this message.")
         if len(ignored) == len(_columns(ds)):
@@ -385,7 +385,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             return collate  # `datasets` data sets lost their unused columns in `setup` (`_remove_unused`)
         signature, name = columns
         return RemoveColumnsCollator(collate, signature, logger=log, model_name=name,
-                                     description=_description(role))
+                                     description=description_of(role))
 
     def validation_roles(self) -> list[str]:
         """The roles of the validation sets: ``["validation"]``, or ``validation/<name>`` per named set."""
@@ -432,7 +432,7 @@ def _columns(ds: Any) -> list[str]:
     return list(names or [])
 
 
-def _description(role: str) -> str:
+def description_of(role: str) -> str:
     """transformers' name of a role's data set in its "The following columns in the ... set" message."""
     return {"train": "Training", "predict": "test"}.get(role, "Evaluation")
 

@@ -453,3 +453,29 @@ def test_overrides_read_the_live_state_in_a_resumed_run(tmp_path):
             trainer.train(resume_from_checkpoint=resume)
         seen.append(trainer.steps_seen)
     assert seen[1] == seen[0] == [(4, 4), (5, 5), (6, 6)]
+
+
+class RecordRemoval:
+    def _remove_unused_columns(self, dataset, description=None):
+        self.removals = getattr(self, "removals", set()) | {(description, tuple(sorted(dataset.column_names)))}
+        return super()._remove_unused_columns(dataset, description)
+
+
+def test_an_overridden_remove_unused_columns_gets_each_data_set_as_in_transformers(tmp_path):
+    """Each ``datasets.Dataset`` a loader is built from goes through the override, with transformers' description
+    (Training / Evaluation / test); its super() removes the columns the model does not take."""
+    import datasets
+
+    def table(n, seed):
+        data = RegressionDataset(length=n, seed=seed)
+        return datasets.Dataset.from_dict({"input_x": data.x.tolist(), "labels": data.y.tolist(), "note": ["x"] * n})
+
+    runs = []
+    for library in (transformers, hf_lightning):
+        runs.append(run(_subclass(library.Trainer, RecordRemoval), StrictRegressionModel, table(32, 42), tmp_path,
+                        eval_dataset=table(8, 1), predict_dataset=table(8, 2), evaluate=True, eval_strategy="epoch",
+                        **REG))
+    hf, ours = runs
+    assert ours.trainer.removals == hf.trainer.removals == {
+        (name, ("input_x", "labels", "note")) for name in ("Training", "Evaluation", "test")}
+    assert_same(hf, ours, rtol=1e-6)
