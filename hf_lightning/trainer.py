@@ -663,9 +663,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         """transformers' ``_load_from_checkpoint``: loads a checkpoint folder's weights (or adapter) into ``model``
         (default: the trained model). ``train(resume_from_checkpoint=...)`` calls it before the first step; a
         subclass may override it."""
-        fitting = self.pl_trainer is not None and self.pl_trainer.state.fn == "fit" \
-            and self.pl_trainer.state.status == "running"
-        if model is None and fitting:
+        if model is None and self._fitting():
             resuming.load_model_weights(self.pl_trainer, resume_from_checkpoint)  # sharded strategies place them
             return
         load_weights_into(self.model if model is None else model, resume_from_checkpoint)

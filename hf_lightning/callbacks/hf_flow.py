@@ -266,10 +266,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self._last_logged = state.global_step
         self.event("on_train_begin")
         if self.settings.eval_on_start:  # transformers: _evaluate(trial, ignore_keys, skip_scheduler=True)
-            if self.evaluate_step_override is not None:
-                self.evaluate_step_override(skip_scheduler=True)
-            else:
-                self._evaluate(trainer)
+            self._evaluate_step(trainer, pl_module, skip_scheduler=True)
 
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_event_fired = True
@@ -365,10 +362,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         if self.control.should_log and self.state.global_step > self._last_logged:
             self.write_log(self._train_logs(trainer, pl_module), trainer, start_time=self._start_time)
         if self.control.should_evaluate:
-            if self.evaluate_step_override is not None:
-                metrics = self.evaluate_step_override(skip_scheduler=False)
-            else:
-                metrics = self.evaluate_and_schedule(trainer, pl_module)
+            metrics = self._evaluate_step(trainer, pl_module, skip_scheduler=False)
             is_new_best = self.determine_best_metric(metrics)
             if self.checkpoint_settings.save_strategy == "best":
                 self.control.should_save = is_new_best
@@ -378,6 +372,13 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
                 self.event("on_save")
             elif self.save_checkpoint(trainer, pl_module):
                 self.event("on_save")
+
+    def _evaluate_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                       skip_scheduler: bool) -> dict[str, float]:
+        """transformers' ``_evaluate`` in the loop: a subclass's override, else `evaluate_and_schedule`."""
+        if self.evaluate_step_override is not None:
+            return self.evaluate_step_override(skip_scheduler=skip_scheduler)
+        return self.evaluate_and_schedule(trainer, pl_module, skip_scheduler)
 
     def evaluate_and_schedule(self, trainer: L.Trainer, pl_module: L.LightningModule,
                               skip_scheduler: bool = False) -> dict[str, float]:
