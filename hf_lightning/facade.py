@@ -158,6 +158,9 @@ class TrainerHooks:
             ``test``), as transformers gives it.
         signature_columns: ``() -> columns or None``: the ``_signature_columns`` an overridden
             ``_set_signature_columns_if_needed`` (or a script) set: the columns loaders keep (None: the model's).
+        batch_samples: ``(epoch_iterator, num_batches) -> (batches, num_items_in_batch)``: an overridden
+            ``get_batch_samples``, called with the training device for each accumulation window, as transformers
+            calls it; the loss then takes its ``num_items_in_batch``.
     """
 
     compute_loss: Callable[..., Any] | None = None
@@ -179,6 +182,7 @@ class TrainerHooks:
     eval_sampler: Callable[[Any], Any] | None = None
     signature_columns: Callable[[], list[str] | None] | None = None
     remove_unused_columns: Callable[..., Any] | None = None
+    batch_samples: Callable[[Any, int], tuple[list[Any], Any]] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -222,6 +226,9 @@ class TrainerHooks:
             eval_sampler=overridden("_get_eval_sampler"),
             signature_columns=trainer._columns_set,
             remove_unused_columns=overridden("_remove_unused_columns"),
+            batch_samples=(lambda iterator, num_batches: trainer.get_batch_samples(
+                iterator, num_batches, trainer.module.device if trainer.module is not None else trainer.args.device))
+            if "get_batch_samples" in trainer.overridden else None,
         )
 
 
@@ -299,7 +306,8 @@ class FacadeModule(HFModule):
         self._context, self.deferred_loss = (window, batch_idx), None
         num_items = None
         counted = self.model_accepts_loss_kwargs or self.compute_loss_func is not None
-        if counted and window is not None and window.num_items is not None:  # as transformers' get_batch_samples
+        if window is not None and window.num_items is not None and (counted or window.given):
+            # as transformers: the count of its get_batch_samples, or of an override of it
             num_items = self._window_num_items(window, batch_idx)
         try:
             with forward_only_autocast(self.autocast_models(training=True), self.device.type):
@@ -408,6 +416,11 @@ class FacadeDataModule(HFDataModule):
 
     def base_eval_dataloader(self, role: str) -> Any:
         return self._eval_loader(role)
+
+    def wrap_train_loader(self, loader: Any) -> Any:
+        wrapped = super().wrap_train_loader(loader)
+        wrapped.draw = self.hooks.batch_samples
+        return wrapped
 
     def train_dataloader(self) -> Any:
         if self.hooks.get_train_dataloader is not None:

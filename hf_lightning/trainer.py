@@ -81,7 +81,7 @@ _HOOKS = ("compute_loss", "prediction_step", "training_step", "create_optimizer"
           "_get_train_sampler", "_get_eval_sampler", "get_optimizer_cls_and_kwargs", "save_model", "_save",
           "compute_loss_context_manager", "autocast_smart_context_manager", "_maybe_log_save_evaluate", "_evaluate",
           "_save_checkpoint", "_load_best_model", "_load_from_checkpoint",
-          "_set_signature_columns_if_needed", "_remove_unused_columns")
+          "_set_signature_columns_if_needed", "_remove_unused_columns", "get_batch_samples")
 
 
 #: transformers.Trainer methods its own loop calls that hf_lightning's engine (Lightning's loops, `HFFlow`,
@@ -92,7 +92,6 @@ _NOT_CALLED = {
     "_load_rng_state": "seed in a TrainerCallback's on_train_begin",
     "_wrap_model": "Lightning's strategy wraps the model; choose it with the arguments (fsdp, deepspeed, ddp_*)",
     "create_accelerator_and_postprocess": "Lightning's Trainer replaces accelerate here; use the arguments",
-    "get_batch_samples": "override compute_loss (it receives num_items_in_batch)",
     "_hp_search_setup": "set the trial's values in hp_space / model_init",
     "_report_to_hp_search": "compute the objective with compute_objective",
     "store_flos": "override floating_point_ops",

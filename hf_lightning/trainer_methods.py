@@ -245,8 +245,9 @@ class TrainerMethods:
     def get_batch_samples(self, epoch_iterator: Iterator[Any], num_batches: int,
                           device: torch.device | None = None) -> tuple[list[Any], torch.Tensor | None]:
         """transformers' ``get_batch_samples``: the next ``num_batches`` batches of ``epoch_iterator`` and the label
-        tokens they hold (transformers' count, for code that drives a loop by hand). Training counts each window
-        itself; overriding this changes nothing there (a warning says so)."""
+        tokens they hold, summed over processes (``average_tokens_across_devices``), as transformers counts them.
+        Training calls an override of it once per accumulation window, as transformers does (the override's
+        ``num_items_in_batch`` goes to the loss); without one it counts each window itself, the same way."""
         batches = [batch for _, batch in zip(range(num_batches), epoch_iterator)]
         if not batches or "labels" not in batches[0] or not (self.model_accepts_loss_kwargs
                                                              or self.compute_loss_func is not None):
@@ -255,8 +256,12 @@ class TrainerMethods:
         counts = [count_label_items(batch, shift_labels=shift) for batch in batches]
         if any(count is None for count in counts):
             return batches, None
-        total = torch.tensor(sum(counts))
-        return batches, total.to(device) if device is not None else total
+        total = torch.tensor(sum(counts), device=device)
+        module = self.module
+        lightning = getattr(module, "_trainer", None)
+        if self.args.average_tokens_across_devices and lightning is not None and lightning.world_size > 1:
+            total = lightning.strategy.reduce(total.to(module.device), reduce_op="sum")
+        return batches, total
 
     @property
     def current_flos(self) -> float:

@@ -30,9 +30,10 @@ WINDOW_KEY = "_hfl_window"
 class WindowInfo(NamedTuple):
     """Where a micro-batch sits in its gradient-accumulation window."""
 
-    num_items: int | None  # labels != -100 over the whole window on this rank (None: not countable)
+    num_items: Any  # labels != -100 over the whole window on this rank (None: not countable); see `given`
     size: int  # micro-batches in the window (the last window of an epoch may be shorter)
     index: int  # position of this micro-batch in the window
+    given: bool = False  # num_items is an overridden get_batch_samples' value, passed on as it is (no sum over ranks)
 
 
 class WindowedBatch(NamedTuple):
@@ -185,6 +186,9 @@ class TrainLoader:
         epoch: The training epoch about to iterate (the Lightning Trainer's ``current_epoch``): a data set without a
             length that has ``set_epoch`` (a shuffled ``datasets.IterableDataset``) gets it before each pass, so each
             pass is shuffled anew, as accelerate's loaders do for transformers.Trainer.
+        draw: ``(iterator, num_batches) -> (batches, num_items_in_batch)``: draws each window instead of the loader
+            (an overridden ``get_batch_samples``, called as transformers calls it, once per window); its count is
+            passed on to the loss as it is. Fewer batches than asked for end the pass.
     """
 
     def __init__(
@@ -193,11 +197,13 @@ class TrainLoader:
         accumulate_grad_batches: int = 1,
         count_items: Callable[[Any], int | None] = count_label_items,
         epoch: Callable[[], int] | None = None,
+        draw: Callable[[Iterator[Any], int], tuple[list[Any], Any]] | None = None,
     ) -> None:
         self.dataloader = dataloader
         self.accumulate_grad_batches = accumulate_grad_batches
         self.count_items = count_items
         self.epoch = epoch
+        self.draw = draw
         self._start_batch = 0
 
     @property
@@ -218,7 +224,9 @@ class TrainLoader:
             sampler.skip_batches = num_batches
         self._start_batch = num_batches
 
-    def _windows(self, iterator: Iterator[Any], total: int | None, start: int) -> Iterator[list[Any]]:
+    def _windows(self, iterator: Iterator[Any], total: int | None,
+                 start: int) -> Iterator[tuple[list[Any], WindowInfo]]:
+        """The pass's windows, each with the `WindowInfo` of its first micro-batch."""
         k = self.accumulate_grad_batches
         position = start
         while total is None or position < total:
@@ -226,18 +234,26 @@ class TrainLoader:
             want = k - position % k
             if total is not None:
                 want = min(want, total - position)
-            window = []
-            for _ in range(want):
-                try:
-                    window.append(next(iterator))
-                except StopIteration:
-                    break
+            window, info = self._draw(iterator, want)
             if not window:
                 return
             position += len(window)
-            yield window
+            yield window, info
             if len(window) < want:
                 return
+
+    def _draw(self, iterator: Iterator[Any], want: int) -> tuple[list[Any], WindowInfo]:
+        """The next window of (at most) ``want`` micro-batches and the `WindowInfo` of its first one."""
+        if self.draw is not None:
+            drawn, num_items = self.draw(iterator, want)
+            window = list(drawn)
+            if len(window) > want:
+                raise ValueError(f"get_batch_samples returned {len(window)} batches where {want} were asked for: it "
+                                 "returns at most num_batches batches, the next ones of epoch_iterator.")
+            return window, WindowInfo(num_items, len(window), 0, given=True)
+        window = [batch for _, batch in zip(range(want), iterator)]
+        counts = [self.count_items(b) for b in window]
+        return window, WindowInfo(None if any(c is None for c in counts) else sum(counts), len(window), 0)
 
     def __iter__(self) -> Iterator[Any]:
         start, self._start_batch = self._start_batch, 0
@@ -252,11 +268,9 @@ class TrainLoader:
                 next(iterator, None)
         # Lightning's fetcher reads a loader without a length one batch ahead itself; a sized one it does not.
         ahead = _one_ahead(iterator) if total is not None else iterator
-        for window in self._windows(ahead, total, start):
-            counts = [self.count_items(b) for b in window]
-            num_items = None if any(c is None for c in counts) else sum(counts)
+        for window, first in self._windows(ahead, total, start):
             for i, batch in enumerate(window):
-                info = WindowInfo(num_items, len(window), i)
+                info = first._replace(index=i)
                 if isinstance(batch, dict):
                     batch[WINDOW_KEY] = info
                     yield batch

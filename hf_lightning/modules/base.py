@@ -317,8 +317,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         trace (`hf_lightning.modules.probe`)."""
         return loss_scales_with_num_items(self, inputs)
 
-    def _window_num_items(self, window: WindowInfo, batch_idx: int) -> torch.Tensor:
-        """The window's label count, summed over ranks once per window (HF ``average_tokens_across_devices``)."""
+    def _window_num_items(self, window: WindowInfo, batch_idx: int) -> Any:
+        """The window's label count, summed over ranks once per window (HF ``average_tokens_across_devices``); an
+        overridden ``get_batch_samples``' value as it is (on the device)."""
+        if window.given:
+            return window.num_items.to(self.device) if torch.is_tensor(window.num_items) else window.num_items
         start = batch_idx - window.index
         if self._window_items is None or self._window_items[0] != start:
             count = torch.tensor(float(window.num_items), device=self.device)

@@ -1,5 +1,6 @@
 """A Trainer subclass whose ``evaluate`` adds a metric that chooses the best checkpoint, under torchrun: each
-evaluation during training runs the override (a standalone evaluation inside the running fit, on every rank).
+evaluation during training runs the override (a standalone evaluation inside the running fit, on every rank). Its
+``get_batch_samples`` records the count its super() gives each window (the labels of every rank's batches).
 
     python -m torch.distributed.run --nproc_per_node 2 ... tests/distributed/override_job.py OUT_DIR PER_DEVICE_BATCH
 
@@ -17,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.helpers.tiny import RegressionDataset, StrictRegressionModel
+from tests.helpers.tiny import RegressionDataset, RegressionModel
 
 
 def _timeless(record: dict) -> dict:
@@ -35,6 +36,11 @@ def run(out_dir: str, per_device_batch: int) -> dict:
             metrics[f"{metric_key_prefix}_custom"] = -float(self.state.global_step)  # best: the first evaluation
             return metrics
 
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            self.counts = [*getattr(self, "counts", []), float(count)]
+            return batches, count
+
     def mae(pred) -> dict[str, float]:
         return {"mae": float(np.abs(pred.predictions - pred.label_ids).mean()), "count": float(len(pred.label_ids))}
 
@@ -43,12 +49,12 @@ def run(out_dir: str, per_device_batch: int) -> dict:
         per_device_eval_batch_size=3, max_steps=6, eval_strategy="steps", eval_steps=2, save_steps=2, logging_steps=2,
         load_best_model_at_end=True, metric_for_best_model="custom", greater_is_better=True, learning_rate=0.1)
     transformers.set_seed(42)
-    trainer = BestByOverride(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(48),
+    trainer = BestByOverride(model=RegressionModel(), args=args, train_dataset=RegressionDataset(48),
                              eval_dataset=RegressionDataset(10, seed=1), compute_metrics=mae)
     trainer.train()
     final = trainer.evaluate()
     result = {"records": [_timeless(r) for r in trainer.state.log_history], "final": _timeless(final),
-              "best": os.path.basename(trainer.state.best_model_checkpoint)}
+              "best": os.path.basename(trainer.state.best_model_checkpoint), "counts": trainer.counts}
     if trainer.is_world_process_zero():
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(result, f)

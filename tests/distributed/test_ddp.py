@@ -130,6 +130,7 @@ def test_an_overridden_evaluate_chooses_the_best_checkpoint_under_ddp(tmp_path):
     run_job(torchrun(str(HERE / "override_job.py"), str(two), "4"), two / "job.log")
     ddp, single = read_result(two), run(str(tmp_path / "one"), 8)
     assert ddp["best"] == single["best"] == "checkpoint-2"
+    assert ddp["counts"] == single["counts"] == [8.0] * 6  # each window's labels, summed over the two processes
     assert ddp["final"]["eval_count"] == 10.0 and ddp["final"]["eval_custom"] == -6.0
     assert len(ddp["records"]) == len(single["records"])
     for mine, expected in zip(ddp["records"], single["records"], strict=True):

@@ -479,3 +479,41 @@ def test_an_overridden_remove_unused_columns_gets_each_data_set_as_in_transforme
     assert ours.trainer.removals == hf.trainer.removals == {
         (name, ("input_x", "labels", "note")) for name in ("Training", "Evaluation", "test")}
     assert_same(hf, ours, rtol=1e-6)
+
+
+class OwnWindowCount:
+    """A ``get_batch_samples`` override as token-counting research code writes it: super() draws the window, the
+    count is its own (``None``: the loss is a mean, divided by the window's micro-batches); each call recorded."""
+
+    extra_items = 8
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self.drawn = getattr(self, "drawn", []) + [(num_batches, len(batches), float(count))]
+        if self.extra_items is None:
+            return batches, None
+        return batches, count + self.extra_items
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        y = model(inputs["input_x"])[0]
+        error = (y - inputs["labels"]) ** 2
+        loss = error.mean() if num_items_in_batch is None else error.sum() / num_items_in_batch
+        return (loss, y) if return_outputs else loss
+
+
+class NoWindowCount(OwnWindowCount):
+    extra_items = None
+
+
+@pytest.mark.parametrize("mixin", [OwnWindowCount, NoWindowCount])
+def test_an_overridden_get_batch_samples_draws_each_window_as_in_transformers(tmp_path, mixin):
+    """Called once per accumulation window with the batches it may take (3, 3, then the epoch's short last window
+    of 2), what it returns trains: the count it gives goes to compute_loss; without one the loss is divided by the
+    window's micro-batches; the same records and weights as transformers."""
+    runs = [run(_subclass(library.Trainer, mixin), RegressionModel, RegressionDataset(), tmp_path,
+                gradient_accumulation_steps=3, **REG) for library in (transformers, hf_lightning)]
+    hf, ours = runs
+    assert ours.trainer.drawn == hf.trainer.drawn
+    assert [call[:2] for call in ours.trainer.drawn] == [(3, 3), (3, 3), (2, 2)] * 2
+    assert {call[2] for call in ours.trainer.drawn} == {24.0, 16.0}  # super()'s count: the window's labels
+    assert_same(hf, ours, rtol=1e-6)
