@@ -60,6 +60,16 @@ def _batch_size(inputs: dict[str, Any]) -> int:
     return 1
 
 
+def _batch_plan(loader: Any) -> tuple[int, int] | None:
+    """(batch size, samples of the pass) of a loader that cuts a sampler of known length into batches of one size
+    (Lightning's wrapper of a prediction loader's batch sampler keeps both), else None."""
+    batches = getattr(loader, "batch_sampler", None)
+    size, sampler = getattr(batches, "batch_size", None), getattr(batches, "sampler", None)
+    if not isinstance(size, int) or size < 1 or sampler is None or not has_length(sampler):
+        return None
+    return size, len(sampler)
+
+
 class _StageState:
     """Accumulators of one evaluation pass over one data set (one dataloader of the stage)."""
 
@@ -87,6 +97,8 @@ class _StageState:
         # after its last batch so that every rank runs as many (`extra_forwards` of them, after `batches` batches).
         self.batches = 0
         self.extra_forwards = 0
+        #: `_batch_plan` of the pass's loader (False: none), found at its first batch
+        self.batch_plan: tuple[int, int] | None | bool = None
 
     def to_host(self) -> None:
         """The pass is over: every collected output as host (numpy) arrays."""
@@ -203,7 +215,7 @@ class EvaluationMixin:
             self._advance_to(dataloader_idx)
         state, stage = self._stage, self._stage_name()
         inputs = dict(batch)
-        size = _batch_size(inputs)
+        size = self._samples_in(state, inputs)
         if stage == "predict":
             only_loss = self.prediction_loss_only and self.loss_only_in_predict
         else:  # as transformers' evaluate(): nothing to score the predictions with -> the loss only (no generation)
@@ -233,6 +245,20 @@ class EvaluationMixin:
         if self.compute_metrics is not None or stage == "predict":
             self._collect(state, logits, labels, inputs, loss, size)
         return loss, logits, labels
+
+    def _samples_in(self, state: _StageState, inputs: dict[str, Any]) -> int:
+        """The samples the batch was collated from, as transformers weighs each batch's loss: the loader's batch
+        size (the rest of the pass's samples for its last batch), also where a padding-free collator flattened them
+        into one row; the batch's first dimension where the loader does not say (an iterable data set, batches of a
+        sampler of its own)."""
+        if state.batch_plan is None:
+            state.batch_plan = _batch_plan(self._stage_loader(state.dataloader_idx)) or False
+        if state.batch_plan:
+            size, total = state.batch_plan
+            left = total - state.num_steps * size
+            if left > 0:
+                return min(size, left)
+        return _batch_size(inputs)
 
     def _even_out_forwards(self, state: _StageState, inputs: dict[str, Any]) -> None:
         with torch.no_grad():

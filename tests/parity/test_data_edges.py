@@ -279,3 +279,47 @@ def test_a_shuffled_stream_is_shuffled_anew_each_pass_as_in_transformers(tmp_pat
     assert sorted(i for batch in first for i in batch) == sorted(i for batch in second for i in batch) \
         == list(range(10))
     assert first != second
+
+
+def test_padding_free_batches_weigh_their_samples_in_eval_loss_as_in_transformers(tmp_path):
+    """``DataCollatorWithFlattening`` packs a batch's samples into one row: transformers still weighs each batch's
+    loss by its samples (the eval batch size, the rest for the last batch), so 7 samples in batches of 3 weigh
+    3, 3, 1, and ``compute_metrics`` gets one loss per sample; the same records, evaluate() and predict()."""
+    config = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                                      pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    rng = np.random.RandomState(1)
+    texts = datasets.Dataset.from_list([{"input_ids": rng.randint(4, 50, size=rng.randint(3, 15)).tolist()}
+                                        for _ in range(11)])
+    train, held_out = texts.select(range(4)), texts.select(range(4, 11))
+    transformers.set_seed(0)
+    init = transformers.LlamaForCausalLM(config).state_dict()
+    seen = {}
+    for lib in LIBS:
+        model = transformers.LlamaForCausalLM(config)
+        model.load_state_dict(init)
+        counts: list[int] = []
+
+        def losses_per_sample(prediction: Any, counts: list = counts) -> dict[str, float]:
+            counts.append(len(prediction.losses))
+            return {"mean_sample_loss": float(np.mean(prediction.losses))}
+
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     per_device_train_batch_size=2, per_device_eval_batch_size=3, num_train_epochs=1,
+                                     eval_strategy="epoch", logging_steps=1, save_strategy="no",
+                                     include_for_metrics=["loss"])
+        run = lib.Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
+                          data_collator=transformers.DataCollatorWithFlattening(), compute_metrics=losses_per_sample)
+        run.train()
+        final = run.evaluate()
+        predicted = run.predict(held_out)
+        seen[lib] = ([{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k}
+                      for r in run.state.log_history],
+                     {k: v for k, v in final.items() if "runtime" not in k and "per_second" not in k},
+                     {k: v for k, v in predicted.metrics.items() if "runtime" not in k and "per_second" not in k},
+                     counts)
+    assert seen[hf_lightning][3] == seen[transformers][3] == [7, 7, 7]
+    for ours, theirs in zip(seen[hf_lightning][:3], seen[transformers][:3], strict=True):
+        assert (sorted(ours[0]) if isinstance(ours, list) else sorted(ours)) == \
+            (sorted(theirs[0]) if isinstance(theirs, list) else sorted(theirs))
+        assert max_rel_diff(ours, theirs) < 1e-5
