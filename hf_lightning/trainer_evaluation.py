@@ -140,6 +140,28 @@ class TrainerEvaluation:
         start = time.time()
         self._refresh_arguments()
         module = self._evaluation_module()
+        with self._settings_kept(module, stage):
+            return self._run_eval_with(module, start, dataset, prefix, ignore_keys, stage, name, dataloader,
+                                       loss_only)
+
+    @contextlib.contextmanager
+    def _settings_kept(self, module: FacadeModule, stage: str) -> Iterator[None]:
+        """An evaluation's prefix and ignored keys last for that call, as transformers passes them down; inside a
+        running ``train()`` (a callback's or an overridden ``evaluate``'s call) the module also goes back to the
+        training's Lightning Trainer, whose hooks (``on_before_optimizer_step``: ``on_pre_optimizer_step``, the
+        input tokens seen) reach the callbacks through it."""
+        kept = module.ignore_keys, module.metric_key_prefix[stage]
+        fit = self.pl_trainer if self._fitting() else None
+        try:
+            yield
+        finally:
+            module.ignore_keys, module.metric_key_prefix[stage] = kept
+            if fit is not None and module._trainer is not fit:
+                module.trainer = fit
+
+    def _run_eval_with(self, module: FacadeModule, start: float, dataset: Any, prefix: str,
+                       ignore_keys: list[str] | None, stage: str, name: str | None, dataloader: Any,
+                       loss_only: bool | None) -> Any:
         module.ignore_keys = ignore_keys
         module.metric_key_prefix[stage] = prefix
         if dataloader is None:

@@ -517,3 +517,58 @@ def test_an_overridden_get_batch_samples_draws_each_window_as_in_transformers(tm
     assert [call[:2] for call in ours.trainer.drawn] == [(3, 3), (3, 3), (2, 2)] * 2
     assert {call[2] for call in ours.trainer.drawn} == {24.0, 16.0}  # super()'s count: the window's labels
     assert_same(hf, ours, rtol=1e-6)
+
+
+class EvaluateMidway(transformers.TrainerCallback):
+    """Calls ``trainer.evaluate`` (its own prefix and ignored keys) or ``trainer.predict`` at step 2 of training, and
+    records the steps ``on_pre_optimizer_step`` comes at."""
+
+    def __init__(self, call: str) -> None:
+        self.call, self.trainer, self.pre_optimizer = call, None, []
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.pre_optimizer.append(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2 and self.call == "evaluate":
+            self.trainer.evaluate(metric_key_prefix="mid", ignore_keys=["unused"])
+        elif state.global_step == 2 and self.call == "predict":
+            self.trainer.predict(RegressionDataset(length=4, seed=5))
+
+
+class HandsItselfOver:
+    """Gives `EvaluateMidway` the trainer it is built with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, EvaluateMidway):
+                callback.trainer = self
+
+
+class PassThroughEvaluate:
+    """transformers' question-answering pattern: ``evaluate`` overridden, calling ``super()``."""
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+
+@pytest.mark.parametrize("call", ["evaluate", "predict", "override"])
+def test_an_evaluation_inside_train_leaves_training_as_in_transformers(tmp_path, call):
+    """An evaluate() / predict() called by a callback, or an overridden evaluate run at each evaluation, inside
+    train(): every later step still calls on_pre_optimizer_step and counts its input tokens, and the in-training
+    evaluations keep the eval prefix (the one the best model is chosen by); the same records as transformers."""
+    runs = []
+    for library in (transformers, hf_lightning):
+        callback = EvaluateMidway(call)
+        cls = _subclass(library.Trainer, HandsItselfOver, *([PassThroughEvaluate] if call == "override" else []))
+        runs.append(run(cls, RegressionModel, RegressionDataset(length=24), tmp_path / library.__name__,
+                        eval_dataset=RegressionDataset(length=5, seed=2), trainer_kwargs={"callbacks": [callback]},
+                        eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                        load_best_model_at_end=True, metric_for_best_model="loss", include_num_input_tokens_seen=True,
+                        per_device_train_batch_size=4, num_train_epochs=1, learning_rate=0.05))
+        runs[-1].pre_optimizer = callback.pre_optimizer
+    hf, ours = runs
+    assert ours.pre_optimizer == hf.pre_optimizer == list(range(6))
+    assert ours.trainer.state.num_input_tokens_seen == hf.trainer.state.num_input_tokens_seen == 24
+    assert_same(hf, ours, rtol=1e-6)
