@@ -97,9 +97,8 @@ class DataLoaders:
         world, rank = self._world()
         if isinstance(ds, datasets.IterableDataset) and world > 1:  # each rank takes every world-th example
             ds = datasets.distributed.split_dataset_by_node(ds, rank=rank, world_size=world)
-        if isinstance(ds, IterableDataset):
-            return DataLoader(ds, batch_size=self.batch_size, drop_last=self.loader.drop_last,
-                              **self._loader_kwargs("train"))
+        if isinstance(ds, IterableDataset):  # as transformers: drop_last cuts batches of a sampler, not of a stream
+            return DataLoader(ds, batch_size=self.batch_size, **self._loader_kwargs("train"))
         if self.sampling_strategy == "batch_rebalance":
             batches: Sampler[list[int]] = self._rebalanced_batches(ds, world, rank)
         else:

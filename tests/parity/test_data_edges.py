@@ -323,3 +323,18 @@ def test_padding_free_batches_weigh_their_samples_in_eval_loss_as_in_transformer
         assert (sorted(ours[0]) if isinstance(ours, list) else sorted(ours)) == \
             (sorted(theirs[0]) if isinstance(theirs, list) else sorted(theirs))
         assert max_rel_diff(ours, theirs) < 1e-5
+
+
+def test_drop_last_keeps_the_short_last_batch_of_a_stream_as_in_transformers(tmp_path):
+    """``dataloader_drop_last`` cuts the batches of a sampler: transformers does not apply it to a stream (a torch
+    ``IterableDataset``), whose short last batch is trained on: 4 steps per pass of 10 samples in batches of 3."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), IterableRegression(10), per_device_train_batch_size=3,
+                      dataloader_drop_last=True, max_steps=9)
+        run.train()
+        seen[lib] = ([{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k}
+                      for r in run.state.log_history], {k: v.clone() for k, v in run.model.state_dict().items()})
+    assert len(seen[hf_lightning][0]) == len(seen[transformers][0]) == 10  # 9 step records and the summary
+    assert max_rel_diff(seen[hf_lightning][0], seen[transformers][0]) < 1e-6
+    assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) < 1e-6
