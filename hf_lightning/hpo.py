@@ -33,11 +33,14 @@ def _optuna() -> Any:
 
 
 class _Reporter(TrainerCallback):
-    """Reports the objective of each evaluation to the trial; prunes when the study says so."""
+    """Reports the objective of each evaluation to the trial; prunes when the study says so (the callbacks then get
+    ``on_train_end`` before ``TrialPruned`` ends the trial, as transformers')."""
 
-    def __init__(self, trial: Any, compute_objective: Callable[[dict[str, float]], float]) -> None:
+    def __init__(self, trial: Any, compute_objective: Callable[[dict[str, float]], float],
+                 trainer: Trainer) -> None:
         self.trial = trial
         self.compute_objective = compute_objective
+        self.trainer = trainer
         self.objective: float | None = None
 
     def on_evaluate(self, args: Any, state: TrainerState, control: Any, metrics: dict[str, float] | None = None,
@@ -47,6 +50,7 @@ class _Reporter(TrainerCallback):
             return  # optuna reports (and prunes) single-objective trials only, as transformers' reporting skips them
         self.trial.report(self.objective, state.global_step)
         if self.trial.should_prune():
+            self.trainer.callback_handler.on_train_end(args, state, control)
             raise _optuna().TrialPruned(f"pruned at step {state.global_step} (objective {self.objective})")
 
 
@@ -80,7 +84,7 @@ def hyperparameter_search(
         name = hp_name(trial) if hp_name is not None else None
         trainer.trial_output_dir = os.path.join(trainer.args.output_dir, name or f"run-{trial.number}")
         trainer.state = TrainerState(is_hyper_param_search=True, trial_name=name, trial_params=params)
-        reporter = _Reporter(trial, compute_objective)
+        reporter = _Reporter(trial, compute_objective, trainer)
         trainer.add_callback(reporter)
         try:
             trainer.train(trial=trial)

@@ -119,6 +119,40 @@ def test_hyperparameter_search_trains_every_trial(tmp_path):
         assert loss == pytest.approx(fresh.state.log_history[-2]["eval_loss"], rel=1e-6), f"trial {i} (lr {lr})"
 
 
+class _TrialEvents(transformers.TrainerCallback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.events.append("begin")
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.events.append(f"evaluate@{state.global_step}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.events.append("end")
+
+
+def test_a_pruned_trial_ends_its_training_for_the_callbacks_as_in_transformers(tmp_path):
+    """optuna's pruner stops a trial after an evaluation: the callbacks get on_train_end before TrialPruned, as
+    transformers calls them; the same events, trial by trial."""
+    import optuna
+
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        events = _TrialEvents()
+        trainer = _trainer(lib, tmp_path, model_init=RegressionModel, callbacks=[events],
+                           args={"eval_strategy": "epoch", "per_device_train_batch_size": 16})
+        trainer.hyperparameter_search(
+            hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)},
+            n_trials=3, backend="optuna", sampler=optuna.samplers.TPESampler(seed=1),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0))
+        seen[lib] = events.events
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers].count("begin") == seen[transformers].count("end") == 3
+    assert len(seen[transformers]) < 3 * 4  # a trial was pruned after its first evaluation
+
+
 def test_accelerator_and_model_wrapped_answer_what_callbacks_ask(tmp_path):
     answers = {}
     for lib in (transformers, hf_lightning):
