@@ -198,7 +198,11 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self.accelerator = FacadeAccelerator(self)
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
-            raise RuntimeError("Pass either `optimizers` or `optimizer_cls_and_kwargs`, not both.")
+            raise RuntimeError("Passing both `optimizers` and `optimizer_cls_and_kwargs` arguments is incompatible.")
+        if self.optimizer is None and self.lr_scheduler is not None:
+            raise ValueError("optimizers=(None, scheduler): the scheduler steps an optimizer the Trainer would not train "
+                             "(it builds its own). Pass optimizers=(optimizer, scheduler) with the optimizer the "
+                             "scheduler was built on, or override create_scheduler to build it on trainer.optimizer.")
         self._check_arguments()
         if self.is_world_process_zero():  # as transformers: save_metrics / save_state work before any checkpoint
             os.makedirs(self.args.output_dir, exist_ok=True)
@@ -428,7 +432,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         except TypeError:
             if sized_only:
                 return None
-            raise ValueError("args.max_steps must be set to a positive value for an iterable train_dataset.") from None
+            raise ValueError("args.max_steps must be set to a positive value if dataloader does not have a length, was"
+                             f" {args.max_steps}") from None
         return progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
 
     def _report_loggers(self) -> list[Any] | bool:
@@ -470,7 +475,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
               ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> TrainOutput:
         """Trains through ``lightning.Trainer.fit``; returns HF's `TrainOutput`."""
         if kwargs:
-            raise TypeError(f"train() got unexpected keyword arguments {sorted(kwargs)}.")
+            raise TypeError(f"Trainer.train() got an unexpected keyword argument '{next(iter(kwargs))}'")
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         # Translated again: as transformers reads its arguments when training, changes made since __init__ count.

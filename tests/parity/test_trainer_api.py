@@ -709,3 +709,61 @@ def test_push_to_hub_says_what_to_do_instead(tmp_path):
     for method in (trainer.push_to_hub, trainer.init_hf_repo):
         with pytest.raises(NotImplementedError, match=r"trainer\.save_model\(folder\).*model\.push_to_hub\(repo_id\)"):
             method()
+
+
+def _error(call):
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - the error itself is compared
+        return type(error).__name__, str(error)
+    return None
+
+
+@pytest.mark.parametrize("case", ["train_kwarg", "stream_without_max_steps", "optimizers_and_cls"])
+def test_misuse_raises_transformers_error_and_message(tmp_path, case):
+    from tests.helpers.tiny import IterableRegression
+
+    def attempt(lib):
+        if case == "optimizers_and_cls":
+            model = RegressionModel()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            return lambda: _trainer(lib, tmp_path, model=model, optimizers=(optimizer, None),
+                                    optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.1}))
+        trainer = _trainer(lib, tmp_path)
+        if case == "train_kwarg":
+            return lambda: trainer.train(foo=1)
+        trainer.train_dataset = IterableRegression(8)  # set after building: train() finds no length
+        return trainer.train
+
+    errors = {lib: _error(attempt(lib)) for lib in (transformers, hf_lightning)}
+    assert errors[transformers] is not None
+    assert errors[hf_lightning] == errors[transformers]
+
+
+def test_optimizers_without_the_optimizer_are_refused_up_front(tmp_path):
+    """docs/parity.md, deliberate difference 18: transformers would train an optimizer of its own while the given
+    scheduler steps another one."""
+    model = RegressionModel()
+    scheduler = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), step_size=1)
+    with pytest.raises(ValueError, match=r"optimizers=\(None, scheduler\).*optimizers=\(optimizer, scheduler\)"):
+        _trainer(hf_lightning, tmp_path, model=model, optimizers=(None, scheduler))
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_a_resume_may_add_early_stopping_the_checkpoint_did_not_have(tmp_path, restore):
+    """docs/parity.md, deliberate difference 19: transformers 5.25 raises a KeyError at the resumed run's first
+    save; hf_lightning trains on and saves the new callback's state."""
+    args = {"save_strategy": "epoch", "eval_strategy": "epoch", "metric_for_best_model": "loss",
+            "num_train_epochs": 1}
+    first = {}
+    for lib in (transformers, hf_lightning):
+        _trainer(lib, tmp_path, args=args).train()
+        resumed = _trainer(lib, tmp_path, args={**args, "num_train_epochs": 3,
+                                                "restore_callback_states_from_checkpoint": restore},
+                           callbacks=[transformers.EarlyStoppingCallback(early_stopping_patience=5)])
+        first[lib] = _error(lambda resumed=resumed, lib=lib: resumed.train(
+            resume_from_checkpoint=str(tmp_path / lib.__name__ / "checkpoint-8")))
+    assert first[transformers] == ("KeyError", "'EarlyStoppingCallback'")
+    assert first[hf_lightning] is None
+    saved = json.loads((tmp_path / "hf_lightning" / "checkpoint-24" / "trainer_state.json").read_text())
+    assert "EarlyStoppingCallback" in saved["stateful_callbacks"]
