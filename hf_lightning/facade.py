@@ -240,6 +240,7 @@ class FacadeModule(HFModule):
     #: the HF-style Trainer logs its evaluations itself (``Trainer.log``: log_history, on_log, HF's tags)
     logs_eval_to_lightning = False
     loss_only_in_predict = True  # transformers.Trainer.predict obeys prediction_loss_only
+    missing_loss_hint = ""  # transformers' message as it is
 
     def __init__(self, hooks: TrainerHooks, **kwargs: Any) -> None:
         super().__init__(**kwargs)

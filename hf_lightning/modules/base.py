@@ -206,6 +206,8 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         self._flos_per_token: float | None = None
 
     # The settings as the mixins and the HF-style Trainer read them; the groups are their only copy.
+    #: added to transformers' error for a model that returns no loss: where this door takes the labels from
+    missing_loss_hint = " Give labels in the data (data.label_column) or override compute_loss."
     lr_scheduler_type = group_field("optimization", "lr_scheduler_type")
     lr_scheduler_kwargs = group_field("optimization", "lr_scheduler_kwargs")
     warmup_steps = group_field("optimization", "warmup_steps")
@@ -302,10 +304,10 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
                                        num_items_in_batch=num_items_in_batch)
         else:
             if isinstance(outputs, dict) and "loss" not in outputs:
-                raise ValueError(
-                    f"The model did not return a loss from the inputs, only {','.join(outputs.keys())}; the inputs "
-                    f"were {','.join(inputs.keys())}. Give labels in the data (data.label_column) or override compute_loss."
-                )
+                raise ValueError(  # transformers' message, and where to give the labels here
+                    "The model did not return a loss from the inputs, only the following keys: "
+                    f"{','.join(outputs.keys())}. For reference, the inputs it received are "
+                    f"{','.join(inputs.keys())}.{self.missing_loss_hint}")
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
             if loss.dtype in (torch.float16, torch.bfloat16):  # as transformers' float32 outputs of the forward
                 loss = loss.float()

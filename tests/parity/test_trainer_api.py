@@ -719,11 +719,18 @@ def _error(call):
     return None
 
 
-@pytest.mark.parametrize("case", ["train_kwarg", "stream_without_max_steps", "optimizers_and_cls"])
+class _NoLoss(RegressionModel):
+    def forward(self, input_x, labels=None, **kwargs):
+        return {"logits": input_x * self.a + self.b}
+
+
+@pytest.mark.parametrize("case", ["train_kwarg", "stream_without_max_steps", "optimizers_and_cls", "no_loss"])
 def test_misuse_raises_transformers_error_and_message(tmp_path, case):
     from tests.helpers.tiny import IterableRegression
 
     def attempt(lib):
+        if case == "no_loss":
+            return _trainer(lib, tmp_path, model=_NoLoss()).train
         if case == "optimizers_and_cls":
             model = RegressionModel()
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
