@@ -18,9 +18,9 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import nn
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
 from transformers.trainer_pt_utils import LabelSmoother
-from transformers.trainer_utils import unwrap_peft_model
+from transformers.trainer_utils import align_special_tokens, unwrap_peft_model
 from transformers.utils import can_return_loss, find_labels
 
 from hf_lightning.data.builtin import resolve_model_path
@@ -419,6 +419,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         ignore_lightning_version_warnings()  # the filters may have been reset since import (Lightning door included)
         if stage == "fit" and self.gradient_checkpointing:
             enable_activation_checkpointing(uncompiled(self.model), self.gradient_checkpointing_kwargs)
+        if stage == "fit" and isinstance(self.tokenizer, (PreTrainedTokenizerBase, ProcessorMixin)) \
+                and hasattr(uncompiled(self.model), "config"):
+            # as transformers' train(): the tokenizer's pad / bos / eos ids (new ones for fine-tuning) into the
+            # model's config and generation config, so training, evaluation, generation and the saved model use them
+            align_special_tokens(uncompiled(self.model), self.tokenizer)
 
     def configure_model(self) -> None:
         if self.compile_kwargs is None or uncompiled(self.model) is not self.model or has_compiled_regions(self.model):

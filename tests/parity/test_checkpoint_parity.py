@@ -256,3 +256,38 @@ def test_resume_with_another_batch_size_or_accumulation_matches(tmp_path: Path, 
     if "per_device_train_batch_size" in changed:
         new = changed["per_device_train_batch_size"]
         assert f"per_device_train_batch_size: {new} (from args) != 4 (from trainer_state.json)" in caplog.text
+
+
+def test_the_tokenizers_special_tokens_reach_the_model_config_as_in_transformers(tmp_path):
+    """transformers' train() copies the processing class's pad / eos ids into the model's config (and generation
+    config: ``align_special_tokens``): a GPT-2 classifier whose config has no pad id then trains on padded batches,
+    and the checkpoint's config.json carries the ids."""
+    import tokenizers
+    import transformers
+    from datasets import Dataset
+
+    import hf_lightning
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[EOS]": 2, **{f"w{i}": i for i in range(3, 64)}}
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]")),
+        pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
+    ids = torch.randint(3, 64, (8, 6), generator=torch.Generator().manual_seed(0))
+    ids[::2, 4:] = 0
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": (ids != 0).long().tolist(),
+                              "labels": [0, 1] * 4})
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        torch.manual_seed(0)
+        model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
+            vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=16, num_labels=2))
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), max_steps=2, save_steps=2,
+                                     per_device_train_batch_size=4, report_to=[], disable_tqdm=True, use_cpu=True)
+        result = lib.Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer).train()
+        folder = tmp_path / lib.__name__ / "checkpoint-2"
+        saved = json.loads((folder / "config.json").read_text())
+        seen[lib] = (round(result.training_loss, 6), model.config.pad_token_id, model.config.eos_token_id,
+                     saved["pad_token_id"], saved["eos_token_id"],
+                     sorted(set(os.listdir(folder)) - {"training_args.json"}))  # hf_lightning's own, documented
+    assert seen[transformers][1:5] == (0, 2, 0, 2)
+    assert seen[hf_lightning] == seen[transformers]
