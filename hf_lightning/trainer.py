@@ -284,7 +284,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if args.eval_strategy not in (None, "no") and self.eval_dataset is None:
             raise ValueError(f"You have set `args.eval_strategy` to {args.eval_strategy} but you didn't pass an "
                              "`eval_dataset` to `Trainer`. Either set `args.eval_strategy` to `no` or pass an "
-                             "`eval_dataset`.")
+                             "`eval_dataset`. ")
         if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
             raise ValueError("`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
                              "`args.load_best_model_at_end` is set to `True`.")

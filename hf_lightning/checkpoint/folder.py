@@ -338,11 +338,17 @@ def load_torch(path: str, map_location: Any = "cpu") -> Any:
         ) from err
 
 
+class MissingCheckpointFile(FileNotFoundError, ValueError):
+    """A checkpoint folder without a file resuming needs: the ``FileNotFoundError`` transformers raises (caught as
+    that), which earlier hf_lightning releases raised as a ``ValueError``."""
+
+
 def load_trainer_state(folder: str) -> TrainerState:
     """``trainer_state.json`` through transformers' ``TrainerState.load_from_json``."""
     path = os.path.join(folder, TRAINER_STATE_NAME)
     if not os.path.isfile(path):
-        raise ValueError(f"Can't find a valid checkpoint at {folder}: it has no {TRAINER_STATE_NAME}.")
+        raise MissingCheckpointFile(errno.ENOENT, f"No such file or directory, so {folder} is not a checkpoint to "
+                                    "resume from", path)
     try:
         return TrainerState.load_from_json(path)
     except (ValueError, TypeError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError

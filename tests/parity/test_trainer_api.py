@@ -724,11 +724,15 @@ class _NoLoss(RegressionModel):
         return {"logits": input_x * self.a + self.b}
 
 
-@pytest.mark.parametrize("case", ["train_kwarg", "stream_without_max_steps", "optimizers_and_cls", "no_loss"])
+@pytest.mark.parametrize("case", ["train_kwarg", "stream_without_max_steps", "optimizers_and_cls", "no_loss",
+                                  "eval_strategy_without_eval_set"])
 def test_misuse_raises_transformers_error_and_message(tmp_path, case):
     from tests.helpers.tiny import IterableRegression
 
     def attempt(lib):
+        if case == "eval_strategy_without_eval_set":
+            args = lib.TrainingArguments(str(tmp_path / lib.__name__), eval_strategy="steps", report_to=[])
+            return lambda: lib.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset())
         if case == "no_loss":
             return _trainer(lib, tmp_path, model=_NoLoss()).train
         if case == "optimizers_and_cls":
@@ -774,3 +778,13 @@ def test_a_resume_may_add_early_stopping_the_checkpoint_did_not_have(tmp_path, r
     assert first[hf_lightning] is None
     saved = json.loads((tmp_path / "hf_lightning" / "checkpoint-24" / "trainer_state.json").read_text())
     assert "EarlyStoppingCallback" in saved["stateful_callbacks"]
+
+
+def test_a_folder_without_trainer_state_is_not_resumed_from_as_in_transformers(tmp_path):
+    """Both raise a FileNotFoundError naming the missing trainer_state.json (hf_lightning before loading anything)."""
+    _trainer(transformers, tmp_path, args={"max_steps": 2, "save_strategy": "steps", "save_steps": 2}).train()
+    folder = tmp_path / "transformers" / "checkpoint-2"
+    os.remove(folder / "trainer_state.json")
+    for lib in (transformers, hf_lightning):
+        with pytest.raises(FileNotFoundError, match=r"No such file or directory.*trainer_state\.json"):
+            _trainer(lib, tmp_path / "resumed", args={"max_steps": 4}).train(resume_from_checkpoint=str(folder))
