@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 import yaml
 from jsonargparse import get_loader, set_loader
+from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
@@ -87,7 +88,10 @@ class HFLightningCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """Lightning's, with a setting that hf_lightning refuses reported by its own message: jsonargparse wraps it in
-        an error per type it tried ("Does not validate against any of the Union subtypes" and the whole config)."""
+        an error per type it tried ("Does not validate against any of the Union subtypes" and the whole config).
+        Then the seed again, as ``transformers.Trainer(...)`` sets it once the model is built: training's random
+        draws (dropout) start from the seed, not from where building the model (a new head) left the generator, so a
+        run has the numbers of the transformers script with the same seed."""
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
@@ -95,6 +99,9 @@ class HFLightningCLI(LightningCLI):
             if own is None:
                 raise
             raise own from None
+        seed = self._own_config().get("seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            seed_everything(seed, workers=True, verbose=False)
 
     def export_path(self) -> str | None:
         """The folder the trained model is exported to after ``fit``."""
@@ -131,7 +138,7 @@ class HFLightningCLI(LightningCLI):
         folder = self.results_dir()
         if flow is not None:
             self.save_results(folder, "train", dict(getattr(flow, "train_metrics", {})), show=True)
-            self.save_results(folder, "eval", dict(flow.last_eval_metrics), show=True)
+            self.save_results(folder, "eval", self._exported_model_eval(flow), show=True)
             if self.trainer.is_global_zero:
                 os.makedirs(folder, exist_ok=True)
                 flow.state.save_to_json(os.path.join(folder, "trainer_state.json"))
@@ -141,6 +148,22 @@ class HFLightningCLI(LightningCLI):
         self.model.save_pretrained(path)  # every rank: sharded weights are gathered, rank zero writes
         if self.trainer.is_global_zero:
             print(f"Saved the trained model in HF format to {path}")
+
+    def _exported_model_eval(self, flow: Any) -> dict[str, Any]:
+        """The evaluation of the model ``fit`` ends with: the last one, or, where ``load_best_model_at_end`` loaded
+        the best checkpoint's weights, that checkpoint's (as transformers' example scripts report the best model's
+        ``evaluate()`` after ``train()``; evaluation is deterministic, so its record holds the same numbers)."""
+        from hf_lightning.callbacks.checkpoint import HFCheckpoint
+
+        state = flow.state
+        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, HFCheckpoint)), None)
+        if saver is None or not saver.settings.load_best_model_at_end or state.best_model_checkpoint is None:
+            return dict(flow.last_eval_metrics)
+        best: dict[str, Any] = {}
+        for record in state.log_history:
+            if record.get("step") == state.best_global_step and any(k.startswith("eval_") for k in record):
+                best.update({k: v for k, v in record.items() if k != "step"})
+        return best or dict(flow.last_eval_metrics)
 
     def after_validate(self) -> None:
         self.save_results(self.results_dir(), "eval", eval_metrics(self.model))

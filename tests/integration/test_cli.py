@@ -295,3 +295,30 @@ def test_bad_data_settings_are_named_with_the_fix_before_training(tmp_path, flag
         main(["fit", "--config", TINY, flag, value, "--trainer.logger", "false", "--export_dir", "none",
               "--trainer.default_root_dir", str(tmp_path)])
     assert not list(tmp_path.rglob("checkpoint-*"))
+
+
+def test_eval_results_describe_the_exported_best_model(tmp_path):
+    """With load_best_model_at_end the export holds the best checkpoint's weights: eval_results.json and the printed
+    eval metrics are that checkpoint's evaluation (as transformers' example scripts evaluate the loaded best model),
+    not the last one."""
+    config = tmp_path / "best.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "hf_lightning.callbacks.HFFlow",
+         "init_args": {"logging_steps": 1, "eval_strategy": "steps", "eval_steps": 2}},
+        {"class_path": "hf_lightning.callbacks.checkpoint.HFCheckpoint",
+         "init_args": {"output_dir": str(tmp_path / "checkpoints"), "save_strategy": "steps", "save_steps": 2,
+                       "load_best_model_at_end": True, "metric_for_best_model": "loss",
+                       "greater_is_better": False}}]}}))  # this seed: the loss rises from step 2 to step 4
+    cli = _run(tmp_path, "fit", "--config", str(config), "--trainer.enable_checkpointing", "true",
+               "--export_dir", str(tmp_path / "model"))
+    log_dir = Path(cli.trainer.log_dir)
+    state = json.loads((log_dir / "trainer_state.json").read_text())
+    evaluations = {r["step"]: r for r in state["log_history"] if "eval_loss" in r}
+    assert sorted(evaluations) == [2, 4] and state["best_global_step"] == 2
+    reported = json.loads((log_dir / "eval_results.json").read_text())
+    assert reported == {k: v for k, v in evaluations[2].items() if k != "step"}
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    from safetensors.torch import load_file
+
+    best = load_file(str(tmp_path / "checkpoints" / "checkpoint-2" / "model.safetensors"))
+    torch.testing.assert_close(exported.classifier.weight, best["classifier.weight"])

@@ -198,3 +198,47 @@ def test_masked_lm_with_dropout_draws_masks_and_dropout_in_transformers_order(tm
     hf, ours = both(mlm, data, tmp_path / "ga2", gradient_accumulation_steps=2, **kwargs)
     theirs = [r["loss"] / 2 for r in hf.log_history if "loss" in r]
     assert max_rel_diff([r["loss"] for r in ours.log_history if "loss" in r], theirs) < 1e-5
+
+
+def test_the_cli_trains_with_the_numbers_of_the_transformers_script(tmp_path):
+    """configs/quickstart.yaml through the CLI and the transformers script it stands for (the packaged MiniLM and
+    movie reviews, the same seed): transformers.Trainer seeds again once the model is built, so the dropout of
+    training does not start where building the new classifier head left the generator; the CLI too, and the
+    records agree."""
+    from pathlib import Path
+
+    from hf_lightning.callbacks.hf_flow import find_flow
+    from hf_lightning.cli import main
+    from hf_lightning.data.builtin import load_builtin, resolve_model_path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    cli = main(["fit", "--config", str(config), "--trainer.max_steps", "3",
+                "--data.init_args.max_train_samples", "64", "--data.init_args.max_eval_samples", "32",
+                "--trainer.callbacks.init_args.logging_steps", "1", "--trainer.callbacks.init_args.eval_steps", "3",
+                "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "cli"),
+                "--export_dir", "none"])
+    door = find_flow(cli.trainer).state.log_history
+    transformers.set_seed(42)
+    path = resolve_model_path("minilm")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    splits = load_builtin("movie_reviews", 0.1, 0.1)
+
+    def encode(batch):
+        return {**tokenizer(batch["text"], truncation=True, max_length=64), "labels": batch["label"]}
+
+    train, held_out = (splits[name].select(range(n)) for name, n in (("train", 64), ("validation", 32)))
+    train, held_out = (ds.map(encode, batched=True, remove_columns=ds.column_names) for ds in (train, held_out))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    args = transformers.TrainingArguments(str(tmp_path / "hf"), learning_rate=1e-4, warmup_steps=0.1,
+                                          per_device_train_batch_size=32, per_device_eval_batch_size=128, max_steps=3,
+                                          logging_steps=1, eval_strategy="steps", eval_steps=3, seed=42, report_to=[],
+                                          save_strategy="no", disable_tqdm=True, use_cpu=True)
+    script = transformers.Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out,
+                                  data_collator=transformers.DataCollatorWithPadding(tokenizer),
+                                  processing_class=tokenizer)
+    script.train()
+    fields = ("loss", "grad_norm", "learning_rate", "eval_loss")
+    expected = [{k: r[k] for k in fields if k in r} for r in script.state.log_history if set(fields) & set(r)]
+    got = [{k: r[k] for k in fields if k in r} for r in door if set(fields) & set(r)]
+    assert [sorted(r) for r in got] == [sorted(r) for r in expected]
+    assert max_rel_diff(got, expected) < 1e-5
