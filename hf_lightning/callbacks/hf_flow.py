@@ -226,7 +226,21 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
             internals.after_fit_loop(trainer, lambda: self._end_a_finished_fit(trainer, pl_module))
         if stage == "fit" and self.control_validation:
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
+            self._refuse_lightning_schedule(trainer)
             internals.take_over_validation_schedule(trainer)  # `_evaluate` runs the loop at HF's points
+
+    def _refuse_lightning_schedule(self, trainer: L.Trainer) -> None:
+        """A Lightning validation schedule set beside HFFlow's would be ignored: refused, naming the fix."""
+        interval, every = trainer.val_check_interval, trainer.check_val_every_n_epoch
+        if interval == 1.0 and every in (1, None):
+            return
+        given = "val_check_interval" if interval != 1.0 else "check_val_every_n_epoch"
+        value = interval if interval != 1.0 else every
+        raise ValueError(
+            f"trainer.{given}={value} would be ignored: HFFlow decides when to evaluate "
+            f"(eval_strategy='{self.settings.eval_strategy}'). Set HFFlow's eval_strategy / eval_steps instead (e.g. "
+            "eval_strategy: steps, eval_steps: N), or eval_strategy: no to leave the schedule to "
+            f"trainer.{given}.")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_began = True

@@ -322,3 +322,17 @@ def test_eval_results_describe_the_exported_best_model(tmp_path):
 
     best = load_file(str(tmp_path / "checkpoints" / "checkpoint-2" / "model.safetensors"))
     torch.testing.assert_close(exported.classifier.weight, best["classifier.weight"])
+
+
+@pytest.mark.parametrize("flag, value", [("--trainer.val_check_interval", "2"),
+                                         ("--trainer.check_val_every_n_epoch", "3")])
+def test_a_lightning_validation_schedule_beside_hfflows_is_refused_before_training(tmp_path, flag, value):
+    """HFFlow decides when to evaluate: Lightning's own schedule set beside it would do nothing, so the run stops
+    before its first step, naming the setting and HFFlow's instead."""
+    config = tmp_path / "flow.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "hf_lightning.callbacks.HFFlow", "init_args": {"eval_strategy": "steps", "eval_steps": 2}}]}}))
+    with pytest.raises(ValueError, match=rf"trainer\.{flag.split('.')[-1]}={value}.* would be ignored: HFFlow "
+                                         r"decides when to evaluate.*eval_steps"):
+        _run(tmp_path, "fit", "--config", str(config), flag, value, "--export_dir", "none")
+    assert not list(tmp_path.glob("**/train_results.json"))
