@@ -234,8 +234,8 @@ ROUTES: dict[str, Route | tuple[Route, ...]] = {
     "accelerator_config": Route(STRATEGY, convert=_as_dict),
     "parallelism_config": Route(STRATEGY),
     "dataloader_drop_last": Route(DATAMODULE, "loader.drop_last",
-                                  note="training and evaluation loaders of data sets with a length, as transformers "
-                                       "(a stream keeps its short last batch)"),
+                                  note="training and evaluation loaders, as transformers: not a stream's (an "
+                                       "IterableDataset keeps its short last batch)"),
     "dataloader_num_workers": Route(DATAMODULE, "loader.num_workers"),
     "dataloader_pin_memory": Route(DATAMODULE, "loader.pin_memory", "False when use_cpu, as transformers"),
     "dataloader_persistent_workers": Route(DATAMODULE, "loader.persistent_workers"),

@@ -153,11 +153,11 @@ class HFLightningCLI(LightningCLI):
         """The evaluation of the model ``fit`` ends with: the last one, or, where ``load_best_model_at_end`` loaded
         the best checkpoint's weights, that checkpoint's (as transformers' example scripts report the best model's
         ``evaluate()`` after ``train()``; evaluation is deterministic, so its record holds the same numbers)."""
-        from hf_lightning.callbacks.checkpoint import HFCheckpoint
+        from hf_lightning.callbacks.hf_flow import find_saver
 
         state = flow.state
-        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, HFCheckpoint)), None)
-        if saver is None or not saver.settings.load_best_model_at_end or state.best_model_checkpoint is None:
+        settings = getattr(find_saver(self.trainer), "settings", None)
+        if not getattr(settings, "load_best_model_at_end", False) or state.best_model_checkpoint is None:
             return dict(flow.last_eval_metrics)
         best: dict[str, Any] = {}
         for record in state.log_history:

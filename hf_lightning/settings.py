@@ -310,7 +310,8 @@ class LoaderSettings(_FromArgs):
         prefetch_factor: Batches prefetched per worker (``dataloader_prefetch_factor``).
         multiprocessing_context: Start method of the workers (``spawn``, ``fork``, ``forkserver``; num_workers > 0).
         in_order: False lets workers hand over batches as they finish (faster with uneven batches; order not kept).
-        drop_last: Drop the last incomplete batch, in training and in evaluation (``dataloader_drop_last``).
+        drop_last: Drop the last incomplete batch, in training and in evaluation (``dataloader_drop_last``); as in
+            transformers, not a stream's (an ``IterableDataset``).
     """
 
     num_workers: int = 0

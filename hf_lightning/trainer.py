@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
 from transformers.integrations.integration_utils import default_logdir
@@ -420,15 +421,15 @@ class Trainer(TrainerEvaluation, TrainerMethods):
                 from hf_lightning.strategies import launch_layout
 
                 devices, nodes = launch_layout()
+                # as transformers (and the loaders): drop_last cuts a sampler's batches, not a stream's
+                drop_last = args.dataloader_drop_last and not isinstance(self.train_dataset, IterableDataset)
                 if args.train_sampling_strategy == "batch_rebalance":  # per step: batch x GA x processes samples
                     accumulate = args.gradient_accumulation_steps
                     batches = accumulate * progress.batches_per_epoch(
-                        len(self.train_dataset), self._train_batch_size * accumulate * devices * nodes,
-                        args.dataloader_drop_last)
+                        len(self.train_dataset), self._train_batch_size * accumulate * devices * nodes, drop_last)
                 else:
                     batches = progress.batches_per_epoch(len(self.train_dataset),
-                                                         self._train_batch_size * devices * nodes,
-                                                         args.dataloader_drop_last)
+                                                         self._train_batch_size * devices * nodes, drop_last)
         except TypeError:
             if sized_only:
                 return None
@@ -472,10 +473,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
 
     # ----------------------------------------------------------------------------------------------- train
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
-              ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> TrainOutput:
+              ignore_keys_for_eval: list[str] | None = None) -> TrainOutput:
         """Trains through ``lightning.Trainer.fit``; returns HF's `TrainOutput`."""
-        if kwargs:
-            raise TypeError(f"Trainer.train() got an unexpected keyword argument '{next(iter(kwargs))}'")
         if self.train_dataset is None:
             raise ValueError("Trainer: training requires a train_dataset.")
         # Translated again: as transformers reads its arguments when training, changes made since __init__ count.
@@ -536,6 +535,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self._describe_run_to_tensorboard()
         self._fit(module, datamodule, flow)
         self.model = uncompiled(module.model)  # transformers keeps `model` uncompiled
+        self._keep_model_on(self.pl_trainer)
         self.state, self.control = flow.state, flow.control
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
         self.lr_scheduler = trainer_scheduler(self.pl_trainer)

@@ -21,6 +21,7 @@ from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, speed_m
 from hf_lightning.args import translate
 from hf_lightning.facade import FacadeModule
 from hf_lightning.lightning_internals import quiet_lightning
+from hf_lightning.modules.loading import uncompiled
 
 #: How many (data set, stage) evaluation set-ups a Trainer keeps.
 _EVAL_PARTS_KEPT = 8
@@ -85,7 +86,8 @@ class TrainerEvaluation:
         return trainer is not None and trainer.training
 
     def _evaluation_module(self) -> FacadeModule:
-        if self.module is None or self.module.model is not self.model:
+        # (the module's model is compiled with torch_compile: the trainer's is the model underneath)
+        if self.module is None or uncompiled(self.module.model) is not self.model:
             self.module = self._build_module()
         else:  # as transformers reads its attributes at each evaluation, also one during training
             self._hand_over_functions(self.module)
@@ -140,54 +142,65 @@ class TrainerEvaluation:
         start = time.time()
         self._refresh_arguments()
         module = self._evaluation_module()
-        with self._settings_kept(module, stage):
-            return self._run_eval_with(module, start, dataset, prefix, ignore_keys, stage, name, dataloader,
-                                       loss_only)
-
-    @contextlib.contextmanager
-    def _settings_kept(self, module: FacadeModule, stage: str) -> Iterator[None]:
-        """An evaluation's prefix and ignored keys last for that call, as transformers passes them down; inside a
-        running ``train()`` (a callback's or an overridden ``evaluate``'s call) the module also goes back to the
-        training's Lightning Trainer, whose hooks (``on_before_optimizer_step``: ``on_pre_optimizer_step``, the
-        input tokens seen) reach the callbacks through it."""
-        kept = module.ignore_keys, module.metric_key_prefix[stage]
-        fit = self.pl_trainer if self._fitting() else None
-        try:
-            yield
-        finally:
-            module.ignore_keys, module.metric_key_prefix[stage] = kept
-            if fit is not None and module._trainer is not fit:
-                module.trainer = fit
-
-    def _run_eval_with(self, module: FacadeModule, start: float, dataset: Any, prefix: str,
-                       ignore_keys: list[str] | None, stage: str, name: str | None, dataloader: Any,
-                       loss_only: bool | None) -> Any:
-        module.ignore_keys = ignore_keys
-        module.metric_key_prefix[stage] = prefix
-        if dataloader is None:
-            datamodule, trainer = self._evaluation_parts(dataset, stage, module, name)
-            data = {"datamodule": datamodule}
-        else:  # evaluation_loop: the batches of the loader given, as they come
-            trainer, data = self._loop_trainer(), {"dataloaders": dataloader}
-        if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
-            self._model_prepared = True
-            self.model_preparation_time = round(time.time() - start, 4)
-        switch = getattr(self.optimizer, "eval", None)  # a schedule-free optimizer's evaluation weights
-        if callable(switch):
-            switch()
-        passes = module.finished_passes
-        with quiet_lightning(), self._loss_only(module, loss_only):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._settings_kept(module, stage))
+            module.ignore_keys = ignore_keys
+            module.metric_key_prefix[stage] = prefix
+            if dataloader is None:
+                datamodule, trainer = self._evaluation_parts(dataset, stage, module, name)
+                data = {"datamodule": datamodule}
+            else:  # evaluation_loop: the batches of the loader given, as they come
+                trainer, data = self._loop_trainer(), {"dataloaders": dataloader}
+            if not self._model_prepared:  # as transformers: an evaluation before any training prepares the model
+                self._model_prepared = True
+                self.model_preparation_time = round(time.time() - start, 4)
+            switch = getattr(self.optimizer, "eval", None)  # a schedule-free optimizer's evaluation weights
+            if callable(switch):
+                switch()
+            passes = module.finished_passes
+            stack.enter_context(quiet_lightning())
+            stack.enter_context(self._loss_only(module, loss_only))
             if stage == "validate":
                 trainer.validate(module, verbose=False, **data)
             else:
                 with warnings.catch_warnings():  # predict_step returns None with prediction_loss_only, by design
                     warnings.filterwarnings("ignore", message=r"predict returned None")
                     trainer.predict(module, return_predictions=False, **data)
-        if module.finished_passes == passes:  # no batch to evaluate: Lightning skipped the pass
-            module.finish_empty_pass(stage)
-        if not self._training_now():  # as transformers: the model stays in eval mode (Lightning restores the mode)
-            self.model.eval()
-        return module.eval_record.metrics if stage == "validate" else module.prediction_output
+            if module.finished_passes == passes:  # no batch to evaluate: Lightning skipped the pass
+                module.finish_empty_pass(stage)
+            if not self._training_now():  # as transformers: the model stays in eval mode (Lightning restores it)
+                self.model.eval()
+                self._keep_model_on(trainer)
+            return module.eval_record.metrics if stage == "validate" else module.prediction_output
+
+    @contextlib.contextmanager
+    def _settings_kept(self, module: FacadeModule, stage: str) -> Iterator[None]:
+        """An evaluation's prefix and ignored keys last for that call, as transformers passes them down. Inside a
+        running ``train()`` (a callback's or an overridden ``evaluate``'s call) the training module also gets back
+        what the evaluation's own Lightning run changed: the training's Lightning Trainer, whose hooks
+        (``on_before_optimizer_step``: ``on_pre_optimizer_step``, the input tokens seen) reach the callbacks through
+        it; the pass it may be in the middle of (a dict of eval sets, one set evaluated); and the device training
+        runs on (Lightning's teardown of the evaluation moves the model to the CPU)."""
+        kept = module.ignore_keys, module.metric_key_prefix[stage]
+        fit = self.pl_trainer if self._fitting() else None
+        passing = module._stage, list(module._finished_sets), module.eval_record, module.prediction_output
+        try:
+            yield
+        finally:
+            module.ignore_keys, module.metric_key_prefix[stage] = kept
+            if fit is not None:
+                module._stage, module._finished_sets, module.eval_record, module.prediction_output = passing
+                if module._trainer is not fit:
+                    module.trainer = fit
+                module.to(fit.strategy.root_device)
+
+    def _keep_model_on(self, trainer: L.Trainer) -> None:
+        """As transformers, the model stays on the device it ran on between calls (Lightning's teardown moves it to
+        the CPU after each run); not where a strategy shards or spreads it, nor with several processes."""
+        device = trainer.strategy.root_device
+        if device.type != "cpu" and self.model is not None and self.place_model_on_device \
+                and trainer.world_size == 1:
+            self.model.to(device)
 
     def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> EvalLoopOutput:

@@ -232,10 +232,11 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
     def _refuse_lightning_schedule(self, trainer: L.Trainer) -> None:
         """A Lightning validation schedule set beside HFFlow's would be ignored: refused, naming the fix."""
         interval, every = trainer.val_check_interval, trainer.check_val_every_n_epoch
-        if interval == 1.0 and every in (1, None):
+        own_interval = not (isinstance(interval, float) and interval == 1.0)  # Lightning's default; an int 1: each batch
+        if not own_interval and every in (1, None):
             return
-        given = "val_check_interval" if interval != 1.0 else "check_val_every_n_epoch"
-        value = interval if interval != 1.0 else every
+        given = "val_check_interval" if own_interval else "check_val_every_n_epoch"
+        value = interval if own_interval else every
         raise ValueError(
             f"trainer.{given}={value} would be ignored: HFFlow decides when to evaluate "
             f"(eval_strategy='{self.settings.eval_strategy}'). Set HFFlow's eval_strategy / eval_steps instead (e.g. "

@@ -188,7 +188,8 @@ class TrainLoader:
             pass is shuffled anew, as accelerate's loaders do for transformers.Trainer.
         draw: ``(iterator, num_batches) -> (batches, num_items_in_batch)``: draws each window instead of the loader
             (an overridden ``get_batch_samples``, called as transformers calls it, once per window); its count is
-            passed on to the loss as it is. Fewer batches than asked for end the pass.
+            passed on to the loss as it is. Fewer batches than asked for end the pass of a stream; from a loader
+            with a length (whose last window is asked for exactly), they are an error.
     """
 
     def __init__(
@@ -235,6 +236,10 @@ class TrainLoader:
             if total is not None:
                 want = min(want, total - position)
             window, info = self._draw(iterator, want)
+            if self.draw is not None and total is not None and len(window) < want:
+                raise ValueError(f"get_batch_samples returned {len(window)} batches where {want} were asked for, "
+                                 f"before the end of the epoch ({position + len(window)} of {total} batches): it "
+                                 "returns the next num_batches batches of epoch_iterator (fewer only at its end).")
             if not window:
                 return
             position += len(window)

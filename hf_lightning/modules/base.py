@@ -335,10 +335,12 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
     def _normalise(self, inputs: dict[str, Any], window: WindowInfo | None, batch_idx: int) -> torch.Tensor:
         """HF's loss for one micro-batch: over the window's label count, or the micro-batch mean / window size."""
         countable = window is not None and window.num_items is not None
+        # an overridden get_batch_samples' count goes to compute_loss whatever the model takes, as in transformers
+        given = countable and window.given
         if countable and window.size == 1 and self.trainer.world_size == 1 and self.loss_is_scaled_for_ga is None:
             # One micro-batch per step on one process: the loss over the count and the batch mean agree, whichever
             # the loss computes, so no probe; the count is passed where transformers passes it.
-            if not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            if not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None or given):
                 return self.compute_loss(self.model, inputs)
             return self.compute_loss(self.model, inputs, num_items_in_batch=self._window_num_items(window, batch_idx))
         if countable and self.loss_is_scaled_for_ga is None:
@@ -352,7 +354,10 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
             if self.average_tokens_across_devices:
                 loss = loss * self.trainer.world_size  # DDP averages gradients over ranks; the count is global
             return loss
-        loss = self.compute_loss(self.model, inputs)
+        if given:
+            loss = self.compute_loss(self.model, inputs, num_items_in_batch=self._window_num_items(window, batch_idx))
+        else:
+            loss = self.compute_loss(self.model, inputs)
         size = window.size if window is not None else self.trainer.accumulate_grad_batches
         return loss / size
 

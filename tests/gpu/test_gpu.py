@@ -78,3 +78,30 @@ def test_liger_kernels_stay_within_bf16_tolerance(tmp_path):
     plain = _train(hf_lightning, tmp_path, "plain")
     patched = _train(hf_lightning, tmp_path, "liger", use_liger_kernel=True)
     assert patched == pytest.approx(plain, rel=3e-2)
+
+
+def test_the_model_stays_on_the_gpu_as_in_transformers(tmp_path):
+    """transformers keeps the model on the GPU after train() / evaluate() / predict(); Lightning's teardown moves a
+    module to the CPU after each run, also after an evaluation a callback runs inside train(), which would leave the
+    training step with its weights on the CPU: hf_lightning puts the model back where it ran."""
+    from tests.helpers.tiny import RegressionDataset, RegressionModel
+
+    class EvaluateAtStepTwo(transformers.TrainerCallback):
+        trainer = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                self.trainer.evaluate()
+
+    callback = EvaluateAtStepTwo()
+    args = hf_lightning.TrainingArguments(str(tmp_path), report_to=[], disable_tqdm=True, save_strategy="no",
+                                          per_device_train_batch_size=8, max_steps=4, learning_rate=0.1)
+    trainer = hf_lightning.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset(),
+                                   eval_dataset=RegressionDataset(16, seed=1), callbacks=[callback])
+    callback.trainer = trainer
+    trainer.train()
+    assert trainer.state.global_step == 4
+    assert trainer.model.a.device.type == "cuda"
+    trainer.evaluate()
+    trainer.predict(RegressionDataset(8, seed=2))
+    assert trainer.model.a.device.type == "cuda"

@@ -325,6 +325,7 @@ def test_eval_results_describe_the_exported_best_model(tmp_path):
 
 
 @pytest.mark.parametrize("flag, value", [("--trainer.val_check_interval", "2"),
+                                         ("--trainer.val_check_interval", "1"),  # an int: every batch
                                          ("--trainer.check_val_every_n_epoch", "3")])
 def test_a_lightning_validation_schedule_beside_hfflows_is_refused_before_training(tmp_path, flag, value):
     """HFFlow decides when to evaluate: Lightning's own schedule set beside it would do nothing, so the run stops

@@ -325,16 +325,25 @@ def test_padding_free_batches_weigh_their_samples_in_eval_loss_as_in_transformer
         assert max_rel_diff(ours, theirs) < 1e-5
 
 
-def test_drop_last_keeps_the_short_last_batch_of_a_stream_as_in_transformers(tmp_path):
+class _SizedStream(IterableRegression):
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@pytest.mark.parametrize("sized", [False, True], ids=["stream", "stream-with-length"])
+def test_drop_last_keeps_the_short_last_batch_of_a_stream_as_in_transformers(tmp_path, sized):
     """``dataloader_drop_last`` cuts the batches of a sampler: transformers does not apply it to a stream (a torch
-    ``IterableDataset``), whose short last batch is trained on: 4 steps per pass of 10 samples in batches of 3."""
+    ``IterableDataset``), whose short last batch is trained on: 4 steps per pass of 10 samples in batches of 3 (by
+    max_steps, or two epochs of a stream that has a length)."""
     seen = {}
     for lib in LIBS:
-        run = trainer(lib, str(tmp_path / lib.__name__), IterableRegression(10), per_device_train_batch_size=3,
-                      dataloader_drop_last=True, max_steps=9)
+        data, length = (_SizedStream(10), {"num_train_epochs": 2}) if sized else (IterableRegression(10),
+                                                                                   {"max_steps": 9})
+        run = trainer(lib, str(tmp_path / lib.__name__), data, per_device_train_batch_size=3,
+                      dataloader_drop_last=True, **length)
         run.train()
         seen[lib] = ([{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k}
                       for r in run.state.log_history], {k: v.clone() for k, v in run.model.state_dict().items()})
-    assert len(seen[hf_lightning][0]) == len(seen[transformers][0]) == 10  # 9 step records and the summary
+    assert len(seen[hf_lightning][0]) == len(seen[transformers][0]) == (9 if sized else 10)  # steps and summary
     assert max_rel_diff(seen[hf_lightning][0], seen[transformers][0]) < 1e-6
     assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) < 1e-6

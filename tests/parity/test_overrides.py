@@ -489,10 +489,10 @@ class OwnWindowCount:
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
-        self.drawn = getattr(self, "drawn", []) + [(num_batches, len(batches), float(count))]
+        self.drawn = getattr(self, "drawn", []) + [(num_batches, len(batches), None if count is None else float(count))]
         if self.extra_items is None:
             return batches, None
-        return batches, count + self.extra_items
+        return batches, torch.tensor(float(sum(len(batch["labels"]) for batch in batches) + self.extra_items))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         y = model(inputs["input_x"])[0]
@@ -505,18 +505,42 @@ class NoWindowCount(OwnWindowCount):
     extra_items = None
 
 
-@pytest.mark.parametrize("mixin", [OwnWindowCount, NoWindowCount])
-def test_an_overridden_get_batch_samples_draws_each_window_as_in_transformers(tmp_path, mixin):
+class OwnWindowCountScaled(OwnWindowCount):
+    """transformers divides a loss by the accumulation steps unless the model's forward takes the count or this says
+    the loss is over the count (hf_lightning finds that out itself: docs/parity.md, deliberate difference 1)."""
+
+    loss_is_scaled_for_ga = True
+
+
+@pytest.mark.parametrize("mixin, model, accumulate", [(OwnWindowCount, RegressionModel, 3),
+                                                      (NoWindowCount, RegressionModel, 3),
+                                                      (OwnWindowCount, StrictRegressionModel, 1),
+                                                      (OwnWindowCountScaled, StrictRegressionModel, 3)],
+                         ids=["count", "no-count", "count-strict-model", "count-strict-model-accumulating"])
+def test_an_overridden_get_batch_samples_draws_each_window_as_in_transformers(tmp_path, mixin, model, accumulate):
     """Called once per accumulation window with the batches it may take (3, 3, then the epoch's short last window
-    of 2), what it returns trains: the count it gives goes to compute_loss; without one the loss is divided by the
-    window's micro-batches; the same records and weights as transformers."""
-    runs = [run(_subclass(library.Trainer, mixin), RegressionModel, RegressionDataset(), tmp_path,
-                gradient_accumulation_steps=3, **REG) for library in (transformers, hf_lightning)]
+    of 2), what it returns trains: the count it gives goes to compute_loss (also for a model whose forward takes no
+    count, and without accumulation); without one the loss is divided by the window's micro-batches; the same
+    records and weights as transformers."""
+    runs = [run(_subclass(library.Trainer, mixin), model, RegressionDataset(), tmp_path,
+                gradient_accumulation_steps=accumulate, **REG) for library in (transformers, hf_lightning)]
     hf, ours = runs
     assert ours.trainer.drawn == hf.trainer.drawn
-    assert [call[:2] for call in ours.trainer.drawn] == [(3, 3), (3, 3), (2, 2)] * 2
-    assert {call[2] for call in ours.trainer.drawn} == {24.0, 16.0}  # super()'s count: the window's labels
+    windows = [(3, 3), (3, 3), (2, 2)] if accumulate == 3 else [(1, 1)] * 8
+    assert [call[:2] for call in ours.trainer.drawn] == windows * 2
     assert_same(hf, ours, rtol=1e-6)
+
+
+def test_an_overridden_get_batch_samples_returning_too_few_batches_is_an_error(tmp_path):
+    class TooFew(OwnWindowCount):
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            return batches[:1], count
+
+    with pytest.raises(ValueError, match=r"get_batch_samples returned 1 batches where 3 were asked for, before the "
+                                         r"end of the epoch \(1 of 8 batches\)"):
+        run(_subclass(hf_lightning.Trainer, TooFew), RegressionModel, RegressionDataset(), tmp_path,
+            gradient_accumulation_steps=3, **REG)
 
 
 class EvaluateMidway(transformers.TrainerCallback):
@@ -542,7 +566,7 @@ class HandsItselfOver:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for callback in self.callback_handler.callbacks:
-            if isinstance(callback, EvaluateMidway):
+            if isinstance(callback, (EvaluateMidway, PredictAfterFirstSet)):
                 callback.trainer = self
 
 
@@ -572,3 +596,40 @@ def test_an_evaluation_inside_train_leaves_training_as_in_transformers(tmp_path,
     assert ours.pre_optimizer == hf.pre_optimizer == list(range(6))
     assert ours.trainer.state.num_input_tokens_seen == hf.trainer.state.num_input_tokens_seen == 24
     assert_same(hf, ours, rtol=1e-6)
+
+
+class PredictAfterFirstSet(transformers.TrainerCallback):
+    """Predicts once, when the first set of a dict of eval sets has been evaluated (the second is still to come)."""
+
+    def __init__(self) -> None:
+        self.trainer, self.done = None, False
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if not self.done:
+            self.done = True
+            module = getattr(self.trainer, "module", None)  # hf_lightning's training module
+            self.trainer.predict(RegressionDataset(length=4, seed=5))
+            self.same_module = getattr(self.trainer, "module", None) is module
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch_compile"])
+def test_a_prediction_between_two_eval_sets_inside_train_leaves_the_evaluation_as_in_transformers(tmp_path,
+                                                                                                 compiled):
+    """A callback's predict() between the sets of a dict of eval sets evaluated during train(): the second set is
+    still evaluated, logged and passed to on_evaluate, and the best model is chosen from both; with torch_compile the
+    trainer's module (its compiled model) is the one training goes on with."""
+    runs = []
+    for library in (transformers, hf_lightning):
+        callback = PredictAfterFirstSet()
+        compile_args = {"torch_compile": True, "torch_compile_backend": "eager"} if compiled else {}
+        runs.append(run(_subclass(library.Trainer, HandsItselfOver), RegressionModel, RegressionDataset(length=24),
+                        tmp_path / library.__name__, trainer_kwargs={"callbacks": [callback]},
+                        eval_dataset={"a": RegressionDataset(length=5, seed=2), "b": RegressionDataset(length=6,
+                                                                                                       seed=3)},
+                        eval_strategy="epoch", per_device_train_batch_size=4, num_train_epochs=2, learning_rate=0.05,
+                        **compile_args))
+        assert callback.same_module
+    hf, ours = runs
+    keys = [[k for k in r if k.startswith("eval_") and k.endswith("_loss")] for r in strip_speed(hf.log_history)]
+    assert [k for k in keys if k] == [["eval_a_loss"], ["eval_b_loss"]] * 2
+    assert_same(hf, ours, rtol=1e-5 if compiled else 1e-6)
