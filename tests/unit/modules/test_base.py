@@ -222,3 +222,23 @@ def test_a_tokenizer_object_travels_in_the_checkpoint_not_in_the_hyper_parameter
     checkpoint: dict = {}
     by_name.on_save_checkpoint(checkpoint)
     assert checkpoint == {}
+
+
+def test_fit_setup_aligns_the_models_special_tokens_with_the_tokenizer():
+    """The Lightning door does what transformers' train() does (tests/parity/test_checkpoint_parity.py compares the
+    HF-style door with transformers): at the fit's setup the tokenizer's pad / eos ids go into the model's config,
+    where a GPT-2 classifier needs a pad id to train on padded batches."""
+    import tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[EOS]": 2, **{f"w{i}": i for i in range(3, 16)}}
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]")),
+        pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
+    model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
+        vocab_size=16, n_embd=8, n_layer=1, n_head=2, n_positions=8, num_labels=2))
+    assert model.config.pad_token_id is None
+    module = HFModule(model=model, tokenizer=tokenizer)
+    module.setup("validate")
+    assert model.config.pad_token_id is None  # only training aligns, as transformers' train()
+    module.setup("fit")
+    assert (model.config.pad_token_id, model.config.eos_token_id) == (0, 2)
