@@ -32,8 +32,11 @@ def _arrays(name: str, value: Any) -> dict[str, np.ndarray]:
 
 
 def _label_name(config: Any, index: int) -> str:
+    """The label's name, as ``run_glue.py`` writes it: the data's own label value where the data set names none
+    (transformers' placeholder names ``LABEL_<i>`` stand for the values 0, 1, ...)."""
     names = getattr(config, "id2label", None) or {}
-    return str(names.get(index, names.get(str(index), index)))
+    name = str(names.get(index, names.get(str(index), index)))
+    return str(index) if name == f"LABEL_{index}" else name
 
 
 def prediction_lines(module: Any, output: Any) -> tuple[str, list[str]] | None:

@@ -25,6 +25,9 @@ def test_classification_writes_label_names_and_every_array(tmp_path):
                                 output)
     assert [p.rsplit("/", 1)[1] for p in written] == ["predictions.npz", "predictions.txt"]
     assert (tmp_path / "predictions.txt").read_text() == "index\tprediction\n0\tpos\n1\tneg\n2\tpos\n"
+    unnamed = _module("sequence-classification", id2label={0: "LABEL_0", 1: "LABEL_1"})  # transformers' placeholders
+    write_predictions(str(tmp_path / "unnamed"), unnamed, output)
+    assert (tmp_path / "unnamed" / "predictions.txt").read_text() == "index\tprediction\n0\t1\n1\t0\n2\t1\n"
     saved = np.load(tmp_path / "predictions.npz")
     np.testing.assert_array_equal(saved["predictions"], logits)
     np.testing.assert_array_equal(saved["label_ids"], [1, 0, 0])
