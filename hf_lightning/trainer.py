@@ -200,11 +200,11 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
             raise RuntimeError("Passing both `optimizers` and `optimizer_cls_and_kwargs` arguments is incompatible.")
+        self._check_arguments()
         if self.optimizer is None and self.lr_scheduler is not None:
             raise ValueError("optimizers=(None, scheduler): the scheduler steps an optimizer the Trainer would not train "
                              "(it builds its own). Pass optimizers=(optimizer, scheduler) with the optimizer the "
                              "scheduler was built on, or override create_scheduler to build it on trainer.optimizer.")
-        self._check_arguments()
         if self.is_world_process_zero():  # as transformers: save_metrics / save_state work before any checkpoint
             os.makedirs(self.args.output_dir, exist_ok=True)
         self.control = TrainerControl()
