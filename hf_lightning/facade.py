@@ -226,9 +226,8 @@ class TrainerHooks:
             eval_sampler=overridden("_get_eval_sampler"),
             signature_columns=trainer._columns_set,
             remove_unused_columns=overridden("_remove_unused_columns"),
-            batch_samples=(lambda iterator, num_batches: trainer.get_batch_samples(
-                iterator, num_batches, trainer.module.device if trainer.module is not None else trainer.args.device))
-            if "get_batch_samples" in trainer.overridden else None,
+            batch_samples=(lambda iterator, num_batches: trainer.get_batch_samples(  # drawn in training: module built
+                iterator, num_batches, trainer.module.device)) if "get_batch_samples" in trainer.overridden else None,
         )
 
 

@@ -236,6 +236,9 @@ class TrainLoader:
             if total is not None:
                 want = min(want, total - position)
             window, info = self._draw(iterator, want)
+            if self.draw is not None and len(window) > want:
+                raise ValueError(f"get_batch_samples returned {len(window)} batches where {want} were asked for: it "
+                                 "returns at most num_batches batches, the next ones of epoch_iterator.")
             if self.draw is not None and total is not None and len(window) < want:
                 raise ValueError(f"get_batch_samples returned {len(window)} batches where {want} were asked for, "
                                  f"before the end of the epoch ({position + len(window)} of {total} batches): it "
@@ -252,9 +255,6 @@ class TrainLoader:
         if self.draw is not None:
             drawn, num_items = self.draw(iterator, want)
             window = list(drawn)
-            if len(window) > want:
-                raise ValueError(f"get_batch_samples returned {len(window)} batches where {want} were asked for: it "
-                                 "returns at most num_batches batches, the next ones of epoch_iterator.")
             return window, WindowInfo(num_items, len(window), 0, given=True)
         window = [batch for _, batch in zip(range(want), iterator)]
         counts = [self.count_items(b) for b in window]
