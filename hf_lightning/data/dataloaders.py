@@ -8,12 +8,14 @@ order settings (``batch_size``, ``sampling_strategy``...) and ``loader`` (`Loade
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import datasets
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
 from transformers.trainer_pt_utils import BatchRebalanceSampler
+from transformers.trainer_utils import seed_worker
 
 from hf_lightning import progress
 from hf_lightning.data.collators import build_collator
@@ -103,7 +105,10 @@ class DataLoaders:
             batches: Sampler[list[int]] = self._rebalanced_batches(ds, world, rank)
         else:
             batches = HFBatchSampler(self.train_sampler(ds), self.batch_size, self.loader.drop_last, world, rank)
-        return EpochDataLoader(ds, batch_sampler=batches, **self._loader_kwargs("train"))
+        # As transformers: each worker of a map-style training set reseeds python's, numpy's and torch's random
+        # streams from its torch seed (and the rank), so augmentations drawing from ``random`` / ``numpy`` match.
+        seeding = partial(seed_worker, num_workers=self.loader.num_workers, rank=rank)
+        return EpochDataLoader(ds, batch_sampler=batches, worker_init_fn=seeding, **self._loader_kwargs("train"))
 
     def wrap_train_loader(self, loader: Any) -> TrainLoader:
         """Groups a loader's batches into accumulation windows tagged with their label counts."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import shutil
 import warnings
 from typing import Any
@@ -345,5 +346,31 @@ def test_drop_last_keeps_the_short_last_batch_of_a_stream_as_in_transformers(tmp
         seen[lib] = ([{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k}
                       for r in run.state.log_history], {k: v.clone() for k, v in run.model.state_dict().items()})
     assert len(seen[hf_lightning][0]) == len(seen[transformers][0]) == (9 if sized else 10)  # steps and summary
+    assert max_rel_diff(seen[hf_lightning][0], seen[transformers][0]) < 1e-6
+    assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) < 1e-6
+
+
+class _Augmented(RegressionDataset):
+    """Inputs augmented in the data set with draws from python's ``random`` and numpy's global stream (as
+    ``random.randint`` crops and albumentations do), in the loader's worker processes."""
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = super().__getitem__(i)
+        return {"input_x": np.float32(item["input_x"] + random.gauss(0, 0.5) + np.random.normal(0, 0.5)),
+                "labels": item["labels"]}
+
+
+def test_loader_workers_draw_augmentations_from_transformers_seeds(tmp_path):
+    """With ``dataloader_num_workers``, transformers seeds each training worker's python, numpy and torch streams
+    from its torch seed (``seed_worker``): augmentations drawing from ``random`` / ``numpy`` in the workers train
+    to the same records and weights."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), _Augmented(24), dataloader_num_workers=2,
+                      num_train_epochs=2)
+        run.train()
+        seen[lib] = ([{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k}
+                      for r in run.state.log_history], {k: v.clone() for k, v in run.model.state_dict().items()})
+    assert len(seen[hf_lightning][0]) == len(seen[transformers][0]) == 13  # 12 steps and the summary
     assert max_rel_diff(seen[hf_lightning][0], seen[transformers][0]) < 1e-6
     assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) < 1e-6
