@@ -268,6 +268,7 @@ class EvaluationMixin:
 
     def _collect(self, state: _StageState, logits: Any, labels: Any, inputs: dict[str, Any], loss: Any,
                  size: int) -> None:
+        main_input = self._main_input(inputs) if "inputs" in self.include_for_metrics else None
         if self.batch_eval_metrics and self.compute_metrics is not None:
             if labels is not None:  # as transformers: a batch without labels is not scored
                 self._score_batch(state, EvalPrediction(logits, labels, **self._extra_fields(inputs, loss, size)))
@@ -279,7 +280,7 @@ class EvaluationMixin:
         if labels is not None:
             outputs["labels"].add(labels)
         if "inputs" in self.include_for_metrics:
-            outputs["inputs"].add(inputs.get(getattr(self.model, "main_input_name", "input_ids")))
+            outputs["inputs"].add(main_input)
         if "loss" in self.include_for_metrics and loss is not None:
             outputs["losses"].add(loss.repeat(size))  # the loss's own dtype, as transformers
         if self.eval_accumulation_steps is not None and state.num_steps % self.eval_accumulation_steps == 0:
@@ -297,6 +298,17 @@ class EvaluationMixin:
         if state.pending_batch is not None:
             state.batch_results = self.compute_metrics(state.pending_batch, compute_result=False)
         state.pending_batch = prediction
+
+    def _main_input(self, inputs: dict[str, Any]) -> Any:
+        """The batch's main input (the model's ``main_input_name``) that ``include_for_metrics=["inputs"]`` keeps; a
+        batch without it fails at the first evaluation, as in transformers, with the fix named."""
+        name = getattr(self.model, "main_input_name", "input_ids")
+        if name not in inputs:
+            raise KeyError(f"include_for_metrics=['inputs'] keeps each evaluation batch's main input, the model's "
+                           f"main_input_name {name!r}, but the batch has no {name!r} (its keys: "
+                           f"{', '.join(map(str, inputs))}). Set model.main_input_name to the key of the batch's "
+                           f"inputs, or leave 'inputs' out of include_for_metrics.")
+        return inputs[name]
 
     def _extra_fields(self, inputs: dict[str, Any], loss: Any, size: int) -> dict[str, Any]:
         extra: dict[str, Any] = {}

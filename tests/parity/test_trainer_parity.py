@@ -141,6 +141,30 @@ def test_compute_metrics_preprocess_and_include_for_metrics(tmp_path):
     assert "eval_mae" in results[1].eval_metrics
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["whole-set", "batch_eval_metrics"])
+def test_include_for_metrics_inputs_without_the_main_input_fails_as_in_transformers(tmp_path, batched):
+    """``include_for_metrics=["inputs"]`` keeps the batch's ``main_input_name`` key: where the batch lacks it (a
+    speech encoder-decoder's "inputs" beside a collator's "input_values"), transformers fails with a KeyError at the
+    first evaluation; hf_lightning too, and its message names the setting and the fix."""
+    def other_input() -> RegressionModel:
+        model = RegressionModel()
+        model.main_input_name = "inputs"
+        return model
+
+    raised = {}
+    for side, lib in (("hf", transformers), ("ours", hf_lightning)):
+        args = lib.TrainingArguments(tmp_path / side, report_to=[], use_cpu=True, save_strategy="no",
+                                     disable_tqdm=True, include_for_metrics=["inputs"], batch_eval_metrics=batched)
+        trainer = lib.Trainer(model=other_input(), args=args, eval_dataset=RegressionDataset(length=8),
+                              compute_metrics=(lambda p, compute_result=True: {}) if batched else _metrics)
+        with pytest.raises(KeyError) as caught:
+            trainer.evaluate()
+        raised[side] = str(caught.value)
+    assert raised["hf"] == "'inputs'"
+    assert "include_for_metrics" in raised["ours"] and "main_input_name" in raised["ours"]
+    assert "input_x" in raised["ours"]  # the batch's keys
+
+
 def test_batch_eval_metrics(tmp_path):
     def batched(pred, compute_result):
         state = batched.__dict__.setdefault("state", {"sum": 0.0, "n": 0})
