@@ -374,3 +374,51 @@ def test_loader_workers_draw_augmentations_from_transformers_seeds(tmp_path):
     assert len(seen[hf_lightning][0]) == len(seen[transformers][0]) == 13  # 12 steps and the summary
     assert max_rel_diff(seen[hf_lightning][0], seen[transformers][0]) < 1e-6
     assert max_rel_diff(seen[hf_lightning][1], seen[transformers][1]) < 1e-6
+
+
+class _Detector(torch.nn.Module):
+    """A detector's interface: ``labels`` is a list of per-image dicts (``boxes`` of each image's objects)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, pixels: torch.Tensor, labels: list[dict[str, torch.Tensor]] | None = None) -> dict:
+        logits = pixels * self.w
+        return {"loss": logits.mean(), "logits": logits}
+
+
+def _detections(n: int) -> list[dict[str, Any]]:
+    return [{"pixels": torch.full((2,), float(i)), "labels": {"boxes": torch.ones(3, 4) * i}} for i in range(n)]
+
+
+@pytest.mark.parametrize("concat", [False, True], ids=["per-batch", "concatenated"])
+def test_per_sample_dict_labels_reach_compute_metrics_whole(tmp_path, concat):
+    """Deliberate difference (parity.md, 20): labels that are a list of per-image dicts (object detection) reach
+    ``compute_metrics`` as collated; transformers cuts every tensor of the last batch's dicts to
+    ``len(eval_dataset) % batch size`` rows, dropping ground-truth boxes. The loss and predictions agree."""
+    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"pixels": torch.stack([i["pixels"] for i in items]), "labels": [i["labels"] for i in items]}
+
+    seen = {}
+    for lib in LIBS:
+        boxes: list[int] = []
+
+        def count_boxes(prediction: Any, boxes: list = boxes) -> dict[str, float]:
+            batches = prediction.label_ids if not concat else [prediction.label_ids]
+            boxes.extend(len(label["boxes"]) for batch in batches for label in
+                         (batch if isinstance(batch, list) else [batch]))
+            return {"images": float(len(prediction.predictions))}
+
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), report_to=[], use_cpu=True, disable_tqdm=True,
+                                     per_device_eval_batch_size=3, remove_unused_columns=False,
+                                     eval_do_concat_batches=concat)
+        metrics = lib.Trainer(model=_Detector(), args=args, eval_dataset=_detections(7), data_collator=collate,
+                              compute_metrics=count_boxes).evaluate()
+        seen[lib] = (boxes, {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second",
+                                                                                 "_preparation_time"))})
+    assert seen[hf_lightning][1] == seen[transformers][1]  # eval_loss and the predictions' count
+    if concat:  # both join the batches' lists index by index (images 0, 3 and 6): transformers' image 6 keeps 1 box
+        assert seen[hf_lightning][0] == [9] and seen[transformers][0] == [7]
+    else:
+        assert seen[hf_lightning][0] == [3] * 7 and seen[transformers][0] == [3] * 6 + [1]
