@@ -106,7 +106,40 @@ class FacadeAccelerator:
 
         return tree_map(lambda t: one(t) if torch.is_tensor(t) else t, tensor)
 
-    gather_for_metrics = gather
+    def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
+        """accelerate's ``gather_for_metrics``: tensors gathered as `gather` does; Python objects (or
+        ``use_gather_object``) gathered with ``all_gather_object``, each process's list joined in rank order."""
+        if self._trainer is None or self._trainer.world_size == 1:
+            return input_data
+        from torch.utils._pytree import tree_leaves
+
+        if not use_gather_object and all(torch.is_tensor(t) for t in tree_leaves(input_data)):
+            return self.gather(input_data)
+        parts: list[Any] = [None] * self._trainer.world_size
+        torch.distributed.all_gather_object(parts, input_data)
+        return [item for part in parts for item in part]
+
+    def pad_across_processes(self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False) -> Any:
+        """accelerate's ``pad_across_processes``: each tensor padded with ``pad_index`` along ``dim`` to the largest
+        size any process has there (before a gather of tensors whose sizes differ)."""
+        if self._trainer is None or self._trainer.world_size == 1:
+            return tensor
+        from torch.utils._pytree import tree_map
+
+        def one(t: Any) -> Any:
+            if not torch.is_tensor(t) or dim >= t.dim() or dim < -t.dim():
+                return t
+            axis = dim % t.dim()
+            sizes = self._trainer.strategy.all_gather(torch.tensor(t.shape[axis], device=t.device))
+            largest = int(sizes.max())
+            if largest == t.shape[axis]:
+                return t
+            padded = t.new_full((*t.shape[:axis], largest, *t.shape[axis + 1:]), pad_index)
+            start = largest - t.shape[axis] if pad_first else 0
+            padded.narrow(axis, start, t.shape[axis]).copy_(t)
+            return padded
+
+        return tree_map(one, tensor)
 
     def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
         if self._trainer is None or self._trainer.world_size == 1:

@@ -10,6 +10,7 @@ the module and data module they need are built on demand.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,18 @@ class TrainerMethods:
         """transformers' ``model_wrapped``: the model being trained. Lightning's strategies shard or wrap the
         LightningModule that holds it (FSDP2 shards it in place), so this is ``model``."""
         return self.model
+
+    @property
+    def gather_function(self) -> Callable[..., Any]:
+        """transformers' ``gather_function``: the accelerator's ``gather_for_metrics``, with Python objects where
+        ``eval_use_gather_object`` (for evaluation loops written against transformers.Trainer). A script may set it."""
+        given = self.__dict__.get("_given_gather_function")
+        return given if given is not None else functools.partial(
+            self.accelerator.gather_for_metrics, use_gather_object=self.args.eval_use_gather_object)
+
+    @gather_function.setter
+    def gather_function(self, value: Callable[..., Any]) -> None:
+        self.__dict__["_given_gather_function"] = value
 
     # transformers' read-only flags that scripts consult
     @property

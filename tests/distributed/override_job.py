@@ -26,6 +26,7 @@ def _timeless(record: dict) -> dict:
 
 
 def run(out_dir: str, per_device_batch: int) -> dict:
+    import torch
     import transformers
 
     import hf_lightning
@@ -34,6 +35,11 @@ def run(out_dir: str, per_device_batch: int) -> dict:
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             metrics[f"{metric_key_prefix}_custom"] = -float(self.state.global_step)  # best: the first evaluation
+            # what evaluation loops written for transformers use: sizes that differ by rank padded, then gathered
+            rank = self.accelerator.process_index
+            ragged = self.accelerator.pad_across_processes(torch.full((rank + 1, 2), float(rank)), pad_index=-1)
+            self.gathered = {"tensors": self.gather_function(ragged).tolist(),
+                             "objects": self.gather_function([f"rank {rank}"])}
             return metrics
 
         def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -54,7 +60,8 @@ def run(out_dir: str, per_device_batch: int) -> dict:
     trainer.train()
     final = trainer.evaluate()
     result = {"records": [_timeless(r) for r in trainer.state.log_history], "final": _timeless(final),
-              "best": os.path.basename(trainer.state.best_model_checkpoint), "counts": trainer.counts}
+              "best": os.path.basename(trainer.state.best_model_checkpoint), "counts": trainer.counts,
+              "gathered": trainer.gathered}
     if trainer.is_world_process_zero():
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(result, f)

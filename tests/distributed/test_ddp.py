@@ -122,7 +122,8 @@ def test_resume_with_another_number_of_processes(facade_ddp, facade_single, tmp_
 def test_an_overridden_evaluate_chooses_the_best_checkpoint_under_ddp(tmp_path):
     """Each evaluation during training runs the subclass's ``evaluate`` on both ranks (a standalone evaluation inside
     the running fit): every sample is evaluated once, and the records, the best checkpoint (chosen by the override's
-    metric) and a final ``evaluate()`` equal those of one process with the same global batch."""
+    metric) and a final ``evaluate()`` equal those of one process with the same global batch. The override's
+    ``accelerator.pad_across_processes`` and ``gather_function`` pad and gather across the ranks as accelerate's."""
     from tests.distributed.override_job import run
 
     two = tmp_path / "two"
@@ -132,6 +133,10 @@ def test_an_overridden_evaluate_chooses_the_best_checkpoint_under_ddp(tmp_path):
     assert ddp["best"] == single["best"] == "checkpoint-2"
     assert ddp["counts"] == single["counts"] == [8.0] * 6  # each window's labels, summed over the two processes
     assert ddp["final"]["eval_count"] == 10.0 and ddp["final"]["eval_custom"] == -6.0
+    # trainer.accelerator.pad_across_processes and trainer.gather_function, as accelerate's
+    assert ddp["gathered"] == {"tensors": [[0.0, 0.0], [-1.0, -1.0], [1.0, 1.0], [1.0, 1.0]],
+                               "objects": ["rank 0", "rank 1"]}
+    assert single["gathered"] == {"tensors": [[0.0, 0.0]], "objects": ["rank 0"]}
     assert len(ddp["records"]) == len(single["records"])
     for mine, expected in zip(ddp["records"], single["records"], strict=True):
         assert sorted(mine) == sorted(expected)

@@ -1021,6 +1021,26 @@ def test_the_trainer_flags_scripts_read_and_set_are_transformers(tmp_path):
     assert ("in train", True) in seen[transformers] and ("kwargs model", True) in seen[transformers]
 
 
+@pytest.mark.parametrize("objects", [False, True], ids=["tensors", "eval_use_gather_object"])
+def test_the_gather_helpers_of_evaluation_loops_are_transformers(tmp_path, objects):
+    """``trainer.gather_function`` and ``trainer.accelerator.pad_across_processes`` / ``gather_for_metrics``, which
+    evaluation loops copied from transformers call, give transformers' results (one process; under DDP:
+    ``tests/distributed/test_ddp.py``); a script may set ``gather_function``."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), eval_use_gather_object=objects)
+        values = torch.arange(6.0).reshape(2, 3)
+        results = [run.gather_function(values), run.gather_function({"x": values, "y": [values]}),
+                   run.accelerator.pad_across_processes(values, dim=1, pad_index=-100),
+                   run.accelerator.pad_across_processes([values, values.long()], pad_first=True),
+                   run.accelerator.gather_for_metrics(["a", "b"])]
+        run.gather_function = len
+        results.append(run.gather_function(values))
+        seen[lib] = results
+    assert max_rel_diff(seen[hf_lightning], seen[transformers]) == 0.0
+    assert seen[hf_lightning][-1] == 2
+
+
 def test_loaders_asked_for_by_hand_follow_the_data_sets_and_arguments_set_since(tmp_path):
     seen = {}
     for lib in LIBS:
