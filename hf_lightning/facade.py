@@ -420,6 +420,20 @@ class FacadeDataModule(HFDataModule):
         columns = self.hooks.signature_columns()
         return found if columns is None else (list(columns), found[1])
 
+    def _note_ignored_columns(self, role: str, message: str) -> None:
+        """An evaluation set's note is logged at each evaluation (`announce_columns`), as transformers logs it each
+        time it builds an evaluation loader; the other splits' when prepared."""
+        if role.startswith("validation"):
+            self.__dict__.setdefault("_column_notes", {})[role] = message
+        else:
+            super()._note_ignored_columns(role, message)
+
+    def announce_columns(self, role: str) -> None:
+        """Logs the note of the columns evaluation set ``role`` lost (nothing where it lost none)."""
+        note = self.__dict__.get("_column_notes", {}).get(role)
+        if note is not None:
+            super()._note_ignored_columns(role, note)
+
     def _remove_unused(self, ds: Any, role: str = "train") -> Any:
         if self.hooks.remove_unused_columns is not None and isinstance(ds, datasets.Dataset):
             return self.hooks.remove_unused_columns(ds, description=description_of(role))

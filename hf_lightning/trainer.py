@@ -289,6 +289,8 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
             raise ValueError("`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
                              "`args.load_best_model_at_end` is set to `True`.")
+        if args.max_steps > 0 and args.num_train_epochs > 0:
+            log.info("max_steps is given, it will override any value given in num_train_epochs")
         if self.train_dataset is not None and not has_length(self.train_dataset) and args.max_steps <= 0:
             raise ValueError("The train_dataset does not implement __len__, so the number of training steps cannot be "
                              "inferred; max_steps has to be specified. The total number of steps must be known in "

@@ -136,7 +136,8 @@ class TrainerEvaluation:
         return datamodule, trainer
 
     def _run_eval(self, dataset: Any, prefix: str, ignore_keys: list[str] | None, stage: str,
-                  name: str | None = None, dataloader: Any = None, loss_only: bool | None = None) -> Any:
+                  name: str | None = None, dataloader: Any = None, loss_only: bool | None = None,
+                  description: str | None = None) -> Any:
         if self.args.fp16_full_eval or self.args.bf16_full_eval:  # as transformers, outside train(): cast first
             self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         start = time.time()
@@ -146,6 +147,8 @@ class TrainerEvaluation:
             stack.enter_context(self._settings_kept(module, stage))
             module.ignore_keys = ignore_keys
             module.metric_key_prefix[stage] = prefix
+            stack.callback(setattr, module, "pass_description", module.pass_description)
+            module.pass_description = description  # evaluation_loop's: the header of its log
             if dataloader is None:
                 datamodule, trainer = self._evaluation_parts(dataset, stage, module, name)
                 data = {"datamodule": datamodule}
@@ -212,15 +215,14 @@ class TrainerEvaluation:
 
         Args:
             dataloader: The batches (``get_eval_dataloader()`` / ``get_test_dataloader(...)``, or any loader of dicts).
-            description: "Evaluation" or "Prediction": transformers' signature (the log header here names the pass
-                Lightning runs, "Prediction").
+            description: The pass's name in the log header ("Evaluation", "Prediction"), as in transformers.
             prediction_loss_only: The loss only (no predictions, no metrics); None: ``args.prediction_loss_only``.
             ignore_keys: Keys of the model's output dict left out of the predictions.
             metric_key_prefix: The prefix of the metric keys.
         """
         loss_only = self.args.prediction_loss_only if prediction_loss_only is None else prediction_loss_only
         output = self._run_eval(None, metric_key_prefix, ignore_keys, "predict", dataloader=dataloader,
-                                loss_only=bool(loss_only))
+                                loss_only=bool(loss_only), description=description)
         metrics = {k: v for k, v in output.metrics.items()
                    if not (k.startswith(f"{metric_key_prefix}_") and k.endswith(_SPEED_KEYS))}
         return EvalLoopOutput(output.predictions, output.label_ids, metrics, self.module.last_num_samples)

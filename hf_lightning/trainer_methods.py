@@ -403,11 +403,16 @@ class TrainerMethods:
                 if datamodule.validation_sets is None or eval_dataset not in datamodule.validation_sets:
                     raise ValueError(f"get_eval_dataloader('{eval_dataset}'): eval_dataset is not a dict with that "
                                      "name.")
-                return datamodule.base_eval_dataloader(f"validation/{eval_dataset}")
-            if self.eval_dataset is None:
+                role = f"validation/{eval_dataset}"
+            elif self.eval_dataset is None:
                 raise ValueError("Trainer: evaluation requires an eval_dataset.")
-            return datamodule.base_eval_dataloader("validation")
-        return self._build_datamodule({"validation": eval_dataset}).base_eval_dataloader("validation")
+            else:
+                role = "validation"
+        else:
+            datamodule, role = self._build_datamodule({"validation": eval_dataset}), "validation"
+        loader = datamodule.base_eval_dataloader(role)
+        datamodule.announce_columns(role)  # as transformers: the columns the set lost, at each loader built
+        return loader
 
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         """The DataLoader ``predict`` uses for ``test_dataset``."""

@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from torch import nn
 from transformers import PreTrainedModel, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import safe_globals, set_rng_state_for_device
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 from transformers.utils import (
     ADAPTER_SAFE_WEIGHTS_NAME,
     ADAPTER_WEIGHTS_NAME,
@@ -50,6 +51,7 @@ TRAINING_ARGS_JSON = "training_args.json"
 #: Prefix of the staging folder a checkpoint is written into before it is renamed into place.
 STAGING_PREFIX = ".tmp-"
 _REPLACED_PREFIX = ".old-"
+_DELETED_PREFIX = ".deleted-"  # a checkpoint being removed by rotation
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")  # transformers' own pattern
 #: peft's adapter files (a ``PeftModel``'s checkpoint holds only them, as transformers.Trainer writes it)
 ADAPTER_WEIGHT_FILES = (ADAPTER_SAFE_WEIGHTS_NAME, ADAPTER_WEIGHTS_NAME)
@@ -192,6 +194,8 @@ def recover_output_dir(output_dir: str) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.rename(path, final)
+        elif name.startswith(_DELETED_PREFIX + PREFIX_CHECKPOINT_DIR):  # a rotation the crash interrupted
+            shutil.rmtree(path, ignore_errors=True)
         elif name.startswith(STAGING_PREFIX + PREFIX_CHECKPOINT_DIR):
             log.info(f"Removing {path}, a checkpoint a previous run did not finish writing.")
             shutil.rmtree(path, ignore_errors=True)
@@ -403,9 +407,22 @@ def load_rng_state(folder: str, rank: int, world_size: int) -> bool:
 
 # --------------------------------------------------------------------------------------------------- rotation
 def rotate(output_dir: str, save_total_limit: int | None, best_model_checkpoint: str | None) -> None:
-    """transformers' ``rotate_checkpoints`` with the arguments ``Trainer._save_checkpoint`` passes (mtime order)."""
-    rotate_checkpoints(output_dir=output_dir, save_total_limit=save_total_limit,
-                       best_model_checkpoint=best_model_checkpoint, use_mtime=True)
+    """transformers' ``rotate_checkpoints`` with the arguments ``Trainer._save_checkpoint`` passes (mtime order): the
+    oldest folders beyond ``save_total_limit`` go, never the newest nor the best; each one as `remove_checkpoint`
+    removes it."""
+    if save_total_limit is None or save_total_limit <= 0:
+        return
+    checkpoints = sort_checkpoints(output_dir=output_dir, use_mtime=True)
+    protected = {checkpoints[-1]} if checkpoints else set()  # the newest, to resume from
+    if best_model_checkpoint is not None:
+        protected.add(str(Path(best_model_checkpoint)))
+    remaining = len(checkpoints)
+    for checkpoint in checkpoints:
+        if remaining <= max(save_total_limit, len(protected)):
+            break
+        if checkpoint not in protected:
+            remove_checkpoint(checkpoint)
+            remaining -= 1
 
 
 def keep_only_best(output_dir: str, best_model_checkpoint: str) -> None:
@@ -413,4 +430,18 @@ def keep_only_best(output_dir: str, best_model_checkpoint: str) -> None:
     for folder in sort_checkpoints(output_dir=output_dir, best_model_checkpoint=best_model_checkpoint):
         if not os.path.samefile(folder, best_model_checkpoint):
             log.info(f"Deleting older checkpoint [{folder}] due to args.save_total_limit")
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_checkpoint(folder)
+
+
+def remove_checkpoint(folder: str) -> None:
+    """Deletes a checkpoint folder without ever leaving a partial one under its name: it is renamed to a hidden name
+    first (one atomic step), then removed; a crash in between leaves the hidden folder, which the next run's
+    `recover_output_dir` removes."""
+    parent, name = os.path.split(os.path.normpath(folder))
+    doomed = os.path.join(parent, _DELETED_PREFIX + name)
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        os.rename(folder, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)

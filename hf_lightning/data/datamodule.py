@@ -274,6 +274,12 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         columns = _columns(ds)
         if self.text_column is None:
             self.text_column = "text" if "text" in columns else None
+        if self.text_column is None and tokenizer is not None and self.collator in (None, "padding") \
+                and "input_ids" not in columns:
+            raise ValueError(
+                f"The {split} split has no 'text' column to tokenise and no input_ids: its columns are {columns}. Set "
+                "data.text_column to the column holding the text, or give data.collator a collator that builds the "
+                "model's inputs from these columns.")
         if self.text_column is None or tokenizer is None:
             return ds  # already model inputs (e.g. input_ids) or a custom collator handles raw columns
         self._check_columns(ds, split)
@@ -363,9 +369,10 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         # model's main input, and the collator and model never see the column.
         ignored = [c for c in _columns(ds) if c not in signature]
         if ignored:  # transformers' message (Trainer._remove_unused_columns)
-            log.info(f"The following columns in the {description_of(role)} set don't have a corresponding argument in "
-                     f"`{name}.forward` and have been ignored: {', '.join(ignored)}. If {', '.join(ignored)} are not "
-                     f"expected by `{name}.forward`,  you can safely ignore this message.")
+            self._note_ignored_columns(role, (
+                f"The following columns in the {description_of(role)} set don't have a corresponding argument in "
+                f"`{name}.forward` and have been ignored: {', '.join(ignored)}. If {', '.join(ignored)} are not "
+                f"expected by `{name}.forward`,  you can safely ignore this message."))
         if len(ignored) == len(_columns(ds)):
             raise ValueError(
                 f"No columns in the dataset match the model's forward method signature: ({', '.join(signature)}). "
@@ -373,6 +380,10 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
                 "You may need to set `remove_unused_columns=False` in `TrainingArguments` (data.remove_unused_columns "
                 "in yaml).")
         return ds.remove_columns(ignored)
+
+    def _note_ignored_columns(self, role: str, message: str) -> None:
+        """transformers' note of the columns a split loses, logged when the split is prepared."""
+        log.info(message)
 
     def role_collate_fn(self, role: str) -> Callable[..., Any]:
         """The collator of one role's loader. A data set that is not a ``datasets`` one (a torch ``Dataset`` of

@@ -132,6 +132,7 @@ class EvaluationMixin:
         self.prediction_loss_only = prediction_loss_only
         self.metric_key_prefix: dict[str, str] = {"validate": "eval", "test": "test", "predict": "test"}
         self.ignore_keys: list[str] | None = None
+        self.pass_description: str | None = None  # the log header's name of the pass, where not the stage's
         #: the last validation / test: one metrics dict per evaluation set (several with a dict of eval sets)
         self.eval_record = EvalRecord()
         self._finished_sets: list[dict[str, float]] = []
@@ -504,7 +505,13 @@ class EvaluationMixin:
             return
         stage = self._stage_name()
         loader = self._stage_loader(dataloader_idx)
-        log.info(f"\n***** Running {'Prediction' if stage == 'predict' else 'Evaluation'} *****")
+        datamodule = self.trainer.datamodule
+        if stage == "validate" and hasattr(datamodule, "announce_columns"):  # the HF-style door: at each evaluation
+            roles = datamodule.validation_roles()
+            if dataloader_idx < len(roles):
+                datamodule.announce_columns(roles[dataloader_idx])
+        description = self.pass_description or ("Prediction" if stage == "predict" else "Evaluation")
+        log.info(f"\n***** Running {description} *****")
         dataset = getattr(loader, "dataset", None)
         log.info(f"  Num examples = {len(dataset)}" if has_length(dataset) else "  Num examples: Unknown")
         log.info(f"  Batch size = {_loader_batch_size(loader)}")

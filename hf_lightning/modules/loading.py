@@ -113,17 +113,16 @@ def apply_liger(model: nn.Module, config: dict[str, Any] | None) -> None:
     """Patches ``model`` with Liger's kernels through transformers' ``apply_liger_kernel`` (as ``use_liger_kernel``
     does in transformers.Trainer), after checking that they can run here."""
     import torch
+    from transformers.integrations.liger import apply_liger_kernel
+    from transformers.utils import is_liger_kernel_available
 
+    if not is_liger_kernel_available():  # as transformers: an ImportError first
+        raise ImportError("use_liger_kernel=True needs the liger-kernel package: pip install 'hf_lightning[liger]' "
+                          "(or pip install liger-kernel).")
     if not torch.cuda.is_available():
         raise ValueError("use_liger_kernel=True: Liger's kernels are Triton kernels for CUDA GPUs, and no CUDA device "
                          "is visible here. Set use_liger_kernel to False on this machine (the model trains the same "
                          "way, with PyTorch's own operators).")
-    from transformers.integrations.liger import apply_liger_kernel
-    from transformers.utils import is_liger_kernel_available
-
-    if not is_liger_kernel_available():
-        raise ImportError("use_liger_kernel=True needs the liger-kernel package: pip install 'hf_lightning[liger]' "
-                          "(or pip install liger-kernel).")
     apply_liger_kernel(model, dict(config or {}))
 
 

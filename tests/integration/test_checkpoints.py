@@ -276,6 +276,33 @@ def test_publish_replaces_and_recover_cleans(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-3"]
 
 
+def test_a_rotation_cut_short_leaves_no_partial_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """Rotation renames a folder out of the way before deleting it: a crash in the middle of the deletion leaves the
+    checkpoint complete or absent (never a folder that looks resumable but lacks files); the next run cleans up."""
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in ("model.safetensors", "trainer_state.json", "optimizer.pt"):
+            (tmp_path / f"checkpoint-{step}" / name).write_text(name)
+        os.utime(tmp_path / f"checkpoint-{step}", (step, step))
+    removing = shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):  # one file deleted, then the process dies
+        if os.path.isdir(path):
+            os.remove(os.path.join(path, sorted(os.listdir(path))[0]))
+            raise KeyboardInterrupt
+        return removing(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(folder.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        folder.rotate(str(tmp_path), 1, None)
+    monkeypatch.setattr(folder.shutil, "rmtree", removing)
+    assert sorted(os.listdir(tmp_path)) == [".deleted-checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert all(len(os.listdir(tmp_path / f"checkpoint-{s}")) == 3 for s in (4, 6))
+    folder.recover_output_dir(str(tmp_path))
+    folder.rotate(str(tmp_path), 1, None)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-6"]
+
+
 def test_folder_contents_and_save_only_model(tmp_path: Path) -> None:
     module, _flow, _ = fit(make_args(tmp_path / "full", max_steps=2, save_steps=2))
     files = sorted(os.listdir(tmp_path / "full" / "checkpoint-2"))

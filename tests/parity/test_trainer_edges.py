@@ -1137,6 +1137,50 @@ def _overriding_trainers(lib: Any) -> dict[str, type]:
     return {"adds_metric": AddsMetric, "post_processes": PostProcesses, "extends_loop": ExtendsLoop}
 
 
+def _accuracy(pred: transformers.EvalPrediction) -> dict[str, float]:
+    return {"accuracy": float((np.argmax(pred.predictions, axis=-1) == pred.label_ids).mean())}
+
+
+def test_log_level_info_lines_of_a_question_answering_trainer_are_transformers(tmp_path):
+    """``log_level="info"`` with transformers' question-answering example's ``evaluate`` (``evaluation_loop`` with
+    ``description="Evaluation"``), ``max_steps`` beside ``num_train_epochs`` and a column the model does not take: the
+    same lines on transformers' logger (the header names the loop's description; the note that ``max_steps``
+    overrides the epochs; the ignored columns at each evaluation)."""
+    import io
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    def rows(n: int, seed: int) -> datasets.Dataset:
+        return _marked_rows(n, seed, ()).add_column("example_id", [f"id{i}" for i in range(n)])
+
+    lines = {}
+    for lib in LIBS:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        hf_logging.get_logger("transformers").addHandler(handler)
+        try:
+            out = str(tmp_path / lib.__name__)
+            args = lib.TrainingArguments(out, report_to=[], use_cpu=True, disable_tqdm=True, max_steps=4,
+                                         per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2,
+                                         save_strategy="no", log_level="info", logging_steps=2)
+            transformers.set_seed(0)
+            model = transformers.BertForSequenceClassification(transformers.AutoConfig.for_model(**TINY_BERT))
+            run = _overriding_trainers(lib)["post_processes"](model=model, args=args, train_dataset=rows(16, 1),
+                                                              eval_dataset=rows(6, 2), compute_metrics=_accuracy)
+            run.train()
+            run.evaluate()
+        finally:
+            hf_logging.get_logger("transformers").removeHandler(handler)
+            hf_logging.set_verbosity_warning()
+        text = stream.getvalue().replace(out, "OUT")
+        lines[lib] = [re.sub(r"\d+\.\d+", "N", line) for line in text.splitlines()
+                      if line.strip() and not line.startswith(("{", "[")) and "setting up devices" not in line]
+    assert lines[hf_lightning] == lines[transformers]
+    assert lines[transformers].count("***** Running Evaluation *****") == 3
+    assert "max_steps is given, it will override any value given in num_train_epochs" in lines[transformers]
+
+
 @pytest.mark.parametrize("kind", ["adds_metric", "post_processes", "extends_loop"])
 def test_overridden_evaluate_and_evaluation_loop_run_as_in_transformers(tmp_path, kind):
     """transformers' evaluations during training call the subclass's ``evaluate`` (its metrics choose the best

@@ -32,6 +32,10 @@ def test_datamodule_errors_list_the_columns():
     dm = HFDataModule(dataset=ds, tokenizer="minilm", text_column="text", validation_size=0, test_size=0)
     with pytest.raises(ValueError, match=r"text_column='text'.*Columns: \['sentence', 'label'\]"):
         dm.setup("fit")
+    # no text_column given and no 'text' column: the columns and the fix, before any batch is built
+    dm = HFDataModule(dataset=ds, tokenizer="minilm", validation_size=0, test_size=0)
+    with pytest.raises(ValueError, match=r"no 'text' column to tokenise.*\['sentence', 'label'\].*data\.text_column"):
+        dm.setup("fit")
 
 
 def test_tokenising_in_several_processes_gives_the_same_data_under_either_name():

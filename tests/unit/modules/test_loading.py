@@ -9,11 +9,16 @@ from hf_lightning import HFModule
 
 
 def test_liger_kernels_are_refused_before_training_where_they_cannot_run(tmp_path, monkeypatch):
-    """use_liger_kernel without CUDA: an error that says so when the module is built (both doors), before any step;
-    with CUDA but without the package: the install line."""
+    """use_liger_kernel without the package: transformers' ImportError, with the install line; with the package but
+    without CUDA: an error that says so when the module is built (both doors), before any step."""
     from hf_lightning import Trainer, TrainingArguments
     from tests.helpers.tiny import TINY_BERT, RegressionDataset, RegressionModel
 
+    monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
+    with pytest.raises(ImportError, match=r"pip install 'hf_lightning\[liger\]'"):
+        HFModule(model=dict(TINY_BERT), num_labels=2, use_liger_kernel=True)
+    monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="use_liger_kernel=True: Liger's kernels are Triton kernels for CUDA GPUs"):
         HFModule(model=dict(TINY_BERT), num_labels=2, use_liger_kernel=True)
     args = TrainingArguments(str(tmp_path), use_liger_kernel=True, report_to=[], use_cpu=True, max_steps=2)
@@ -21,7 +26,3 @@ def test_liger_kernels_are_refused_before_training_where_they_cannot_run(tmp_pat
     with pytest.raises(ValueError, match="no CUDA device is visible"):
         trainer.train()
     assert trainer.state.global_step == 0
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
-    with pytest.raises(ImportError, match=r"pip install 'hf_lightning\[liger\]'"):
-        HFModule(model=dict(TINY_BERT), num_labels=2, use_liger_kernel=True)
