@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import signal
 import sys
 import traceback
 import warnings
@@ -26,6 +27,7 @@ import yaml
 from jsonargparse import get_loader, set_loader
 from lightning.pytorch import seed_everything
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
 from hf_lightning.data.datamodule import HFDataModule
@@ -310,6 +312,15 @@ def main(argv: list[str] | None = None) -> Any:
     upgraded = upgrade_flat_keys(words)
     if argv is None and upgraded != words:
         sys.argv[1:] = upgraded  # LightningCLI reads sys.argv itself (given both, it warns)
+    try:
+        return _cli(upgraded if argv is not None else None)
+    except SIGTERMException:  # Lightning ends the fit with a bare SystemExit (status 0): a terminated run is no success
+        print("SIGTERM: training stopped without a checkpoint (HFCheckpoint(enable_jit_checkpoint=True) writes one "
+              "first); exiting with status 143.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def _cli(args: list[str] | None) -> HFLightningCLI:
     return HFLightningCLI(
         HFModule,
         HFDataModule,
@@ -319,5 +330,5 @@ def main(argv: list[str] | None = None) -> Any:
         parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX, "parser_mode": PARSER_MODE,
                        "prog": "python -m hf_lightning", "description": DESCRIPTION, "epilog": EPILOG},
         save_config_kwargs={"overwrite": True},
-        args=None if argv is None else upgraded,
+        args=args,
     )

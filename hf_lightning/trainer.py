@@ -26,6 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
@@ -570,12 +571,16 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         try:
             with quiet_lightning():
                 self.pl_trainer.fit(module, datamodule=datamodule)
-        except SystemExit:
+        except SystemExit as stop:
             if not self.pl_trainer.interrupted:
                 raise
             if main_thread and handler is not None:
                 signal.signal(signal.SIGINT, handler)
             self.model, self.state = uncompiled(module.model), flow.state
+            if isinstance(stop, SIGTERMException):  # terminated, as SIGTERM's default: status 143, not success
+                log.warning(f"SIGTERM: training stopped after global step {flow.state.global_step} without a "
+                            "checkpoint (enable_jit_checkpoint=True writes one first).")
+                raise SystemExit(128 + signal.SIGTERM) from None
             raise KeyboardInterrupt(f"training interrupted after global step {flow.state.global_step}") from None
 
     def _train_callbacks(self, flow: HFFlow, resume: str | None) -> list[Any]:

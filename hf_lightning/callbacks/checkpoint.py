@@ -227,6 +227,7 @@ class HFCheckpoint(Checkpoint):
             saved, current = getattr(plan.state, name), getattr(state, name)
             if saved is not None and current is not None and saved != current:
                 lines.append(f"\n\t{name}: {current} (from args) != {saved} (from trainer_state.json)")
+            if saved is not None:  # as transformers, which loads the whole state: the saved value as written (5.0)
                 setattr(state, name, saved)
         saved_batch, batch = plan.state.train_batch_size, state.train_batch_size
         if saved_batch is not None and batch is not None and saved_batch != batch:

@@ -1,9 +1,10 @@
 """A training process that SIGTERMs itself mid-window (tests/distributed/test_jit_checkpoint.py).
 
-    python tests/distributed/jit_job.py DOOR OUT_DIR MODE      (DOOR: facade | facade_override | lightning; MODE: full | signal | resume)
+    python tests/distributed/jit_job.py DOOR OUT_DIR MODE      (DOOR: facade | facade_override | lightning; MODE: full | signal | resume | nojit)
 
 ``signal``: at the first micro-batch of optimizer step 6 (of 16; 2 micro-batches per step) the process sends itself
-SIGTERM (under torchrun: rank 0 only). ``resume``: resumes from the newest checkpoint in OUT_DIR. Every mode ends by
+SIGTERM (under torchrun: rank 0 only). ``resume``: resumes from the newest checkpoint in OUT_DIR. ``nojit``: the signal without
+``enable_jit_checkpoint`` (the process ends with SIGTERM's status, 143). Every mode ends by
 writing the final weights to OUT_DIR/weights-<mode>-<rank>.pt and printing "FINISHED".
 """
 
@@ -46,9 +47,9 @@ def main(door: str, out: str, mode: str) -> None:
     args = hf_lightning.TrainingArguments(
         out, per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2, learning_rate=0.1,
         logging_steps=1, save_strategy="steps", save_steps=100, report_to=[], use_cpu=True, disable_tqdm=True,
-        enable_jit_checkpoint=True, max_grad_norm=1.0)
+        enable_jit_checkpoint=mode != "nojit", max_grad_norm=1.0)
     resume = mode == "resume" or None
-    callbacks = [SigtermAt()] if mode == "signal" else []
+    callbacks = [SigtermAt()] if mode in ("signal", "nojit") else []
     transformers.set_seed(42)
     model = StrictRegressionModel()
     if door in ("facade", "facade_override"):

@@ -58,3 +58,35 @@ def test_sigterm_mid_window_checkpoints_exits_cleanly_and_resumes_exactly(tmp_pa
         got = torch.load(cut / f"weights-resume-{rank}.pt")
         for name in want:
             assert torch.allclose(got[name], want[name], rtol=0, atol=1e-7), name
+
+
+def test_sigterm_without_jit_checkpoint_exits_with_sigterms_status(tmp_path):
+    """Without ``enable_jit_checkpoint``, a SIGTERM stops training and the process exits with 143 (128 + SIGTERM),
+    as a terminated process does, not with 0 (Lightning's bare ``SystemExit``) nor as a Ctrl+C; nothing after
+    ``train()`` runs and no checkpoint is written."""
+    log = tmp_path / "nojit.log"
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, SCRIPT, "facade", str(tmp_path), "nojit"], cwd=ROOT,
+                              env=job_env(PYTHONPATH=str(ROOT)), stdout=out, stderr=subprocess.STDOUT,
+                              timeout=JOB_TIMEOUT, check=False)
+    text = log.read_text()
+    assert proc.returncode == 143, text[-3000:]
+    assert "FINISHED" not in text and "training stopped after global step 5" in text
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_the_cli_exits_with_sigterms_status_when_lightning_stops_the_fit(monkeypatch, capsys):
+    """``python -m hf_lightning fit``: Lightning's SIGTERM handling ends the fit with a bare ``SystemExit`` (status 0);
+    the CLI turns it into status 143 with a line that names the option that checkpoints first."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from hf_lightning import cli
+
+    def terminated(args):
+        raise SIGTERMException
+
+    monkeypatch.setattr(cli, "_cli", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["fit", "--config", "configs/quickstart.yaml"])
+    assert stopped.value.code == 143
+    assert "enable_jit_checkpoint" in capsys.readouterr().err

@@ -288,7 +288,7 @@ def test_a_rotation_cut_short_leaves_no_partial_checkpoint(tmp_path: Path, monke
 
     def killed_midway(path, ignore_errors=False):  # one file deleted, then the process dies
         if os.path.isdir(path):
-            os.remove(os.path.join(path, sorted(os.listdir(path))[0]))
+            os.remove(os.path.join(path, min(os.listdir(path))))
             raise KeyboardInterrupt
         return removing(path, ignore_errors=ignore_errors)
 
