@@ -227,7 +227,25 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         if stage == "fit" and self.control_validation:
             # eval_strategy "no" leaves Lightning's own schedule (val_check_interval) in charge.
             self._refuse_lightning_schedule(trainer)
+            self._require_validation_data(trainer)
             internals.take_over_validation_schedule(trainer)  # `_evaluate` runs the loop at HF's points
+
+    def _require_validation_data(self, trainer: L.Trainer) -> None:
+        """An evaluation schedule over a data module without a validation split would evaluate nothing: refused
+        before training, as transformers refuses an ``eval_strategy`` without an ``eval_dataset``."""
+        data = trainer.datamodule
+        if not (hasattr(data, "validation_roles") and hasattr(data, "raw_splits")):
+            return  # loaders given to fit() directly, or a data module of the user's
+        present = data.raw_splits()
+        if any(role in present for role in data.validation_roles()):
+            return
+        wanted = data.split_names.get("validation", getattr(data, "validation_sets", None))
+        raise ValueError(
+            f"eval_strategy={self.settings.eval_strategy!r} evaluates during training, but the data has no split "
+            f"named {wanted!r} (data.validation_split) to evaluate on; its splits: "
+            f"{getattr(data, 'loaded_split_names', sorted(present))}. "
+            "Set data.validation_split to the name of the split to evaluate on (or data.validation_size to hold out "
+            "part of the training split), or eval_strategy to 'no'.")
 
     def _refuse_lightning_schedule(self, trainer: L.Trainer) -> None:
         """A Lightning validation schedule set beside HFFlow's would be ignored: refused, naming the fix."""

@@ -217,6 +217,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
         ):
             loaded = split_dataset(loaded["train"], self.validation_size, self.test_size)
         loaded = dict(loaded)
+        self.loaded_split_names = sorted(loaded)  # every split of the data, for messages naming a missing one
         return {role: loaded[name] for role, name in self.split_names.items() if name in loaded}
 
     def _load_files(self, source: str | None) -> datasets.DatasetDict:

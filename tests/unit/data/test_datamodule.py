@@ -38,6 +38,25 @@ def test_datamodule_errors_list_the_columns():
         dm.setup("fit")
 
 
+def test_an_evaluation_schedule_without_a_validation_split_is_refused_before_training(tmp_path):
+    """HFFlow's eval_strategy over data without the validation split it names would evaluate nothing (as
+    transformers refuses eval_strategy without an eval_dataset): refused before the first step, naming the splits
+    the data has and the settings to change."""
+    from hf_lightning.callbacks import HFFlow
+    from tests.helpers.tiny import TINY_BERT
+
+    rows = {"text": ["a b", "c d"] * 4, "label": [0, 1] * 4}
+    data = HFDataModule(dataset=datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                                                      "dev": datasets.Dataset.from_dict(rows)}),
+                        tokenizer="minilm", batch_size=4, validation_size=0, test_size=0)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=str(tmp_path), callbacks=[HFFlow(eval_strategy="steps", eval_steps=1)])
+    with pytest.raises(ValueError, match=r"no split named 'validation' \(data.validation_split\).*"
+                                         r"\['dev', 'train'\].*or eval_strategy to 'no'"):
+        trainer.fit(HFModule(model=dict(TINY_BERT), tokenizer="minilm", num_labels=2), data)
+    assert trainer.global_step == 0
+
+
 def test_tokenising_in_several_processes_gives_the_same_data_under_either_name():
     """preprocessing_num_workers (HF's example scripts) and dataset_num_proc (TRL's name) are one setting: datasets.map
     in 2 processes gives the rows one process gives, in the same order; two different values are refused."""
