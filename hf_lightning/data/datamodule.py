@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.trainer_utils import RemoveColumnsCollator, unwrap_peft_model
+from transformers.trainer_utils import RemoveColumnsCollator, has_length, unwrap_peft_model
 from transformers.utils import logging as hf_logging
 
 from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
@@ -181,6 +181,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             self.split_names.update({f"validation/{name}": split for name, split in self.validation_sets.items()})
         self.validation_size = validation_size
         self.test_size = test_size
+        for name, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"data.{name}={value!r}: give a number of examples >= 1, or None to keep them all.")
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
         if dataset_num_proc is not None and preprocessing_num_workers not in (None, dataset_num_proc):
@@ -417,6 +420,9 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
                 ds = ds.select(range(min(limit, len(ds))))
             elif limit is not None and isinstance(ds, datasets.IterableDataset):
                 ds = ds.take(limit)
+            if role == "train" and has_length(ds) and len(ds) == 0:
+                raise ValueError(f"The training data is empty (the {self.split_names['train']!r} split has 0 examples): "
+                                 "nothing to train on. Give a train split (train_dataset) with examples.")
             if isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
                 if self.tokenize:
                     ds = self.preprocess(ds, role)

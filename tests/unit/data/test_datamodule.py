@@ -57,6 +57,25 @@ def test_an_evaluation_schedule_without_a_validation_split_is_refused_before_tra
     assert trainer.global_step == 0
 
 
+def test_empty_training_data_and_sample_limits_below_one_are_refused(tmp_path):
+    """A training split without examples (transformers fails in its sampler, "num_samples=0") and a
+    max_train_samples / max_eval_samples below 1 are refused with the setting named, before any step; the HF-style
+    Trainer refuses an empty train_dataset at train() in the same words."""
+    from hf_lightning import Trainer, TrainingArguments
+
+    for name in ("max_train_samples", "max_eval_samples"):
+        with pytest.raises(ValueError, match=rf"data.{name}=0: give a number of examples >= 1"):
+            HFDataModule(dataset="movie_reviews", **{name: 0})
+    empty = datasets.Dataset.from_dict({"text": [], "label": []})
+    with pytest.raises(ValueError, match=r"The training data is empty \(the 'train' split has 0 examples\)"):
+        HFDataModule(dataset=empty, tokenizer="minilm", validation_size=0, test_size=0).setup("fit")
+    args = TrainingArguments(str(tmp_path), report_to=[], use_cpu=True, num_train_epochs=1)
+    trainer = Trainer(model=StrictRegressionModel(), args=args, train_dataset=RegressionDataset(0))
+    with pytest.raises(ValueError, match="The training data is empty"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_tokenising_in_several_processes_gives_the_same_data_under_either_name():
     """preprocessing_num_workers (HF's example scripts) and dataset_num_proc (TRL's name) are one setting: datasets.map
     in 2 processes gives the rows one process gives, in the same order; two different values are refused."""
