@@ -87,6 +87,16 @@ class HFLightningCLI(LightningCLI):
         precision = self._own_config().get("float32_matmul_precision")
         if precision:
             torch.set_float32_matmul_precision(precision)
+        trainer = self._own_config().get("trainer") or {}
+        callbacks = trainer.get("callbacks") or []
+        named = [getattr(c, "class_path", None) or (c.get("class_path") if isinstance(c, dict) else None)
+                 for c in (callbacks if isinstance(callbacks, list) else [callbacks])]
+        if trainer.get("enable_checkpointing") is False and any(str(n).endswith("HFCheckpoint") for n in named):
+            raise ValueError(
+                "--trainer.enable_checkpointing false turns Lightning's checkpointing off, and HFCheckpoint (in "
+                "trainer.callbacks) is that checkpointing: Lightning would refuse it as a ModelCheckpoint. Remove "
+                "HFCheckpoint from trainer.callbacks to train without checkpoints, or leave enable_checkpointing at "
+                "true (HFCheckpoint then takes the place of Lightning's ModelCheckpoint).")
 
     def instantiate_classes(self) -> None:
         """Lightning's, with a setting that hf_lightning refuses reported by its own message: jsonargparse wraps it in

@@ -226,6 +226,15 @@ def test_a_checkpoint_folder_given_as_ckpt_path_is_refused_with_the_way_to_resum
               "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
 
 
+def test_hf_checkpoint_with_lightning_checkpointing_off_is_refused_naming_both(tmp_path):
+    """HFCheckpoint is Lightning checkpointing: with --trainer.enable_checkpointing false Lightning would refuse it as
+    "ModelCheckpoint"; the CLI names HFCheckpoint and the two ways out, before anything is built."""
+    with pytest.raises(ValueError, match=r"enable_checkpointing false.*HFCheckpoint.*Remove HFCheckpoint"):
+        main(["fit", "--config", TINY, "--config", "configs/checkpointing.yaml", "--trainer.enable_checkpointing",
+              "false", "--trainer.logger", "false", "--export_dir", "none",
+              "--trainer.default_root_dir", str(tmp_path)])
+
+
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--model.optimization.optim", "adamw_torh",
      r"^optimization\.optim='adamw_torh' is unknown\. Did you mean 'adamw_torch'\? Choose one of \[.*'sgd'"),
