@@ -10,6 +10,7 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -62,6 +63,37 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path in MODELS:
         return str(MODELS[name_or_path].locate())
     return name_or_path
+
+
+def unreachable(what: str, err: BaseException, setting: str, alternative: str = "") -> ValueError:
+    """The error for a model or tokenizer name found neither packaged, on disk nor on the Hub from here."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    return ValueError(f"{what} is not a packaged model ({', '.join(MODELS)}), a local folder, or a Hugging Face Hub "
+                      f"id that can be downloaded from here ({type(err).__name__}: {first}). Set {setting} to one of "
+                      f"them{alternative}.")
+
+
+def looks_unreachable(err: BaseException) -> bool:
+    """transformers' errors for a name it could not find locally or on the Hub (no network, no such repo, a path
+    that is no repo id)."""
+    from huggingface_hub.errors import HFValidationError
+
+    return isinstance(err, (OSError, HFValidationError)) and not isinstance(err, (PermissionError, IsADirectoryError))
+
+
+def load_tokenizer(name: str, setting: str) -> Any:
+    """``AutoTokenizer.from_pretrained`` of a packaged name, a folder or a Hub id; a name found nowhere gets
+    `unreachable`'s message naming ``setting``."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        if Path(path).is_dir() or not looks_unreachable(err):
+            raise
+        raise unreachable(f"tokenizer='{name}'", err, setting) from err
+
 
 
 def _movie_reviews(path: Path) -> datasets.Dataset:

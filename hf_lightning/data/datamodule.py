@@ -15,11 +15,11 @@ import lightning as L
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.trainer_utils import RemoveColumnsCollator, has_length, unwrap_peft_model
 from transformers.utils import logging as hf_logging
 
-from hf_lightning.data.builtin import DATASETS, load_builtin, resolve_model_path, split_dataset
+from hf_lightning.data.builtin import DATASETS, load_builtin, load_tokenizer, split_dataset
 from hf_lightning.data.dataloaders import DataLoaders
 from hf_lightning.data.labels import LabelInference, arrow_column, distinct
 from hf_lightning.groups import DATA
@@ -252,7 +252,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
     def resolve_tokenizer(self) -> PreTrainedTokenizerBase | None:
         """The tokenizer: the one given, else the attached module's (``module.tokenizer``)."""
         if isinstance(self.tokenizer, str):
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer))
+            self.tokenizer = load_tokenizer(self.tokenizer, "the data module's `tokenizer` (--data.tokenizer in the CLI)")
         if self.tokenizer is None and self.trainer is not None:
             self.tokenizer = getattr(self.trainer.lightning_module, "tokenizer", None)
         return self.tokenizer

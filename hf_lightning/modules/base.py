@@ -23,7 +23,7 @@ from transformers.trainer_pt_utils import LabelSmoother
 from transformers.trainer_utils import align_special_tokens, unwrap_peft_model
 from transformers.utils import can_return_loss, find_labels
 
-from hf_lightning.data.builtin import resolve_model_path
+from hf_lightning.data.builtin import load_tokenizer, resolve_model_path
 from hf_lightning.data.loader import WindowInfo, split_window
 from hf_lightning.groups import MODEL, group_field
 from hf_lightning.lightning_internals import ignore_lightning_version_warnings
@@ -252,11 +252,11 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         source = tokenizer or (model if isinstance(model, str) else None)
         if source is None:
             return None
+        if tokenizer is not None:
+            return load_tokenizer(tokenizer, "HFModule's `tokenizer` (--model.tokenizer in the CLI)")
         try:
             return AutoTokenizer.from_pretrained(resolve_model_path(source))
         except (OSError, ValueError):
-            if tokenizer is not None:
-                raise
             return None  # a model folder without tokenizer files
 
     @property

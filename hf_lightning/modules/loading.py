@@ -10,7 +10,7 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer
 
-from hf_lightning.data.builtin import MODELS, resolve_model_path
+from hf_lightning.data.builtin import looks_unreachable, resolve_model_path, unreachable
 from hf_lightning.modules.tasks import TASKS, auto_class
 
 
@@ -43,21 +43,10 @@ def load_model(
             return cls.from_config(AutoConfig.from_pretrained(path, **labels), **model_kwargs)
         return cls.from_pretrained(path, **labels, **model_kwargs)
     except (OSError, ValueError) as err:
-        if Path(path).is_dir() or not _looks_unreachable(err):
+        if Path(path).is_dir() or not looks_unreachable(err):
             raise
-        raise ValueError(
-            f"model='{model}' is not a packaged model ({', '.join(MODELS)}), a local model folder, or a Hugging Face "
-            f"Hub model id that can be downloaded from here ({type(err).__name__}: {str(err).splitlines()[0]}). "
-            "Set HFModule's `model` (--model.model in the CLI) to one of them, or to a config dict with "
-            "`model_type` for a randomly initialised model.") from err
-
-
-def _looks_unreachable(err: BaseException) -> bool:
-    """transformers' errors for a name it could not find locally or on the Hub (no network, no such repo, a path
-    that is no repo id)."""
-    from huggingface_hub.errors import HFValidationError
-
-    return isinstance(err, (OSError, HFValidationError)) and not isinstance(err, (PermissionError, IsADirectoryError))
+        raise unreachable(f"model='{model}'", err, "HFModule's `model` (--model.model in the CLI)",
+                          " or to a config dict with `model_type` for a randomly initialised model") from err
 
 
 #: The key of a Lightning checkpoint that holds a tokenizer object's files (`tokenizer_files`).

@@ -26,3 +26,17 @@ def test_liger_kernels_are_refused_before_training_where_they_cannot_run(tmp_pat
     with pytest.raises(ValueError, match="no CUDA device is visible"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+def test_a_tokenizer_found_nowhere_is_named_with_the_setting_to_change():
+    """A tokenizer name that is not packaged, not a folder and not a Hub id reachable from here: the model's and the
+    data module's settings are each named, as a model name's are (not a raw Hub error)."""
+    from hf_lightning import HFDataModule
+    from tests.helpers.tiny import TINY_BERT
+
+    with pytest.raises(ValueError, match=r"tokenizer='minilm x' is not a packaged model .*Set HFModule's `tokenizer` "
+                                         r"\(--model.tokenizer in the CLI\)"):
+        HFModule(model=dict(TINY_BERT), tokenizer="minilm x", num_labels=2)
+    with pytest.raises(ValueError, match=r"tokenizer='minilm x' is not a packaged model .*Set the data module's "
+                                         r"`tokenizer` \(--data.tokenizer in the CLI\)"):
+        HFDataModule(dataset="movie_reviews", tokenizer="minilm x").resolve_tokenizer()
