@@ -234,7 +234,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         """An evaluation schedule over a data module without a validation split would evaluate nothing: refused
         before training, as transformers refuses an ``eval_strategy`` without an ``eval_dataset``."""
         data = trainer.datamodule
-        if not (hasattr(data, "validation_roles") and hasattr(data, "raw_splits")):
+        if self.settings.eval_strategy == "no" or not (hasattr(data, "validation_roles") and hasattr(data, "raw_splits")):
             return  # loaders given to fit() directly, or a data module of the user's
         present = data.raw_splits()
         if any(role in present for role in data.validation_roles()):
