@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import signal
 import sys
 import traceback
@@ -157,9 +158,29 @@ class HFLightningCLI(LightningCLI):
         path = self.export_path()
         if path is None:
             return
-        self.model.save_pretrained(path)  # every rank: sharded weights are gathered, rank zero writes
+        self._export(os.path.normpath(path))
         if self.trainer.is_global_zero:
             print(f"Saved the trained model in HF format to {path}")
+
+    def _export(self, path: str) -> None:
+        """The trained model written into a hidden staging folder beside ``path``, then renamed into place: a crash
+        or a full disk never leaves a partial model folder, and a model already at ``path`` stays until the new one
+        is complete."""
+        from hf_lightning.checkpoint import folder
+
+        staging = folder.staging_dir(path)
+        if self.trainer.is_global_zero:
+            folder.start_staging(path)
+        try:
+            self.model.save_pretrained(staging)  # every rank: sharded weights are gathered, rank zero writes
+        except OSError as err:
+            if self.trainer.is_global_zero:
+                shutil.rmtree(staging, ignore_errors=True)
+            kept = "the model already there is kept" if os.path.isdir(path) else "nothing was left there"
+            raise OSError(err.errno, f"Could not export the trained model to {path} ({err}); {kept}. Free space or "
+                                     "fix the folder (--export_dir), then export again from the newest checkpoint.") from err
+        if self.trainer.is_global_zero:
+            folder.publish(staging, path)
 
     def _exported_model_eval(self, flow: Any) -> dict[str, Any]:
         """The evaluation of the model ``fit`` ends with: the last one, or, where ``load_best_model_at_end`` loaded

@@ -49,6 +49,32 @@ def test_fit_logs_exports_and_reloads(tmp_path, capsys):
     assert "***** train metrics *****" in capsys.readouterr().out  # transformers' log_metrics, as its examples print
 
 
+def test_a_failed_export_keeps_the_model_already_exported(tmp_path, monkeypatch):
+    """The export is written into a staging folder and renamed into place: a full disk in the middle of it leaves the
+    model exported before whole (transformers loads it), no partial folder, and an error that names the folder."""
+    import errno
+
+    from hf_lightning.modules.export import ExportMixin
+
+    export = tmp_path / "model"
+    _run(tmp_path, "fit", "--export_dir", str(export), "--trainer.max_steps", "1")
+    before = transformers.AutoModelForSequenceClassification.from_pretrained(export).classifier.weight.clone()
+    saving = ExportMixin.save_pretrained
+
+    def disk_fills(self, path, safe_serialization=True):
+        saving(self, path, safe_serialization)
+        (Path(path) / "model.safetensors").write_bytes(b"cut")  # the weights half written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ExportMixin, "save_pretrained", disk_fills)
+    with pytest.raises(OSError, match=r"Could not export the trained model to .*model .*the model already there is "
+                                      r"kept"):
+        _run(tmp_path, "fit", "--export_dir", str(export), "--trainer.max_steps", "2")
+    assert sorted(p.name for p in tmp_path.iterdir() if "model" in p.name) == ["model"]
+    after = transformers.AutoModelForSequenceClassification.from_pretrained(export).classifier.weight
+    torch.testing.assert_close(after, before)
+
+
 def test_validate_and_predict(tmp_path):
     cli = _run(tmp_path, "validate")
     assert set(cli.model.eval_results) >= {"eval_loss", "eval_accuracy", "eval_runtime"}
