@@ -23,11 +23,12 @@ import warnings
 from types import SimpleNamespace
 from typing import Any, Literal
 
+import lightning as L
 import torch
 import yaml
 from jsonargparse import get_loader, set_loader
 from lightning.pytorch import seed_everything
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from transformers.trainer_pt_utils import log_metrics, save_metrics
 
@@ -53,6 +54,23 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     # transformers.Trainer runs no sanity evaluation; skipping it also keeps the RNG stream identical.
     "num_sanity_val_steps": 0,
 }
+
+
+class KeepConfigFiles(SaveConfigCallback):
+    """Lightning's ``SaveConfigCallback`` (the run's merged config as ``config.yaml`` in the log folder, replacing the
+    previous run's), except that it never overwrites a config file the run was given: without a logger the log folder
+    is ``trainer.default_root_dir`` (the current folder), where the user's own ``config.yaml`` may be."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.already_saved and self.save_to_log_dir and trainer.log_dir is not None:
+            target = os.path.realpath(os.path.join(trainer.log_dir, self.config_filename))
+            given = [os.path.realpath(str(path)) for path in (self.config.get("config") or [])]
+            if target in given:
+                raise ValueError(
+                    f"The run would save its merged config over {target}, a config file it was given (the log folder "
+                    f"is {trainer.log_dir}). Set --trainer.default_root_dir (or a logger's save_dir) to another "
+                    "folder, or rename the config file.")
+        super().setup(trainer, pl_module, stage)
 
 
 class HFLightningCLI(LightningCLI):
@@ -360,6 +378,7 @@ def _cli(args: list[str] | None) -> HFLightningCLI:
         trainer_defaults=TRAINER_DEFAULTS,
         parser_kwargs={"default_env": True, "env_prefix": ENV_PREFIX, "parser_mode": PARSER_MODE,
                        "prog": "python -m hf_lightning", "description": DESCRIPTION, "epilog": EPILOG},
+        save_config_callback=KeepConfigFiles,
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -75,6 +75,22 @@ def test_a_failed_export_keeps_the_model_already_exported(tmp_path, monkeypatch)
     torch.testing.assert_close(after, before)
 
 
+def test_a_run_without_logger_never_overwrites_the_config_file_it_was_given(tmp_path, monkeypatch):
+    """Without a logger the merged config goes to the current folder as config.yaml: where that is the user's own
+    config file, the run stops before training, naming the file and the settings to change; the file is untouched."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "config.yaml"
+    mine.write_text(Path(TINY).read_text() + "# my own notes\n")
+    before = mine.read_text()
+    with pytest.raises(ValueError, match=r"save its merged config over .*config\.yaml, a config file it was given.*"
+                                         r"--trainer\.default_root_dir"):
+        main(["fit", "--config", "config.yaml", "--trainer.logger", "false", "--export_dir", "none"])
+    assert mine.read_text() == before
+    cli = main(["fit", "--config", "config.yaml", "--trainer.logger", "false", "--export_dir", "none",
+                "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1"])
+    assert cli.trainer.global_step == 1 and (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_validate_and_predict(tmp_path):
     cli = _run(tmp_path, "validate")
     assert set(cli.model.eval_results) >= {"eval_loss", "eval_accuracy", "eval_runtime"}
