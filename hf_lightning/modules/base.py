@@ -137,8 +137,9 @@ class HFModule(EvaluationMixin, OptimizationMixin, ExportMixin, L.LightningModul
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"model.task='{task}' is unknown. Choose one of {sorted(TASKS)}.")
-        if not 0 <= label_smoothing_factor < 1:
-            raise ValueError(f"label_smoothing_factor={label_smoothing_factor} must be in [0, 1).")
+        if not 0 <= label_smoothing_factor <= 1:  # as transformers, whose LabelSmoother takes 1.0 too
+            raise ValueError(f"label_smoothing_factor={label_smoothing_factor} must be in [0, 1] (the weight of the "
+                             "uniform distribution in the targets).")
         groups = MODEL.regroup({"optimization": optimization, "evaluation": evaluation, "compilation": compilation},
                                flat, type(self).__name__)
         self.optimization, self.evaluation, self.compilation = (

@@ -32,12 +32,15 @@ def _accuracy(pred: transformers.EvalPrediction) -> dict[str, float]:
     return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
 
-def test_tiny_bert_classifier_with_label_smoothing_and_metrics(tmp_path):
+@pytest.mark.parametrize("smoothing", [0.1, 1.0])
+def test_tiny_bert_classifier_with_label_smoothing_and_metrics(tmp_path, smoothing):
+    """Label smoothing 0.1, and 1.0 (uniform targets), which transformers' LabelSmoother also takes."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
     hf, ours = both(_bert_classifier, _tokenized(48, 0), tmp_path, eval_dataset=_tokenized(20, 1), evaluate=True,
                     predict_dataset=_tokenized(12, 2),
                     trainer_kwargs={"processing_class": tokenizer, "compute_metrics": _accuracy},
-                    per_device_train_batch_size=8, num_train_epochs=2, learning_rate=1e-3, label_smoothing_factor=0.1,
+                    per_device_train_batch_size=8, num_train_epochs=2, learning_rate=1e-3,
+                    label_smoothing_factor=smoothing,
                     eval_strategy="epoch", per_device_eval_batch_size=8, warmup_steps=0.2, weight_decay=0.01)
     worst = assert_same(hf, ours, rtol=1e-5)
     assert "eval_accuracy" in ours.eval_metrics and ours.predictions.predictions.shape == (12, 2)
