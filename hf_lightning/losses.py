@@ -51,7 +51,7 @@ class LabelSmoothingLoss(nn.Module):
 
     def __init__(self, epsilon: float = 0.1, ignore_index: int = IGNORE_INDEX, shift_labels: bool = False) -> None:
         super().__init__()
-        _check(0.0 <= epsilon < 1.0, "LabelSmoothingLoss", "epsilon", epsilon, "in [0, 1)")
+        _check(0.0 <= epsilon <= 1.0, "LabelSmoothingLoss", "epsilon", epsilon, "in [0, 1]")
         self.epsilon, self.ignore_index, self.shift_labels = epsilon, ignore_index, shift_labels
         self._smoother = LabelSmoother(epsilon=epsilon, ignore_index=ignore_index)
 

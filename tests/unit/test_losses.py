@@ -332,7 +332,7 @@ def test_uncertainty_weights_train_inside_lightning_and_reach_the_checkpoint(tmp
 @pytest.mark.parametrize(
     ("cls", "kwargs", "field"),
     [
-        (LabelSmoothingLoss, {"epsilon": 1.0}, "epsilon"),
+        (LabelSmoothingLoss, {"epsilon": 1.5}, "epsilon"),
         (FocalLoss, {"gamma": -1.0}, "gamma"),
         (FocalLoss, {"alpha": 1.5}, "alpha"),
         (FocalLoss, {"reduction": "avg"}, "reduction"),
