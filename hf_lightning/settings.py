@@ -70,6 +70,14 @@ class FlowSettings(_FromArgs):
     skip_memory_metrics: bool = True
     torch_empty_cache_steps: int | None = None
 
+    def __post_init__(self) -> None:
+        from transformers.training_args import trainer_log_levels
+
+        for name in ("log_level", "log_level_replica"):  # transformers' TrainingArguments checks them when built
+            value = getattr(self, name)
+            if value not in trainer_log_levels:
+                raise ValueError(f"{name}={value!r} is not a log level: choose one of {sorted(trainer_log_levels)}.")
+
 
 @dataclass(frozen=True)
 class CheckpointSettings(_FromArgs):

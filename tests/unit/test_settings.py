@@ -110,3 +110,15 @@ def test_flat_keys_of_a_config_move_into_their_groups() -> None:
     data = {"dataset": "movie_reviews", "num_workers": 2, "batch_size": 8}
     assert DATA.upgrade_config(data) == ["num_workers"]
     assert data == {"dataset": "movie_reviews", "batch_size": 8, "loader": {"num_workers": 2}}
+
+
+def test_an_unknown_log_level_is_refused_when_the_flow_is_built():
+    """HFFlow(log_level=...) takes transformers' levels (and "passive"), checked when it is built, as transformers'
+    TrainingArguments checks them, not with a KeyError once training starts."""
+    from hf_lightning.callbacks import HFFlow
+
+    with pytest.raises(ValueError, match=r"log_level='loud' is not a log level: choose one of \[.*'passive'"):
+        HFFlow(log_level="loud")
+    with pytest.raises(ValueError, match=r"log_level_replica='x' is not a log level"):
+        HFFlow(log_level_replica="x")
+    assert HFFlow(log_level="info").settings.log_level == "info"
