@@ -95,14 +95,27 @@ class HFLightningCLI(LightningCLI):
         """The parsed config of the running subcommand (where this CLI's own options are)."""
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def before_instantiate_classes(self) -> None:
-        ckpt = self._own_config().get("ckpt_path")
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's (the .ckpt's hyper-parameters into the config), after refusing an HF checkpoint folder or one
+        of its files, which Lightning would try to read as a .ckpt."""
+        if self.config.get("subcommand"):
+            self._refuse_hf_checkpoint(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
+    @staticmethod
+    def _refuse_hf_checkpoint(ckpt: Any) -> None:
+        if ckpt and os.path.isfile(str(ckpt)) and str(ckpt).endswith((".safetensors", ".bin", ".json", ".pth")):
+            ckpt = os.path.dirname(str(ckpt))  # a file of an HF checkpoint folder: the folder's message
         if ckpt and os.path.isdir(str(ckpt)):
             raise ValueError(
-                f"--ckpt_path {ckpt} is a folder; --ckpt_path takes a Lightning .ckpt file. A checkpoint-N folder "
+                f"--ckpt_path {ckpt} is a folder (or a file of one); --ckpt_path takes a Lightning .ckpt file. A "
+                "checkpoint-N folder "
                 "resumes through HFCheckpoint: --config configs/checkpointing.yaml "
                 f"--trainer.callbacks.init_args.resume_from_checkpoint {ckpt} (docs/checkpoints.md); to start "
                 f"from its weights only, pass --model.init_args.model {ckpt}.")
+
+    def before_instantiate_classes(self) -> None:
+        self._refuse_hf_checkpoint(self._own_config().get("ckpt_path"))
         precision = self._own_config().get("float32_matmul_precision")
         if precision:
             torch.set_float32_matmul_precision(precision)

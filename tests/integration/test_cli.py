@@ -262,10 +262,13 @@ def test_a_checkpoint_folder_given_as_ckpt_path_is_refused_with_the_way_to_resum
     the HFCheckpoint resume and the weights-only start."""
     folder = tmp_path / "checkpoint-4"
     folder.mkdir()
-    with pytest.raises(ValueError, match=r"is a folder; --ckpt_path takes a Lightning \.ckpt file.*"
-                                         r"resume_from_checkpoint .*checkpoint-4.*--model\.init_args\.model"):
-        main(["fit", "--config", TINY, "--ckpt_path", str(folder), "--trainer.logger", "false",
-              "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
+    (folder / "model.safetensors").write_bytes(b"")
+    for given in (folder, folder / "model.safetensors"):  # the folder, or its weights file
+        with pytest.raises(ValueError, match=r"is a folder \(or a file of one\); --ckpt_path takes a Lightning "
+                                             r"\.ckpt file.*resume_from_checkpoint .*checkpoint-4.*"
+                                             r"--model\.init_args\.model"):
+            main(["fit", "--config", TINY, "--ckpt_path", str(given), "--trainer.logger", "false",
+                  "--export_dir", "none", "--trainer.default_root_dir", str(tmp_path)])
 
 
 def test_hf_checkpoint_with_lightning_checkpointing_off_is_refused_naming_both(tmp_path):
