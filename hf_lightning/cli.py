@@ -98,9 +98,20 @@ class HFLightningCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning's (the .ckpt's hyper-parameters into the config), after refusing an HF checkpoint folder or one
         of its files, which Lightning would try to read as a .ckpt."""
-        if self.config.get("subcommand"):
-            self._refuse_hf_checkpoint(self.config[self.config.subcommand].get("ckpt_path"))
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return super()._parse_ckpt_path()
+        self._refuse_hf_checkpoint(self.config[subcommand].get("ckpt_path"))
+        before = _flat(self.config[subcommand].get("model"))
         super()._parse_ckpt_path()
+        after = _flat(self.config[subcommand].get("model"))
+        changed = [f"model.{k}: {before[k]!r} -> {after.get(k)!r}" for k in before if before[k] != after.get(k)]
+        if changed:
+            warnings.warn(f"--ckpt_path {self.config[subcommand].get('ckpt_path')}: Lightning takes the model's settings "
+                          f"from the checkpoint, over the config and flags given: {'; '.join(changed[:10])}. To train "
+                          "with other settings, start from the checkpoint's weights in a new run instead.",
+                          UserWarning, stacklevel=2)
+        return None
 
     @staticmethod
     def _refuse_hf_checkpoint(ckpt: Any) -> None:
@@ -358,6 +369,18 @@ def upgrade_flat_keys(words: list[str]) -> list[str]:
     if moved:
         _warn_moved(moved)
     return out
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (jsonargparse ``Namespace`` / dict) as ``{"a.b": leaf}``."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if not isinstance(value, dict):
+        return {prefix[:-1]: value} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flat(item, f"{prefix}{key}."))
+    return flat
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -257,6 +257,21 @@ def test_several_validation_sets_during_fit(tmp_path):
     assert written["eval_validation_loss"] != written["eval_test_loss"]
 
 
+def test_model_settings_a_ckpt_path_replaces_are_named(tmp_path):
+    """--ckpt_path x.ckpt: Lightning's CLI takes the model's settings from the checkpoint over the flags given; the
+    run says which (the checkpoint's learning rate, not the flag's, is the one used)."""
+    first = main(["fit", "--config", TINY, "--trainer.logger", "false", "--export_dir", "none",
+                  "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "2"])
+    ckpt = str(tmp_path / "first.ckpt")
+    first.trainer.save_checkpoint(ckpt)
+    with pytest.warns(UserWarning, match=r"Lightning takes the model's settings from the checkpoint.*"
+                                         r"optimization\.learning_rate: 0\.5 -> 0\.001"):
+        resumed = main(["fit", "--config", TINY, "--trainer.logger", "false", "--export_dir", "none",
+                        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "3", "--ckpt_path", ckpt,
+                        "--model.init_args.optimization.learning_rate", "0.5"])
+    assert resumed.model.optim_config["learning_rate"] == 1e-3 and resumed.trainer.global_step == 3
+
+
 def test_a_checkpoint_folder_given_as_ckpt_path_is_refused_with_the_way_to_resume_it(tmp_path):
     """--ckpt_path takes Lightning's .ckpt file; a checkpoint-N folder is refused before anything is built, naming
     the HFCheckpoint resume and the weights-only start."""
