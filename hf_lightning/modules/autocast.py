@@ -23,12 +23,17 @@ from torch import nn
 @contextlib.contextmanager
 def forward_only_autocast(models: Sequence[nn.Module], device_type: str) -> Iterator[None]:
     """Inside an autocast region of ``device_type``: each model's forward keeps autocast (same dtype) and returns its
-    floating outputs in float32; everything else in the block runs without autocast. A no-op where autocast is off
-    (full precision, DeepSpeed's own bfloat16, a model cast to half precision)."""
-    if not models or not torch.is_autocast_enabled(device_type):
+    floating outputs in float32; everything else in the block runs without autocast. With no model, the whole block
+    stays under autocast, with accelerate's weight-cast cache on. A no-op where autocast is off (full precision,
+    DeepSpeed's own bfloat16, a model cast to half precision)."""
+    if not torch.is_autocast_enabled(device_type):
         yield
         return
     dtype = torch.get_autocast_dtype(device_type)
+    if not models:  # the region stays; with accelerate's cast cache (Lightning enters autocast without it), which a
+        with torch.autocast(device_type, dtype=dtype, cache_enabled=True):  # reentrant checkpoint's recompute records
+            yield
+        return
     patched = [(model, model.__dict__.get("forward")) for model in models]
     for model, _ in patched:
         model.forward = _autocast_forward(model.forward, device_type, dtype)

@@ -57,16 +57,19 @@ class ScaledLogitsLoss:
         return (loss, outputs) if return_outputs else loss
 
 
-@pytest.mark.parametrize("setting", ["model_loss", "label_smoothing", "compute_loss"])
+@pytest.mark.parametrize("setting", ["model_loss", "label_smoothing", "compute_loss", "reentrant_checkpointing"])
 def test_bf16_mixed_precision_autocasts_the_forward_only_as_transformers(tmp_path, setting):
     """bf16 autocast (on the CPU here) around the model's forward only, its outputs in float32: a label smoother or an
     overridden compute_loss works on float32 logits outside autocast, as with accelerate in transformers (the
     model's own loss: in float32 as transformers' converted outputs, the logits left in bfloat16). Records,
     weights, eval metrics and predictions agree to float32 rounding (the step's loss under whole-step autocast
-    differed by about 3e-3)."""
+    differed by about 3e-3). With reentrant activation checkpointing the model's own loss trains under autocast with
+    accelerate's weight-cast cache, which the recomputation in backward records (Lightning's region has it off)."""
     args = dict(bf16=True, per_device_train_batch_size=8, num_train_epochs=1, learning_rate=3e-3,
                 per_device_eval_batch_size=8, eval_strategy="epoch")
-    extra: dict = {"label_smoothing_factor": 0.2} if setting == "label_smoothing" else {}
+    extra: dict = {"label_smoothing_factor": 0.2} if setting == "label_smoothing" else \
+        {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": True}} \
+        if setting == "reentrant_checkpointing" else {}
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_lightning.data.resolve_model_path("minilm"))
     runs = []
     for library in (transformers, hf_lightning):
