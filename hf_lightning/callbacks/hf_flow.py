@@ -266,7 +266,8 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         max_steps = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         state = self.state
         state.max_steps = max_steps
-        if math.isinf(trainer.num_training_batches):  # an iterable data set: HF counts one endless epoch
+        if math.isinf(trainer.num_training_batches) or trainer.num_training_batches == 0:
+            # an iterable data set (or a loader without a batch): HF counts one endless epoch
             state.num_train_epochs = sys.maxsize
         elif trainer.max_epochs and trainer.max_epochs > 0:
             state.num_train_epochs = trainer.max_epochs

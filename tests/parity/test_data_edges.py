@@ -8,6 +8,7 @@ import io
 import logging
 import random
 import shutil
+import sys
 import warnings
 from typing import Any
 
@@ -422,3 +423,17 @@ def test_per_sample_dict_labels_reach_compute_metrics_whole(tmp_path, concat):
         assert seen[hf_lightning][0] == [9] and seen[transformers][0] == [7]
     else:
         assert seen[hf_lightning][0] == [3] * 7 and seen[transformers][0] == [3] * 6 + [1]
+
+
+def test_a_training_loader_without_a_batch_ends_as_in_transformers(tmp_path):
+    """Fewer training samples than a batch with ``dataloader_drop_last``: no step is taken; transformers counts an
+    endless epoch (``num_train_epochs`` sys.maxsize) and logs a zero-step summary; the same state and records."""
+    seen = {}
+    for lib in LIBS:
+        run = trainer(lib, str(tmp_path / lib.__name__), RegressionDataset(3), dataloader_drop_last=True, max_steps=5)
+        run.train()
+        seen[lib] = (run.state.num_train_epochs, run.state.global_step, run.state.max_steps,
+                     [{k: v for k, v in r.items() if "runtime" not in k and "per_second" not in k}
+                      for r in run.state.log_history])
+    assert seen[hf_lightning] == seen[transformers]
+    assert seen[transformers][:2] == (sys.maxsize, 0)
