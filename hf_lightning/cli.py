@@ -99,19 +99,18 @@ class HFLightningCLI(LightningCLI):
         """Lightning's (the .ckpt's hyper-parameters into the config), after refusing an HF checkpoint folder or one
         of its files, which Lightning would try to read as a .ckpt."""
         subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return super()._parse_ckpt_path()
-        self._refuse_hf_checkpoint(self.config[subcommand].get("ckpt_path"))
-        before = _flat(self.config[subcommand].get("model"))
+        config = self.config[subcommand] if subcommand else None
+        if config is not None:
+            self._refuse_hf_checkpoint(config.get("ckpt_path"))
+        before = _flat(config.get("model")) if config is not None else {}
         super()._parse_ckpt_path()
-        after = _flat(self.config[subcommand].get("model"))
+        after = _flat(self.config[subcommand].get("model")) if config is not None else {}
         changed = [f"model.{k}: {before[k]!r} -> {after.get(k)!r}" for k in before if before[k] != after.get(k)]
         if changed:
-            warnings.warn(f"--ckpt_path {self.config[subcommand].get('ckpt_path')}: Lightning takes the model's settings "
-                          f"from the checkpoint, over the config and flags given: {'; '.join(changed[:10])}. To train "
-                          "with other settings, start from the checkpoint's weights in a new run instead.",
+            warnings.warn(f"--ckpt_path {config.get('ckpt_path')}: Lightning takes the model's settings from the "
+                          f"checkpoint, over the config and flags given: {'; '.join(changed[:10])}. To train with "
+                          "other settings, start from the checkpoint's weights in a new run instead.",
                           UserWarning, stacklevel=2)
-        return None
 
     @staticmethod
     def _refuse_hf_checkpoint(ckpt: Any) -> None:

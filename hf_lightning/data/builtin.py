@@ -95,7 +95,6 @@ def load_tokenizer(name: str, setting: str) -> Any:
         raise unreachable(f"tokenizer='{name}'", err, setting) from err
 
 
-
 def _movie_reviews(path: Path) -> datasets.Dataset:
     # Hutto & Gilbert (ICWSM 2014): 10,605 snippets, mean sentiment score of human raters in [-4, 4].
     ds = datasets.load_dataset(

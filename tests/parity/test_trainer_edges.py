@@ -7,7 +7,10 @@ overridden ``get_eval_dataloader`` is passed."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from transformers.utils import logging as hf_logging
 
 import hf_lightning
 from tests.helpers.tiny import TINY_BERT, IterableRegression, RegressionDataset, StrictRegressionModel
@@ -633,21 +637,31 @@ def test_arguments_changed_after_the_trainer_was_built_count_in_evaluate_and_pre
     assert seen[transformers][1] is None and seen[transformers][3] == [4 + 2, 2]
 
 
+@contextlib.contextmanager
+def _transformers_lines(out: str) -> Any:
+    """The lines printed on transformers' logger inside the block, numbers and ``out`` masked, the dict prints and
+    device set-up left out (a save is staged, then renamed: the staging name reads as the folder's)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    hf_logging.get_logger("transformers").addHandler(handler)
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        hf_logging.get_logger("transformers").removeHandler(handler)
+        hf_logging.set_verbosity_warning()
+    text = stream.getvalue().replace(out, "OUT").replace("OUT/.tmp-", "OUT/")
+    lines += [re.sub(r"\d+\.\d+", "N", line) for line in text.splitlines() if line.strip()
+              and not line.startswith(("{", "[")) and "setting up devices" not in line and "mtime" not in line]
+
+
 def test_log_level_info_prints_transformers_lines(tmp_path):
     """``log_level="info"``: the same lines on transformers' logger (training block, each evaluation's and
     prediction's header, checkpoint saves and rotation, training completed, best model loaded), numbers aside."""
-    import io
-    import logging
-
-    from transformers.utils import logging as hf_logging
-
     lines = {}
     for lib in LIBS:
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        hf_logging.get_logger("transformers").addHandler(handler)
-        try:
-            out = str(tmp_path / lib.__name__)
+        out = str(tmp_path / lib.__name__)
+        with _transformers_lines(out) as lines[lib]:
             args = lib.TrainingArguments(out, report_to=[], use_cpu=True, disable_tqdm=True, num_train_epochs=2,
                                          per_device_train_batch_size=4, gradient_accumulation_steps=2,
                                          eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
@@ -660,12 +674,6 @@ def test_log_level_info_prints_transformers_lines(tmp_path):
             run.evaluate()
             run.predict(_marked_rows(5, 3, ()))
             run.save_model(f"{out}/final")
-        finally:
-            hf_logging.get_logger("transformers").removeHandler(handler)
-            hf_logging.set_verbosity_warning()
-        text = stream.getvalue().replace(out, "OUT").replace("OUT/.tmp-", "OUT/")  # a save is staged, then renamed
-        lines[lib] = [re.sub(r"\d+\.\d+", "N", line) for line in text.splitlines()
-                      if line.strip() and not line.startswith(("{", "[")) and "setting up devices" not in line and "mtime" not in line]
     assert lines[hf_lightning] == lines[transformers]
     assert "***** Running Prediction *****" in lines[transformers] and "Saving model checkpoint to OUT/final" in \
         lines[transformers]
@@ -748,8 +756,6 @@ def test_a_dict_of_eval_sets_during_training_is_evaluated_one_set_after_the_othe
 def test_lightning_prints_nothing_of_its_own_in_the_hf_style_trainer(tmp_path):
     """transformers.Trainer prints no "GPU available" / tips / "`Trainer.fit` stopped" lines; nor does the
     HF-style Trainer that runs on Lightning (the Lightning door keeps them)."""
-    import logging
-
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
@@ -1146,21 +1152,13 @@ def test_log_level_info_lines_of_a_question_answering_trainer_are_transformers(t
     ``description="Evaluation"``), ``max_steps`` beside ``num_train_epochs`` and a column the model does not take: the
     same lines on transformers' logger (the header names the loop's description; the note that ``max_steps``
     overrides the epochs; the ignored columns at each evaluation)."""
-    import io
-    import logging
-
-    from transformers.utils import logging as hf_logging
-
     def rows(n: int, seed: int) -> datasets.Dataset:
         return _marked_rows(n, seed, ()).add_column("example_id", [f"id{i}" for i in range(n)])
 
     lines = {}
     for lib in LIBS:
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        hf_logging.get_logger("transformers").addHandler(handler)
-        try:
-            out = str(tmp_path / lib.__name__)
+        out = str(tmp_path / lib.__name__)
+        with _transformers_lines(out) as lines[lib]:
             args = lib.TrainingArguments(out, report_to=[], use_cpu=True, disable_tqdm=True, max_steps=4,
                                          per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2,
                                          save_strategy="no", log_level="info", logging_steps=2)
@@ -1170,12 +1168,6 @@ def test_log_level_info_lines_of_a_question_answering_trainer_are_transformers(t
                                                               eval_dataset=rows(6, 2), compute_metrics=_accuracy)
             run.train()
             run.evaluate()
-        finally:
-            hf_logging.get_logger("transformers").removeHandler(handler)
-            hf_logging.set_verbosity_warning()
-        text = stream.getvalue().replace(out, "OUT")
-        lines[lib] = [re.sub(r"\d+\.\d+", "N", line) for line in text.splitlines()
-                      if line.strip() and not line.startswith(("{", "[")) and "setting up devices" not in line]
     assert lines[hf_lightning] == lines[transformers]
     assert lines[transformers].count("***** Running Evaluation *****") == 3
     assert "max_steps is given, it will override any value given in num_train_epochs" in lines[transformers]
