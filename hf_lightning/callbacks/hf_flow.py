@@ -139,7 +139,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self._init_end_pending = handler is None  # the HF-style Trainer fires on_init_end itself
         if handler is None:
             handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
-        for callback in callbacks or []:
+        for callback in _trainer_callbacks(callbacks or [], "HFFlow(callbacks=...)"):
             handler.add_callback(callback)
         self.handler = handler
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
@@ -495,13 +495,20 @@ def wrap_trainer_callbacks(callbacks: Iterable[Any], args: TrainingArguments | N
     Returns:
         The `HFFlow` callback to add to ``lightning.Trainer(callbacks=[...])``.
     """
+    return HFFlow(args=args, callbacks=_trainer_callbacks(callbacks, "wrap_trainer_callbacks(callbacks=...)"))
+
+
+def _trainer_callbacks(callbacks: Iterable[Any], where: str) -> list[Any]:
+    """``callbacks`` as a list, refused with the fix named unless each is a ``TrainerCallback`` object or class."""
     callbacks = list(callbacks)
     wrong = [cb for cb in callbacks if not (isinstance(cb, TrainerCallback)
                                             or isinstance(cb, type) and issubclass(cb, TrainerCallback))]
     if wrong:
-        raise TypeError(f"wrap_trainer_callbacks takes transformers.TrainerCallback objects, got {wrong}; add "
-                        "Lightning callbacks to lightning.Trainer(callbacks=[...]) directly.")
-    return HFFlow(args=args, callbacks=callbacks)
+        raise TypeError(
+            f"{where} takes transformers.TrainerCallback objects or classes, got {wrong!r}. In a yaml config write "
+            "each as `- class_path: transformers.PrinterCallback` (with `init_args:` where it takes any), not as a "
+            "string; add Lightning callbacks to lightning.Trainer(callbacks=[...]) directly.")
+    return callbacks
 
 
 __all__ = ["HFFlow", "TrainerCallback", "find_flow", "find_saver", "wrap_trainer_callbacks"]

@@ -32,3 +32,12 @@ def test_wrap_trainer_callbacks_for_a_plain_lightning_trainer() -> None:
     assert [r["step"] for r in flow.state.log_history] == [3, 6, 9, 12, 15, 16]
     with pytest.raises(TypeError, match="TrainerCallback"):
         wrap_trainer_callbacks([TQDMProgressBar()])
+
+
+def test_a_callback_named_by_a_string_is_refused_with_the_yaml_form() -> None:
+    """A yaml config listing ``callbacks: [transformers.PrinterCallback]`` hands HFFlow a string: refused when built,
+    naming the ``class_path`` form, not an AttributeError at the first event."""
+    with pytest.raises(TypeError, match=r"HFFlow\(callbacks=\.\.\.\).*'transformers.PrinterCallback'.*class_path"):
+        HFFlow(callbacks=["transformers.PrinterCallback"])
+    with pytest.raises(TypeError, match=r"wrap_trainer_callbacks\(callbacks=\.\.\.\)"):
+        wrap_trainer_callbacks([TQDMProgressBar()])
