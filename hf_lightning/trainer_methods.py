@@ -468,7 +468,7 @@ class TrainerMethods:
             os.makedirs(output_dir, exist_ok=True)
             folder.save_model_files(self.model, output_dir, state_dict, self.processing_class)
         if self.is_world_process_zero():
-            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+            folder.save_training_args(self.args, output_dir, readable=False)
 
     # ----------------------------------------------------------------------------------------------- search
     def hyperparameter_search(self, hp_space: Callable[[Any], dict[str, Any]] | None = None,

@@ -245,11 +245,28 @@ def save_trainer_state(state: TrainerState, folder: str) -> None:
     state.save_to_json(os.path.join(folder, TRAINER_STATE_NAME))
 
 
-def save_training_args(args: TrainingArguments, folder: str) -> None:
-    """``training_args.bin`` (the pickle transformers writes) and ``training_args.json`` (readable, no unpickling)."""
-    torch.save(args, os.path.join(folder, TRAINING_ARGS_NAME))
-    with open(os.path.join(folder, TRAINING_ARGS_JSON), "w", encoding="utf-8") as f:
-        f.write(args.to_json_string() + "\n")
+def save_training_args(args: TrainingArguments, folder: str, readable: bool = True) -> None:
+    """``training_args.bin`` (the pickle transformers writes) and, with ``readable``, ``training_args.json`` (no
+    unpickling needed).
+
+    hf_lightning's own ``TrainingArguments`` / ``Seq2SeqTrainingArguments`` are pickled as transformers' class of
+    the same name with the same values, so ``torch.load(..., weights_only=False)`` reads the file where only
+    transformers is installed (an inference or hub machine); a user's own subclass is pickled as it is.
+    """
+    torch.save(_portable(args), os.path.join(folder, TRAINING_ARGS_NAME))
+    if readable:
+        with open(os.path.join(folder, TRAINING_ARGS_JSON), "w", encoding="utf-8") as f:
+            f.write(args.to_json_string() + "\n")
+
+
+def _portable(args: TrainingArguments) -> TrainingArguments:
+    """``args`` as an instance of its nearest transformers class when its own class is one of hf_lightning's."""
+    if not type(args).__module__.startswith("hf_lightning."):
+        return args
+    base = next(cls for cls in type(args).__mro__ if cls.__module__.startswith("transformers."))
+    portable = base.__new__(base)  # no __post_init__: the values were validated when ``args`` was built
+    portable.__dict__.update(args.__dict__)
+    return portable
 
 
 def abandon(staging: str) -> None:

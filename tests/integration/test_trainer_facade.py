@@ -167,3 +167,32 @@ def test_tensorboard_holds_what_transformers_writes_for_training_and_later_evalu
         assert [step for step, _ in ours[tag]] == [step for step, _ in points], tag
         if "runtime" not in tag and "per_second" not in tag and "flos" not in tag:
             assert [v for _, v in ours[tag]] == pytest.approx([v for _, v in points], rel=1e-5), tag
+
+
+@pytest.mark.parametrize("cls", ["TrainingArguments", "Seq2SeqTrainingArguments"])
+def test_training_args_bin_loads_where_only_transformers_is_installed(tmp_path, cls):
+    """``training_args.bin`` in checkpoints and exports holds transformers' class with the run's values: a machine
+    with transformers and no hf_lightning (an inference or hub host) reads it with ``torch.load``."""
+    import subprocess
+    import sys
+
+    import hf_lightning
+
+    args = getattr(hf_lightning, cls)(str(tmp_path), per_device_train_batch_size=8, max_steps=4, report_to=[],
+                                      use_cpu=True, save_steps=4, logging_dir=str(tmp_path / "tb"))
+    trainer = Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset())
+    trainer.train()
+    trainer.save_model(str(tmp_path / "export"))
+    probe = (
+        "import sys; sys.modules['hf_lightning'] = None\n"  # importing hf_lightning now fails
+        "import torch, transformers\n"
+        "for path in sys.argv[1:]:\n"
+        "    args = torch.load(path, weights_only=False)\n"
+        "    print(type(args).__module__, type(args).__name__, args.max_steps, args.save_steps, args.logging_dir)\n")
+    files = [str(tmp_path / "checkpoint-4" / "training_args.bin"), str(tmp_path / "export" / "training_args.bin")]
+    done = subprocess.run([sys.executable, "-c", probe, *files], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"transformers.training_args{'_seq2seq' if 'Seq' in cls else ''} {cls} 4 4 "
+                                        f"{tmp_path / 'tb'}"] * 2
+    # the run's own arguments keep hf_lightning's class
+    assert type(trainer.args) is getattr(hf_lightning, cls)
