@@ -17,7 +17,7 @@ from transformers.integrations.integration_utils import default_logdir
 
 from hf_lightning._args_table import _logging_dir
 from hf_lightning.data.datamodule import HFDataModule, description_of
-from hf_lightning.data.loader import WINDOW_KEY, WindowedBatch, split_window
+from hf_lightning.data.loader import WINDOW_KEY, WindowedBatch, split_window, window_of
 from hf_lightning.modules.autocast import forward_only_autocast
 from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.evaluation import EvaluationMixin
@@ -194,6 +194,8 @@ class TrainerHooks:
         batch_samples: ``(epoch_iterator, num_batches) -> (batches, num_items_in_batch)``: an overridden
             ``get_batch_samples``, called with the training device for each accumulation window, as transformers
             calls it; the loss then takes its ``num_items_in_batch``.
+        window_size: ``(micro_batches)``: told the size of the accumulation window each training micro-batch belongs
+            to (``trainer.current_gradient_accumulation_steps``, which transformers' ``training_step`` divides by).
     """
 
     compute_loss: Callable[..., Any] | None = None
@@ -216,6 +218,7 @@ class TrainerHooks:
     signature_columns: Callable[[], list[str] | None] | None = None
     remove_unused_columns: Callable[..., Any] | None = None
     batch_samples: Callable[[Any, int], tuple[list[Any], Any]] | None = None
+    window_size: Callable[[int], None] | None = None
 
     @classmethod
     def of(cls, trainer: Trainer) -> TrainerHooks:
@@ -261,6 +264,7 @@ class TrainerHooks:
             remove_unused_columns=overridden("_remove_unused_columns"),
             batch_samples=(lambda iterator, num_batches: trainer.get_batch_samples(  # drawn in training: module built
                 iterator, num_batches, trainer.module.device)) if "get_batch_samples" in trainer.overridden else None,
+            window_size=lambda size: setattr(trainer, "current_gradient_accumulation_steps", size),
         )
 
 
@@ -331,6 +335,9 @@ class FacadeModule(HFModule):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.hooks.window_size is not None:
+            window = window_of(batch)
+            self.hooks.window_size(window.size if window is not None else self.trainer.accumulate_grad_batches)
         batch = self._prepared(batch)
         if self.hooks.training_step is None:
             return super().training_step(batch, batch_idx)

@@ -59,7 +59,6 @@ from hf_lightning.checkpoint import resume as resuming
 from hf_lightning.checkpoint.resume import load_weights_into
 from hf_lightning.data.collators import trainer_default_collator
 from hf_lightning.facade import (
-    FacadeAccelerator,
     FacadeDataModule,
     FacadeModule,
     TrainerHooks,
@@ -93,11 +92,13 @@ _NOT_CALLED = {
     "_load_optimizer_and_scheduler": "pass optimizers=(optimizer, scheduler) or override create_optimizer",
     "_load_rng_state": "seed in a TrainerCallback's on_train_begin",
     "_wrap_model": "Lightning's strategy wraps the model; choose it with the arguments (fsdp, deepspeed, ddp_*)",
-    "create_accelerator_and_postprocess": "Lightning's Trainer replaces accelerate here; use the arguments",
     "_hp_search_setup": "set the trial's values in hp_space / model_init",
     "_report_to_hp_search": "compute the objective with compute_objective",
     "store_flos": "override floating_point_ops",
     "prediction_loop": "override evaluation_loop or prediction_step",
+    "get_resumed_dataloader": "hf_lightning skips a resumed epoch's first batches itself (transformers' order); for a "
+                              "loader that cannot be skipped, set ignore_data_skip=True and position it yourself",
+    "set_initial_training_values": "set max_steps / num_train_epochs in the arguments",
 }
 
 
@@ -196,8 +197,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self._created_lr_scheduler = False  # True when the scheduler is the trainer's own (rebuilt at each train())
         self._train_batch_size = self.args.per_device_train_batch_size  # auto_find_batch_size may lower it
         self._datamodule: FacadeDataModule | None = None
-        #: what code written for transformers reads as ``trainer.accelerator`` (processes, gather, backward...)
-        self.accelerator = FacadeAccelerator(self)
+        self.create_accelerator_and_postprocess()
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         if self.optimizer is not None and optimizer_cls_and_kwargs is not None:
             raise RuntimeError("Passing both `optimizers` and `optimizer_cls_and_kwargs` arguments is incompatible.")

@@ -32,7 +32,7 @@ from transformers.utils import logging as hf_logging
 from hf_lightning.checkpoint import folder
 from hf_lightning.data.datamodule import HFDataModule, model_signature_columns
 from hf_lightning.data.loader import count_label_items
-from hf_lightning.facade import FacadeModule
+from hf_lightning.facade import FacadeAccelerator, FacadeModule
 from hf_lightning.optim import build_optimizer, build_scheduler
 
 if TYPE_CHECKING:
@@ -91,7 +91,28 @@ class TrainerMethods:
     def gather_function(self, value: Callable[..., Any]) -> None:
         self.__dict__["_given_gather_function"] = value
 
+    #: transformers sets it when ``push_to_hub`` creates the repository, which hf_lightning does not do
+    hub_model_id: str | None = None
+
     # transformers' read-only flags that scripts consult
+    # (XLA FSDP is refused when the Trainer is built; these answer transformers' expressions, falsy values included)
+    @property
+    def is_fsdp_xla_enabled(self) -> Any:
+        return self.args.fsdp and self.args.fsdp_config.get("xla", False)
+
+    @property
+    def is_fsdp_xla_v2_enabled(self) -> Any:
+        return self.args.fsdp and self.args.fsdp_config.get("xla_fsdp_v2", False)
+
+    @property
+    def is_fsdp_xla_v1_enabled(self) -> Any:
+        return self.is_fsdp_xla_enabled and not self.is_fsdp_xla_v2_enabled
+
+    @property
+    def is_distributed_loading_by_transformers(self) -> bool:
+        """As transformers: the model was loaded sharded by transformers itself (its ``tp_plan`` / device mesh)."""
+        return bool(getattr(self.model, "is_distributed_loading_by_transformers", False))
+
     @property
     def is_deepspeed_enabled(self) -> bool:
         """Whether training runs under DeepSpeed (``args.deepspeed``; Lightning's DeepSpeedStrategy)."""
@@ -345,6 +366,30 @@ class TrainerMethods:
             "with huggingface_hub.upload_folder.")
 
     init_hf_repo = push_to_hub
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """Sets ``trainer.accelerator``: what code written for transformers reads there (processes, gather,
+        backward...), answered by Lightning's engine (hf_lightning trains without accelerate's ``Accelerator``)."""
+        self.accelerator = FacadeAccelerator(self)
+
+    def end(self) -> None:
+        """transformers' ``end``: called once at the very end of a script. Ends the distributed process group of a
+        multi-process run (``train`` / ``evaluate`` / ``predict`` / ``save_model`` communicate between processes and
+        must come before it); the trackers already finished with each run."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
+        """transformers' ``get_resumed_dataloader``: ``dataloader`` without its first ``num_batches`` batches
+        (accelerate's ``skip_first_batches``). hf_lightning's resume skips batches itself and does not call it."""
+        from accelerate import skip_first_batches
+
+        return skip_first_batches(dataloader, num_batches)
+
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[Any, ...]:
+        """transformers' ``set_initial_training_values``: ``(num_train_epochs, num_update_steps_per_epoch,
+        num_examples, num_train_samples, total_train_batch_size, steps_in_epoch, max_steps)`` for ``dataloader``."""
+        return HFTrainer.set_initial_training_values(self, args, dataloader)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """transformers' ``get_decay_parameter_names``: the parameters weight decay applies to (not biases, not norm

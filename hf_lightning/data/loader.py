@@ -308,6 +308,13 @@ def _has_len(obj: Any) -> bool:
     return True
 
 
+def window_of(batch: Any) -> WindowInfo | None:
+    """The `WindowInfo` a batch carries (None when it did not come through `TrainLoader`), the batch untouched."""
+    if isinstance(batch, WindowedBatch):
+        return batch.window
+    return batch.get(WINDOW_KEY) if isinstance(batch, dict) else None
+
+
 def split_window(batch: Any) -> tuple[Any, WindowInfo | None]:
     """Separates a batch from its `WindowInfo` (None when it did not come through `TrainLoader`)."""
     if isinstance(batch, WindowedBatch):

@@ -192,7 +192,7 @@ def test_training_args_bin_loads_where_only_transformers_is_installed(tmp_path, 
     files = [str(tmp_path / "checkpoint-4" / "training_args.bin"), str(tmp_path / "export" / "training_args.bin")]
     done = subprocess.run([sys.executable, "-c", probe, *files], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"transformers.training_args{'_seq2seq' if 'Seq' in cls else ''} {cls} 4 4 "
-                                        f"{tmp_path / 'tb'}"] * 2
+    module = "transformers.training_args" + ("_seq2seq" if "Seq" in cls else "")
+    assert done.stdout.splitlines() == [f"{module} {cls} 4 4 {tmp_path / 'tb'}"] * 2
     # the run's own arguments keep hf_lightning's class
     assert type(trainer.args) is getattr(hf_lightning, cls)

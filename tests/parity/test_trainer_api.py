@@ -788,3 +788,52 @@ def test_a_folder_without_trainer_state_is_not_resumed_from_as_in_transformers(t
     for lib in (transformers, hf_lightning):
         with pytest.raises(FileNotFoundError, match=r"No such file or directory.*trainer_state\.json"):
             _trainer(lib, tmp_path / "resumed", args={"max_steps": 4}).train(resume_from_checkpoint=str(folder))
+
+
+def _public(obj) -> set[str]:
+    return {name for name in dir(obj) if not name.startswith("_")}
+
+
+def test_every_public_name_of_transformers_trainer_is_there_before_and_after_train(tmp_path):
+    """A script ported by changing the import finds every public method and attribute transformers.Trainer has
+    (``end``, ``get_resumed_dataloader``, ``set_initial_training_values``, ``hub_model_id``, the XLA / distributed
+    loading flags, ``current_gradient_accumulation_steps`` after training...), and the flags answer as there."""
+    built = {lib: _trainer(lib, tmp_path, args={"gradient_accumulation_steps": 3}) for lib in (transformers,
+                                                                                              hf_lightning)}
+    assert _public(built[transformers]) - _public(built[hf_lightning]) == set()
+    for trainer in built.values():
+        trainer.train()
+    assert _public(built[transformers]) - _public(built[hf_lightning]) == set()
+    flags = ("hub_model_id", "is_fsdp_xla_enabled", "is_fsdp_xla_v1_enabled", "is_fsdp_xla_v2_enabled",
+             "is_distributed_loading_by_transformers", "current_gradient_accumulation_steps")
+    assert [getattr(built[hf_lightning], f) for f in flags] == [getattr(built[transformers], f) for f in flags]
+    seen = {}
+    for lib, trainer in built.items():
+        loader = trainer.get_train_dataloader()
+        values = trainer.set_initial_training_values(trainer.args, loader)
+        skipped = [batch["input_x"].tolist() for batch in trainer.get_resumed_dataloader(loader, 2)]
+        trainer.end()  # one process: nothing to end, as in transformers
+        seen[lib] = (values, skipped)
+    assert seen[hf_lightning] == seen[transformers]
+
+
+def test_current_gradient_accumulation_steps_is_each_windows_size_as_in_transformers(tmp_path):
+    """transformers' ``training_step`` divides the loss by ``self.current_gradient_accumulation_steps``, the number
+    of micro-batches in the running window (the last window of an epoch may be shorter): an override copied from it
+    reads the same value at every micro-batch."""
+    seen = {}
+    for lib in (transformers, hf_lightning):
+        class Recording(lib.Trainer):
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                self.sizes.append(self.current_gradient_accumulation_steps)
+                return super().training_step(model, inputs, num_items_in_batch)
+
+        args = lib.TrainingArguments(str(tmp_path / lib.__name__), **{**ARGS, "gradient_accumulation_steps": 3,
+                                                                       "per_device_train_batch_size": 16})
+        transformers.set_seed(42)
+        trainer = Recording(model=RegressionModel(), args=args, train_dataset=RegressionDataset())
+        trainer.sizes = []
+        trainer.train()
+        seen[lib] = trainer.sizes
+    assert seen[hf_lightning] == seen[transformers]
+    assert set(seen[transformers]) == {3, 1}  # 64 samples / 16 = 4 micro-batches per epoch: a window of 3, then 1
