@@ -122,6 +122,10 @@ def run(out_dir: str, per_device_batch: int) -> dict:
     resumed.train(resume_from_checkpoint=os.path.join(args.output_dir, f"checkpoint-{SAVE_STEPS}"))
     result["resumed_weights"] = _weights(resumed)
     result["resumed_step"] = resumed.state.global_step
+    group = torch.distributed.is_available() and torch.distributed.is_initialized
+    result["group_before_end"] = bool(group and group())
+    resumed.end()  # transformers' last call of a script: the process group ends
+    result["group_after_end"] = bool(group and group())
     return result
 
 

@@ -30,6 +30,9 @@ def test_facade_ddp_equals_one_process(facade_ddp, facade_single):
     assert facade_ddp["losses"] == pytest.approx(facade_single["losses"], rel=1e-5)
     assert facade_ddp["train_loss"] == pytest.approx(facade_single["train_loss"], rel=1e-5)
     assert facade_single["weights"]["a"] != 0.0  # it trained
+    # trainer.end(), a script's last call as in transformers: the process group ends (one process: none to end)
+    assert (facade_ddp["group_before_end"], facade_ddp["group_after_end"]) == (True, False)
+    assert (facade_single["group_before_end"], facade_single["group_after_end"]) == (False, False)
 
 
 def test_facade_max_steps_counts_batches_per_rank(facade_ddp, facade_single):
