@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -299,7 +300,7 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
                     f"{names[:20]}). Every label must appear in training: fix data.label_column='{self.label_column}' "
                     f"or add examples of {unseen[:3]} to the train split."
                 )
-        max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
+        max_length = self.resolve_max_length(tokenizer)
         text, pair, label = self.text_column, self.text_pair_column, self.label_column
         # Locals only in the closure: datasets fingerprints it, and `self` (with its trainer) would change every run.
         padding = "max_length" if self.padding == "max_length" else False
@@ -322,6 +323,22 @@ class HFDataModule(LabelInference, DataLoaders, L.LightningDataModule):
             return ds.map(encode, batched=True, remove_columns=drop)
         return ds.map(encode, batched=True, remove_columns=drop, num_proc=self.preprocessing_num_workers,
                       desc=f"Tokenizing {split}")
+
+    def resolve_max_length(self, tokenizer: Any) -> int:
+        """``max_length``, or the tokenizer's ``model_max_length``; capped at the latter with a warning, as
+        transformers' example scripts (run_glue, run_ner) cap ``max_seq_length`` (a longer input would overflow the
+        model's position embeddings)."""
+        limit = min(tokenizer.model_max_length, 1_000_000)
+        if self.max_length is None:
+            return limit
+        if self.max_length > limit:
+            if not getattr(self, "_max_length_capped", False):
+                warnings.warn(f"data.max_length={self.max_length} is longer than the model's maximum input length "
+                              f"(its tokenizer's model_max_length={limit}): using {limit}. Set data.max_length to "
+                              f"{limit} or less.", UserWarning, stacklevel=3)
+                self._max_length_capped = True
+            return limit
+        return self.max_length
 
     def _validate_labels(self, ds: Any, split: str) -> None:
         module = self.attached_module()

@@ -150,7 +150,7 @@ class TokenClassificationDataModule(HFDataModule):
         string_tags = names is not None and not isinstance(self._label_feature(), datasets.ClassLabel)
         label2id = {name: i for i, name in enumerate(names)} if names else None
         b_to_i = b_to_i_labels(names) if names and self.label_all_tokens else None
-        max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
+        max_length = self.resolve_max_length(tokenizer)
 
         def tag_ids(row: list[Any]) -> list[int]:
             if not string_tags:
@@ -242,7 +242,7 @@ class LanguageModelingDataModule(_NoClasses, HFDataModule):
         text = _require_column(ds, "text_column", self.text_column or "text", split)
         if self.line_by_line:
             ds = ds.filter(lambda b: [bool(t) and not t.isspace() for t in b[text]], batched=True)  # as run_mlm
-        max_length = self.max_length or min(tokenizer.model_max_length, 1_000_000)
+        max_length = self.resolve_max_length(tokenizer)
         kwargs = {"truncation": True, "max_length": max_length} if self.line_by_line else {}
         tokenized = ds.map(lambda b: tokenizer(b[text], **kwargs), batched=True, remove_columns=ds.column_names,
                            num_proc=self.preprocessing_num_workers, desc=f"Tokenizing {split}")

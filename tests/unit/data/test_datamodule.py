@@ -131,3 +131,22 @@ def test_the_lightning_door_drops_the_unused_keys_of_a_torch_data_set_and_hides_
         trainer.fit(HFModule(model=StrictRegressionModel()), datamodule=data)
     assert trainer.global_step == 2 and "eval_loss" in trainer.callback_metrics
     assert not [w for w in caught if "LeafSpec" in str(w.message)]
+
+
+def test_a_max_length_beyond_the_model_is_capped_with_a_warning_as_run_glue_caps_it():
+    """data.max_length above the tokenizer's model_max_length would overflow the model's position embeddings at the
+    first long batch: capped, with one warning naming the setting (transformers' example scripts do the same)."""
+    from transformers import AutoTokenizer
+
+    from hf_lightning.data.builtin import resolve_model_path
+
+    limit = AutoTokenizer.from_pretrained(resolve_model_path("minilm")).model_max_length
+    long = " ".join(["word"] * (limit + 50))
+    ds = datasets.Dataset.from_dict({"text": [long, "short", long, "short"], "label": [0, 1, 0, 1]})
+    dm = HFDataModule(dataset=ds, tokenizer="minilm", max_length=limit + 100, validation_size=0.5, test_size=0)
+    with pytest.warns(UserWarning, match=rf"data.max_length={limit + 100} is longer .*model_max_length={limit}\)"
+                                         rf".*Set data.max_length to {limit} or less") as caught:
+        dm.setup("fit")
+    assert len([w for w in caught if "data.max_length" in str(w.message)]) == 1  # once, not per split
+    lengths = [len(ids) for split in dm._splits.values() for ids in split["input_ids"]]
+    assert max(lengths) == limit
