@@ -308,11 +308,21 @@ class HFCheckpoint(Checkpoint):
         Returns:
             The checkpoint folder.
         """
+        settings = self.settings
+        writer = trainer.local_rank == 0 if settings.save_on_each_node else trainer.is_global_zero
+        staging = folder.staging_dir(folder.checkpoint_dir(settings.output_dir, self.flow.state.global_step))
+        try:
+            return self._save_hf_checkpoint(trainer, pl_module, writer)
+        except KeyboardInterrupt:  # Ctrl+C while saving: no half-written staging folder left behind
+            if writer:
+                folder.abandon(staging)
+            raise
+
+    def _save_hf_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule | None, writer: bool) -> str:
         flow, strategy = self.flow, trainer.strategy
         settings, state = self.settings, flow.state
         if not state.is_hyper_param_search:  # as transformers: the flos so far go into the saved trainer_state.json
             flow.store_flos(trainer, pl_module or trainer.lightning_module)  # a collective: every rank is here
-        writer = trainer.local_rank == 0 if settings.save_on_each_node else trainer.is_global_zero
         final = folder.checkpoint_dir(settings.output_dir, state.global_step)
         staging = folder.staging_dir(final)
         if writer:

@@ -196,3 +196,24 @@ def test_training_args_bin_loads_where_only_transformers_is_installed(tmp_path, 
     assert done.stdout.splitlines() == [f"{module} {cls} 4 4 {tmp_path / 'tb'}"] * 2
     # the run's own arguments keep hf_lightning's class
     assert type(trainer.args) is getattr(hf_lightning, cls)
+
+
+def test_ctrl_c_during_a_save_leaves_no_staging_folder(tmp_path, monkeypatch):
+    """Ctrl+C while a checkpoint is being written: the KeyboardInterrupt goes through and the half-written staging
+    folder goes with it (the checkpoints already published stay)."""
+    from hf_lightning.checkpoint import folder
+
+    publish = folder.publish
+
+    def interrupted(staging, final):
+        if final.endswith("checkpoint-4"):
+            raise KeyboardInterrupt
+        publish(staging, final)
+
+    monkeypatch.setattr(folder, "publish", interrupted)
+    trainer = Trainer(model=RegressionModel(), args=_args(tmp_path, save_strategy="steps", save_steps=2),
+                      train_dataset=RegressionDataset())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-2"]
+    assert "model.safetensors" in os.listdir(tmp_path / "checkpoint-2")
