@@ -18,8 +18,10 @@ import dataclasses
 import difflib
 import warnings
 from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any, Literal
 
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from typing_extensions import Self
 
 
@@ -77,6 +79,14 @@ class FlowSettings(_FromArgs):
             value = getattr(self, name)
             if value not in trainer_log_levels:
                 raise ValueError(f"{name}={value!r} is not a log level: choose one of {sorted(trainer_log_levels)}.")
+        # what transformers' TrainingArguments refuses on its own, refused when HFFlow is built (a yaml typo fails
+        # before the model loads), naming the setting
+        _check_choice(self, "logging_strategy", IntervalStrategy)
+        _check_choice(self, "eval_strategy", IntervalStrategy)
+        _check_metric_name(self.metric_for_best_model)
+        if self.logging_strategy == IntervalStrategy.STEPS and self.logging_steps == 0:
+            raise ValueError("logging_steps=0 with logging_strategy='steps': log every N steps with logging_steps=N, "
+                             "or set logging_strategy='no'.")
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,27 @@ class CheckpointSettings(_FromArgs):
     ignore_data_skip: bool = False
     enable_jit_checkpoint: bool = False
 
+    def __post_init__(self) -> None:
+        _check_choice(self, "save_strategy", SaveStrategy)
+        _check_metric_name(self.metric_for_best_model)
+
     @property
     def tracks_best_checkpoint(self) -> bool:
         """Whether ``best_global_step`` names a checkpoint (transformers: only when checkpoints are saved)."""
         return self.save_strategy in ("steps", "epoch", "best")
+
+
+def _check_choice(settings: Any, name: str, choices: type[Enum]) -> None:
+    value = getattr(settings, name)
+    known = [c.value for c in choices]
+    if value not in known:
+        raise ValueError(unknown_name(name, value, known))
+
+
+def _check_metric_name(metric: Any) -> None:
+    if metric is not None and not isinstance(metric, str):
+        raise TypeError(f"metric_for_best_model={metric!r} must be the name of an evaluation metric (a string such "
+                        "as 'eval_loss' or 'accuracy'), or None.")
 
 
 #: Metric-name endings where lower is better, beyond transformers' own rule (only a name ending in ``loss`` is

@@ -122,3 +122,23 @@ def test_an_unknown_log_level_is_refused_when_the_flow_is_built():
     with pytest.raises(ValueError, match=r"log_level_replica='x' is not a log level"):
         HFFlow(log_level_replica="x")
     assert HFFlow(log_level="info").settings.log_level == "info"
+
+
+@pytest.mark.parametrize(("component", "kwargs", "error"), [
+    ("HFFlow", {"eval_strategy": "stepz"}, r"eval_strategy='stepz' is unknown\. Did you mean 'steps'\?"),
+    ("HFFlow", {"logging_strategy": "every"}, r"logging_strategy='every' is unknown.*\['epoch', 'no', 'steps'\]"),
+    ("HFFlow", {"logging_steps": 0}, r"logging_steps=0 with logging_strategy='steps'"),
+    ("HFFlow", {"metric_for_best_model": 3}, r"metric_for_best_model=3 must be the name of an evaluation metric"),
+    ("HFCheckpoint", {"save_strategy": "epochs"}, r"save_strategy='epochs' is unknown\. Did you mean 'epoch'\?"),
+    ("HFCheckpoint", {"metric_for_best_model": ["eval_loss"]}, r"metric_for_best_model=\['eval_loss'\] must be"),
+])
+def test_a_setting_transformers_refuses_is_refused_when_the_callback_is_built(component, kwargs, error):
+    """A typo in a yaml config fails when the callback is built (before the model loads), naming the setting; the
+    same values in transformers' TrainingArguments fail too."""
+    from hf_lightning.callbacks.checkpoint import HFCheckpoint
+    from hf_lightning.callbacks.hf_flow import HFFlow
+
+    with pytest.raises((ValueError, TypeError), match=error):
+        {"HFFlow": HFFlow, "HFCheckpoint": HFCheckpoint}[component](**kwargs)
+    with pytest.raises((ValueError, TypeError, AttributeError)):
+        transformers.TrainingArguments("unused", report_to=[], **kwargs)
