@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-import datasets
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, SequentialSampler
 from transformers.trainer_pt_utils import BatchRebalanceSampler
@@ -27,7 +26,12 @@ from hf_lightning.data.loader import (
     TrainLoader,
     count_label_items,
 )
-from hf_lightning.data.samplers import RebalancedBatches, SeededLengthGroupedSampler, ShardedSequentialSampler
+from hf_lightning.data.samplers import (
+    DispatchedShard,
+    RebalancedBatches,
+    SeededLengthGroupedSampler,
+    ShardedSequentialSampler,
+)
 
 
 class DataLoaders:
@@ -97,9 +101,9 @@ class DataLoaders:
         """The per-rank micro-batch DataLoader (HF order; ranks shard one permutation)."""
         ds = self.split("train")
         world, rank = self._world()
-        if isinstance(ds, datasets.IterableDataset) and world > 1:  # each rank takes every world-th example
-            ds = datasets.distributed.split_dataset_by_node(ds, rank=rank, world_size=world)
         if isinstance(ds, IterableDataset):  # as transformers: drop_last cuts batches of a sampler, not of a stream
+            if world > 1:  # each process its share of every global batch, as accelerate dispatches a stream
+                ds = DispatchedShard(ds, self.batch_size, world, rank, pad=True)
             return DataLoader(ds, batch_size=self.batch_size, **self._loader_kwargs("train"))
         if self.sampling_strategy == "batch_rebalance":
             batches: Sampler[list[int]] = self._rebalanced_batches(ds, world, rank)
@@ -141,9 +145,11 @@ class DataLoaders:
         return self.__dict__.setdefault("_kept_eval_loaders", {})
 
     def _new_eval_loader(self, ds: Any, role: str, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
-        if isinstance(ds, IterableDataset):
-            return loader_class(ds, batch_size=self.eval_batch_size, **self._loader_kwargs(role))
         world, rank = self._world()
+        if isinstance(ds, IterableDataset):
+            if world > 1:  # each sample evaluated once; the gathered outputs come back in the stream's order
+                ds = DispatchedShard(ds, self.eval_batch_size, world, rank, pad=False)
+            return loader_class(ds, batch_size=self.eval_batch_size, **self._loader_kwargs(role))
         count = len(ds)
         if self.loader.drop_last:  # as transformers (dataloader_drop_last applies to its evaluation loaders too)
             count = progress.batches_per_epoch(count, self.eval_batch_size * world, True) * self.eval_batch_size * world

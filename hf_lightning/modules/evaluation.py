@@ -19,14 +19,17 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import EvalPrediction
 from transformers.trainer_pt_utils import EvalLoopContainer, nested_detach
 from transformers.trainer_utils import PredictionOutput, denumpify_detensorize, has_length, speed_metrics
 from transformers.utils import logging as hf_logging
 
+from hf_lightning.data.samplers import DispatchedShard, interleave
 from hf_lightning.metrics import MetricBuffer, build_metrics
 from hf_lightning.modules.autocast import forward_only_autocast
 from hf_lightning.modules.gather import gather_across_ranks, gather_objects_across_ranks
@@ -46,6 +49,12 @@ def import_callable(obj: Callable[..., Any] | str | None) -> Callable[..., Any] 
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"Cannot import '{obj}': {err}. Check the module path and function name.") from err
+
+
+def _source_dataset(loader: Any) -> Any:
+    """The data set a loader reads: the whole stream where the loader reads one process's share of it."""
+    dataset = getattr(loader, "dataset", None)
+    return dataset.dataset if isinstance(dataset, DispatchedShard) else dataset
 
 
 def _loader_batch_size(loader: Any) -> int | None:
@@ -422,8 +431,12 @@ class EvaluationMixin:
                 raise ValueError("eval_do_concat_batches=False keeps per-batch arrays, which cannot be joined across "
                                  f"{self.trainer.world_size} processes here: leave it True with several processes.")
             objects = self.eval_use_gather_object
+            shard = getattr(self._stage_loader(state.dataloader_idx), "dataset", None)
+            # a stream's shares of each global batch: the rows go back into the stream's order
+            order = partial(interleave, batch_size=shard.batch_size) if isinstance(shard, DispatchedShard) else None
             state.preds, state.labels, state.inputs, state.losses = (
-                gather_objects_across_ranks(v) if objects else gather_across_ranks(self, v)
+                gather_objects_across_ranks(v, order) if objects else
+                gather_across_ranks(self, v, order or np.concatenate)
                 for v in (state.preds, state.labels, state.inputs, state.losses))
         # transformers' keys, in its order: compute_metrics' (then the torchmetrics'), the loss (it replaces a
         # "<prefix>_loss" of compute_metrics'), the preparation time, the keys without the prefix moved to the end
@@ -439,7 +452,7 @@ class EvaluationMixin:
         # as transformers: the data set's length where it has one (also with dataloader_drop_last), and the batches
         # of that many samples
         loader = self._stage_loader(state.dataloader_idx)
-        dataset = getattr(loader, "dataset", None)
+        dataset = _source_dataset(loader)
         samples = (len(dataset) if has_length(dataset) else 0) or int(num_samples)
         batch_size = _loader_batch_size(loader)
         if samples != int(num_samples) and batch_size:
@@ -512,7 +525,7 @@ class EvaluationMixin:
                 datamodule.announce_columns(roles[dataloader_idx])
         description = self.pass_description or ("Prediction" if stage == "predict" else "Evaluation")
         log.info(f"\n***** Running {description} *****")
-        dataset = getattr(loader, "dataset", None)
+        dataset = _source_dataset(loader)
         log.info(f"  Num examples = {len(dataset)}" if has_length(dataset) else "  Num examples: Unknown")
         log.info(f"  Batch size = {_loader_batch_size(loader)}")
 

@@ -5,6 +5,7 @@ processes) or Python objects (`gather_objects_across_ranks`, ``eval_use_gather_o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ def _pad_value(dtype: np.dtype) -> Any:
     return -100 if np.issubdtype(dtype, np.signedinteger) or np.issubdtype(dtype, np.floating) else 0
 
 
-def _gather_leaf(module: Any, local: np.ndarray | None, dtype: np.dtype, ndim: int) -> np.ndarray:
-    """One array from every rank: padded to the largest shape, gathered, cut to each rank's rows, concatenated."""
+def _gather_leaf(module: Any, local: np.ndarray | None, dtype: np.dtype, ndim: int,
+                 join: Callable[[list[Any]], Any] = np.concatenate) -> np.ndarray:
+    """One array from every rank: padded to the largest shape, gathered, cut to each rank's rows, joined."""
     device = module.device
     if local is None:
         local = np.zeros((0,) * ndim, dtype=dtype)
@@ -30,11 +32,11 @@ def _gather_leaf(module: Any, local: np.ndarray | None, dtype: np.dtype, ndim: i
     tensor = torch.from_numpy(padded.view(np.uint8) if dtype == np.bool_ else padded)  # gloo has no bool
     gathered = module.all_gather(tensor.to(device)).cpu().numpy()
     rows = [gathered[rank, : int(shapes[rank, 0])] for rank in range(gathered.shape[0])]
-    out = np.concatenate(rows)
+    out = join(rows)
     return out.view(np.bool_) if dtype == np.bool_ else out
 
 
-def gather_across_ranks(module: Any, value: Any) -> Any:
+def gather_across_ranks(module: Any, value: Any, join: Callable[[list[Any]], Any] = np.concatenate) -> Any:
     """Concatenates each rank's (nested) arrays along the first axis in rank order; ranks without data give none.
 
     Arrays are padded to the largest shape with -100 before the collective (as transformers pads across processes), and
@@ -44,6 +46,8 @@ def gather_across_ranks(module: Any, value: Any) -> Any:
     Args:
         module: The LightningModule (its ``all_gather`` and the strategy's ``broadcast`` carry the data).
         value: None, an array or a nested tuple / list / dict of arrays.
+        join: Joins the ranks' rows (a list in rank order) into one array: concatenated, or put back into a stream's
+            order (`hf_lightning.data.samplers.interleave`).
 
     Returns:
         The same structure with every rank's rows, or None when no rank has data.
@@ -56,21 +60,24 @@ def gather_across_ranks(module: Any, value: Any) -> Any:
     leaves = [np.atleast_1d(np.asarray(leaf)) for leaf in leaves]
     layout = (spec, [(leaf.dtype, leaf.ndim) for leaf in leaves]) if value is not None else None
     spec, kinds = strategy.broadcast(layout, src=int(holders.nonzero()[0]))
-    gathered = [_gather_leaf(module, leaves[i] if leaves else None, dtype, ndim)
+    gathered = [_gather_leaf(module, leaves[i] if leaves else None, dtype, ndim, join)
                 for i, (dtype, ndim) in enumerate(kinds)]
     return tree_unflatten(gathered, spec)
 
 
-def gather_objects_across_ranks(value: Any) -> Any:
+def gather_objects_across_ranks(value: Any, order: Callable[[list[Any]], list[Any]] | None = None) -> Any:
     """``eval_use_gather_object``: every rank's value sent as a Python object (``all_gather_object``), then joined in
     rank order with transformers' ``nested_concat`` (arrays along the first axis, trailing dimensions padded with
-    -100); ranks without data give none. Every rank must call it, in the same order.
+    -100); ranks without data give none. Every rank must call it, in the same order. ``order`` puts the ranks' rows
+    back into a stream's order first (rows that are lists or arrays: one row per sample).
     """
     parts: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(parts, value)
     present = [part for part in parts if part is not None]
     if not present:
         return None
+    if order is not None and all(isinstance(p, (list, np.ndarray)) for p in present):
+        return order(present)
     joined = present[0]
     for part in present[1:]:
         joined = nested_concat(joined, part, padding_index=-100)

@@ -146,3 +146,32 @@ def test_an_overridden_evaluate_chooses_the_best_checkpoint_under_ddp(tmp_path):
         assert np.allclose([mine[k] for k in sorted(mine)], [expected[k] for k in sorted(expected)], rtol=1e-6)
     assert np.allclose([ddp["final"][k] for k in sorted(ddp["final"])],
                        [single["final"][k] for k in sorted(single["final"])], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["torch", "sized", "datasets"])
+def test_a_stream_is_shared_out_to_the_processes_as_transformers_shares_it(tmp_path, kind):
+    """Under torchrun, transformers.Trainer (accelerate's dispatch) gives each process its share of every global
+    batch of a stream; hf_lightning trains each process on the same samples in the same steps (it trained every
+    process on the whole stream; a ``datasets.IterableDataset`` crashed), and evaluate() / predict() return each
+    sample once, in the stream's order (they returned every sample twice)."""
+    seen, results = {}, {}
+    for library in ("transformers", "hf_lightning"):
+        out = tmp_path / library
+        out.mkdir()
+        run_job(torchrun(str(HERE / "stream_job.py"), str(out), library, kind), tmp_path / f"{library}.log")
+        seen[library] = [json.loads((out / f"seen_{rank}.json").read_text()) for rank in (0, 1)]
+        results[library] = read_result(out)
+    ours, theirs = results["hf_lightning"], results["transformers"]
+    assert seen["hf_lightning"] == seen["transformers"]
+    assert seen["transformers"][0][0] != seen["transformers"][1][0]  # the processes train on different samples
+    assert ours["global_step"] == theirs["global_step"] and ours["epoch"] == pytest.approx(theirs["epoch"])
+    assert ours["weights"] == pytest.approx(theirs["weights"], rel=1e-5)
+    assert ours["losses"] == pytest.approx(theirs["losses"], rel=1e-5)
+    assert ours["eval_keys"] == theirs["eval_keys"]
+    assert len(ours["label_ids"]) == len(theirs["label_ids"]) == 13
+    assert ours["label_ids"] == pytest.approx(theirs["label_ids"]) and \
+        ours["predictions"] == pytest.approx(theirs["predictions"], rel=1e-5)
+    # eval_loss: the mean over the 13 samples, each once (transformers also averages the sample accelerate repeats
+    # to even out the last batch: parity.md, difference 21)
+    errors = (np.asarray(ours["predictions"]).reshape(-1) - np.asarray(ours["label_ids"])) ** 2
+    assert ours["eval_loss"] == pytest.approx(float(errors.mean()), rel=1e-5)
