@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,23 @@ if TYPE_CHECKING:
     from hf_lightning.trainer import Trainer
 
 
+def weak_method(method: Any) -> Any:
+    """``method`` (a bound method of the Trainer) holding its object weakly, with its signature: the hooks live in
+    the module and data module the Trainer owns, and a cycle would keep the Trainer (its model, its trackers' runs)
+    alive after the script drops it, until the garbage collector runs (transformers' Trainer is freed at once)."""
+    if method is None or not isinstance(method, types.MethodType):
+        return method
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return ref()(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = method.__doc__
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    return call
+
+
 def takes_keyword(fn: Any, name: str) -> bool:
     params = inspect.signature(fn).parameters
     return name in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -40,7 +59,11 @@ class FacadeAccelerator:
     """
 
     def __init__(self, facade: Trainer) -> None:
-        self.facade = facade
+        self._facade = weakref.ref(facade)  # the Trainer holds its accelerator: no cycle keeps either alive
+
+    @property
+    def facade(self) -> Trainer:
+        return self._facade()
 
     @property
     def _trainer(self) -> Any:
@@ -225,7 +248,10 @@ class TrainerHooks:
         """The hooks of an HF-style Trainer: its class's overrides (``trainer.overridden``, found once when it was
         built), its given optimizer / scheduler (looked up when Lightning asks for them), its evaluation module."""
         def overridden(name: str) -> Any:
-            return getattr(trainer, name) if name in trainer.overridden else None
+            return weak_method(getattr(trainer, name)) if name in trainer.overridden else None
+
+        compute_loss_takes_num_items = takes_keyword(trainer.compute_loss, "num_items_in_batch")
+        trainer = weakref.proxy(trainer)  # the closures below must not keep the Trainer alive (`weak_method`)
 
         def given_optimizer(model: Any) -> torch.optim.Optimizer | None:
             own = {"create_optimizer", "get_decay_parameter_names", "get_optimizer_cls_and_kwargs"}
@@ -246,21 +272,22 @@ class TrainerHooks:
 
         return cls(
             compute_loss=overridden("compute_loss"),
-            compute_loss_takes_num_items=takes_keyword(trainer.compute_loss, "num_items_in_batch"),
+            compute_loss_takes_num_items=compute_loss_takes_num_items,
             prediction_step=overridden("prediction_step"), training_step=overridden("training_step"),
             create_optimizer=given_optimizer, create_scheduler=given_scheduler,
             get_train_dataloader=overridden("get_train_dataloader"),
             get_eval_dataloader=overridden("get_eval_dataloader"),
-            get_test_dataloader=overridden("get_test_dataloader"), columns_module=trainer._evaluation_module,
+            get_test_dataloader=overridden("get_test_dataloader"),
+            columns_module=weak_method(trainer._evaluation_module),
             optimizers_built=optimizers_built,
             model_preparation_time=lambda: getattr(trainer, "model_preparation_time", None),
-            prepare_inputs=trainer._prepare_inputs if {"_prepare_inputs", "_prepare_input"} & trainer.overridden
-            else None,
-            loss_context=trainer.compute_loss_context_manager
+            prepare_inputs=weak_method(trainer._prepare_inputs)
+            if {"_prepare_inputs", "_prepare_input"} & trainer.overridden else None,
+            loss_context=weak_method(trainer.compute_loss_context_manager)
             if {"compute_loss_context_manager", "autocast_smart_context_manager"} & trainer.overridden else None,
             floating_point_ops=overridden("floating_point_ops"), train_sampler=overridden("_get_train_sampler"),
             eval_sampler=overridden("_get_eval_sampler"),
-            signature_columns=trainer._columns_set,
+            signature_columns=weak_method(trainer._columns_set),
             remove_unused_columns=overridden("_remove_unused_columns"),
             batch_samples=(lambda iterator, num_batches: trainer.get_batch_samples(  # drawn in training: module built
                 iterator, num_batches, trainer.module.device)) if "get_batch_samples" in trainer.overridden else None,

@@ -115,13 +115,16 @@ class Grouping:
         and the flat keywords of earlier releases, with each group as a plain dict (a readable hparams.yaml, flattened
         by the loggers; `as_group` turns it back when a checkpoint is loaded), and ``replaced`` values recorded
         instead of the arguments of those names."""
-        frame = inspect.currentframe().f_back  # the component's __init__, where Lightning reads the arguments
+        # The component's __init__, where Lightning reads the arguments; given to both calls, so that Lightning does
+        # not take a frame itself (a frame it holds in its own locals is a reference cycle that keeps every caller's
+        # frame, and what they hold, such as the HF-style Trainer and its model, alive until the garbage collector).
+        frame = inspect.currentframe().f_back
         try:
             component.save_hyperparameters(ignore=[*ignore, *(replaced or {}), *self.group_of], frame=frame)
+            component.save_hyperparameters({**component.hparams, **(replaced or {}),
+                                            **{name: g.as_dict() for name, g in groups.items()}}, frame=frame)
         finally:
             del frame
-        component.save_hyperparameters({**component.hparams, **(replaced or {}),
-                                        **{name: g.as_dict() for name, g in groups.items()}})
 
     def upgrade_config(self, init_args: dict[str, Any]) -> list[str]:
         """Moves flat grouped keys of a yaml ``init_args`` into their groups, in place (old configs keep parsing).

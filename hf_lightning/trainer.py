@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,7 @@ from hf_lightning.facade import (
     TrainerHooks,
     build_loggers,
     reporting_callbacks,
+    weak_method,
 )
 from hf_lightning.lightning_internals import quiet_lightning
 from hf_lightning.modules.base import HFModule
@@ -525,10 +527,11 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         flow.memory_tracker = self._memory_tracker  # one tracker: the init metrics come with the first stage's
         flow.state = self.state = self._fresh_state(trial)
         flow.control = self.__dict__["_control"]  # as transformers: one TrainerControl across train() calls
+        me = weakref.proxy(self)  # the flow lives in the Lightning trainer this Trainer holds: no cycle
         if "log" in self.overridden:
-            flow.log_override = self.log
+            flow.log_override = weak_method(self.log)
         if {"evaluate", "evaluation_loop"} & self.overridden:  # as transformers: each evaluation in training calls them
-            flow.evaluate_override = lambda: self.evaluate(ignore_keys=ignore_keys_for_eval)
+            flow.evaluate_override = lambda: me.evaluate(ignore_keys=ignore_keys_for_eval)
         self._route_step_end_overrides(flow, trial, ignore_keys_for_eval)
         if self.eval_dataset is None and "get_eval_dataloader" not in self.overridden:
             flow.no_eval_data = "Trainer: evaluation requires an eval_dataset."  # transformers' get_eval_dataloader
@@ -590,31 +593,33 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             settings = settings.replace(output_dir=self.trial_output_dir)
         checkpoint = HFCheckpoint(settings=settings, resume_from_checkpoint=resume)
         if {"save_model", "_save"} & self.overridden:  # as transformers' _save_checkpoint: the model files through it
-            checkpoint.save_model_override = lambda folder: self.save_model(folder, _internal_call=True)
+            me = weakref.proxy(self)  # the checkpoint callback lives in the Lightning trainer this Trainer holds
+            checkpoint.save_model_override = lambda folder: me.save_model(folder, _internal_call=True)
         if "_load_best_model" in self.overridden:
-            checkpoint.load_best_override = self._load_best_model
+            checkpoint.load_best_override = weak_method(self._load_best_model)
         if "_load_from_checkpoint" in self.overridden:
-            checkpoint.load_resumed_override = self._load_from_checkpoint
+            checkpoint.load_resumed_override = weak_method(self._load_from_checkpoint)
         return [flow, checkpoint]
 
     # ----------------------------------------------------------------------------------------------- step end
     def _route_step_end_overrides(self, flow: HFFlow, trial: Any, ignore_keys_for_eval: list[str] | None) -> None:
         """A subclass's ``_maybe_log_save_evaluate`` / ``_evaluate`` / ``_save_checkpoint`` is called where
         transformers' loop calls it, with transformers' arguments; the base methods below do HFFlow's work."""
+        me = weakref.proxy(self)  # the flow lives in the Lightning trainer this Trainer holds: no cycle
         if "_maybe_log_save_evaluate" in self.overridden:
             def log_save_evaluate() -> None:
                 record = flow._record
                 tr_loss = flow._tr_loss if flow._tr_loss is not None else torch.zeros(())
-                self._maybe_log_save_evaluate(
-                    tr_loss, None if record is None else record.grad_norm, self.model_wrapped, trial,
-                    self.pl_trainer.current_epoch, ignore_keys_for_eval, flow._start_time,
+                me._maybe_log_save_evaluate(
+                    tr_loss, None if record is None else record.grad_norm, me.model_wrapped, trial,
+                    me.pl_trainer.current_epoch, ignore_keys_for_eval, flow._start_time,
                     None if record is None else record.learning_rate)
             flow.log_save_evaluate_override = log_save_evaluate
         if "_evaluate" in self.overridden:
-            flow.evaluate_step_override = lambda skip_scheduler=False: self._evaluate(
+            flow.evaluate_step_override = lambda skip_scheduler=False: me._evaluate(
                 trial, ignore_keys_for_eval, skip_scheduler=skip_scheduler)
         if "_save_checkpoint" in self.overridden:
-            flow.save_checkpoint_override = lambda: self._save_checkpoint(self.model_wrapped, trial)
+            flow.save_checkpoint_override = lambda: me._save_checkpoint(me.model_wrapped, trial)
 
     def _running_flow(self, method: str) -> HFFlow:
         flow = self._flow

@@ -11,6 +11,7 @@ import contextlib
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +35,7 @@ class _PredictionStepEvents(L.Callback):
     draws the evaluation bar from it); inside ``train()``, HFFlow fires it."""
 
     def __init__(self, trainer: Any) -> None:
-        self.trainer = trainer
+        self.trainer = weakref.proxy(trainer)  # held by the Trainer's own Lightning trainer: no cycle
 
     def _event(self) -> None:
         owner = self.trainer

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -137,11 +138,14 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.state = TrainerState()
         self.control = TrainerControl()
         self._init_end_pending = handler is None  # the HF-style Trainer fires on_init_end itself
+        #: the HF-style Trainer's handler is held weakly: this callback lives in the Lightning trainer, whose module
+        #: and strategy refer to each other, so a strong reference would keep the user's callbacks (a tracker's run,
+        #: which transformers' MLflowCallback ends when the Trainer is dropped) until the garbage collector runs
+        self._given_handler = weakref.ref(handler) if handler is not None else None
         if handler is None:
-            handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
+            handler = self._own_handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
         for callback in _trainer_callbacks(callbacks or [], "HFFlow(callbacks=...)"):
             handler.add_callback(callback)
-        self.handler = handler
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
         #: set by the HF-style Trainer when a subclass overrides Trainer.evaluate: () -> the metrics it returns
         self.evaluate_override: Any = None
@@ -173,6 +177,11 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.last_eval_metrics: dict[str, float] = {}
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
         self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
+
+    @property
+    def handler(self) -> CallbackHandler:
+        """transformers' ``CallbackHandler`` this callback drives (the HF-style Trainer's, or its own)."""
+        return self._given_handler() if self._given_handler is not None else self._own_handler
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property

@@ -458,6 +458,39 @@ def test_report_to_mlflow_records_what_transformers_records(tmp_path, monkeypatc
     assert ours[2] - OWN_FIELDS == hf[2] and "learning_rate" in ours[2]  # OWN_FIELDS: hf_lightning's own fields
 
 
+def test_a_dropped_trainer_is_freed_at_once_and_ends_its_mlflow_run_as_in_transformers(tmp_path, monkeypatch):
+    """``del trainer`` after train() and evaluate(): transformers' Trainer is freed at once (no reference cycle), so
+    its MLflowCallback ends the run evaluate() left open, and the next Trainer reports to a new run. hf_lightning's
+    was kept alive by cycles until the garbage collector ran, and the next Trainer's training went into the old
+    run. Checked with the garbage collector off."""
+    import gc
+    import weakref
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    seen = {}
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for lib in (transformers, hf_lightning):
+            monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", lib.__name__)
+            trainer = _trainer(lib, tmp_path, args={"report_to": ["mlflow"], "eval_strategy": "epoch"})
+            trainer.train()
+            trainer.evaluate()
+            left_open = mlflow.active_run() is not None
+            dropped = weakref.ref(trainer)
+            del trainer
+            seen[lib] = (left_open, dropped() is None, mlflow.active_run() is None)
+            mlflow.end_run()
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert seen[hf_lightning] == seen[transformers] == (True, True, True)
+
+
 @pytest.mark.parametrize("tracker", ["comet_ml", "neptune", "clearml"])
 def test_a_tracker_that_is_not_installed_fails_at_construction_with_its_install_line(tmp_path, tracker):
     messages = {}
