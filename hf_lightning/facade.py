@@ -7,17 +7,15 @@ import inspect
 import os
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import SequentialSampler
-from transformers.integrations.integration_utils import default_logdir
 
-from hf_lightning._args_table import _logging_dir
 from hf_lightning.data.datamodule import HFDataModule, description_of
 from hf_lightning.data.loader import WINDOW_KEY, WindowedBatch, split_window, window_of
 from hf_lightning.modules.autocast import forward_only_autocast
@@ -522,14 +520,8 @@ class FacadeDataModule(HFDataModule):
         return super().predict_dataloader()
 
 
-#: report_to names written by Lightning loggers (with transformers' TensorBoard tags: train/loss, eval/loss, ...)
+#: report_to names written by Lightning loggers (hf_lightning's own: transformers has no csv reporter)
 REPORTERS = {
-    # HF's TensorBoardCallback folder: logging_dir (hf_lightning's field), else $TENSORBOARD_LOGGING_DIR, else
-    # output_dir/runs/<date>_<host>; HFFlow writes HF's tags there.
-    "tensorboard": lambda args: TensorBoardLogger(
-        save_dir=_logging_dir(getattr(args, "logging_dir", None), args) or os.path.join(args.output_dir,
-                                                                                         default_logdir()),
-        name="", version="", default_hp_metric=False),
     "csv": lambda args: CSVLogger(save_dir=args.output_dir, name="logs"),
 }
 
@@ -546,11 +538,19 @@ def build_loggers(args: Any) -> list[Logger] | bool:
     return [REPORTERS[n](args) for n in names] if names else False
 
 
-def reporting_callbacks(args: Any) -> list[Any]:
-    """transformers' own reporting callbacks for the other ``report_to`` names (``mlflow``, ``wandb``, ``trackio``,
-    ``comet_ml``, ``neptune``, ...): they run unchanged in HFFlow, so each tracker gets exactly what transformers sends
-    it (its metric names, the arguments as parameters, the run name). A tracker that is not installed fails when the
-    Trainer is built, with transformers' ``pip install`` line."""
-    from transformers.integrations import get_reporting_integration_callbacks
+def reporting_callbacks(args: Any, lightning_loggers: Collection[str] = tuple(REPORTERS)) -> list[Any]:
+    """transformers' own reporting callbacks for the ``report_to`` names (``tensorboard``, ``mlflow``, ``wandb``,
+    ``trackio``, ``comet_ml``, ``neptune``...) but ``lightning_loggers``: they run unchanged in HFFlow, so each
+    tracker gets exactly what transformers sends it (its metric names, the arguments as parameters, the run name, its
+    folders), and ``trainer.callback_handler`` lists them as transformers' does. hf_lightning's own ``logging_dir``
+    field, where set, is TensorBoard's folder. A tracker that is not installed fails when the Trainer is built, with
+    transformers' ``pip install`` line."""
+    from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
 
-    return get_reporting_integration_callbacks([n for n in _report_names(args) if n not in REPORTERS])
+    callbacks = get_reporting_integration_callbacks([n for n in _report_names(args) if n not in lightning_loggers])
+    folder = getattr(args, "logging_dir", None)
+    if folder is None or TensorBoardCallback not in callbacks:
+        return callbacks
+    tensorboard = TensorBoardCallback()
+    tensorboard.logging_dir = os.path.expanduser(folder)
+    return [tensorboard if callback is TensorBoardCallback else callback for callback in callbacks]

@@ -26,13 +26,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState
 from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
-from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_callback import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -443,17 +441,16 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         return progress.updates_per_epoch(batches, args.gradient_accumulation_steps)
 
     def _report_loggers(self) -> list[Any] | bool:
-        """The Lightning loggers of ``report_to``, built once per arguments object: training and every later
-        ``evaluate()`` write to the same run folder, as transformers' reporting callbacks do; each trial of a
+        """The Lightning loggers of ``report_to`` (``csv``), built once per arguments object: training and every
+        later ``evaluate()`` write to the same run folder, as transformers' reporting callbacks do; each trial of a
         hyper-parameter search gets its own, in its folder."""
         key = (self.args, self.trial_output_dir)
         kept = self.__dict__.get("_built_loggers")
         if kept is None or kept[0][0] is not key[0] or kept[0][1] != key[1]:
             args = self.args
-            if self.trial_output_dir is not None:  # TensorBoard in the trial's folder, whatever logging_dir says
+            if self.trial_output_dir is not None:  # in the trial's folder
                 args = copy.copy(args)
                 args.output_dir = self.trial_output_dir
-                args.logging_dir = os.path.join(self.trial_output_dir, default_logdir())
             kept = self.__dict__["_built_loggers"] = (key, build_loggers(args))
         return kept[1]
 
@@ -538,7 +535,6 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         max_steps, max_epochs = self._max_steps(datamodule)
         self.pl_trainer = self._lightning_trainer(self._train_callbacks(flow, resume), max_steps=max_steps,
                                                   max_epochs=max_epochs)
-        self._describe_run_to_tensorboard()
         self._fit(module, datamodule, flow)
         self.model = uncompiled(module.model)  # transformers keeps `model` uncompiled
         self._keep_model_on(self.pl_trainer)
@@ -548,18 +544,6 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self._created_lr_scheduler = not given_scheduler and self.lr_scheduler is not None
         metrics = dict(getattr(flow, "train_metrics", {}))
         return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
-
-    def _describe_run_to_tensorboard(self) -> None:
-        """transformers' TensorBoardCallback at the start of each train(): the arguments and the model's config as
-        text entries (``args``, ``model_config``)."""
-        if not self.is_world_process_zero():
-            return
-        for logger in self.pl_trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text("args", self.args.to_json_string())
-                config = getattr(self.model, "config", None)
-                if config is not None:
-                    logger.experiment.add_text("model_config", config.to_json_string())
 
     def _fit(self, module: FacadeModule, datamodule: FacadeDataModule, flow: HFFlow) -> None:
         """``lightning.Trainer.fit``, with Ctrl+C behaving as in transformers.Trainer.

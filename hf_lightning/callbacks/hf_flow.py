@@ -36,6 +36,8 @@ import lightning as L
 import torch
 from accelerate.utils.memory import clear_device_cache
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 from transformers.trainer_utils import speed_metrics
@@ -52,6 +54,10 @@ from hf_lightning.data.loader import split_window
 from hf_lightning.modules.records import StepRecord, step_record
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.settings import BestMetric, CheckpointSettings, FlowSettings
+
+#: ``report_to`` names that the Lightning trainer's loggers write in the Lightning door (HFFlow writes HF's records to
+#: them); every other name is transformers' own reporting callback, run by HFFlow's handler
+LIGHTNING_LOGGERS = {"tensorboard": TensorBoardLogger, "csv": CSVLogger}
 
 
 class HFFlow(FlowRecords, FlowEvaluation, Callback):
@@ -142,8 +148,12 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         #: and strategy refer to each other, so a strong reference would keep the user's callbacks (a tracker's run,
         #: which transformers' MLflowCallback ends when the Trainer is dropped) until the garbage collector runs
         self._given_handler = weakref.ref(handler) if handler is not None else None
-        if handler is None:
-            handler = self._own_handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
+        if handler is None:  # the Lightning door: report_to's trackers run as transformers' own callbacks here
+            from hf_lightning.facade import reporting_callbacks
+
+            handler = self._own_handler = CallbackHandler(
+                [DefaultFlowCallback, *reporting_callbacks(settings, lightning_loggers=LIGHTNING_LOGGERS)],
+                None, None, None, None)
         for callback in _trainer_callbacks(callbacks or [], "HFFlow(callbacks=...)"):
             handler.add_callback(callback)
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
@@ -177,6 +187,17 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.last_eval_metrics: dict[str, float] = {}
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
         self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
+
+    def _warn_of_reporters_without_logger(self, trainer: L.Trainer) -> None:
+        """``report_to`` naming ``tensorboard`` / ``csv`` in the Lightning door, where those are the Lightning
+        trainer's loggers: a warning when it has none of that kind (nothing would be written)."""
+        report_to = self.settings.report_to or []
+        names = [report_to] if isinstance(report_to, str) else list(report_to)
+        for name, kind in LIGHTNING_LOGGERS.items():
+            if name in names and not any(isinstance(logger, kind) for logger in trainer.loggers):
+                rank_zero_warn(f"HFFlow report_to names {name!r}: in a Lightning trainer that is its logger "
+                               f"(trainer.logger: {kind.__module__}.{kind.__name__}), which this one lacks, so nothing "
+                               "is written there; add the logger.")
 
     @property
     def handler(self) -> CallbackHandler:
@@ -228,6 +249,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
         if self._init_end_pending:
+            self._warn_of_reporters_without_logger(trainer)
             self._init_end_pending = False
             self.event("on_init_end")
         if stage == "fit":

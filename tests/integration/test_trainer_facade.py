@@ -217,3 +217,39 @@ def test_ctrl_c_during_a_save_leaves_no_staging_folder(tmp_path, monkeypatch):
         trainer.train()
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-2"]
     assert "model.safetensors" in os.listdir(tmp_path / "checkpoint-2")
+
+
+def _event_folders(root) -> list[str]:
+    return sorted({os.path.relpath(os.path.dirname(p), root)
+                   for p in glob.glob(str(root / "**" / "events.out.tfevents.*"), recursive=True)})
+
+
+def test_tensorboard_is_transformers_callback_so_remove_pop_and_an_own_writer_act_as_there(tmp_path):
+    """report_to="tensorboard" is transformers' TensorBoardCallback in the handler, at transformers' place: removing
+    it stops TensorBoard, popping returns it, and the "own writer" pattern (pop it, add one with tb_writer=...) writes
+    once, to that writer's folder, in both libraries."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    seen = {}
+    for lib in (transformers, __import__("hf_lightning")):
+        root = tmp_path / lib.__name__
+        names, folders = [], {}
+        for case in ("kept", "removed", "own_writer"):
+            args = lib.TrainingArguments(str(root / case), per_device_train_batch_size=8, max_steps=4, learning_rate=0.1,
+                                         report_to=["tensorboard"],
+                                         use_cpu=True, save_strategy="no", logging_steps=1, disable_tqdm=True)
+            trainer = lib.Trainer(model=RegressionModel(), args=args, train_dataset=RegressionDataset())
+            names.append([type(c).__name__ for c in trainer.callback_handler.callbacks])
+            if case == "removed":
+                trainer.remove_callback(TensorBoardCallback)
+            if case == "own_writer":
+                popped = trainer.pop_callback(TensorBoardCallback)
+                assert isinstance(popped, TensorBoardCallback)
+                trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(str(root / case / "my_tb"))))
+            trainer.train()
+            folders[case] = [f.split(os.sep)[0] for f in _event_folders(root / case)]
+        seen[lib.__name__] = (names, folders)
+    assert seen["hf_lightning"] == seen["transformers"]
+    assert seen["transformers"][1] == {"kept": ["runs"], "removed": [], "own_writer": ["my_tb"]}
+    assert seen["transformers"][0][0] == ["DefaultFlowCallback", "TensorBoardCallback", "PrinterCallback"]

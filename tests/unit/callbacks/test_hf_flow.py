@@ -41,3 +41,27 @@ def test_a_callback_named_by_a_string_is_refused_with_the_yaml_form() -> None:
         HFFlow(callbacks=["transformers.PrinterCallback"])
     with pytest.raises(TypeError, match=r"wrap_trainer_callbacks\(callbacks=\.\.\.\)"):
         wrap_trainer_callbacks([TQDMProgressBar()])
+
+
+def test_report_to_runs_transformers_trackers_in_a_plain_lightning_trainer(tmp_path, monkeypatch) -> None:
+    """HFFlow(report_to=["mlflow"]) in the Lightning door reports through transformers' own MLflowCallback (was
+    silently ignored): a run in the tracking store with HF's metric names and steps; "tensorboard" there is the
+    Lightning trainer's logger, and its absence is warned about."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    store = f"file:{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "lightning-door")
+    flow = HFFlow(logging_steps=2, report_to=["mlflow", "tensorboard"], run_name="door")
+    assert [type(c).__name__ for c in flow.handler.callbacks] == ["DefaultFlowCallback", "MLflowCallback"]
+    with pytest.warns(UserWarning, match=r"report_to names 'tensorboard'.*TensorBoardLogger.*add the logger"):
+        fit([], flow=flow, max_steps=4)
+    mlflow.end_run()
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("lightning-door").experiment_id])
+    assert run.info.run_name == "door"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4]
+    assert [r["loss"] for r in flow.state.log_history if "loss" in r] == pytest.approx(
+        [m.value for m in client.get_metric_history(run.info.run_id, "loss")], rel=1e-6)
