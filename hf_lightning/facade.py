@@ -91,7 +91,26 @@ class FacadeAccelerator:
 
     @property
     def process_index(self) -> int:
-        return self._trainer.global_rank if self._trainer is not None else int(os.environ.get("RANK", "0"))
+        if self._trainer is not None:
+            return self._trainer.global_rank
+        from hf_lightning.strategies import launched_rank
+
+        return launched_rank()
+
+    @property
+    def distributed_type(self) -> Any:
+        """accelerate's ``DistributedType`` of the run, as transformers' accelerator reports it (``NO`` in one
+        process; ``MULTI_GPU`` / ``MULTI_CPU`` under DDP; ``FSDP``; ``DEEPSPEED``)."""
+        from accelerate.utils import DistributedType
+
+        facade = self.facade
+        if facade.is_deepspeed_enabled:
+            return DistributedType.DEEPSPEED
+        if self.num_processes == 1:
+            return DistributedType.NO
+        if facade.is_fsdp_enabled:
+            return DistributedType.FSDP
+        return DistributedType.MULTI_GPU if self.device.type == "cuda" else DistributedType.MULTI_CPU
 
     @property
     def local_process_index(self) -> int:
@@ -429,6 +448,17 @@ class FacadeDataModule(HFDataModule):
         #: the name of the trainer's eval set this data module evaluates (``evaluate()`` of a dict, ``evaluate(name)``):
         #: an overridden ``get_eval_dataloader`` receives it, as in transformers
         self.eval_name = eval_name
+
+    def _world(self) -> tuple[int, int]:
+        """The processes and this one's rank: the Lightning trainer's, or before one exists (a loader asked for by hand
+        under torchrun) the launcher's, so ``len(trainer.get_train_dataloader())`` counts this process's batches, as
+        transformers' prepared loader does."""
+        if self.trainer is not None:
+            return super()._world()
+        from hf_lightning.strategies import launch_layout, launched_rank
+
+        devices, nodes = launch_layout()
+        return devices * nodes, launched_rank()
 
     @property
     def eval_loaders_per_evaluation(self) -> bool:

@@ -26,7 +26,7 @@ from torch import nn
 from hf_lightning.strategies.ddp import _PROCESS_GROUP_FIELDS, _fields, ddp_kwargs
 from hf_lightning.strategies.deepspeed import HFDeepSpeedStrategy, deepspeed_config
 from hf_lightning.strategies.fsdp import HFFSDP2Strategy, HFFSDPStrategy, fsdp_settings, layer_classes, shard_fsdp2
-from hf_lightning.strategies.layout import launch_layout, synchronize_exit
+from hf_lightning.strategies.layout import launch_layout, launched_rank, synchronize_exit
 from hf_lightning.strategies.steps import (
     clip_grad_norm,
     clipper_for,
@@ -38,7 +38,7 @@ from hf_lightning.strategies.steps import (
 
 __all__ = [
     "STRATEGIES", "HFDeepSpeedStrategy", "HFFSDP2Strategy", "HFFSDPStrategy", "clip_grad_norm", "clipper_for",
-    "ddp_kwargs", "deepspeed_config", "forward_is_collective", "fsdp_settings", "generation_is_synced", "launch_layout", "layer_classes",
+    "ddp_kwargs", "deepspeed_config", "forward_is_collective", "fsdp_settings", "generation_is_synced", "launch_layout", "launched_rank", "layer_classes",
     "load_scaler_state", "scaler_state", "shard_fsdp2", "strategy_name", "synchronize_exit", "trainer_kwargs",
 ]
 

@@ -27,6 +27,13 @@ def launch_layout(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     return 1, 1
 
 
+def launched_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's global rank as the launcher numbered it (torchrun's ``RANK``, srun's ``SLURM_PROCID``; else 0),
+    before any process group exists."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
+
+
 _EXIT_REGISTERED = False
 #: How long a rank waits at exit for the others before tearing its process group down anyway.
 EXIT_BARRIER_TIMEOUT = timedelta(seconds=60)

@@ -99,6 +99,8 @@ def run(out_dir: str, per_device_batch: int) -> dict:
     """Trains with checkpoints, evaluates and predicts 5 samples, then resumes from checkpoint-2 in a new Trainer."""
     args = _args(os.path.join(out_dir, "full"), per_device_batch, save_strategy="steps", save_steps=SAVE_STEPS)
     trainer = _trainer(args)
+    # asked for before train(), as a script sizing its schedule does: this process's batches, as transformers'
+    train_batches = len(trainer.get_train_dataloader())
     output = trainer.train()
     evaluation = RegressionDataset(EVAL_SAMPLES, seed=7)
     metrics = trainer.evaluate(evaluation)
@@ -115,6 +117,7 @@ def run(out_dir: str, per_device_batch: int) -> dict:
         "label_ids": np.asarray(prediction.label_ids).tolist(), "test_count": prediction.metrics["test_count"],
         "rng_files": sorted(f for f in os.listdir(os.path.join(args.output_dir, f"checkpoint-{SAVE_STEPS}"))
                             if f.startswith("rng_state")),
+        "train_batches": train_batches, "distributed_type": trainer.accelerator.distributed_type.value,
     }
     if trainer.pl_trainer.world_size == 2:
         result["gather"] = gather_checks(trainer)

@@ -38,6 +38,10 @@ def test_facade_ddp_equals_one_process(facade_ddp, facade_single):
 def test_facade_max_steps_counts_batches_per_rank(facade_ddp, facade_single):
     # transformers' max_steps uses the batches of one rank: ceil(60 / (4 x 2)) = 8 -> 3 updates per epoch, 6 in all.
     assert facade_ddp["max_steps"] == facade_single["max_steps"] == 6
+    # and so does len(trainer.get_train_dataloader()) asked for before train(): transformers' prepared loader gives
+    # each process ceil(15 batches / 2) = 8 (one process: 60 / 8 = 8); accelerator.distributed_type as transformers'
+    assert (facade_ddp["train_batches"], facade_single["train_batches"]) == (8, 8)
+    assert (facade_ddp["distributed_type"], facade_single["distributed_type"]) == ("MULTI_CPU", "NO")
 
 
 def test_evaluate_and_predict_gather_every_sample_once_in_order(facade_ddp, facade_single):

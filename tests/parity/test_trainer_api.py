@@ -167,7 +167,7 @@ def test_accelerator_and_model_wrapped_answer_what_callbacks_ask(tmp_path):
             "is_local_main_process": acc.is_local_main_process, "use_distributed": acc.use_distributed,
             "device": acc.device.type, "gather": acc.gather(t).tolist(), "gather_for_metrics": acc.gather_for_metrics(t).tolist(),
             "reduce": acc.reduce(t).tolist(), "unwrap": acc.unwrap_model(trainer.model) is trainer.model,
-            "model_wrapped": trainer.model_wrapped is trainer.model,
+            "model_wrapped": trainer.model_wrapped is trainer.model, "distributed_type": acc.distributed_type,
         }
     assert answers["hf_lightning"] == answers["transformers"]
 
