@@ -376,8 +376,9 @@ class TrainerMethods:
         """transformers' ``end``: called once at the very end of a script. Ends the distributed process group of a
         multi-process run (``train`` / ``evaluate`` / ``predict`` / ``save_model`` communicate between processes and
         must come before it); the trackers already finished with each run."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        from hf_lightning.strategies.layout import leave_process_group
+
+        leave_process_group()  # the ranks meet first: a gloo rank leaving while its peer tears down can abort
 
     def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
         """transformers' ``get_resumed_dataloader``: ``dataloader`` without its first ``num_batches`` batches

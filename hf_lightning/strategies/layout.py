@@ -51,10 +51,12 @@ def synchronize_exit() -> None:
     global _EXIT_REGISTERED
     if not _EXIT_REGISTERED:
         _EXIT_REGISTERED = True
-        atexit.register(_leave_process_group)
+        atexit.register(leave_process_group)
 
 
-def _leave_process_group() -> None:
+def leave_process_group() -> None:
+    """Ranks meet (gloo: a bounded barrier), then the default process group is destroyed: at exit, and by
+    ``Trainer.end()``."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):

@@ -66,7 +66,9 @@ def main(out: str, library: str, kind: str) -> None:
                 "eval_keys": list(metrics), "eval_loss": metrics["eval_loss"],
                 "predictions": np.asarray(prediction.predictions).tolist(),
                 "label_ids": np.asarray(prediction.label_ids).tolist()}, f)
-    trainer.end()  # a script's last call (without it, gloo may abort the processes' exit)
+    if library == "transformers":  # its end() destroys the group without the ranks meeting: a gloo rank leaving
+        torch.distributed.barrier()  # while its peer still tears down can abort (hf_lightning's end() meets first)
+    trainer.end()  # a script's last call
 
 
 if __name__ == "__main__":
