@@ -35,7 +35,11 @@ def weak_method(method: Any) -> Any:
     ref = weakref.WeakMethod(method)
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return ref()(*args, **kwargs)
+        bound = ref()
+        if bound is None:
+            raise ReferenceError(f"{method.__name__}: the hf_lightning.Trainer this belongs to was deleted; keep a "
+                                 "reference to the Trainer while its module, Lightning trainer or accelerator is used.")
+        return bound(*args, **kwargs)
 
     call.__name__ = call.__qualname__ = method.__name__
     call.__doc__ = method.__doc__
@@ -557,9 +561,18 @@ REPORTERS = {
 
 
 def _report_names(args: Any) -> list[str]:
+    """``report_to`` as a list of names: ``none`` -> none, ``all`` -> every installed integration (as transformers'
+    TrainingArguments expands it; HFFlow's own settings arrive unexpanded)."""
     report_to = args.report_to or []
     names = [report_to] if isinstance(report_to, str) else list(report_to)
-    return [] if names == ["none"] else names
+    if names == ["none"]:
+        return []
+    if "all" in names:
+        from transformers.integrations import get_available_reporting_integrations
+
+        names = [n for n in names if n != "all"] + [
+            n for n in get_available_reporting_integrations() if n not in names]
+    return names
 
 
 def build_loggers(args: Any) -> list[Logger] | bool:

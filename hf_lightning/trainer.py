@@ -521,6 +521,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         # The translated settings drive both callbacks; the user's arguments are what transformers' callbacks see.
         self._flow = flow = HFFlow(settings=self.translated.flow, args=self.args, handler=self.callback_handler,
                                    control_validation=True)
+        flow.hold_handler_weakly()  # this Trainer owns the handler
         flow.memory_tracker = self._memory_tracker  # one tracker: the init metrics come with the first stage's
         flow.state = self.state = self._fresh_state(trial)
         flow.control = self.__dict__["_control"]  # as transformers: one TrainerControl across train() calls

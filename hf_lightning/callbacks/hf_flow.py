@@ -144,16 +144,13 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.state = TrainerState()
         self.control = TrainerControl()
         self._init_end_pending = handler is None  # the HF-style Trainer fires on_init_end itself
-        #: the HF-style Trainer's handler is held weakly: this callback lives in the Lightning trainer, whose module
-        #: and strategy refer to each other, so a strong reference would keep the user's callbacks (a tracker's run,
-        #: which transformers' MLflowCallback ends when the Trainer is dropped) until the garbage collector runs
-        self._given_handler = weakref.ref(handler) if handler is not None else None
-        if handler is None:  # the Lightning door: report_to's trackers run as transformers' own callbacks here
-            from hf_lightning.facade import reporting_callbacks
-
-            handler = self._own_handler = CallbackHandler(
-                [DefaultFlowCallback, *reporting_callbacks(settings, lightning_loggers=LIGHTNING_LOGGERS)],
-                None, None, None, None)
+        self._handler: CallbackHandler | None = handler
+        self._handler_ref: Any = None  # see `hold_handler_weakly`
+        #: the Lightning door: report_to's trackers, transformers' own callbacks, join the handler in `setup` (built
+        #: in each process, so that this callback pickles for a spawning strategy)
+        self._reporters_pending = handler is None
+        if handler is None:
+            self._handler = handler = CallbackHandler([DefaultFlowCallback], None, None, None, None)
         for callback in _trainer_callbacks(callbacks or [], "HFFlow(callbacks=...)"):
             handler.add_callback(callback)
         self.log_override: Any = None  # set by the HF-style Trainer when a subclass overrides Trainer.log
@@ -202,7 +199,23 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
     @property
     def handler(self) -> CallbackHandler:
         """transformers' ``CallbackHandler`` this callback drives (the HF-style Trainer's, or its own)."""
-        return self._given_handler() if self._given_handler is not None else self._own_handler
+        return self._handler if self._handler is not None else self._handler_ref()
+
+    def hold_handler_weakly(self) -> None:
+        """Called by the HF-style Trainer, which owns the handler: this callback lives in the Lightning trainer (whose
+        module and strategy refer to each other), so a strong reference would keep the user's callbacks (a tracker's
+        open run, which transformers' MLflowCallback ends when the Trainer is dropped) alive until the garbage
+        collector runs."""
+        if self._handler is not None:
+            self._handler_ref, self._handler = weakref.ref(self._handler), None
+
+    def _add_reporters(self) -> None:
+        from hf_lightning.facade import reporting_callbacks
+
+        self._reporters_pending = False
+        reporters = reporting_callbacks(self.settings, lightning_loggers=LIGHTNING_LOGGERS)
+        callbacks = self.handler.callbacks
+        callbacks[1:1] = [cb() if isinstance(cb, type) else cb for cb in reporters]  # transformers' place: 2nd
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -248,8 +261,10 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
             hf_logging.set_verbosity(process_log_level(self.settings, main))
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
-        if self._init_end_pending:
+        if self._reporters_pending:
+            self._add_reporters()
             self._warn_of_reporters_without_logger(trainer)
+        if self._init_end_pending:
             self._init_end_pending = False
             self.event("on_init_end")
         if stage == "fit":

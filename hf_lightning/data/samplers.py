@@ -137,4 +137,14 @@ def interleave(parts: list[Any], batch_size: int) -> Any:
     order += [part[n * batch_size:] for part, n in zip(parts, full) if len(part) > n * batch_size]
     if not order:
         return parts[0][:0]
-    return np.concatenate(order) if isinstance(parts[0], np.ndarray) else [row for piece in order for row in piece]
+    if not isinstance(parts[0], np.ndarray):
+        return [row for piece in order for row in piece]
+    if len({piece.shape[1:] for piece in order}) > 1:  # ragged trailing dimensions: padded with -100, as transformers
+        shape = tuple(max(dims) for dims in zip(*(piece.shape[1:] for piece in order)))
+        padded = []
+        for piece in order:
+            full = np.full((len(piece), *shape), -100, dtype=piece.dtype)
+            full[(slice(None), *(slice(0, n) for n in piece.shape[1:]))] = piece
+            padded.append(full)
+        order = padded
+    return np.concatenate(order)

@@ -242,8 +242,7 @@ class LanguageModelingDataModule(_NoClasses, HFDataModule):
         text = _require_column(ds, "text_column", self.text_column or "text", split)
         if self.line_by_line:
             ds = ds.filter(lambda b: [bool(t) and not t.isspace() for t in b[text]], batched=True)  # as run_mlm
-        max_length = self.resolve_max_length(tokenizer)
-        kwargs = {"truncation": True, "max_length": max_length} if self.line_by_line else {}
+        kwargs = {"truncation": True, "max_length": self.resolve_max_length(tokenizer)} if self.line_by_line else {}
         tokenized = ds.map(lambda b: tokenizer(b[text], **kwargs), batched=True, remove_columns=ds.column_names,
                            num_proc=self.preprocessing_num_workers, desc=f"Tokenizing {split}")
         if self.line_by_line:

@@ -76,12 +76,26 @@ def gather_objects_across_ranks(value: Any, order: Callable[[list[Any]], list[An
     present = [part for part in parts if part is not None]
     if not present:
         return None
-    if order is not None and all(isinstance(p, (list, np.ndarray)) for p in present):
-        return order(present)
+    if order is not None:
+        return _reordered(present, order)
     joined = present[0]
     for part in present[1:]:
         joined = nested_concat(joined, part, padding_index=-100)
     return joined
+
+
+def _reordered(parts: list[Any], order: Callable[[list[Any]], Any]) -> Any:
+    """The ranks' values joined by ``order``, leaf by leaf: a tuple / dict (a model's several outputs), or a list of
+    arrays, is a structure whose arrays each hold one row per sample; an array, or a list of anything else, is the
+    rows themselves."""
+    first = parts[0]
+    structure = isinstance(first, (tuple, dict)) or (
+        isinstance(first, list) and first and all(isinstance(x, (np.ndarray, torch.Tensor)) for x in first))
+    if not structure:
+        return order(parts)
+    if isinstance(first, dict):
+        return {key: _reordered([part[key] for part in parts], order) for key in first}
+    return type(first)(_reordered([part[i] for part in parts], order) for i in range(len(first)))
 
 
 __all__ = ["gather_across_ranks", "gather_objects_across_ranks"]

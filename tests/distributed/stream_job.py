@@ -55,6 +55,8 @@ def main(out: str, library: str, kind: str) -> None:
     trainer.train()
     metrics = trainer.evaluate()
     prediction = trainer.predict(stream(kind, EVAL))
+    trainer.args.eval_use_gather_object = True  # gathered as Python objects: put back in the same order
+    as_objects = trainer.predict(stream(kind, EVAL)) if library == "hf_lightning" else prediction
     rank = int(os.environ.get("RANK", "0"))
     with open(os.path.join(out, f"seen_{rank}.json"), "w") as f:
         json.dump(seen, f)
@@ -65,7 +67,9 @@ def main(out: str, library: str, kind: str) -> None:
                 "epoch": trainer.state.epoch, "losses": [r["loss"] for r in trainer.state.log_history if "loss" in r],
                 "eval_keys": list(metrics), "eval_loss": metrics["eval_loss"],
                 "predictions": np.asarray(prediction.predictions).tolist(),
-                "label_ids": np.asarray(prediction.label_ids).tolist()}, f)
+                "label_ids": np.asarray(prediction.label_ids).tolist(),
+                "object_predictions": np.asarray(as_objects.predictions).tolist(),
+                "object_label_ids": np.asarray(as_objects.label_ids).tolist()}, f)
     if library == "transformers":  # its end() destroys the group without the ranks meeting: a gloo rank leaving
         torch.distributed.barrier()  # while its peer still tears down can abort (hf_lightning's end() meets first)
     trainer.end()  # a script's last call

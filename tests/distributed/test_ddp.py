@@ -175,6 +175,7 @@ def test_a_stream_is_shared_out_to_the_processes_as_transformers_shares_it(tmp_p
     assert len(ours["label_ids"]) == len(theirs["label_ids"]) == 13
     assert ours["label_ids"] == pytest.approx(theirs["label_ids"]) and \
         ours["predictions"] == pytest.approx(theirs["predictions"], rel=1e-5)
+    assert (ours["object_predictions"], ours["object_label_ids"]) == (ours["predictions"], ours["label_ids"])
     # eval_loss: the mean over the 13 samples, each once (transformers also averages the sample accelerate repeats
     # to even out the last batch: parity.md, difference 21)
     errors = (np.asarray(ours["predictions"]).reshape(-1) - np.asarray(ours["label_ids"])) ** 2

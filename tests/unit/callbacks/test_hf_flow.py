@@ -3,6 +3,7 @@ on a plain Lightning Trainer."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
@@ -55,9 +56,10 @@ def test_report_to_runs_transformers_trackers_in_a_plain_lightning_trainer(tmp_p
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "lightning-door")
     flow = HFFlow(logging_steps=2, report_to=["mlflow", "tensorboard"], run_name="door")
-    assert [type(c).__name__ for c in flow.handler.callbacks] == ["DefaultFlowCallback", "MLflowCallback"]
+    pickle.dumps(flow)  # the trackers join in setup, in each process: a spawning strategy can pickle the callback
     with pytest.warns(UserWarning, match=r"report_to names 'tensorboard'.*TensorBoardLogger.*add the logger"):
         fit([], flow=flow, max_steps=4)
+    assert [type(c).__name__ for c in flow.handler.callbacks] == ["DefaultFlowCallback", "MLflowCallback"]
     mlflow.end_run()
     client = MlflowClient(tracking_uri=store)
     (run,) = client.search_runs([client.get_experiment_by_name("lightning-door").experiment_id])
@@ -65,3 +67,16 @@ def test_report_to_runs_transformers_trackers_in_a_plain_lightning_trainer(tmp_p
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4]
     assert [r["loss"] for r in flow.state.log_history if "loss" in r] == pytest.approx(
         [m.value for m in client.get_metric_history(run.info.run_id, "loss")], rel=1e-6)
+
+
+def test_report_to_all_and_a_given_handler_in_the_lightning_door() -> None:
+    """report_to="all" expands to the installed integrations (as transformers' TrainingArguments expands it) rather than
+    reaching transformers' lookup as a name; a handler given to HFFlow is held as given."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.trainer_callback import CallbackHandler
+
+    from hf_lightning.facade import _report_names
+
+    assert _report_names(HFFlow(report_to="all").settings) == get_available_reporting_integrations()
+    assert _report_names(HFFlow(report_to=["csv", "all"]).settings)[0] == "csv"
+    assert isinstance(HFFlow(handler=CallbackHandler([], None, None, None, None)).handler, CallbackHandler)

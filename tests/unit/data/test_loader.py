@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 import transformers
 from torch.utils.data import DataLoader
@@ -58,3 +60,39 @@ def test_window_tag_is_removed_before_the_model_sees_the_batch():
     batch = {"labels": torch.tensor([1]), WINDOW_KEY: "x"}
     inputs, window = split_window(batch)
     assert WINDOW_KEY not in inputs and window == "x"
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_a_stream_is_shared_out_in_global_batches_and_put_back_in_order(pad):
+    """`DispatchedShard`: process r takes the r-th batch_size of each global batch; the short last one is split
+    evenly (training: completed from the first batch, so every process has as many samples; evaluation: no repeats),
+    and `interleave` restores the stream's order from the processes' rows, also for ragged arrays."""
+    from hf_lightning.data.samplers import DispatchedShard, interleave
+
+    for n in range(30):
+        for world in (1, 2, 3):
+            for batch in (1, 2, 4):
+                shards = [DispatchedShard(range(n), batch, world, r, pad) for r in range(world)]
+                parts = [list(shard) for shard in shards]
+                assert [len(p) for p in parts] == [len(shard) for shard in shards]
+                if pad:
+                    assert len({len(p) for p in parts}) <= 1 and set().union(*parts) == set(range(n))
+                else:
+                    assert interleave(parts, batch) == list(range(n))
+                    assert interleave([np.array(p, dtype=np.int64) for p in parts], batch).tolist() == list(range(n))
+    # 50 samples, batches of 4 on 2 processes: accelerate's dispatch gives the last two samples one each
+    assert [list(DispatchedShard(range(50), 4, 2, r, True))[-1] for r in (0, 1)] == [48, 49]
+    ragged = interleave([np.ones((2, 3)), np.zeros((1, 5))], 2)
+    assert ragged.shape == (3, 5) and ragged[0, 4] == -100
+
+
+def test_gathered_object_outputs_are_reordered_output_by_output():
+    """eval_use_gather_object with a stream: a model's several outputs (a tuple) are put back into the stream's order
+    each on its own, not as if the outputs were samples."""
+    from hf_lightning.data.samplers import interleave
+    from hf_lightning.modules.gather import _reordered
+
+    rank0 = (np.array([0, 1, 4, 5]), np.array([10, 11, 14, 15]))
+    rank1 = (np.array([2, 3, 6]), np.array([12, 13, 16]))
+    joined = _reordered([rank0, rank1], lambda parts: interleave(parts, 2))
+    assert [a.tolist() for a in joined] == [[0, 1, 2, 3, 4, 5, 6], [10, 11, 12, 13, 14, 15, 16]]
