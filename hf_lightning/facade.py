@@ -32,16 +32,16 @@ def weak_method(method: Any) -> Any:
     alive after the script drops it, until the garbage collector runs (transformers' Trainer is freed at once)."""
     if method is None or not isinstance(method, types.MethodType):
         return method
-    ref = weakref.WeakMethod(method)
+    ref, name = weakref.WeakMethod(method), method.__name__  # nothing below may hold ``method`` itself
 
     def call(*args: Any, **kwargs: Any) -> Any:
         bound = ref()
         if bound is None:
-            raise ReferenceError(f"{method.__name__}: the hf_lightning.Trainer this belongs to was deleted; keep a "
-                                 "reference to the Trainer while its module, Lightning trainer or accelerator is used.")
+            raise ReferenceError(f"{name}: the hf_lightning.Trainer this belongs to was deleted; keep a reference to "
+                                 "the Trainer while its module, Lightning trainer or accelerator is used.")
         return bound(*args, **kwargs)
 
-    call.__name__ = call.__qualname__ = method.__name__
+    call.__name__ = call.__qualname__ = name
     call.__doc__ = method.__doc__
     call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
     return call
