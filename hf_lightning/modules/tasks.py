@@ -56,7 +56,10 @@ def loss_shifts_labels(model: object, task: str) -> bool:
 
 
 def is_causal_lm(model: object) -> bool:
-    """transformers.Trainer's test for shifting labels in label smoothing: a causal-LM model class."""
+    """transformers.Trainer's test for shifting labels in label smoothing: a causal-LM model class (a PEFT model's
+    base model, as transformers looks through the adapter wrapper; a compiled model's original)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.trainer_utils import unwrap_peft_model
 
+    model = unwrap_peft_model(getattr(model, "_orig_mod", model))
     return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
