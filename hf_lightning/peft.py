@@ -5,10 +5,10 @@ for classification tasks, stay trainable); `LoraModule` is an `HFModule` that do
 ``save_pretrained`` writes the adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) that
 ``peft.PeftModel.from_pretrained(base_model, path)`` loads.
 
-HF checkpoint folders (`hf_lightning.callbacks.HFCheckpoint`) currently hold the full ``PeftModel`` state dict (base
-and adapter weights, peft's key names): they resume a `LoraModule` run exactly but are not adapter folders.
-transformers.Trainer writes adapters there (``PeftModel.save_pretrained``) and loads the best one with
-``model.load_adapter``; see docs/advanced.md.
+HF checkpoint folders (`hf_lightning.callbacks.HFCheckpoint`) of a ``PeftModel`` are adapter folders, as
+transformers.Trainer writes them (``PeftModel.save_pretrained``: an adapter not named ``default`` in a sub-folder of
+its name); a resume loads each adapter back and the best model is loaded with ``model.load_adapter``, as transformers
+does (`hf_lightning.checkpoint.resume`); see docs/advanced.md.
 """
 
 from __future__ import annotations

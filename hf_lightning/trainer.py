@@ -55,6 +55,7 @@ from hf_lightning.callbacks.flow_records import (
 from hf_lightning.callbacks.hf_flow import HFFlow, find_saver
 from hf_lightning.checkpoint import resolve_checkpoint
 from hf_lightning.checkpoint import resume as resuming
+from hf_lightning.checkpoint.folder import has_adapter_weights, is_peft_model
 from hf_lightning.checkpoint.resume import load_weights_into
 from hf_lightning.data.collators import trainer_default_collator
 from hf_lightning.facade import (
@@ -540,11 +541,21 @@ class Trainer(TrainerEvaluation, TrainerMethods):
         self.model = uncompiled(module.model)  # transformers keeps `model` uncompiled
         self._keep_model_on(self.pl_trainer)
         self.state, self.control = flow.state, flow.control
+        self._leave_mode_as_transformers(flow)
         self.optimizer = self.pl_trainer.optimizers[0] if self.pl_trainer.optimizers else None
         self.lr_scheduler = trainer_scheduler(self.pl_trainer)
         self._created_lr_scheduler = not given_scheduler and self.lr_scheduler is not None
         metrics = dict(getattr(flow, "train_metrics", {}))
         return TrainOutput(self.state.global_step, metrics.get("train_loss", 0.0), metrics)
+
+    def _leave_mode_as_transformers(self, flow: HFFlow) -> None:
+        """The model's mode after ``train()``, as transformers leaves it: in eval mode where an evaluation came after
+        the last training step (its evaluation loop sets it; only a next training step would set train mode again) or
+        a peft model's best adapter was loaded (peft loads it as not trainable, in eval mode); else in train mode."""
+        best = self.state.best_model_checkpoint
+        peft_best = (self.args.load_best_model_at_end and best is not None and is_peft_model(self.model)
+                     and has_adapter_weights(best))
+        self.model.train(not (flow.evaluated_at_step == self.state.global_step or peft_best))
 
     def _fit(self, module: FacadeModule, datamodule: FacadeDataModule, flow: HFFlow) -> None:
         """``lightning.Trainer.fit``, with Ctrl+C behaving as in transformers.Trainer.
@@ -658,7 +669,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
             raise ValueError("There is no best model to load: state.best_model_checkpoint is None (train with "
                              "eval_strategy, save_strategy and metric_for_best_model set).")
         log.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
-        load_weights_into(self.model, best)
+        load_weights_into(self.model, best, best=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """transformers' ``_load_from_checkpoint``: loads a checkpoint folder's weights (or adapter) into ``model``

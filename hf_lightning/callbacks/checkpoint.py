@@ -398,7 +398,7 @@ class HFCheckpoint(Checkpoint):
         """Loads ``best_model_checkpoint``'s weights into the trained model (transformers' ``_load_best_model``)."""
         state = self.flow.state
         log.info(f"Loading best model from {state.best_model_checkpoint} (score: {state.best_metric}).")
-        resuming.load_model_weights(trainer, state.best_model_checkpoint)
+        resuming.load_model_weights(trainer, state.best_model_checkpoint, best=True)
 
     def finish_hf_training(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> None:
         """transformers' end of training: load the best weights, prune to the best with ``save_total_limit=1``.

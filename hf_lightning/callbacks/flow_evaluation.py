@@ -31,12 +31,15 @@ class FlowEvaluation:
     no_eval_data: str | None = None
     _validations: int
     _sets_written: int = 0
+    #: the global step after which the last evaluation of the fit ran (None: none ran)
+    evaluated_at_step: int | None = None
 
     def _evaluate(self, trainer: L.Trainer) -> dict[str, float]:
         """Runs Lightning's validation loop now (the steps its epoch loop takes to validate inside an epoch); with an
         overridden ``Trainer.evaluate``, calls it instead, as transformers' ``_evaluate`` does (the override's
         ``super().evaluate()`` evaluates, logs its record and calls ``on_evaluate``); its returned metrics are the
         ones the best model and a metric-stepped schedule are chosen by."""
+        self.evaluated_at_step = self.state.global_step  # the step whose end evaluated last
         if self.evaluate_override is not None:
             metrics = self.evaluate_override()
             self.last_eval_metrics = metrics

@@ -72,6 +72,14 @@ def has_adapter_weights(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, f)) for f in ADAPTER_WEIGHT_FILES)
 
 
+def adapter_subdirs(folder: str) -> list[str]:
+    """The sub-folders of ``folder`` holding an adapter each: peft saves an adapter not named ``default`` (and, with
+    several adapters, every one but ``default``) in a sub-folder of its name."""
+    if not os.path.isdir(folder):
+        return []
+    return [name for name in sorted(os.listdir(folder)) if has_adapter_weights(os.path.join(folder, name))]
+
+
 def checkpoint_dir(output_dir: str, global_step: int) -> str:
     """``output_dir/checkpoint-{global_step}``, spelled as transformers spells it (``PREFIX_CHECKPOINT_DIR``)."""
     return os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
@@ -84,8 +92,10 @@ def staging_dir(final_dir: str) -> str:
 
 
 def has_weights(folder: str) -> bool:
-    """Whether ``folder`` holds model weights in one of the layouts transformers writes."""
-    return os.path.isdir(folder) and any(os.path.isfile(os.path.join(folder, f)) for f in _WEIGHT_FILES)
+    """Whether ``folder`` holds model weights in one of the layouts transformers writes (a peft model's adapters at
+    the top or in sub-folders)."""
+    return os.path.isdir(folder) and (any(os.path.isfile(os.path.join(folder, f)) for f in _WEIGHT_FILES)
+                                      or bool(adapter_subdirs(folder)))
 
 
 def is_complete(folder: str) -> bool:

@@ -222,7 +222,7 @@ def inner_model(pl_module: L.LightningModule) -> tuple[torch.nn.Module, str]:
     return inner, "model."
 
 
-def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:
+def load_model_weights(trainer: L.Trainer, checkpoint: str, best: bool = False) -> None:
     """Loads ``model.safetensors`` (or a sharded / ``.bin`` layout; a peft adapter folder into a ``PeftModel``)
     into the Lightning module's model.
 
@@ -235,17 +235,22 @@ def load_model_weights(trainer: L.Trainer, checkpoint: str) -> None:
         def place(weights: dict[str, torch.Tensor]) -> None:
             trainer.strategy.load_model_state_dict({"state_dict": {prefix + k: v for k, v in weights.items()}},
                                                    strict=False)
-    load_weights_into(model, checkpoint, place)
+    load_weights_into(model, checkpoint, place, best=best)
+
+
+_PEFT_NOT_SAVED = ("The intermediate checkpoints of PEFT may not be saved correctly, consider using a custom callback "
+                   "to save adapter_model.bin in corresponding saving folders. Check some examples here: "
+                   "https://github.com/huggingface/peft/issues/96")
 
 
 def load_weights_into(model: torch.nn.Module, checkpoint: str,
-                      place: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:
-    """Loads a checkpoint folder's weights into ``model`` as transformers does: a peft adapter folder into the
-    active adapter, else the weights (missing and unexpected keys warned) through the model's own
-    ``load_state_dict`` (an override, a buffer whose size changes), or through ``place``."""
-    if ckpt_folder.is_peft_model(model) and ckpt_folder.has_adapter_weights(checkpoint):
-        # as transformers: a PeftModel's checkpoint is its adapter folder, loaded into the active adapter
-        model.load_adapter(checkpoint, model.active_adapter, is_trainable=True)
+                      place: Callable[[dict[str, torch.Tensor]], None] | None = None, best: bool = False) -> None:
+    """Loads a checkpoint folder's weights into ``model`` as transformers does: a peft model's adapters (`_load_adapters`),
+    else the weights (missing and unexpected keys warned) through the model's own ``load_state_dict`` (an override, a
+    buffer whose size changes), or through ``place``. ``best``: transformers' ``_load_best_model`` rather than a
+    resume."""
+    if ckpt_folder.is_peft_model(model):
+        _load_adapters(model, checkpoint, best)
         return
     weights = ckpt_folder.load_weights(checkpoint)
     expected = set(model.state_dict())
@@ -260,3 +265,36 @@ def load_weights_into(model: torch.nn.Module, checkpoint: str,
         place(weights)
     else:
         model.load_state_dict(weights, strict=False)
+
+
+def _load_adapters(model: Any, checkpoint: str, best: bool) -> None:
+    """A peft model's adapters from a checkpoint folder, as transformers loads them.
+
+    A resume (``_load_from_checkpoint``): with adapters in sub-folders (one not named ``default``, or several), each
+    into the adapter of its name (the top-level one into ``default``), trainable where it is the active adapter, which
+    stays active; else the top-level adapter into the active one. The best model (``_load_best_model``): the top-level
+    adapter into the active one, as peft loads it by default (not trainable: the model is left in eval mode); without
+    one, a warning and the model as it is.
+    """
+    active = model.active_adapters[0] if hasattr(model, "active_adapters") else model.active_adapter
+    top = ckpt_folder.has_adapter_weights(checkpoint)
+    if best:
+        if top:
+            model.load_adapter(checkpoint, active)
+        else:
+            log.warning(_PEFT_NOT_SAVED)
+        return
+    subdirs = ckpt_folder.adapter_subdirs(checkpoint)
+    training = model.training  # peft puts the model in eval mode for an adapter loaded as not trainable; transformers
+    # then trains in train mode (its training_step calls model.train()), so the mode is kept here
+    if subdirs:
+        if top:
+            model.load_adapter(checkpoint, "default", is_trainable=active == "default")
+        for name in subdirs:
+            model.load_adapter(os.path.join(checkpoint, name), name, is_trainable=name == active)
+        model.set_adapter(active)
+        model.train(training)
+    elif top:
+        model.load_adapter(checkpoint, active, is_trainable=True)
+    else:
+        log.warning(_PEFT_NOT_SAVED)

@@ -870,3 +870,18 @@ def test_current_gradient_accumulation_steps_is_each_windows_size_as_in_transfor
         seen[lib] = trainer.sizes
     assert seen[hf_lightning] == seen[transformers]
     assert set(seen[transformers]) == {3, 1}  # 64 samples / 16 = 4 micro-batches per epoch: a window of 3, then 1
+
+
+@pytest.mark.parametrize("args", [{}, {"eval_strategy": "epoch"}, {"eval_strategy": "steps", "eval_steps": 3}],
+                         ids=["no-evaluation", "per-epoch", "per-steps-and-at-the-last-step"])
+def test_the_model_mode_after_train_is_transformers(tmp_path, args):
+    """transformers' evaluation sets eval mode and only a next training step sets train mode again: after train() the
+    model is in eval mode where an evaluation came after the last step (dropout off for the script's own forwards),
+    in train mode otherwise."""
+    modes = {}
+    for lib in (transformers, hf_lightning):
+        trainer = _trainer(lib, tmp_path, args={**args, "num_train_epochs": 1})  # 64 samples / 8: 8 steps
+        trainer.train()
+        modes[lib] = trainer.model.training
+    assert modes[hf_lightning] == modes[transformers]
+    assert modes[transformers] == (not args)  # train mode without evaluation, eval mode after the final one

@@ -1393,6 +1393,57 @@ def test_a_peft_model_checkpoints_adapters_and_resumes_from_either_library_as_tr
         assert max_rel_diff({k: v for k, v in resumed.model.state_dict().items()}, seen[writer]["weights"]) <= 1e-5
 
 
+@pytest.mark.parametrize("adapters", ["named", "several"])
+def test_adapters_in_sub_folders_resume_and_load_best_as_transformers(tmp_path, adapters):
+    """peft saves an adapter not named "default" (and, with several adapters, each but "default") in a sub-folder of
+    its checkpoint. As transformers: a resume loads each adapter from its folder into the adapter of its name (was:
+    "Can't find a valid checkpoint", or the top-level "default" weights loaded into the trained adapter), the best
+    model is loaded from top-level adapter files only (else a warning, the run kept), and the model's mode after
+    train() is transformers' (eval after a final evaluation or a loaded best adapter)."""
+    peft = pytest.importorskip("peft")
+    ids = np.random.default_rng(0).integers(5, 99, (24, 6))
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+    config = transformers.AutoConfig.for_model(**TINY_BERT, num_labels=2)
+
+    def lora(lib: Any, out: str, **args: Any) -> Any:
+        transformers.set_seed(0)
+        lora_config = peft.LoraConfig(r=2, target_modules=["query", "value"], task_type="SEQ_CLS")
+        base = transformers.BertForSequenceClassification(config)
+        if adapters == "named":
+            model = peft.get_peft_model(base, lora_config, adapter_name="mine")
+        else:
+            model = peft.get_peft_model(base, lora_config)
+            model.add_adapter("other", peft.LoraConfig(r=2, target_modules=["query", "value"], task_type="SEQ_CLS"))
+            model.set_adapter("other")
+        training_args = lib.TrainingArguments(
+            out, report_to=[], use_cpu=True, disable_tqdm=True, learning_rate=1e-2, per_device_train_batch_size=4,
+            max_steps=6, save_steps=3, **args)
+        return lib.Trainer(model=model, args=training_args, train_dataset=data, eval_dataset=data.select(range(8)))
+
+    seen = {}
+    for lib in LIBS:
+        out = tmp_path / lib.__name__
+        best = lora(lib, str(out / "best"), eval_strategy="steps", eval_steps=3, load_best_model_at_end=True,
+                    metric_for_best_model="eval_loss", greater_is_better=True)  # the first evaluation is the best
+        best.train()
+        full = lora(lib, str(out / "full"))
+        full.train()
+        resumed = lora(lib, str(out / "resumed"))
+        resumed.train(resume_from_checkpoint=str(out / "full" / "checkpoint-3"))
+        seen[lib] = {"files": sorted(os.listdir(out / "full" / "checkpoint-3")),
+                     "best": {k: v.clone() for k, v in best.model.state_dict().items()},
+                     "best_mode": best.model.training, "full_mode": full.model.training,
+                     "full": {k: v.clone() for k, v in full.model.state_dict().items()},
+                     "resumed": {k: v.clone() for k, v in resumed.model.state_dict().items()}}
+    ours, theirs = seen[hf_lightning], seen[transformers]
+    assert [f for f in ours["files"] if f != "training_args.json"] == theirs["files"]
+    assert ("mine" if adapters == "named" else "other") in theirs["files"]
+    for key in ("best", "full", "resumed"):
+        assert max_rel_diff(ours[key], theirs[key]) <= 1e-5, key
+    assert max_rel_diff(ours["resumed"], ours["full"]) <= 1e-5
+    assert (ours["best_mode"], ours["full_mode"]) == (theirs["best_mode"], theirs["full_mode"])
+
+
 def test_changes_to_the_transformers_arguments_object_given_count_as_in_transformers(tmp_path):
     """A script that keeps its ``transformers.TrainingArguments`` and changes it after building the Trainer (one
     more epoch, then ``train(resume_from_checkpoint=True)``; a new eval batch size): transformers reads the object it
