@@ -71,6 +71,7 @@ from hf_lightning.modules.base import HFModule
 from hf_lightning.modules.loading import uncompiled
 from hf_lightning.optim import trainer_scheduler
 from hf_lightning.shared_state import ensure_accelerate_state
+from hf_lightning.strategies.layout import launched_rank
 from hf_lightning.trainer_evaluation import TrainerEvaluation
 from hf_lightning.trainer_methods import TrainerMethods
 
@@ -308,7 +309,7 @@ class Trainer(TrainerEvaluation, TrainerMethods):
     def is_world_process_zero(self) -> bool:
         if self.pl_trainer is not None:
             return self.pl_trainer.is_global_zero
-        return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0  # torchrun / srun
+        return launched_rank() == 0  # torchrun / srun
 
     def is_local_process_zero(self) -> bool:
         if self.pl_trainer is not None:

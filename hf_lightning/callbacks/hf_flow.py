@@ -185,11 +185,16 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         #: transformers' memory metrics (the HF-style Trainer passes its own, which also measured its init)
         self.memory_tracker = MemoryTracker(settings.skip_memory_metrics)
 
-    def _warn_of_reporters_without_logger(self, trainer: L.Trainer) -> None:
-        """``report_to`` naming ``tensorboard`` / ``csv`` in the Lightning door, where those are the Lightning
-        trainer's loggers: a warning when it has none of that kind (nothing would be written)."""
-        report_to = self.settings.report_to or []
-        names = [report_to] if isinstance(report_to, str) else list(report_to)
+    def _add_reporters(self, trainer: L.Trainer) -> None:
+        """The Lightning door: transformers' own callbacks for ``report_to``'s trackers join the handler (second, as
+        in transformers); ``tensorboard`` / ``csv`` are the Lightning trainer's loggers there, warned about when it
+        has none of that kind (nothing would be written)."""
+        from hf_lightning.facade import _report_names, reporting_callbacks
+
+        self._reporters_pending = False
+        reporters = reporting_callbacks(self.settings, lightning_loggers=LIGHTNING_LOGGERS)
+        self.handler.callbacks[1:1] = [cb() if isinstance(cb, type) else cb for cb in reporters]
+        names = _report_names(self.settings)
         for name, kind in LIGHTNING_LOGGERS.items():
             if name in names and not any(isinstance(logger, kind) for logger in trainer.loggers):
                 rank_zero_warn(f"HFFlow report_to names {name!r}: in a Lightning trainer that is its logger "
@@ -208,14 +213,6 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         collector runs."""
         if self._handler is not None:
             self._handler_ref, self._handler = weakref.ref(self._handler), None
-
-    def _add_reporters(self) -> None:
-        from hf_lightning.facade import reporting_callbacks
-
-        self._reporters_pending = False
-        reporters = reporting_callbacks(self.settings, lightning_loggers=LIGHTNING_LOGGERS)
-        callbacks = self.handler.callbacks
-        callbacks[1:1] = [cb() if isinstance(cb, type) else cb for cb in reporters]  # transformers' place: 2nd
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -262,8 +259,7 @@ class HFFlow(FlowRecords, FlowEvaluation, Callback):
         self.handler.model = getattr(pl_module, "model", pl_module)
         self.handler.processing_class = getattr(pl_module, "tokenizer", None)
         if self._reporters_pending:
-            self._add_reporters()
-            self._warn_of_reporters_without_logger(trainer)
+            self._add_reporters(trainer)
         if self._init_end_pending:
             self._init_end_pending = False
             self.event("on_init_end")

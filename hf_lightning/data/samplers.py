@@ -3,13 +3,14 @@ the per-process share of an iterable data set (`DispatchedShard`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, Sampler
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, numpy_pad_and_concatenate
 from transformers.trainer_utils import has_length
 
 from hf_lightning.data.loader import ResumableBatches
@@ -139,12 +140,6 @@ def interleave(parts: list[Any], batch_size: int) -> Any:
         return parts[0][:0]
     if not isinstance(parts[0], np.ndarray):
         return [row for piece in order for row in piece]
-    if len({piece.shape[1:] for piece in order}) > 1:  # ragged trailing dimensions: padded with -100, as transformers
-        shape = tuple(max(dims) for dims in zip(*(piece.shape[1:] for piece in order)))
-        padded = []
-        for piece in order:
-            full = np.full((len(piece), *shape), -100, dtype=piece.dtype)
-            full[(slice(None), *(slice(0, n) for n in piece.shape[1:]))] = piece
-            padded.append(full)
-        order = padded
+    if len({piece.shape[1:] for piece in order}) > 1:  # ragged (per-process objects): padded as transformers pads
+        return functools.reduce(numpy_pad_and_concatenate, order)
     return np.concatenate(order)

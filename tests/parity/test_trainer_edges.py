@@ -1350,15 +1350,20 @@ def test_flos_and_search_attributes_read_as_in_transformers(tmp_path):
     assert seen[hf_lightning][2] == 100
 
 
+def _peft_classification() -> tuple[Any, datasets.Dataset, Any]:
+    """peft (the tests skip without it), 24 labelled token rows and a tiny BERT classifier's config."""
+    peft = pytest.importorskip("peft")
+    ids = np.random.default_rng(0).integers(5, 99, (24, 6))
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+    return peft, data, transformers.AutoConfig.for_model(**TINY_BERT, num_labels=2)
+
+
 def test_a_peft_model_checkpoints_adapters_and_resumes_from_either_library_as_transformers(tmp_path):
     """A LoRA ``PeftModel``: each checkpoint and ``save_model`` write peft's adapter folder (``adapter_config.json``,
     ``adapter_model.safetensors``), as transformers does; ``PeftModel.from_pretrained`` loads the saved folder; a run
     resumed from the other library's middle checkpoint ends with the uninterrupted run's weights; the best checkpoint
     is loaded into the adapters at the end."""
-    peft = pytest.importorskip("peft")
-    ids = np.random.default_rng(0).integers(5, 99, (24, 6))
-    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
-    config = transformers.AutoConfig.for_model(**TINY_BERT, num_labels=2)
+    peft, data, config = _peft_classification()
 
     def lora(lib: Any, out: str, **args: Any) -> Any:
         transformers.set_seed(0)
@@ -1400,10 +1405,7 @@ def test_adapters_in_sub_folders_resume_and_load_best_as_transformers(tmp_path, 
     "Can't find a valid checkpoint", or the top-level "default" weights loaded into the trained adapter), the best
     model is loaded from top-level adapter files only (else a warning, the run kept), and the model's mode after
     train() is transformers' (eval after a final evaluation or a loaded best adapter)."""
-    peft = pytest.importorskip("peft")
-    ids = np.random.default_rng(0).integers(5, 99, (24, 6))
-    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
-    config = transformers.AutoConfig.for_model(**TINY_BERT, num_labels=2)
+    peft, data, config = _peft_classification()
 
     def lora(lib: Any, out: str, **args: Any) -> Any:
         transformers.set_seed(0)
